@@ -1,9 +1,22 @@
 //! The Botpress v11 runtime as plain synchronous code: bot loading, NLU, decision, dialog,
 //! content rendering, templating and conditions. Nothing in here knows about HTTP.
 
+pub mod actions;
+pub mod bot;
+pub mod content;
+pub mod dialog;
+pub mod event;
 pub mod expr;
+pub mod flow;
 pub mod nlu;
+pub mod qna;
+pub mod random;
+pub mod runtime;
+pub mod state;
 pub mod template;
+
+pub use event::Event;
+pub use runtime::{Destination, Engine, TurnError, TurnOutput};
 
 use std::fmt;
 

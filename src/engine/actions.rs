@@ -1,0 +1,338 @@
+//! The actions botd runs natively (§8.4, §8.6). Custom JavaScript actions cannot run here:
+//! the load report names each one, and calling one fails the turn as an unknown action does
+//! in Botpress.
+
+use super::content::ContentElement;
+use super::dialog::Turn;
+use super::flow::Flow;
+use super::Problem;
+use serde_json::{Map, Value};
+use std::collections::HashMap;
+
+/// Every action botd implements.
+pub const NATIVE_ACTIONS: [&str; 10] = [
+    "builtin/setVariable",
+    "builtin/setGlobalVariable",
+    "builtin/incrementNumberOfConversations",
+    "builtin/getNumberOfConversations",
+    "builtin/appendContext",
+    "builtin/removeContext",
+    "builtin/resetContext",
+    "basic-skills/choice_parse_answer",
+    "basic-skills/choice_invalid_answer",
+    "builtin/wait",
+];
+
+/// One `onEnter`/`onReceive` item, parsed.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Call {
+    /// `say #!element-id {args}` or `say #content_type {args}`.
+    Say { reference: String, args: Map<String, Value> },
+    /// `module/action {args}`.
+    Action { name: String, args: Map<String, Value> },
+}
+
+/// Parses an instruction's text: the name up to the first space, JSON args after it.
+pub fn parse_call(text: &str) -> Result<Call, String> {
+    let text = text.trim();
+    let (head, rest) = text.split_once(' ').unwrap_or((text, ""));
+    if head == "say" {
+        let rest = rest.trim_start();
+        let (reference, args) = rest.split_once(' ').unwrap_or((rest, ""));
+        if reference.is_empty() {
+            return Err("`say` needs a content element (#!id) or a content type (#type)".into());
+        }
+        Ok(Call::Say { reference: reference.to_string(), args: parse_args(args)? })
+    } else if head.is_empty() {
+        Err("empty instruction".into())
+    } else {
+        Ok(Call::Action { name: head.to_string(), args: parse_args(rest)? })
+    }
+}
+
+fn parse_args(text: &str) -> Result<Map<String, Value>, String> {
+    let text = text.trim();
+    if text.is_empty() {
+        return Ok(Map::new());
+    }
+    match serde_json::from_str::<Value>(text) {
+        Ok(Value::Object(m)) => Ok(m),
+        Ok(_) => Err(format!("arguments must be a JSON object: {text}")),
+        Err(e) => Err(format!("arguments are not valid JSON ({e}): {text}")),
+    }
+}
+
+/// Load-time check of every onEnter/onReceive: custom actions, unknown content elements,
+/// unparseable arguments. Each problem names flow and node.
+pub fn check_flow_calls(flows: &HashMap<String, Flow>, elements: &HashMap<String, ContentElement>, shown_root: &str) -> Vec<Problem> {
+    let mut problems = Vec::new();
+    let mut names: Vec<&String> = flows.keys().collect();
+    names.sort();
+    for name in names {
+        let flow = &flows[name];
+        let shown = format!("{shown_root}/flows/{name}");
+        let catch_all = flow.catch_all_on_receive.iter().map(|c| ("catchAll".to_string(), c));
+        let nodes = flow.nodes.iter().flat_map(|n| {
+            n.on_enter.iter().chain(n.on_receive.iter().flatten()).map(move |c| (format!("node \"{}\"", n.name), c))
+        });
+        for (place, text) in catch_all.chain(nodes) {
+            match parse_call(text) {
+                Err(e) => problems.push(Problem::new(&shown, format!("{place}: {e}"))),
+                Ok(Call::Action { name, .. }) if !NATIVE_ACTIONS.contains(&name.as_str()) => problems.push(Problem::new(
+                    &shown,
+                    format!("{place}: action \"{name}\" is custom JavaScript, which botd cannot run; this node will fail with the bot's error message"),
+                )),
+                Ok(Call::Say { reference, .. }) => {
+                    if let Some(id) = reference.strip_prefix("#!") {
+                        if !elements.contains_key(id) {
+                            problems.push(Problem::new(&shown, format!("{place}: content element \"{id}\" does not exist")));
+                        }
+                    } else {
+                        let t = reference.trim_start_matches('#');
+                        if !super::content::CONTENT_TYPES.contains(&t) {
+                            problems.push(Problem::new(&shown, format!("{place}: content type \"{t}\" is not one botd can render")));
+                        }
+                    }
+                }
+                Ok(_) => {}
+            }
+        }
+    }
+    problems
+}
+
+/// Runs a native action; `args` have already been templated.
+pub fn run(name: &str, args: &Map<String, Value>, turn: &mut Turn) -> Result<(), String> {
+    let text = |key: &str| -> Option<String> {
+        match args.get(key) {
+            Some(Value::String(s)) => Some(s.clone()),
+            Some(Value::Null) | None => None,
+            Some(other) => Some(other.to_string()),
+        }
+    };
+    match name {
+        "builtin/setVariable" => {
+            let kind = text("type").ok_or("setVariable needs a \"type\" (user, session, temp or bot)")?;
+            let var = text("name").ok_or("setVariable needs a \"name\"")?;
+            let value = args.get("value").cloned().unwrap_or(Value::Null);
+            if kind == "bot" {
+                let mut global = turn.kv_get("global").unwrap_or_else(|| Value::Object(Map::new()));
+                if !global.is_object() {
+                    global = Value::Object(Map::new());
+                }
+                global[var.as_str()] = value;
+                turn.scope["bot"] = global.clone();
+                turn.kv_set("global", global);
+                return Ok(());
+            }
+            if !["user", "session", "temp"].contains(&kind.as_str()) {
+                return Err(format!("setVariable: unknown type \"{kind}\" (use user, session, temp or bot)"));
+            }
+            let obj = object_mut(&mut turn.scope, &kind);
+            let empty = matches!(&value, Value::Null) || value.as_str().is_some_and(|s| s.is_empty() || s == "null");
+            if empty {
+                obj.remove(&var);
+            } else {
+                obj.insert(var, value);
+            }
+        }
+        "builtin/setGlobalVariable" => {
+            let var = text("name").ok_or("setGlobalVariable needs a \"name\"")?;
+            let value = args.get("value").cloned().unwrap_or(Value::Null);
+            turn.kv_set(&format!("global/{var}"), value.clone());
+            if let Some(output) = text("output") {
+                object_mut(&mut turn.scope, "temp").insert(output, value);
+            }
+        }
+        "builtin/incrementNumberOfConversations" | "builtin/getNumberOfConversations" => {
+            let key = format!("storage/users/{}/numberOfConversations", turn.target());
+            let current = turn.kv_get(&key).and_then(|v| v.as_f64());
+            let value = if name.ends_with("incrementNumberOfConversations") {
+                let next = current.map_or(0.0, |n| n + 1.0);
+                turn.kv_set(&key, Value::from(next as i64));
+                next
+            } else {
+                current.unwrap_or(0.0)
+            };
+            if let Some(output) = text("output") {
+                object_mut(&mut turn.scope, "temp").insert(output, Value::from(value as i64));
+            }
+        }
+        "builtin/appendContext" => {
+            let contexts = text("contexts").ok_or("appendContext needs \"contexts\"")?;
+            let ttl = text("ttl").unwrap_or_else(|| "1".into());
+            let ttl = ttl.trim().parse::<f64>().map_or(1000, |n| n as i64);
+            let session = object_mut(&mut turn.scope, "session");
+            let mut merged: Vec<(String, i64)> = context_list(session);
+            merged.extend(contexts.trim().split(',').map(|c| (c.to_string(), ttl)));
+            let mut result: Vec<(String, i64)> = Vec::new();
+            for (ctx, ttl) in merged {
+                match result.iter_mut().find(|(c, _)| *c == ctx) {
+                    Some(existing) => existing.1 = existing.1.max(ttl),
+                    None => result.push((ctx, ttl)),
+                }
+            }
+            set_context_list(session, result);
+        }
+        "builtin/removeContext" => {
+            let contexts = text("contexts").ok_or("removeContext needs \"contexts\"")?;
+            let remove: Vec<&str> = contexts.trim().split(',').collect();
+            let session = object_mut(&mut turn.scope, "session");
+            let kept = context_list(session).into_iter().filter(|(c, _)| !remove.contains(&c.as_str())).collect();
+            set_context_list(session, kept);
+        }
+        "builtin/resetContext" => {
+            set_context_list(object_mut(&mut turn.scope, "session"), Vec::new());
+        }
+        "builtin/wait" => {}
+        "basic-skills/choice_parse_answer" => choice_parse_answer(args, turn)?,
+        "basic-skills/choice_invalid_answer" => {
+            let temp = object_mut(&mut turn.scope, "temp");
+            let count = temp.get("skill-choice-invalid-count").and_then(Value::as_f64).unwrap_or(0.0);
+            temp.insert("skill-choice-invalid-count".into(), Value::from(count as i64 + 1));
+        }
+        other => return Err(format!("Action \"{other}\" not found (custom JavaScript actions cannot run in botd)")),
+    }
+    Ok(())
+}
+
+/// The choice skill's answer parser: a number picks that choice, then `intent:` keywords
+/// against the NLU intent, then any keyword contained in what the user wrote.
+fn choice_parse_answer(args: &Map<String, Value>, turn: &mut Turn) -> Result<(), String> {
+    let config = args.get("config").cloned().unwrap_or(Value::Null);
+    let match_numbers = config.get("matchNumbers").and_then(Value::as_bool).unwrap_or(true);
+    let match_nlu = config.get("matchNLU").and_then(Value::as_bool).unwrap_or(true);
+    let event = &turn.scope["event"];
+    let preview = event["preview"].as_str().unwrap_or("").to_lowercase();
+    let user_text = event["payload"]["text"].as_str().unwrap_or("").to_lowercase();
+    let choice_value = event["payload"]["payload"].as_str().unwrap_or("").to_lowercase();
+    let intent = event["nlu"]["intent"]["name"].as_str().unwrap_or("").to_string();
+    let keywords: Vec<(String, Vec<String>)> = args
+        .get("keywords")
+        .and_then(Value::as_object)
+        .map(|m| {
+            m.iter()
+                .map(|(value, kws)| {
+                    let list = kws.as_array().map(|a| a.iter().filter_map(Value::as_str).map(str::to_string).collect()).unwrap_or_default();
+                    (value.clone(), list)
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+
+    let mut choice: Option<Value> = None;
+    if match_numbers {
+        if let Some(n) = choice_number(&preview) {
+            let element = args.get("contentId").and_then(Value::as_str).and_then(|id| turn.bot.elements.get(id));
+            if let Some(element) = element {
+                let lang = turn.language();
+                let form = super::content::translate(&element.form_data, &lang, &turn.bot.default_language);
+                choice = form
+                    .get("choices")
+                    .and_then(|c| c.get(n.wrapping_sub(1)))
+                    .and_then(|c| c.get("value"))
+                    .filter(|v| super::content::truthy(v))
+                    .cloned();
+            }
+        }
+    }
+    if choice.is_none() && match_nlu {
+        choice = keywords
+            .iter()
+            .find(|(_, kws)| {
+                kws.iter().any(|k| k.get(..7).is_some_and(|p| p.eq_ignore_ascii_case("intent:")) && k[7..] == intent)
+            })
+            .map(|(v, _)| Value::String(v.clone()));
+    }
+    if choice.is_none() {
+        choice = keywords
+            .iter()
+            .find(|(_, kws)| {
+                kws.iter().any(|k| {
+                    let k = k.to_lowercase();
+                    preview.contains(&k) || user_text.contains(&k) || choice_value.contains(&k)
+                })
+            })
+            .map(|(v, _)| Value::String(v.clone()));
+    }
+    let suffix = args.get("randomId").and_then(Value::as_str).map(|r| format!("-{r}")).unwrap_or_default();
+    let temp = object_mut(&mut turn.scope, "temp");
+    match choice {
+        Some(value) => {
+            temp.insert(format!("skill-choice-valid{suffix}"), Value::Bool(true));
+            temp.insert(format!("skill-choice-ret{suffix}"), value);
+        }
+        None => {
+            temp.insert(format!("skill-choice-valid{suffix}"), Value::Bool(false));
+        }
+    }
+    Ok(())
+}
+
+/// `1`, `2.`, `#3`, `4)` → the number; the pattern `^[#).!]?(\d{1,2})[#).!]?$`.
+fn choice_number(preview: &str) -> Option<usize> {
+    let marks = ['#', ')', '.', '!'];
+    let s = preview.strip_prefix(marks).unwrap_or(preview);
+    let s = s.strip_suffix(marks).unwrap_or(s);
+    if (1..=2).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_digit()) {
+        s.parse().ok()
+    } else {
+        None
+    }
+}
+
+fn object_mut<'a>(scope: &'a mut Value, key: &str) -> &'a mut Map<String, Value> {
+    if !scope[key].is_object() {
+        scope[key] = Value::Object(Map::new());
+    }
+    scope[key].as_object_mut().expect("just made an object")
+}
+
+pub fn context_list(session: &Map<String, Value>) -> Vec<(String, i64)> {
+    session
+        .get("nluContexts")
+        .and_then(Value::as_array)
+        .map(|a| {
+            a.iter()
+                .filter_map(|c| Some((c["context"].as_str()?.to_string(), c["ttl"].as_f64().map_or(1, |t| t as i64))))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+pub fn set_context_list(session: &mut Map<String, Value>, list: Vec<(String, i64)>) {
+    let values = list.into_iter().map(|(context, ttl)| serde_json::json!({"context": context, "ttl": ttl})).collect();
+    session.insert("nluContexts".into(), Value::Array(values));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_calls() {
+        assert_eq!(
+            parse_call("say #!builtin_text-z0J9qh").unwrap(),
+            Call::Say { reference: "#!builtin_text-z0J9qh".into(), args: Map::new() }
+        );
+        let Call::Say { args, .. } = parse_call(r#"say #builtin_text {"text":"Hello {{user.nickname}}","typing":true}"#).unwrap() else {
+            panic!("not a say")
+        };
+        assert_eq!(args["text"], "Hello {{user.nickname}}");
+        let Call::Action { name, args } = parse_call(r#"builtin/setVariable {"type":"user","name":"nickname","value":"{{event.payload.text}}"}"#).unwrap() else {
+            panic!("not an action")
+        };
+        assert_eq!(name, "builtin/setVariable");
+        assert_eq!(args["name"], "nickname");
+        assert!(parse_call("builtin/setVariable {oops").unwrap_err().contains("not valid JSON"));
+        assert!(parse_call("say").is_err());
+        assert!(parse_call("x [1]").unwrap_err().contains("JSON object"));
+    }
+
+    #[test]
+    fn choice_numbers() {
+        for (text, n) in [("1", Some(1)), ("2.", Some(2)), ("#3", Some(3)), ("4)", Some(4)), ("12", Some(12)), ("123", None), ("one", None), ("", None), ("#", None)] {
+            assert_eq!(choice_number(text), n, "{text}");
+        }
+    }
+}

@@ -1,0 +1,246 @@
+//! Loading a bot folder (`data/bots/<id>/`): `bot.config.json`, flows, content elements,
+//! intents, entities, QnA and per-bot module configuration, with every problem reported as
+//! `path: what is wrong`.
+
+use super::content::{self, ContentElement};
+use super::expr::Condition;
+use super::flow::{self, Flow};
+use super::nlu::{self, Nlu, NluConfig};
+use super::qna::{self, QnaEntry};
+use super::{actions, Problem};
+use crate::config::{units, Settings};
+use serde_json::{Map, Value};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+pub struct Bot {
+    pub id: String,
+    pub dir: PathBuf,
+    pub name: String,
+    pub default_language: String,
+    pub private: bool,
+    /// `bot.config.json` → `converse.enableUnsecuredEndpoint`, when set.
+    pub converse_unsecured: Option<bool>,
+    pub timeout_interval: Duration,
+    pub session_timeout_interval: Duration,
+    /// `dialog.error`: the content type and args sent when a turn fails.
+    pub error_content: (String, Map<String, Value>),
+    pub flows: HashMap<String, Flow>,
+    pub conditions: HashMap<String, Condition>,
+    pub elements: HashMap<String, ContentElement>,
+    pub qna: Vec<QnaEntry>,
+    pub qna_renderer: String,
+    pub nlu: Nlu,
+    /// A fingerprint of the folder's files, to notice edits and reload.
+    pub fingerprint: u64,
+}
+
+/// What loading one bot folder gave.
+pub struct LoadOutcome {
+    /// `None` when an error keeps the bot from loading (or it is disabled).
+    pub bot: Option<Bot>,
+    /// Problems that keep the bot from loading.
+    pub errors: Vec<Problem>,
+    /// Problems the bot loads with (a custom action, an unknown target): they fail at run time.
+    pub warnings: Vec<Problem>,
+    pub disabled: bool,
+}
+
+/// The ids of the folders in `data/bots` that have a `bot.config.json`, sorted.
+pub fn list_bot_dirs(data_dir: &Path) -> Vec<String> {
+    let mut ids: Vec<String> = std::fs::read_dir(data_dir.join("bots"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| e.path().join("bot.config.json").is_file())
+        .filter_map(|e| e.file_name().into_string().ok())
+        .collect();
+    ids.sort();
+    ids
+}
+
+pub fn load_bot(settings: &Settings, id: &str) -> LoadOutcome {
+    let shown_root = format!("bots/{id}");
+    let mut out = LoadOutcome { bot: None, errors: Vec::new(), warnings: Vec::new(), disabled: false };
+    if !crate::store::is_valid_bot_id(id) {
+        out.errors.push(Problem::new(
+            &shown_root,
+            "the folder name is not a valid bot id (letters, digits, _ and -, 4 to 64 characters, starting and ending with a letter or digit)",
+        ));
+        return out;
+    }
+    let dir = settings.data_dir.join("bots").join(id);
+    let config_shown = format!("{shown_root}/bot.config.json");
+    let config = match crate::config::read_json(&dir.join("bot.config.json")) {
+        Ok(Value::Object(c)) => c,
+        Ok(_) => {
+            out.errors.push(Problem::new(&config_shown, "must be a JSON object"));
+            return out;
+        }
+        Err(p) => {
+            out.errors.push(Problem::new(&config_shown, p.message));
+            return out;
+        }
+    };
+    if config.get("disabled").and_then(Value::as_bool) == Some(true) {
+        out.disabled = true;
+        return out;
+    }
+    let default_language = match config.get("defaultLanguage").and_then(Value::as_str) {
+        Some(l) => l.to_string(),
+        None => {
+            out.warnings.push(Problem::new(&config_shown, "no \"defaultLanguage\"; botd uses \"en\" (Botpress 11.8 would disable this bot)"));
+            "en".to_string()
+        }
+    };
+    let dialog = config.get("dialog").cloned().unwrap_or(Value::Null);
+    let mut duration = |key: &str, default: Duration| match dialog.get(key) {
+        None | Some(Value::Null) => default,
+        Some(Value::String(s)) => units::parse_duration(s).unwrap_or_else(|e| {
+            out.errors.push(Problem::new(&config_shown, format!("dialog.{key}: {e}")));
+            default
+        }),
+        Some(_) => {
+            out.errors.push(Problem::new(&config_shown, format!("dialog.{key} must be a duration string like \"5m\"")));
+            default
+        }
+    };
+    let timeout_interval = duration("timeoutInterval", settings.dialog.timeout_interval);
+    let session_timeout_interval = duration("sessionTimeoutInterval", settings.dialog.session_timeout_interval);
+    let error_content = match dialog.get("error") {
+        Some(Value::Object(e)) => (
+            e.get("contentType").and_then(Value::as_str).unwrap_or("builtin_text").trim_start_matches('#').to_string(),
+            e.get("args").and_then(Value::as_object).cloned().unwrap_or_default(),
+        ),
+        _ => default_error_content(),
+    };
+
+    let (flow_list, flow_problems) = flow::load_flows(&dir.join("flows"), &shown_root);
+    out.errors.extend(flow_problems);
+    let flows: HashMap<String, Flow> = flow_list.into_iter().map(|f| (f.name.clone(), f)).collect();
+    if !flows.contains_key("main.flow.json") && out.errors.is_empty() {
+        out.errors.push(Problem::new(format!("{shown_root}/flows"), "there is no main.flow.json, where every conversation starts"));
+    }
+    let mut conditions = HashMap::new();
+    out.warnings.extend(flow::check_references(&flows, &shown_root, &mut conditions));
+
+    let (elements, element_problems) = content::load_elements(&dir.join("content-elements"), &shown_root);
+    out.errors.extend(element_problems);
+    out.warnings.extend(actions::check_flow_calls(&flows, &elements, &shown_root));
+
+    let (nlu_config, nlu_problems) = settings.module_config("nlu", Some(&dir));
+    out.errors.extend(nlu_problems);
+    let (qna_config, qna_problems) = settings.module_config("qna", Some(&dir));
+    out.errors.extend(qna_problems);
+    if qna_config.get("qnaMakerApiKey").and_then(Value::as_str).is_some_and(|k| !k.is_empty()) {
+        out.errors.push(Problem::new(format!("{shown_root}/config/qna.json"), "qnaMakerApiKey: Microsoft QnA Maker is not supported by botd"));
+    }
+    for module in ["channel-messenger", "channel-telegram"] {
+        out.errors.extend(settings.module_config(module, Some(&dir)).1);
+    }
+    let qna_dir = qna_config.get("qnaDir").and_then(Value::as_str).unwrap_or("./qna");
+    let (qna_entries, qna_problems) = qna::load(&dir.join(qna_dir), &shown_root, &default_language);
+    out.errors.extend(qna_problems);
+    for entry in &qna_entries {
+        if let Some(f) = &entry.redirect_flow {
+            let ok = flows.get(f).is_some_and(|flow| entry.redirect_node.as_ref().is_none_or(|n| flow.node(n).is_some()));
+            if !ok {
+                out.warnings.push(Problem::new(
+                    format!("{shown_root}/qna/{}.json", entry.id),
+                    format!("redirects to {f}#{} which does not exist", entry.redirect_node.clone().unwrap_or_default()),
+                ));
+            }
+        }
+    }
+
+    let (mut intents, entities, nlu_file_problems) = nlu::load_bot_nlu_files(&dir);
+    out.errors.extend(nlu_file_problems);
+    intents.retain(|i| !i.name.starts_with(qna::INTENT_PREFIX));
+    intents.extend(qna::intents(&qna_entries));
+    if !out.errors.is_empty() {
+        return out;
+    }
+    let threshold = nlu_config.get("confidenceTreshold").and_then(Value::as_f64).unwrap_or(0.7);
+    let nlu = Nlu::train(&intents, &entities, &NluConfig { confidence_threshold: threshold });
+
+    out.bot = Some(Bot {
+        id: id.to_string(),
+        name: config.get("name").and_then(Value::as_str).unwrap_or(id).to_string(),
+        private: config.get("private").and_then(Value::as_bool).unwrap_or(false),
+        converse_unsecured: config.get("converse").and_then(|c| c.get("enableUnsecuredEndpoint")).and_then(Value::as_bool),
+        fingerprint: fingerprint(&dir),
+        dir,
+        default_language,
+        timeout_interval,
+        session_timeout_interval,
+        error_content,
+        flows,
+        conditions,
+        elements,
+        qna: qna_entries,
+        qna_renderer: qna_config
+            .get("textRenderer")
+            .and_then(Value::as_str)
+            .unwrap_or("#builtin_text")
+            .trim_start_matches('#')
+            .to_string(),
+        nlu,
+    });
+    out
+}
+
+/// §2.5's default error message.
+pub fn default_error_content() -> (String, Map<String, Value>) {
+    let mut args = Map::new();
+    args.insert(
+        "text".into(),
+        Value::String("😯 Oops! We've got a problem. Please try something else while we're fixing it 🔨".into()),
+    );
+    args.insert("typing".into(), Value::Bool(true));
+    ("builtin_text".into(), args)
+}
+
+/// A cheap fingerprint of every file's path, size and modification time in the bot folder
+/// (except `media/`), so edits are noticed without reading contents.
+pub fn fingerprint(dir: &Path) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    let mut stack = vec![dir.to_path_buf()];
+    let mut entries = Vec::new();
+    while let Some(d) = stack.pop() {
+        let Ok(read) = std::fs::read_dir(&d) else { continue };
+        for e in read.flatten() {
+            let path = e.path();
+            if path.is_dir() {
+                if path.file_name().is_some_and(|n| n != "media" && n != "models") {
+                    stack.push(path);
+                }
+            } else if let Ok(meta) = e.metadata() {
+                let mtime = meta.modified().ok().and_then(|t| t.duration_since(SystemTime::UNIX_EPOCH).ok());
+                entries.push((path, meta.len(), mtime));
+            }
+        }
+    }
+    entries.sort();
+    entries.hash(&mut hasher);
+    hasher.finish()
+}
+
+impl Bot {
+    pub fn flow(&self, name: &str) -> Option<&Flow> {
+        self.flows.get(name)
+    }
+
+    /// The parsed condition, from the load-time cache (queues saved by an older version of
+    /// the bot may hold conditions that are not in it; those are parsed on the spot).
+    pub fn eval_condition(&self, source: &str, scope: &Value) -> Result<bool, String> {
+        if source.trim() == "true" {
+            return Ok(true);
+        }
+        match self.conditions.get(source) {
+            Some(c) => Ok(c.eval(scope)),
+            None => Condition::parse(source).map(|c| c.eval(scope)),
+        }
+    }
+}

@@ -1,0 +1,312 @@
+//! The dialog engine (§8.2–8.7): walks the instruction queue of the current node, runs
+//! `say` and actions, evaluates transitions and moves between nodes and flows.
+
+use super::actions::{self, Call};
+use super::bot::Bot;
+use super::content;
+use super::event::{iso_time, now_ms};
+use super::flow::{build_queue, Instruction, InstructionKind, QueueKind};
+use crate::store::{Namespace, Store};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Map, Value};
+use std::time::Instant;
+
+/// Where a conversation is (`state.context`), in Botpress's JSON form.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DialogContext {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub current_flow: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub current_node: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous_flow: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous_node: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub jump_points: Vec<JumpPoint>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queue: Option<Queue>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub has_jumped: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JumpPoint {
+    pub flow: String,
+    pub node: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Queue {
+    pub instructions: Vec<Instruction>,
+}
+
+impl DialogContext {
+    pub fn is_empty(&self) -> bool {
+        self.current_flow.is_none()
+    }
+}
+
+/// Why a turn stopped without finishing.
+#[derive(Debug, Clone, PartialEq)]
+pub enum DialogError {
+    /// A flow, node, content element or action failed: the bot's error message is sent and
+    /// the state of the turn is not saved.
+    Failed(String),
+    /// The turn ran past its deadline (`converse.timeout`); nothing is saved.
+    Timeout,
+}
+
+/// Everything one turn reads and changes. `scope` is the object conditions and templates see:
+/// `{event, user, session, temp, bot}`.
+pub struct Turn<'a> {
+    pub bot: &'a Bot,
+    pub store: &'a dyn Store,
+    pub scope: Value,
+    pub context: DialogContext,
+    pub channel: String,
+    pub bot_url: String,
+    /// Rendered payloads to send, in order.
+    pub outputs: Vec<Value>,
+    /// Bot KV writes, applied only when the turn's state is saved.
+    pub kv_writes: Vec<(String, Value)>,
+    pub deadline: Option<Instant>,
+}
+
+/// The most node entries one turn may make before it is stopped as an infinite loop.
+const MAX_STEPS: usize = 200;
+
+impl<'a> Turn<'a> {
+    pub fn target(&self) -> String {
+        self.scope["event"]["target"].as_str().unwrap_or("").to_string()
+    }
+
+    pub fn language(&self) -> String {
+        self.scope["user"]["language"].as_str().unwrap_or(&self.bot.default_language).to_string()
+    }
+
+    pub fn kv_get(&self, key: &str) -> Option<Value> {
+        if let Some((_, v)) = self.kv_writes.iter().rev().find(|(k, _)| k == key) {
+            return Some(v.clone());
+        }
+        self.store.get(Namespace::Kv, &self.bot.id, key).ok().flatten()
+    }
+
+    pub fn kv_set(&mut self, key: &str, value: Value) {
+        self.kv_writes.push((key.to_string(), value));
+    }
+
+    fn check_deadline(&self) -> Result<(), DialogError> {
+        match self.deadline {
+            Some(d) if Instant::now() >= d => Err(DialogError::Timeout),
+            _ => Ok(()),
+        }
+    }
+
+    /// Renders `say <reference> {args}` for the turn's channel and queues the payloads.
+    pub fn say(&mut self, reference: &str, args: &Map<String, Value>) -> Result<(), String> {
+        let payloads = if let Some(id) = reference.strip_prefix("#!") {
+            let element = self.bot.elements.get(id).ok_or_else(|| format!("Content element \"{id}\" not found"))?;
+            let lang = self.language();
+            content::render_element(element, args, &self.scope, &lang, &self.bot.default_language, &self.channel, &self.bot_url)?
+        } else {
+            content::render_type(reference.trim_start_matches('#'), args, &self.scope, &self.channel, &self.bot_url)?
+        };
+        self.push_outputs(payloads);
+        let incoming = self.scope["event"]["preview"].clone();
+        self.add_history(json!({
+            "incomingPreview": incoming, "replyConfidence": 1, "replySource": "dialogManager",
+            "replyDate": iso_time(now_ms()), "replyPreview": reference
+        }));
+        Ok(())
+    }
+
+    /// Queues payloads, applying the `api` QuickReplies wrapper of §11.4.
+    pub fn push_outputs(&mut self, payloads: Vec<Value>) {
+        for p in payloads {
+            let p = if self.channel == "api" { content::wrap_for_api(p) } else { p };
+            self.outputs.push(p);
+        }
+    }
+
+    /// Adds a turn-history entry to `session.lastMessages` (trimmed to 5 when saved).
+    pub fn add_history(&mut self, entry: Value) {
+        let session = &mut self.scope["session"];
+        if !session["lastMessages"].is_array() {
+            session["lastMessages"] = Value::Array(Vec::new());
+        }
+        if let Some(list) = session["lastMessages"].as_array_mut() {
+            list.push(entry);
+            let excess = list.len().saturating_sub(5);
+            list.drain(..excess);
+        }
+    }
+
+    fn run_call(&mut self, text: &str) -> Result<(), String> {
+        match actions::parse_call(text)? {
+            Call::Say { reference, args } => self.say(&reference, &args),
+            Call::Action { name, args } => {
+                let args = match super::template::render_value(&Value::Object(args), &self.scope) {
+                    Value::Object(m) => m,
+                    _ => Map::new(),
+                };
+                actions::run(&name, &args, self)
+            }
+        }
+    }
+
+    fn end_flow(&mut self) {
+        self.context = DialogContext::default();
+        self.scope["temp"] = Value::Object(Map::new());
+    }
+}
+
+/// Plays the dialog for one event (§8.3) until it waits or the conversation ends.
+pub fn process(turn: &mut Turn) -> Result<(), DialogError> {
+    let bot = turn.bot;
+    let fail = |m: String| DialogError::Failed(m);
+    for _ in 0..MAX_STEPS {
+        turn.check_deadline()?;
+        if turn.context.is_empty() {
+            let main = bot.flow("main.flow.json").ok_or_else(|| fail("Flow \"main.flow.json\" not found".into()))?;
+            turn.context = DialogContext {
+                current_flow: Some(main.name.clone()),
+                current_node: Some(main.start_node.clone()),
+                ..Default::default()
+            };
+        }
+        let flow_name = turn.context.current_flow.clone().unwrap_or_default();
+        let flow = bot.flow(&flow_name).ok_or_else(|| fail(format!("Flow \"{flow_name}\" not found")))?;
+        let node_name = turn.context.current_node.clone().unwrap_or_default();
+        let node = flow.node(&node_name).ok_or_else(|| fail(format!("Node \"{node_name}\" not found in flow \"{flow_name}\"")))?;
+
+        if let Some(sub_name) = &node.skill_flow {
+            let exiting = turn.context.previous_flow.as_deref() == Some(flow_name.as_str())
+                && turn.context.previous_node.as_deref() == Some(node_name.as_str());
+            if !exiting {
+                let sub = bot.flow(sub_name).ok_or_else(|| fail(format!("Flow \"{sub_name}\" not found")))?;
+                let mut jump_points = std::mem::take(&mut turn.context.jump_points);
+                jump_points.push(JumpPoint { flow: flow_name.clone(), node: node_name.clone() });
+                turn.context = DialogContext {
+                    current_flow: Some(sub.name.clone()),
+                    current_node: Some(sub.start_node.clone()),
+                    previous_flow: Some(flow_name),
+                    previous_node: Some(node_name),
+                    jump_points,
+                    ..Default::default()
+                };
+                continue;
+            }
+        }
+
+        let mut queue: std::collections::VecDeque<Instruction> = if turn.context.has_jumped {
+            turn.context.has_jumped = false;
+            build_queue(flow, node, QueueKind::AfterJump).into()
+        } else if let Some(q) = turn.context.queue.take() {
+            q.instructions.into()
+        } else {
+            build_queue(flow, node, QueueKind::Full).into()
+        };
+
+        // Run instructions until one moves us to another node, waits, or the queue ends.
+        let target = loop {
+            turn.check_deadline()?;
+            let Some(instruction) = queue.pop_front() else {
+                turn.end_flow();
+                return Ok(());
+            };
+            let function = instruction.function.clone().unwrap_or_default();
+            match instruction.kind {
+                InstructionKind::OnEnter | InstructionKind::OnReceive => {
+                    turn.run_call(&function)
+                        .map_err(|e| fail(format!("Error processing \"{function}\" in {flow_name} / {node_name}: {e}")))?;
+                }
+                InstructionKind::Wait => {
+                    turn.context.queue = Some(Queue { instructions: queue.into() });
+                    return Ok(());
+                }
+                InstructionKind::Transition => {
+                    let passes = bot
+                        .eval_condition(&function, &turn.scope)
+                        .map_err(|e| fail(format!("Condition `{function}` in {flow_name} / {node_name}: {e}")))?;
+                    if passes {
+                        break instruction.node.clone().unwrap_or_default();
+                    }
+                }
+            }
+        };
+        turn.context.queue = None;
+        transition(turn, &target)?;
+        if turn.context.is_empty() {
+            // END: the context is gone, temp stays.
+            return Ok(());
+        }
+    }
+    Err(fail(format!("Infinite loop detected: more than {MAX_STEPS} node changes in one turn")))
+}
+
+/// Moves to `target` (§8.5).
+fn transition(turn: &mut Turn, target: &str) -> Result<(), DialogError> {
+    let bot = turn.bot;
+    let fail = |m: String| DialogError::Failed(m);
+    let ctx = &mut turn.context;
+    let current_flow = ctx.current_flow.clone().unwrap_or_default();
+    let current_node = ctx.current_node.clone().unwrap_or_default();
+    if target.is_empty() {
+        // A transition with no destination ends the flow, as the queue running out does.
+        turn.end_flow();
+    } else if target == "END" {
+        turn.context = DialogContext::default();
+    } else if target.contains(".flow.json") {
+        let flow = bot.flow(target).ok_or_else(|| fail(format!("Flow \"{target}\" not found")))?;
+        let mut jump_points = std::mem::take(&mut ctx.jump_points);
+        jump_points.push(JumpPoint { flow: current_flow.clone(), node: current_node.clone() });
+        *ctx = DialogContext {
+            current_flow: Some(flow.name.clone()),
+            current_node: Some(flow.start_node.clone()),
+            previous_flow: Some(current_flow),
+            previous_node: Some(current_node),
+            jump_points,
+            ..Default::default()
+        };
+    } else if let Some(specific) = target.strip_prefix('#') {
+        let jump = ctx
+            .jump_points
+            .pop()
+            .ok_or_else(|| fail(format!("Cannot return with \"{target}\" from {current_flow}: no parent flow")))?;
+        let parent = bot.flow(&jump.flow).ok_or_else(|| fail(format!("Flow \"{}\" not found", jump.flow)))?;
+        let node_name = if specific.is_empty() { jump.node.as_str() } else { specific };
+        let node = parent.node(node_name).ok_or_else(|| fail(format!("Node \"{node_name}\" not found in flow \"{}\"", parent.name)))?;
+        ctx.current_flow = Some(parent.name.clone());
+        ctx.current_node = Some(node.name.clone());
+        ctx.previous_flow = Some(jump.flow.clone());
+        ctx.previous_node = Some(jump.node.clone());
+        ctx.queue = Some(Queue { instructions: build_queue(parent, node, QueueKind::TransitionsOnly) });
+    } else {
+        let flow = bot.flow(&current_flow).ok_or_else(|| fail(format!("Flow \"{current_flow}\" not found")))?;
+        if flow.node(target).is_none() {
+            return Err(fail(format!("Node \"{target}\" not found in flow \"{current_flow}\"")));
+        }
+        if !current_flow.starts_with("skills/") {
+            ctx.previous_node = Some(current_node);
+        }
+        ctx.current_node = Some(target.to_string());
+    }
+    Ok(())
+}
+
+/// Moves the conversation to `flow` (at `node`, or its start node) with `hasJumped`, as a QnA
+/// redirect or a timeout does (§8.7).
+pub fn jump_to(bot: &Bot, ctx: &mut DialogContext, flow: &str, node: Option<&str>) -> Result<(), DialogError> {
+    let f = bot.flow(flow).ok_or_else(|| DialogError::Failed(format!("Flow \"{flow}\" not found")))?;
+    let n = node.unwrap_or(&f.start_node);
+    if f.node(n).is_none() {
+        return Err(DialogError::Failed(format!("Node \"{n}\" not found in flow \"{flow}\"")));
+    }
+    ctx.current_flow = Some(f.name.clone());
+    ctx.current_node = Some(n.to_string());
+    ctx.queue = None;
+    ctx.has_jumped = true;
+    Ok(())
+}

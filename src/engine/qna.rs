@@ -1,0 +1,139 @@
+//! QnA (§9.2): `qna/*.json` entries, the NLU intents they become (`__qna__<id>` in their
+//! category's context), and the suggestions they make for an understood message.
+
+use super::nlu::IntentDef;
+use super::Problem;
+use serde_json::{json, Value};
+use std::path::Path;
+
+#[derive(Debug, Clone)]
+pub struct QnaEntry {
+    pub id: String,
+    pub questions: Vec<String>,
+    pub answers: Vec<String>,
+    /// `text`, `redirect` or `text_redirect`.
+    pub action: String,
+    pub redirect_flow: Option<String>,
+    pub redirect_node: Option<String>,
+    pub category: String,
+    pub enabled: bool,
+}
+
+/// What an elected QnA does: answer, and/or jump into a flow.
+#[derive(Debug, Clone)]
+pub struct Suggestion {
+    pub confidence: f64,
+    pub source: String,
+    pub source_details: String,
+    /// The answer text, rendered later with the bot's text renderer for the event's channel.
+    pub answer: Option<String>,
+    pub redirect: Option<(String, Option<String>)>,
+}
+
+pub const INTENT_PREFIX: &str = "__qna__";
+
+/// Reads `qna/*.json`. Questions and answers may be plain lists or per-language objects.
+pub fn load(dir: &Path, shown_root: &str, lang: &str) -> (Vec<QnaEntry>, Vec<Problem>) {
+    let mut entries = Vec::new();
+    let mut problems = Vec::new();
+    let Ok(read) = std::fs::read_dir(dir) else {
+        return (entries, problems);
+    };
+    let mut paths: Vec<_> = read.flatten().map(|e| e.path()).filter(|p| p.extension().is_some_and(|e| e == "json")).collect();
+    paths.sort();
+    for path in paths {
+        let file = path.file_name().map(|f| f.to_string_lossy().to_string()).unwrap_or_default();
+        let shown = format!("{shown_root}/qna/{file}");
+        let json = match crate::config::read_json(&path) {
+            Ok(j) => j,
+            Err(p) => {
+                problems.push(Problem::new(&shown, p.message));
+                continue;
+            }
+        };
+        let id = json["id"].as_str().map(str::to_string).unwrap_or_else(|| file.trim_end_matches(".json").to_string());
+        let data = &json["data"];
+        if !data.is_object() {
+            problems.push(Problem::new(&shown, "\"data\" must be an object with questions and answers"));
+            continue;
+        }
+        let list = |key: &str| -> Vec<String> {
+            let v = match &data[key] {
+                Value::Object(per_lang) => per_lang.get(lang).cloned().unwrap_or(Value::Null),
+                other => other.clone(),
+            };
+            v.as_array().map(|a| a.iter().filter_map(Value::as_str).map(str::to_string).collect()).unwrap_or_default()
+        };
+        let action = data["action"].as_str().unwrap_or("text").to_string();
+        if !["text", "redirect", "text_redirect"].contains(&action.as_str()) {
+            problems.push(Problem::new(&shown, format!("\"action\" must be text, redirect or text_redirect, not \"{action}\"")));
+            continue;
+        }
+        let entry = QnaEntry {
+            id,
+            questions: list("questions"),
+            answers: list("answers"),
+            redirect_flow: data["redirectFlow"].as_str().filter(|s| !s.is_empty()).map(str::to_string),
+            redirect_node: data["redirectNode"].as_str().filter(|s| !s.is_empty()).map(str::to_string),
+            category: data["category"].as_str().unwrap_or("global").to_string(),
+            enabled: data["enabled"].as_bool().unwrap_or(true),
+            action,
+        };
+        if entry.questions.is_empty() {
+            problems.push(Problem::new(&shown, "has no questions"));
+        }
+        if entry.action.contains("text") && entry.answers.is_empty() {
+            problems.push(Problem::new(&shown, "answers with text but has no answers"));
+        }
+        if entry.action.contains("redirect") && entry.redirect_flow.is_none() {
+            problems.push(Problem::new(&shown, "redirects but has no \"redirectFlow\""));
+        }
+        entries.push(entry);
+    }
+    (entries, problems)
+}
+
+/// The NLU intents of the enabled entries.
+pub fn intents(entries: &[QnaEntry]) -> Vec<IntentDef> {
+    entries
+        .iter()
+        .filter(|e| e.enabled)
+        .map(|e| IntentDef {
+            name: format!("{INTENT_PREFIX}{}", e.id),
+            contexts: vec![e.category.clone()],
+            utterances: e.questions.clone(),
+            slots: Vec::new(),
+        })
+        .collect()
+}
+
+/// One suggestion per `__qna__` intent in `nlu.intents` whose entry is enabled.
+pub fn suggest(entries: &[QnaEntry], nlu: &Value) -> Vec<Suggestion> {
+    let mut out = Vec::new();
+    for intent in nlu["intents"].as_array().into_iter().flatten() {
+        let Some(name) = intent["name"].as_str() else { continue };
+        let Some(id) = name.strip_prefix(INTENT_PREFIX) else { continue };
+        let Some(entry) = entries.iter().find(|e| e.id == id && e.enabled) else { continue };
+        let answer = entry.action.contains("text").then(|| {
+            let i = super::random::below(entry.answers.len() as u64) as usize;
+            entry.answers.get(i).cloned().unwrap_or_default()
+        });
+        let redirect = if entry.action.contains("redirect") {
+            entry.redirect_flow.clone().map(|f| (f, entry.redirect_node.clone()))
+        } else {
+            None
+        };
+        out.push(Suggestion {
+            confidence: intent["confidence"].as_f64().unwrap_or(0.0),
+            source: "qna".into(),
+            source_details: name.to_string(),
+            answer,
+            redirect,
+        });
+    }
+    out
+}
+
+pub fn redirect_payload(flow: &str, node: &Option<String>) -> Value {
+    json!({"type": "redirect", "flow": flow, "node": node})
+}
