@@ -62,6 +62,7 @@ impl Condition {
         }
     }
 
+    /// The text the condition was parsed from, for messages and logs.
     pub fn source(&self) -> &str {
         &self.source
     }
