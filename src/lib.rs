@@ -3,6 +3,7 @@
 //! Data walks one way: a channel turns what arrives into an [`engine::Event`], the engine plays
 //! one turn (NLU → decision → dialog → render), and the channel delivers the rendered payloads.
 
+pub mod app;
 pub mod channels;
 pub mod config;
 pub mod engine;

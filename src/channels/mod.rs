@@ -1,1 +1,4 @@
-//! channels
+//! Channels: one module per channel. Each parses what arrives into an engine event and
+//! delivers what the engine renders. Channels know nothing of flows.
+
+pub mod converse;

@@ -61,7 +61,7 @@ pub fn list_bot_dirs(data_dir: &Path) -> Vec<String> {
 }
 
 pub fn load_bot(settings: &Settings, id: &str) -> LoadOutcome {
-    let shown_root = format!("bots/{id}");
+    let shown_root = format!("{}/bots/{id}", settings.data_dir.display());
     let mut out = LoadOutcome { bot: None, errors: Vec::new(), warnings: Vec::new(), disabled: false };
     if !crate::store::is_valid_bot_id(id) {
         out.errors.push(Problem::new(

@@ -676,9 +676,9 @@ mod tests {
         let first = locks.lock("k");
         let mut handles = Vec::new();
         for i in 0..8 {
-            let (locks, order) = (locks.clone(), order.clone());
+            let (shared, order) = (locks.clone(), order.clone());
             handles.push(std::thread::spawn(move || {
-                let _g = locks.lock("k");
+                let _g = shared.lock("k");
                 order.lock().unwrap().push(i);
             }));
             // Let each thread take its ticket before the next one starts.
