@@ -2,3 +2,4 @@
 //! delivers what the engine renders. Channels know nothing of flows.
 
 pub mod converse;
+pub mod delivery;
