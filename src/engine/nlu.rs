@@ -23,7 +23,9 @@ pub struct NluConfig {
     pub confidence_threshold: f64,
 }
 pub struct Nlu;
-pub fn load_bot_nlu_files(_bot_dir: &Path) -> (Vec<IntentDef>, Vec<EntityDef>, Vec<crate::engine::Problem>) {
+pub fn load_bot_nlu_files(
+    _bot_dir: &Path,
+) -> (Vec<IntentDef>, Vec<EntityDef>, Vec<crate::engine::Problem>) {
     (Vec::new(), Vec::new(), Vec::new())
 }
 impl Nlu {
