@@ -66,6 +66,9 @@ pub struct Engine {
     locks: ConversationLocks,
     timeouts: Mutex<TimeoutIndex>,
     sinks: RwLock<HashMap<String, ProactiveSink>>,
+    /// Fingerprints of bot folders that failed to load, so a broken bot is reported once per
+    /// edit rather than on every check.
+    failed: Mutex<HashMap<String, u64>>,
 }
 
 /// Minimum confidence for a suggestion to be elected (§9.1).
@@ -84,6 +87,7 @@ impl Engine {
             locks: ConversationLocks::default(),
             timeouts: Mutex::new(TimeoutIndex::default()),
             sinks: RwLock::new(HashMap::new()),
+            failed: Mutex::new(HashMap::new()),
         };
         let problems = engine.load_bots();
         (engine, problems)
@@ -101,11 +105,17 @@ impl Engine {
         let mut problems = Vec::new();
         let mut loaded = HashMap::new();
         for id in bot::list_bot_dirs(&self.settings.data_dir) {
+            let fingerprint = bot::fingerprint(&self.settings.data_dir.join("bots").join(&id));
             let outcome = bot::load_bot(&self.settings, &id);
             problems.extend(outcome.errors);
             problems.extend(outcome.warnings);
-            if let Some(b) = outcome.bot {
-                loaded.insert(id, Arc::new(b));
+            match outcome.bot {
+                Some(b) => {
+                    loaded.insert(id, Arc::new(b));
+                }
+                None => {
+                    self.failed.lock().unwrap_or_else(|e| e.into_inner()).insert(id, fingerprint);
+                }
             }
         }
         *self.bots.write().unwrap_or_else(|e| e.into_inner()) = loaded;
@@ -121,13 +131,26 @@ impl Engine {
         let mut next = HashMap::new();
         for id in &ids {
             let dir = self.settings.data_dir.join("bots").join(id);
+            let fingerprint = bot::fingerprint(&dir);
             if let Some(existing) = current.get(id) {
-                if existing.fingerprint == bot::fingerprint(&dir) {
+                if existing.fingerprint == fingerprint {
                     next.insert(id.clone(), existing.clone());
                     continue;
                 }
             }
+            let mut failed = self.failed.lock().unwrap_or_else(|e| e.into_inner());
+            if failed.get(id) == Some(&fingerprint) {
+                if let Some(old) = current.get(id) {
+                    next.insert(id.clone(), old.clone());
+                }
+                continue;
+            }
+            failed.remove(id);
+            drop(failed);
             let outcome = bot::load_bot(&self.settings, id);
+            if outcome.bot.is_none() && !outcome.disabled {
+                self.failed.lock().unwrap_or_else(|e| e.into_inner()).insert(id.clone(), fingerprint);
+            }
             problems.extend(outcome.errors.iter().cloned());
             problems.extend(outcome.warnings);
             match (outcome.bot, current.get(id)) {
@@ -203,6 +226,7 @@ impl Engine {
             "target": event.target, "threadId": event.thread_id, "botId": bot.id, "payload": payload,
             "preview": event.preview, "createdOn": iso_time(now), "nlu": nlu, "credentials": event.credentials,
         });
+        let user_before = user.clone();
         let mut scope = json!({"event": event_json, "user": user, "session": record.session, "temp": record.temp});
         if let Some(kv) = &bot_kv {
             scope["bot"] = kv.clone();
@@ -288,8 +312,10 @@ impl Engine {
             return Err(TurnError::Timeout);
         }
 
-        // Persist: user, bot KV, then the session (§8.8).
-        state::save_user(store, &bot.id, &event.channel, &event.target, &turn.scope["user"]).map_err(io)?;
+        // Persist: user (when it changed), bot KV, then the session (§8.8).
+        if turn.scope["user"] != user_before {
+            state::save_user(store, &bot.id, &event.channel, &event.target, &turn.scope["user"]).map_err(io)?;
+        }
         for (key, value) in &turn.kv_writes {
             store.put(Namespace::Kv, &bot.id, key, value).map_err(io)?;
         }
