@@ -48,7 +48,12 @@ impl Extracted {
             "name": self.name,
             "type": self.kind,
             "meta": meta,
-            "data": {"value": self.value, "unit": self.unit, "extras": self.extras},
+            // Unit-less values (numbers, times, emails) have `unit: null`, as Duckling's do.
+            "data": {
+                "value": self.value,
+                "unit": if self.unit.is_empty() { Value::Null } else { Value::String(self.unit.clone()) },
+                "extras": self.extras,
+            },
         })
     }
 }
