@@ -335,3 +335,113 @@ fn nlu_is_send_and_sync() {
     fn check<T: Send + Sync>() {}
     check::<Nlu>();
 }
+
+fn booking_bot() -> (Vec<IntentDef>, Vec<EntityDef>) {
+    let intents = vec![
+        IntentDef {
+            name: "book_flight".into(),
+            contexts: vec!["global".into()],
+            utterances: [
+                "fly from [paris](from) to [london](to)",
+                "i want to fly to [berlin](to)",
+                "book a flight from [rome](from) to [madrid](to)",
+                "flight to [montreal](to) please",
+                "from [london](from) to [paris](to) tomorrow",
+                "get me a flight to [rome](to)",
+                "i need to go from [berlin](from) to [paris](to)",
+                "book a flight to [madrid](to) for [2](seats) people",
+                "[3](seats) tickets to [london](to)",
+            ]
+            .iter()
+            .map(|s| s.to_string())
+            .collect(),
+            slots: vec![
+                SlotDef {
+                    name: "from".into(),
+                    entities: vec!["city".into()],
+                },
+                SlotDef {
+                    name: "to".into(),
+                    entities: vec!["city".into()],
+                },
+                SlotDef {
+                    name: "seats".into(),
+                    entities: vec!["numeral".into()],
+                },
+            ],
+        },
+        intent(
+            "greet",
+            &["global"],
+            &["hello", "hi there", "good morning", "hey"],
+        ),
+    ];
+    let cities = ["Paris", "London", "Berlin", "Rome", "Madrid", "Montreal"];
+    let entities = vec![EntityDef {
+        name: "city".into(),
+        kind: EntityKind::List {
+            fuzzy: true,
+            occurrences: cities
+                .iter()
+                .map(|c| Occurrence {
+                    name: c.to_string(),
+                    synonyms: vec![],
+                })
+                .collect(),
+        },
+        sensitive: false,
+    }];
+    (intents, entities)
+}
+
+#[test]
+fn slots_are_tagged_and_checked_against_entities() {
+    let (intents, entities) = booking_bot();
+    let nlu = Nlu::train(&intents, &entities, &NluConfig::default());
+    let v = nlu.understand("I want a flight from Madrid to Montreal", &[], 0);
+    assert_eq!(v["intent"]["name"], "book_flight", "{v}");
+    assert_eq!(v["slots"]["from"]["value"], "Madrid", "{v}");
+    assert_eq!(v["slots"]["to"]["value"], "Montreal", "{v}");
+    assert_eq!(v["slots"]["to"]["source"], "Montreal");
+    assert_eq!(v["slots"]["to"]["start"], 31);
+    assert_eq!(v["slots"]["to"]["end"], 39);
+    assert_eq!(v["slots"]["to"]["entity"]["name"], "city");
+    let c = v["slots"]["to"]["confidence"].as_f64().unwrap();
+    assert!(c > 0.0 && c <= 1.0);
+    // A tagged span with no entity of the slot's type is dropped; a system entity fills seats.
+    let v = nlu.understand("book a flight to atlantis for 4 people", &[], 0);
+    assert_eq!(v["intent"]["name"], "book_flight", "{v}");
+    assert!(v["slots"].get("to").is_none(), "{v}");
+    assert_eq!(v["slots"]["seats"]["value"], 4, "{v}");
+    // Entities are all in `entities`, slots only for the chosen intent.
+    let v = nlu.understand("hello", &[], 0);
+    assert_eq!(v["slots"], json!({}));
+}
+
+#[test]
+fn entities_in_understand_have_the_section_10_shape() {
+    let (intents, entities) = booking_bot();
+    let nlu = Nlu::train(&intents, &entities, &NluConfig::default());
+    let v = nlu.understand("to Pariss for $20", &[], 0);
+    let list = v["entities"].as_array().unwrap();
+    let city = list.iter().find(|e| e["name"] == "city").expect("city");
+    assert_eq!(city["type"], "list");
+    assert_eq!(city["meta"]["provider"], "native");
+    assert_eq!(city["meta"]["source"], "Pariss");
+    assert_eq!(
+        (city["meta"]["start"].as_u64(), city["meta"]["end"].as_u64()),
+        (Some(3), Some(9))
+    );
+    assert_eq!(city["data"]["value"], "Paris");
+    assert_eq!(city["data"]["unit"], "string");
+    assert_eq!(city["data"]["extras"]["occurence"], "Paris");
+    let conf = city["meta"]["confidence"].as_f64().unwrap();
+    assert!((0.65..1.0).contains(&conf), "{conf}");
+    let money = list
+        .iter()
+        .find(|e| e["name"] == "amountOfMoney")
+        .expect("money");
+    assert_eq!(money["type"], "system");
+    assert_eq!(money["data"]["value"], 20);
+    assert_eq!(money["data"]["unit"], "USD");
+}
