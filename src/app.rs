@@ -35,8 +35,17 @@ pub fn run(data_dir: &Path) -> i32 {
         log::warn!("no bot loaded from {}/bots", data_dir.display());
     }
     let routes: Vec<Arc<dyn Route>> = vec![Arc::new(Converse::new(engine.clone()))];
-    let state = Arc::new(AppState { engine: engine.clone(), started, routes });
-    let running = match http::serve(state, &settings.http.host, settings.http.port, settings.http.workers) {
+    let state = Arc::new(AppState {
+        engine: engine.clone(),
+        started,
+        routes,
+    });
+    let running = match http::serve(
+        state,
+        &settings.http.host,
+        settings.http.port,
+        settings.http.workers,
+    ) {
         Ok(r) => r,
         Err(e) => {
             log::error!("{e}");
@@ -59,7 +68,9 @@ pub fn run(data_dir: &Path) -> i32 {
     }
     let maintenance = {
         let (engine, stop) = (engine.clone(), stop.clone());
-        std::thread::Builder::new().name("maintenance".into()).spawn(move || maintain(&engine, &stop))
+        std::thread::Builder::new()
+            .name("maintenance".into())
+            .spawn(move || maintain(&engine, &stop))
     };
     while !stop.load(Ordering::SeqCst) {
         std::thread::sleep(Duration::from_millis(50));
@@ -76,7 +87,11 @@ pub fn run(data_dir: &Path) -> i32 {
 /// The janitor every `dialog.janitorInterval`, a session sweep every ten minutes, and a check
 /// for edited bot files every two seconds.
 fn maintain(engine: &Engine, stop: &AtomicBool) {
-    let janitor_every = engine.settings().dialog.janitor_interval.max(Duration::from_millis(100));
+    let janitor_every = engine
+        .settings()
+        .dialog
+        .janitor_interval
+        .max(Duration::from_millis(100));
     let sweep_every = Duration::from_secs(600);
     let reload_every = Duration::from_secs(2);
     let (mut last_janitor, mut last_reload) = (Instant::now(), Instant::now());
@@ -102,6 +117,12 @@ fn maintain(engine: &Engine, stop: &AtomicBool) {
 
 /// Logging to stderr; `RUST_LOG` (process environment or data/.env) chooses the level.
 pub fn init_logging(filter: Option<&str>) {
-    let filter = filter.map(str::to_string).or_else(|| std::env::var("RUST_LOG").ok()).unwrap_or_else(|| "info".into());
-    let _ = env_logger::Builder::new().parse_filters(&filter).format_timestamp_millis().try_init();
+    let filter = filter
+        .map(str::to_string)
+        .or_else(|| std::env::var("RUST_LOG").ok())
+        .unwrap_or_else(|| "info".into());
+    let _ = env_logger::Builder::new()
+        .parse_filters(&filter)
+        .format_timestamp_millis()
+        .try_init();
 }

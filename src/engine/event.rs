@@ -68,7 +68,10 @@ pub fn session_id(channel: &str, target: &str, thread_id: Option<&str>) -> Strin
 /// Botpress event ids: `Date.now() * 100000 + random(0..99999)` as a decimal string.
 pub fn new_event_id() -> String {
     let ms = now_ms() as u128;
-    format!("{}", ms * 100_000 + (crate::engine::random::below(100_000) as u128))
+    format!(
+        "{}",
+        ms * 100_000 + (crate::engine::random::below(100_000) as u128)
+    )
 }
 
 pub fn now_ms() -> i64 {
@@ -128,11 +131,20 @@ mod tests {
 
     #[test]
     fn preview_and_session_ids() {
-        let e = Event::new("b", "api", "text", "u1", json!({"type": "text", "text": "hi"}));
+        let e = Event::new(
+            "b",
+            "api",
+            "text",
+            "u1",
+            json!({"type": "text", "text": "hi"}),
+        );
         assert_eq!(e.preview, "hi");
         assert_eq!(e.session_id(), "api::u1");
         let e = e.with_thread(Some("42".into()));
         assert_eq!(e.session_id(), "api::u1::42");
-        assert_eq!(Event::new("b", "x", "t", "u", json!({"attachments": []})).preview, "");
+        assert_eq!(
+            Event::new("b", "x", "t", "u", json!({"attachments": []})).preview,
+            ""
+        );
     }
 }

@@ -114,7 +114,10 @@ impl Engine {
                     loaded.insert(id, Arc::new(b));
                 }
                 None => {
-                    self.failed.lock().unwrap_or_else(|e| e.into_inner()).insert(id, fingerprint);
+                    self.failed
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .insert(id, fingerprint);
                 }
             }
         }
@@ -127,7 +130,8 @@ impl Engine {
     pub fn reload_changed(&self) -> Vec<Problem> {
         let mut problems = Vec::new();
         let ids = bot::list_bot_dirs(&self.settings.data_dir);
-        let current: HashMap<String, Arc<Bot>> = self.bots.read().unwrap_or_else(|e| e.into_inner()).clone();
+        let current: HashMap<String, Arc<Bot>> =
+            self.bots.read().unwrap_or_else(|e| e.into_inner()).clone();
         let mut next = HashMap::new();
         for id in &ids {
             let dir = self.settings.data_dir.join("bots").join(id);
@@ -149,7 +153,10 @@ impl Engine {
             drop(failed);
             let outcome = bot::load_bot(&self.settings, id);
             if outcome.bot.is_none() && !outcome.disabled {
-                self.failed.lock().unwrap_or_else(|e| e.into_inner()).insert(id.clone(), fingerprint);
+                self.failed
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(id.clone(), fingerprint);
             }
             problems.extend(outcome.errors.iter().cloned());
             problems.extend(outcome.warnings);
@@ -159,7 +166,9 @@ impl Engine {
                     next.insert(id.clone(), Arc::new(b));
                 }
                 (None, Some(old)) if !outcome.disabled => {
-                    log::warn!("bot \"{id}\": new files do not load, still running the previous version");
+                    log::warn!(
+                        "bot \"{id}\": new files do not load, still running the previous version"
+                    );
                     next.insert(id.clone(), old.clone());
                 }
                 _ => {}
@@ -170,24 +179,39 @@ impl Engine {
     }
 
     pub fn bot(&self, id: &str) -> Option<Arc<Bot>> {
-        self.bots.read().unwrap_or_else(|e| e.into_inner()).get(id).cloned()
+        self.bots
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(id)
+            .cloned()
     }
 
     pub fn bot_ids(&self) -> Vec<String> {
-        let mut ids: Vec<String> = self.bots.read().unwrap_or_else(|e| e.into_inner()).keys().cloned().collect();
+        let mut ids: Vec<String> = self
+            .bots
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .keys()
+            .cloned()
+            .collect();
         ids.sort();
         ids
     }
 
     /// Registers where proactive replies for `channel` go.
     pub fn set_proactive_sink(&self, channel: &str, sink: ProactiveSink) {
-        self.sinks.write().unwrap_or_else(|e| e.into_inner()).insert(channel.to_string(), sink);
+        self.sinks
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(channel.to_string(), sink);
     }
 
     /// Plays one turn. Turns of one conversation run one at a time, in arrival order; other
     /// conversations run in parallel. `deadline` bounds the turn (Converse's timeout).
     pub fn turn(&self, event: Event, deadline: Option<Instant>) -> Result<TurnOutput, TurnError> {
-        let bot = self.bot(&event.bot_id).ok_or_else(|| TurnError::UnknownBot(event.bot_id.clone()))?;
+        let bot = self
+            .bot(&event.bot_id)
+            .ok_or_else(|| TurnError::UnknownBot(event.bot_id.clone()))?;
         let session_id = event.session_id();
         let _guard = self.locks.lock(&format!("{}\u{0}{session_id}", bot.id));
         if deadline.is_some_and(|d| Instant::now() >= d) {
@@ -196,24 +220,49 @@ impl Engine {
         self.run_turn(&bot, event, &session_id, deadline)
     }
 
-    fn run_turn(&self, bot: &Bot, event: Event, session_id: &str, deadline: Option<Instant>) -> Result<TurnOutput, TurnError> {
+    fn run_turn(
+        &self,
+        bot: &Bot,
+        event: Event,
+        session_id: &str,
+        deadline: Option<Instant>,
+    ) -> Result<TurnOutput, TurnError> {
         let now = now_ms();
         let store = self.store.as_ref();
         let io = |e: std::io::Error| TurnError::Storage(e.to_string());
         let thread = event.thread_id.as_deref();
-        let mut record = state::load_session(store, &bot.id, session_id, &event.channel, &event.target, thread, now).map_err(io)?;
+        let mut record = state::load_session(
+            store,
+            &bot.id,
+            session_id,
+            &event.channel,
+            &event.target,
+            thread,
+            now,
+        )
+        .map_err(io)?;
         let user = state::load_user(store, &bot.id, &event.channel, &event.target).map_err(io)?;
         let bot_kv = store.get(Namespace::Kv, &bot.id, "global").map_err(io)?;
 
         // before_incoming: the session's NLU contexts decide what NLU predicts with.
-        let session_contexts = record.session.as_object().map(context_list).unwrap_or_default();
+        let session_contexts = record
+            .session
+            .as_object()
+            .map(context_list)
+            .unwrap_or_default();
         let included: Vec<String> = if session_contexts.is_empty() {
             event.included_contexts.clone()
         } else {
             session_contexts.iter().map(|(c, _)| c.clone()).collect()
         };
-        let skip_nlu = event.preview.is_empty() || ["session_reset", "bp_dialog_timeout", "visit", "timeout"].contains(&event.kind.as_str());
-        let nlu = if skip_nlu { default_nlu(&included) } else { bot.nlu.understand(&event.preview, &included, now) };
+        let skip_nlu = event.preview.is_empty()
+            || ["session_reset", "bp_dialog_timeout", "visit", "timeout"]
+                .contains(&event.kind.as_str());
+        let nlu = if skip_nlu {
+            default_nlu(&included)
+        } else {
+            bot.nlu.understand(&event.preview, &included, now)
+        };
         let mut payload = event.payload.clone();
         if !skip_nlu {
             if let Some(text) = payload.get("text").and_then(Value::as_str) {
@@ -236,7 +285,11 @@ impl Engine {
         if !nlu["errored"].as_bool().unwrap_or(false) {
             if let Some(session) = scope["session"].as_object_mut() {
                 if session.contains_key("nluContexts") {
-                    let kept = context_list(session).into_iter().map(|(c, t)| (c, t - 1)).filter(|(_, t)| *t > 0).collect();
+                    let kept = context_list(session)
+                        .into_iter()
+                        .map(|(c, t)| (c, t - 1))
+                        .filter(|(_, t)| *t > 0)
+                        .collect();
                     set_context_list(session, kept);
                 }
             }
@@ -280,7 +333,12 @@ impl Engine {
             decision = suggestions_json[i].clone();
             let payloads: Vec<Value> = decision["payloads"]
                 .as_array()
-                .map(|p| p.iter().filter(|x| x["type"] != "redirect").cloned().collect())
+                .map(|p| {
+                    p.iter()
+                        .filter(|x| x["type"] != "redirect")
+                        .cloned()
+                        .collect()
+                })
                 .unwrap_or_default();
             turn.push_outputs(payloads);
             let incoming = turn.scope["event"]["preview"].clone();
@@ -314,7 +372,14 @@ impl Engine {
 
         // Persist: user (when it changed), bot KV, then the session (§8.8).
         if turn.scope["user"] != user_before {
-            state::save_user(store, &bot.id, &event.channel, &event.target, &turn.scope["user"]).map_err(io)?;
+            state::save_user(
+                store,
+                &bot.id,
+                &event.channel,
+                &event.target,
+                &turn.scope["user"],
+            )
+            .map_err(io)?;
         }
         for (key, value) in &turn.kv_writes {
             store.put(Namespace::Kv, &bot.id, key, value).map_err(io)?;
@@ -324,16 +389,33 @@ impl Engine {
         if save_context {
             record.context = turn.context.clone();
             record.temp = turn.scope["temp"].clone();
-            record.context_expiry = if record.context.is_empty() { 0 } else { now + bot.timeout_interval.as_millis() as i64 };
+            record.context_expiry = if record.context.is_empty() {
+                0
+            } else {
+                now + bot.timeout_interval.as_millis() as i64
+            };
         } else {
             // A QnA answer leaves the stored flow position and temp as they were.
-            let stored = state::load_session(store, &bot.id, session_id, &event.channel, &event.target, thread, now).map_err(io)?;
+            let stored = state::load_session(
+                store,
+                &bot.id,
+                session_id,
+                &event.channel,
+                &event.target,
+                thread,
+                now,
+            )
+            .map_err(io)?;
             record.context = stored.context;
             record.temp = stored.temp;
             record.context_expiry = stored.context_expiry;
         }
         state::save_session(store, &bot.id, session_id, &record).map_err(io)?;
-        self.timeouts.lock().unwrap_or_else(|e| e.into_inner()).set(&bot.id, session_id, record.context_expiry);
+        self.timeouts.lock().unwrap_or_else(|e| e.into_inner()).set(
+            &bot.id,
+            session_id,
+            record.context_expiry,
+        );
 
         let mut state_json = json!({"user": turn.scope["user"], "context": record.context, "session": record.session, "temp": record.temp});
         if let Some(kv) = turn.kv_get("global") {
@@ -349,17 +431,28 @@ impl Engine {
     }
 
     /// A failed dialog: the bot's error message is sent and nothing is saved (§9.1).
-    fn failed_turn(&self, mut turn: Turn, error: DialogError, nlu: Value, suggestions: Vec<Value>) -> Result<TurnOutput, TurnError> {
+    fn failed_turn(
+        &self,
+        mut turn: Turn,
+        error: DialogError,
+        nlu: Value,
+        suggestions: Vec<Value>,
+    ) -> Result<TurnOutput, TurnError> {
         let message = match error {
             DialogError::Timeout => return Err(TurnError::Timeout),
             DialogError::Failed(m) => m,
         };
         log::warn!("bot \"{}\": {message}", turn.bot.id);
         let (kind, args) = &turn.bot.error_content;
-        let rendered = super::content::render_type(kind, args, &turn.scope, &turn.channel, &turn.bot_url).unwrap_or_else(|e| {
-            log::warn!("bot \"{}\": the error message itself cannot be rendered: {e}", turn.bot.id);
-            Vec::new()
-        });
+        let rendered =
+            super::content::render_type(kind, args, &turn.scope, &turn.channel, &turn.bot_url)
+                .unwrap_or_else(|e| {
+                    log::warn!(
+                        "bot \"{}\": the error message itself cannot be rendered: {e}",
+                        turn.bot.id
+                    );
+                    Vec::new()
+                });
         turn.push_outputs(rendered);
         let state = json!({"user": turn.scope["user"], "context": turn.context, "session": turn.scope["session"], "temp": turn.scope["temp"]});
         Ok(TurnOutput {
@@ -371,13 +464,25 @@ impl Engine {
         })
     }
 
-    fn suggestion_payloads(&self, bot: &Bot, s: &qna::Suggestion, scope: &Value, channel: &str) -> Vec<Value> {
+    fn suggestion_payloads(
+        &self,
+        bot: &Bot,
+        s: &qna::Suggestion,
+        scope: &Value,
+        channel: &str,
+    ) -> Vec<Value> {
         let mut payloads = Vec::new();
         if let Some(answer) = &s.answer {
             let mut args = Map::new();
             args.insert("text".into(), Value::String(answer.clone()));
             args.insert("typing".into(), Value::Bool(true));
-            match super::content::render_type(&bot.qna_renderer, &args, scope, channel, &self.settings.http.external_url) {
+            match super::content::render_type(
+                &bot.qna_renderer,
+                &args,
+                scope,
+                channel,
+                &self.settings.http.external_url,
+            ) {
                 Ok(p) => payloads.extend(p),
                 Err(e) => log::warn!("bot \"{}\": QnA answer cannot be rendered: {e}", bot.id),
             }
@@ -393,8 +498,14 @@ impl Engine {
     pub fn janitor_tick(&self) {
         let now = now_ms();
         loop {
-            let due = self.timeouts.lock().unwrap_or_else(|e| e.into_inner()).pop_due(now);
-            let Some((bot_id, session_id)) = due else { break };
+            let due = self
+                .timeouts
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .pop_due(now);
+            let Some((bot_id, session_id)) = due else {
+                break;
+            };
             if let Err(e) = self.handle_timeout(&bot_id, &session_id, now) {
                 log::warn!("bot \"{bot_id}\": timeout handling failed: {e}");
             }
@@ -407,15 +518,17 @@ impl Engine {
         for bot_id in self.bot_ids() {
             let mut expired = Vec::new();
             let mut index = Vec::new();
-            let scanned = self.store.scan(Namespace::Sessions, &bot_id, &mut |key, value| {
-                let session_expiry = value["sessionExpiry"].as_i64().unwrap_or(0);
-                let context_expiry = value["contextExpiry"].as_i64().unwrap_or(0);
-                if session_expiry != 0 && session_expiry <= now {
-                    expired.push(key.to_string());
-                } else if context_expiry != 0 {
-                    index.push((key.to_string(), context_expiry));
-                }
-            });
+            let scanned = self
+                .store
+                .scan(Namespace::Sessions, &bot_id, &mut |key, value| {
+                    let session_expiry = value["sessionExpiry"].as_i64().unwrap_or(0);
+                    let context_expiry = value["contextExpiry"].as_i64().unwrap_or(0);
+                    if session_expiry != 0 && session_expiry <= now {
+                        expired.push(key.to_string());
+                    } else if context_expiry != 0 {
+                        index.push((key.to_string(), context_expiry));
+                    }
+                });
             if let Err(e) = scanned {
                 log::warn!("bot \"{bot_id}\": cannot scan sessions: {e}");
             }
@@ -443,28 +556,47 @@ impl Engine {
     }
 
     fn handle_timeout(&self, bot_id: &str, session_id: &str, now: i64) -> Result<(), String> {
-        let Some(bot) = self.bot(bot_id) else { return Ok(()) };
+        let Some(bot) = self.bot(bot_id) else {
+            return Ok(());
+        };
         let _guard = self.locks.lock(&format!("{bot_id}\u{0}{session_id}"));
         let store = self.store.as_ref();
-        let Some(raw) = store.get(Namespace::Sessions, bot_id, session_id).map_err(|e| e.to_string())? else {
+        let Some(raw) = store
+            .get(Namespace::Sessions, bot_id, session_id)
+            .map_err(|e| e.to_string())?
+        else {
             return Ok(());
         };
         let context_expiry = raw["contextExpiry"].as_i64().unwrap_or(0);
         if context_expiry == 0 || context_expiry > now {
             // Renewed by a turn since it was indexed.
-            self.timeouts.lock().unwrap_or_else(|e| e.into_inner()).set(bot_id, session_id, context_expiry);
+            self.timeouts.lock().unwrap_or_else(|e| e.into_inner()).set(
+                bot_id,
+                session_id,
+                context_expiry,
+            );
             return Ok(());
         }
         let channel = raw["channel"].as_str().unwrap_or("api").to_string();
         let target = raw["target"].as_str().unwrap_or("").to_string();
         let thread_id = raw["threadId"].as_str().map(str::to_string);
         // Load without the expiry rule, which would empty the context we need.
-        let mut record = state::load_session(store, bot_id, session_id, &channel, &target, thread_id.as_deref(), 0).map_err(|e| e.to_string())?;
+        let mut record = state::load_session(
+            store,
+            bot_id,
+            session_id,
+            &channel,
+            &target,
+            thread_id.as_deref(),
+            0,
+        )
+        .map_err(|e| e.to_string())?;
         let user = state::load_user(store, bot_id, &channel, &target).map_err(|e| e.to_string())?;
         let event = json!({"id": new_event_id(), "type": "timeout", "channel": channel, "direction": "incoming",
             "target": target, "threadId": thread_id, "botId": bot_id, "payload": {}, "preview": "",
             "createdOn": iso_time(now), "nlu": default_nlu(&["global".to_string()])});
-        let mut scope = json!({"event": event, "user": user, "session": record.session, "temp": record.temp});
+        let mut scope =
+            json!({"event": event, "user": user, "session": record.session, "temp": record.temp});
         if let Ok(Some(kv)) = store.get(Namespace::Kv, bot_id, "global") {
             scope["bot"] = kv;
         }
@@ -481,7 +613,8 @@ impl Engine {
         };
         let mut ran = false;
         if let Some((flow, node)) = find_timeout_node(&bot, &record.context) {
-            dialog::jump_to(&bot, &mut turn.context, &flow, Some(&node)).map_err(|e| format!("{e:?}"))?;
+            dialog::jump_to(&bot, &mut turn.context, &flow, Some(&node))
+                .map_err(|e| format!("{e:?}"))?;
             match dialog::process(&mut turn) {
                 Ok(()) => ran = true,
                 Err(e) => log::warn!("bot \"{bot_id}\": timeout node failed: {e:?}"),
@@ -489,9 +622,12 @@ impl Engine {
         }
         // After timeout handling the conversation starts over: context and temp go.
         if ran {
-            state::save_user(store, bot_id, &channel, &target, &turn.scope["user"]).map_err(|e| e.to_string())?;
+            state::save_user(store, bot_id, &channel, &target, &turn.scope["user"])
+                .map_err(|e| e.to_string())?;
             for (key, value) in &turn.kv_writes {
-                store.put(Namespace::Kv, bot_id, key, value).map_err(|e| e.to_string())?;
+                store
+                    .put(Namespace::Kv, bot_id, key, value)
+                    .map_err(|e| e.to_string())?;
             }
             record.session = turn.scope["session"].clone();
         }
@@ -500,8 +636,18 @@ impl Engine {
         record.context_expiry = 0;
         state::save_session(store, bot_id, session_id, &record).map_err(|e| e.to_string())?;
         if ran && !turn.outputs.is_empty() {
-            let destination = Destination { bot_id: bot_id.to_string(), channel: channel.clone(), target, thread_id };
-            let sink = self.sinks.read().unwrap_or_else(|e| e.into_inner()).get(&channel).cloned();
+            let destination = Destination {
+                bot_id: bot_id.to_string(),
+                channel: channel.clone(),
+                target,
+                thread_id,
+            };
+            let sink = self
+                .sinks
+                .read()
+                .unwrap_or_else(|e| e.into_inner())
+                .get(&channel)
+                .cloned();
             match sink {
                 Some(sink) => sink(&destination, turn.outputs),
                 None => log::info!("bot \"{bot_id}\": timeout replies for channel {channel} have nowhere to go (Converse cannot push)"),
@@ -520,23 +666,48 @@ type Decided = (qna::Suggestion, &'static str, String);
 
 /// Sorts the QnA suggestions and decides each (§9.1). Returns them with status and reason,
 /// and the index of the elected one.
-fn decide(bot: &Bot, nlu: &Value, scope: &Value, in_middle_of_flow: bool, now: i64) -> (Vec<Decided>, Option<usize>) {
+fn decide(
+    bot: &Bot,
+    nlu: &Value,
+    scope: &Value,
+    in_middle_of_flow: bool,
+    now: i64,
+) -> (Vec<Decided>, Option<usize>) {
     let mut suggestions = qna::suggest(&bot.qna, nlu);
-    suggestions.sort_by(|a, b| b.confidence.partial_cmp(&a.confidence).unwrap_or(std::cmp::Ordering::Equal));
-    let last = scope["session"]["lastMessages"].as_array().and_then(|l| l.last()).cloned().unwrap_or(Value::Null);
+    suggestions.sort_by(|a, b| {
+        b.confidence
+            .partial_cmp(&a.confidence)
+            .unwrap_or(std::cmp::Ordering::Equal)
+    });
+    let last = scope["session"]["lastMessages"]
+        .as_array()
+        .and_then(|l| l.last())
+        .cloned()
+        .unwrap_or(Value::Null);
     let last_source = last["replySource"].as_str().unwrap_or("").to_string();
-    let last_date = last["replyDate"].as_str().and_then(parse_iso_ms).unwrap_or(0);
+    let last_date = last["replyDate"]
+        .as_str()
+        .and_then(parse_iso_ms)
+        .unwrap_or(0);
     let mut elected = None;
     let mut out = Vec::new();
     for (i, s) in suggestions.into_iter().enumerate() {
         let (status, reason) = if s.confidence < MIN_CONFIDENCE {
             ("dropped", format!("confidence lower than {MIN_CONFIDENCE}"))
-        } else if last_source == format!("{} {}", s.source, s.source_details) && now - last_date < NO_REPEAT_MS {
-            ("dropped", format!("bot would repeat itself (within {NO_REPEAT_MS}ms)"))
+        } else if last_source == format!("{} {}", s.source, s.source_details)
+            && now - last_date < NO_REPEAT_MS
+        {
+            (
+                "dropped",
+                format!("bot would repeat itself (within {NO_REPEAT_MS}ms)"),
+            )
         } else if elected.is_some() {
             ("dropped", "best suggestion already elected".to_string())
         } else if in_middle_of_flow {
-            ("dropped", "would have been elected, but already in the middle of a flow".to_string())
+            (
+                "dropped",
+                "would have been elected, but already in the middle of a flow".to_string(),
+            )
         } else {
             elected = Some(i);
             ("elected", "best remaining suggestion available".to_string())
@@ -555,7 +726,11 @@ fn parse_iso_ms(s: &str) -> Option<i64> {
     let num = |r: std::ops::Range<usize>| s.get(r)?.parse::<i64>().ok();
     let (y, m, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
     let (hh, mm, ss) = (num(11..13)?, num(14..16)?, num(17..19)?);
-    let ms = if b.len() >= 23 && b[19] == b'.' { num(20..23)? } else { 0 };
+    let ms = if b.len() >= 23 && b[19] == b'.' {
+        num(20..23)?
+    } else {
+        0
+    };
     // Days from civil (inverse of event::civil_from_days).
     let y = if m <= 2 { y - 1 } else { y };
     let era = y.div_euclid(400);
@@ -580,10 +755,15 @@ fn find_timeout_node(bot: &Bot, ctx: &DialogContext) -> Option<(String, String)>
     if flow.node("timeout").is_some() {
         return Some((flow.name.clone(), "timeout".into()));
     }
-    if let Some(t) = flow.timeout_node.as_deref().filter(|t| flow.node(t).is_some()) {
+    if let Some(t) = flow
+        .timeout_node
+        .as_deref()
+        .filter(|t| flow.node(t).is_some())
+    {
         return Some((flow.name.clone(), t.to_string()));
     }
-    bot.flow("timeout.flow.json").map(|f| (f.name.clone(), f.start_node.clone()))
+    bot.flow("timeout.flow.json")
+        .map(|f| (f.name.clone(), f.start_node.clone()))
 }
 
 /// Context expiries of conversations in the middle of a flow, soonest first.
@@ -651,7 +831,11 @@ impl ConversationLocks {
             state = ticket.turn.wait(state).unwrap_or_else(|e| e.into_inner());
         }
         drop(state);
-        ConversationGuard { locks: self, key: key.to_string(), ticket }
+        ConversationGuard {
+            locks: self,
+            key: key.to_string(),
+            ticket,
+        }
     }
 }
 
