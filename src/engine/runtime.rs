@@ -4,7 +4,7 @@
 use super::actions::{context_list, set_context_list};
 use super::bot::{self, Bot};
 use super::dialog::{self, DialogContext, DialogError, Turn};
-use super::event::{default_nlu, iso_time, new_event_id, now_ms, Event};
+use super::event::{default_nlu, iso_time, new_event_id, now_ms, parse_iso_ms, Event};
 use super::qna;
 use super::state;
 use super::Problem;
@@ -276,7 +276,7 @@ impl Engine {
             "preview": event.preview, "createdOn": iso_time(now), "nlu": nlu, "credentials": event.credentials,
         });
         let user_before = user.clone();
-        let mut scope = json!({"event": event_json, "user": user, "session": record.session, "temp": record.temp});
+        let mut scope = json!({"event": event_json, "user": user, "session": record.session, "temp": record.temp.clone()});
         if let Some(kv) = &bot_kv {
             scope["bot"] = kv.clone();
         }
@@ -308,7 +308,7 @@ impl Engine {
             bot,
             store,
             scope,
-            context: std::mem::take(&mut record.context),
+            context: record.context.clone(),
             channel: event.channel.clone(),
             bot_url: self.settings.http.external_url.clone(),
             outputs: Vec::new(),
@@ -394,22 +394,8 @@ impl Engine {
             } else {
                 now + bot.timeout_interval.as_millis() as i64
             };
-        } else {
-            // A QnA answer leaves the stored flow position and temp as they were.
-            let stored = state::load_session(
-                store,
-                &bot.id,
-                session_id,
-                &event.channel,
-                &event.target,
-                thread,
-                now,
-            )
-            .map_err(io)?;
-            record.context = stored.context;
-            record.temp = stored.temp;
-            record.context_expiry = stored.context_expiry;
         }
+        // Otherwise (a QnA answer) the stored flow position and temp stay as they were loaded.
         state::save_session(store, &bot.id, session_id, &record).map_err(io)?;
         self.timeouts.lock().unwrap_or_else(|e| e.into_inner()).set(
             &bot.id,
@@ -717,31 +703,6 @@ fn decide(
     (out, elected)
 }
 
-/// Parses the `YYYY-MM-DDTHH:MM:SS.mmmZ` timestamps botd writes.
-fn parse_iso_ms(s: &str) -> Option<i64> {
-    let b = s.as_bytes();
-    if b.len() < 19 {
-        return None;
-    }
-    let num = |r: std::ops::Range<usize>| s.get(r)?.parse::<i64>().ok();
-    let (y, m, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
-    let (hh, mm, ss) = (num(11..13)?, num(14..16)?, num(17..19)?);
-    let ms = if b.len() >= 23 && b[19] == b'.' {
-        num(20..23)?
-    } else {
-        0
-    };
-    // Days from civil (inverse of event::civil_from_days).
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
-    Some(((days * 86_400 + hh * 3600 + mm * 60 + ss) * 1000) + ms)
-}
-
 /// The timeout destination of §8.10: the node's `timeout`, a node named `timeout`, the flow's
 /// `timeoutNode`, then `timeout.flow.json` at its start.
 fn find_timeout_node(bot: &Bot, ctx: &DialogContext) -> Option<(String, String)> {
@@ -855,14 +816,6 @@ impl Drop for ConversationGuard<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn iso_round_trip() {
-        for ms in [0, 1_556_128_800_123, 951_782_400_000, 1_800_000_000_999] {
-            assert_eq!(parse_iso_ms(&iso_time(ms)), Some(ms));
-        }
-        assert_eq!(parse_iso_ms("nope"), None);
-    }
 
     #[test]
     fn timeout_index_orders_and_replaces() {
