@@ -315,7 +315,17 @@ impl Engine {
         };
 
         // Decision (§9.1).
-        let (suggestions, elected) = decide(bot, &nlu, &turn.scope, in_middle_of_flow, now);
+        let last_message = turn.scope["session"]["lastMessages"]
+            .as_array()
+            .and_then(|l| l.last())
+            .cloned()
+            .unwrap_or(Value::Null);
+        let (suggestions, elected) = decide(
+            qna::suggest(&bot.qna, &nlu),
+            &last_message,
+            in_middle_of_flow,
+            now,
+        );
         let mut suggestions_json = Vec::new();
         let mut decision = default_decision();
         let mut run_dialog = elected.is_none();
