@@ -1,4 +1,4 @@
-//! The `botd` command: `run` (the server), `check`, `chat`, `token`.
+//! The `botd` command: `run` (the server), `check`, `chat`, `token`, and the NLU measurements.
 
 use botd::config::{units, Settings};
 use botd::engine::{bot, Engine, Event};
@@ -13,7 +13,9 @@ const USAGE: &str = "usage:
   botd [run] [--data DIR]                 serve the bots of DIR (default $BOTD_DATA or ./data)
   botd check [--data DIR]                 load every bot and print each problem
   botd chat <botId> [--data DIR] [--user ID]   talk to a bot in the terminal
-  botd token [--data DIR] [--email E] [--ttl 6h]   print a token for the secured Converse route";
+  botd token [--data DIR] [--email E] [--ttl 6h]   print a token for the secured Converse route
+  botd nlu-eval --train FILE --test FILE  train the NLU on one labelled set, score it on another
+  botd nlu-bench [--data DIR] [--out FILE]   the NLU benchmark of ../shared/nlu-bench (bench/NLU.md)";
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -22,6 +24,8 @@ fn main() {
         Some("check") => with_options(&args[1..], check),
         Some("chat") => with_options(&args[1..], chat),
         Some("token") => with_options(&args[1..], token),
+        Some("nlu-eval") => botd::engine::nlu::eval::cli_nlu_eval(&args[1..]),
+        Some("nlu-bench") => botd::engine::nlu::eval::cli_nlu_bench(&args[1..]),
         Some("-h") | Some("--help") | Some("help") => {
             println!("{USAGE}");
             0
