@@ -307,3 +307,419 @@ fn check_passes_on_the_repository_data() {
     assert_eq!(out, "", "no problem lines expected");
     assert!(err.contains("welcome-bot: ok"), "{err}");
 }
+
+// ---------------------------------------------------------------- test bots (tests/bots/)
+
+/// A data directory holding only the named bots of `tests/bots/`, and optionally a global
+/// botpress.config.json written before the first start.
+fn test_bots(tag: &str, bots: &[&str], global: Option<Value>) -> TempDir {
+    let data = TempDir::new(tag);
+    let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/bots");
+    for b in bots {
+        copy_dir(&src.join(b), &data.path().join("bots").join(b));
+    }
+    if let Some(g) = global {
+        write(
+            data.path(),
+            "global/botpress.config.json",
+            &serde_json::to_string_pretty(&g).unwrap(),
+        );
+    }
+    data
+}
+
+struct Chat {
+    port: u16,
+    bot: String,
+    user: String,
+    token: String,
+}
+
+impl Chat {
+    /// The texts of one public turn.
+    fn say(&self, text: &str) -> Vec<String> {
+        texts(&json!({"responses": responses(&converse(self.port, &self.bot, &self.user, text))}))
+    }
+    /// One secured turn with include=state: (texts, state).
+    fn turn(&self, text: &str) -> (Vec<String>, Value) {
+        let a = secured(
+            self.port,
+            &self.bot,
+            &self.user,
+            &json!({"type": "text", "text": text}),
+            "state",
+            &self.token,
+        );
+        assert_eq!(a.status, 200, "{}", a.text());
+        let body = a.json();
+        (texts(&body), body["state"].clone())
+    }
+}
+
+fn strings(list: &[&str]) -> Vec<String> {
+    list.iter().map(|s| s.to_string()).collect()
+}
+
+const OOPS: &str =
+    "😯 Oops! We've got a problem. Please try something else while we're fixing it 🔨";
+
+#[test]
+fn flowtest_sub_flows_return_with_transitions_only() {
+    let data = test_bots("flow-sub", &["flowtest"], None);
+    let server = Server::start(data.path(), &[]);
+    let t = token(data.path(), &[]);
+    let chat = |user: &str| Chat {
+        port: server.port,
+        bot: "flowtest".into(),
+        user: user.into(),
+        token: t.clone(),
+    };
+
+    // `#`: back to the calling node, whose onEnter does not run again; then END keeps temp.
+    let c = chat("sub-1");
+    assert_eq!(c.say("hello"), strings(&["main:entry", "menu"]));
+    let (said, state) = c.turn("go sub");
+    assert_eq!(said, strings(&["main:call-sub", "sub:entry"]));
+    let ctx = &state["context"];
+    assert_eq!(ctx["currentFlow"], "sub.flow.json");
+    assert_eq!(ctx["currentNode"], "s-entry");
+    assert_eq!(ctx["previousFlow"], "main.flow.json");
+    assert_eq!(ctx["previousNode"], "call-sub");
+    assert_eq!(
+        ctx["jumpPoints"],
+        json!([{"flow": "main.flow.json", "node": "call-sub"}])
+    );
+    assert_eq!(ctx["queue"]["instructions"][0]["type"], "on-receive");
+    assert_eq!(state["temp"], json!({"visited": "yes", "heard": "go sub"}));
+    let (said, state) = c.turn("back");
+    assert_eq!(said, strings(&["main:after-sub"]));
+    assert_eq!(state["context"], json!({}), "END deletes the context");
+    assert_eq!(
+        state["temp"],
+        json!({"visited": "yes", "heard": "go sub", "returned": "yes"}),
+        "END keeps temp"
+    );
+    // The next message starts again at main.flow.json's start node.
+    assert_eq!(c.say("again"), strings(&["main:entry", "menu"]));
+
+    // `#node`: back to the parent at that node, transitions only; a node with no
+    // transitions ends the conversation and clears temp.
+    let c = chat("sub-2");
+    c.say("hello");
+    c.say("go sub");
+    let (said, state) = c.turn("back to landing");
+    assert_eq!(said, strings(&["main:landed"]));
+    assert_eq!(state["context"], json!({}));
+    assert_eq!(
+        state["temp"],
+        json!({}),
+        "the queue ran out: temp is cleared"
+    );
+
+    // Nested sub-flows keep a stack of jump points.
+    let c = chat("sub-3");
+    c.say("hello");
+    c.say("go sub");
+    let (said, state) = c.turn("deeper");
+    assert_eq!(said, strings(&["deep:entry"]));
+    assert_eq!(
+        state["context"]["jumpPoints"],
+        json!([{"flow": "main.flow.json", "node": "call-sub"}, {"flow": "sub.flow.json", "node": "s-entry"}])
+    );
+    // `up` returns to s-entry with its transitions only: "up" matches none of them but the
+    // final `true`, which re-enters s-entry (its onEnter runs: a normal node transition).
+    let (said, state) = c.turn("up");
+    assert_eq!(said, strings(&["sub:entry"]));
+    assert_eq!(state["context"]["currentFlow"], "sub.flow.json");
+    assert_eq!(
+        state["context"]["jumpPoints"],
+        json!([{"flow": "main.flow.json", "node": "call-sub"}])
+    );
+
+    // A flow entered by name with `x.flow.json`; a missing .ui.json is fine.
+    let c = chat("sub-4");
+    c.say("hello");
+    let (said, state) = c.turn("go flow");
+    assert_eq!(said, strings(&["other:entry go flow"]));
+    assert_eq!(state["context"]["currentFlow"], "other.flow.json");
+    assert_eq!(
+        state["context"]["jumpPoints"],
+        json!([{"flow": "main.flow.json", "node": "menu"}])
+    );
+}
+
+#[test]
+fn flowtest_catch_all_and_no_matching_transition() {
+    let data = test_bots("flow-catch", &["flowtest"], None);
+    let server = Server::start(data.path(), &[]);
+    let t = token(data.path(), &[]);
+    let chat = |user: &str| Chat {
+        port: server.port,
+        bot: "flowtest".into(),
+        user: user.into(),
+        token: t.clone(),
+    };
+
+    // A normal transition.
+    let c = chat("c-1");
+    assert_eq!(c.say("hello"), strings(&["main:entry", "menu"]));
+    let (said, state) = c.turn("next");
+    assert_eq!(said, strings(&["second"]));
+    assert_eq!(state["context"]["currentNode"], "second");
+    assert_eq!(state["context"]["previousNode"], "menu");
+    // catchAll comes before the node's own `true` transition.
+    assert_eq!(c.say("go menu"), strings(&["menu"]));
+
+    // At menu, the catchAll entry that targets menu itself is skipped: nothing matches,
+    // so the conversation ends (context and temp cleared).
+    let (said, state) = c.turn("go menu");
+    assert_eq!(said, Vec::<String>::new());
+    assert_eq!(state["context"], json!({}));
+    assert_eq!(state["temp"], json!({}));
+    assert_eq!(c.say("anything"), strings(&["main:entry", "menu"]));
+
+    // No matching transition at all: the conversation ends.
+    let c = chat("c-2");
+    c.say("hello");
+    let (said, state) = c.turn("something unexpected");
+    assert_eq!(said, Vec::<String>::new());
+    assert_eq!(state["context"], json!({}));
+    assert_eq!(state["temp"], json!({}));
+
+    // catchAll.onReceive runs before the node's onReceive on every received message.
+    let c = chat("c-3");
+    c.say("hello");
+    let (_, state) = c.turn("next");
+    assert_eq!(state["temp"]["heard"], "next");
+}
+
+#[test]
+fn flowtest_choice_skill() {
+    let data = test_bots("flow-choice", &["flowtest"], None);
+    let server = Server::start(data.path(), &[]);
+    let t = token(data.path(), &[]);
+    let question = json!({"type": "custom", "module": "channel-web", "component": "QuickReplies",
+        "quick_replies": [{"title": "Red", "payload": "RED"}, {"title": "Blue", "payload": "BLUE"}],
+        "wrapped": {"type": "text", "text": "Pick a color", "typing": false}});
+    let cases: &[(&[&str], &str)] = &[
+        (&["1"], "you chose red"),
+        (&["2"], "you chose blue"),
+        (&["2."], "you chose blue"),
+        (&["#2"], "you chose blue"),
+        (&["1)"], "you chose red"),
+        (&["I like crimson things"], "you chose red"),
+        (&["AZURE please"], "you chose blue"),
+        (&["blue"], "you chose blue"),
+        (&["3", "red"], "you chose red"),
+        (&["purple", "still no", "1"], "you chose red"),
+        (&["purple", "green", "yellow"], "no choice after 3 tries"),
+    ];
+    for (i, (answers, outcome)) in cases.iter().enumerate() {
+        let c = Chat {
+            port: server.port,
+            bot: "flowtest".into(),
+            user: format!("choice-{i}"),
+            token: t.clone(),
+        };
+        c.say("hello");
+        let r = responses(&converse(server.port, "flowtest", &c.user, "go choice"));
+        assert_eq!(r, vec![question.clone()], "case {answers:?}");
+        for (k, answer) in answers.iter().enumerate() {
+            let (said, state) = c.turn(answer);
+            if k + 1 < answers.len() {
+                assert_eq!(
+                    said,
+                    strings(&["sorry, try again", "Pick a color"]),
+                    "case {answers:?}, answer {answer}"
+                );
+                assert_eq!(
+                    state["temp"]["skill-choice-invalid-count"],
+                    json!(k + 1),
+                    "case {answers:?}"
+                );
+                assert_eq!(state["temp"]["skill-choice-valid"], false);
+                assert_eq!(
+                    state["context"]["currentFlow"],
+                    "skills/choice-c0l0r5.flow.json"
+                );
+                assert_eq!(state["context"]["currentNode"], "parse");
+            } else {
+                assert_eq!(said, strings(&[outcome]), "case {answers:?}");
+                assert_eq!(state["context"], json!({}), "case {answers:?}");
+                if outcome.starts_with("you chose") {
+                    assert_eq!(state["temp"]["skill-choice-valid"], true);
+                    assert_eq!(
+                        state["temp"]["skill-choice-ret"],
+                        outcome.trim_start_matches("you chose ")
+                    );
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn flowtest_variables_and_templating() {
+    let data = test_bots("flow-vars", &["flowtest"], None);
+    let server = Server::start(data.path(), &[]);
+    let t = token(data.path(), &[]);
+    let c = Chat {
+        port: server.port,
+        bot: "flowtest".into(),
+        user: "vars-1".into(),
+        token: t.clone(),
+    };
+    c.say("hello");
+    assert_eq!(c.say("go vars"), strings(&["who are you?"]));
+    let (said, state) = c.turn("O'Brien <b>&</b>");
+    let esc = "O&#39;Brien &lt;b&gt;&amp;&lt;&#x2F;b&gt;";
+    assert_eq!(
+        said,
+        vec![format!("esc={esc} raw=O'Brien <b>&</b> user={esc} session=s-O'Brien <b>&</b> temp=tmp bot={esc} n=0 missing=[]")]
+    );
+    // setVariable stores the {{ }} value escaped, the {{{ }}} value raw.
+    assert_eq!(state["user"], json!({"name": esc}));
+    assert_eq!(state["session"]["raw"], "s-O'Brien <b>&</b>");
+    assert_eq!(state["temp"]["t"], "tmp");
+    assert_eq!(state["temp"]["n"], 0);
+    assert_eq!(state["bot"], json!({"last": esc}));
+
+    // "null", "" and a missing value delete the variable.
+    let (said, state) = c.turn("forget");
+    assert_eq!(said, strings(&["unset"]));
+    assert_eq!(state["user"], json!({}));
+    assert!(
+        state["session"].get("raw").is_none(),
+        "{}",
+        state["session"]
+    );
+    assert!(state["temp"].get("t").is_none(), "{}", state["temp"]);
+
+    // The bot variable is shared by every user of the bot; the conversation counter is per user.
+    let c2 = Chat {
+        port: server.port,
+        bot: "flowtest".into(),
+        user: "vars-2".into(),
+        token: t.clone(),
+    };
+    c2.say("hello");
+    c2.say("go vars");
+    let (said, state) = c2.turn("Zed");
+    assert!(said[0].ends_with("bot=Zed n=0 missing=[]"), "{said:?}");
+    assert_eq!(state["bot"], json!({"last": "Zed"}));
+    c.say("hello");
+    c.say("go vars");
+    let (said, _) = c.turn("O'Brien");
+    assert!(
+        said[0].ends_with("bot=O&#39;Brien n=1 missing=[]"),
+        "{said:?}"
+    );
+}
+
+#[test]
+fn flowtest_custom_action_fails_and_saves_nothing() {
+    let data = test_bots("flow-custom", &["flowtest"], None);
+    let server = Server::start(data.path(), &[]);
+    let t = token(data.path(), &[]);
+    let c = Chat {
+        port: server.port,
+        bot: "flowtest".into(),
+        user: "custom-1".into(),
+        token: t.clone(),
+    };
+    c.say("hello");
+    let (_, before) = c.turn("next");
+    assert_eq!(before["context"]["currentNode"], "second");
+    // The turn fails: what the node said before the failing action was already sent (as
+    // Botpress sends each `say` at once), then the error message.
+    let before_oops = || {
+        let mut v =
+            vec![json!({"type": "text", "markdown": true, "text": "before the custom action"})];
+        v.extend(typed_text(OOPS));
+        v
+    };
+    let r = responses(&converse(server.port, "flowtest", "custom-1", "go custom"));
+    assert_eq!(r, before_oops());
+    // Nothing of that turn was saved: no user variable, still waiting in `second` (whose
+    // `true` transition leads to `third`).
+    let (said, after) = c.turn("whatever");
+    assert_eq!(said, strings(&["third"]));
+    assert_eq!(after["user"], json!({}));
+    assert_eq!(after["context"], json!({}), "third has no transition: the conversation ends");
+    // The failing node fails every time.
+    c.say("hello");
+    let r = responses(&converse(server.port, "flowtest", "custom-1", "go custom"));
+    assert_eq!(r, before_oops());
+    let (said, after) = c.turn("next");
+    assert_eq!(said, strings(&["second"]));
+    assert_eq!(after["user"], json!({}));
+}
+
+// ---------------------------------------------------------------- timeouts (§8.10)
+
+#[test]
+fn timeouts_run_the_documented_timeout_node() {
+    let bots = [
+        "to-node-prop",
+        "to-named-node",
+        "to-flow-node",
+        "to-flow-file",
+        "to-jump",
+    ];
+    let global = json!({
+        "httpServer": {"host": "localhost", "port": 3000, "bodyLimit": "100kb"},
+        "dialog": {"janitorInterval": "200ms", "timeoutInterval": "2m", "sessionTimeoutInterval": "30m"},
+        "converse": {"timeout": "5s", "maxMessageLength": 360, "enableUnsecuredEndpoint": true}
+    });
+    let data = test_bots("timeouts", &bots, Some(global));
+    let server = Server::start(data.path(), &[]);
+    let t = token(data.path(), &[]);
+    for bot in bots {
+        let c = Chat {
+            port: server.port,
+            bot: bot.into(),
+            user: "sleepy".into(),
+            token: t.clone(),
+        };
+        let (said, state) = c.turn("hi");
+        assert_eq!(said, strings(&["entry", "waiting"]), "{bot}");
+        assert_eq!(state["context"]["currentNode"], "waiting", "{bot}");
+    }
+    // The janitor runs the timeout handling for each (Converse cannot push, so it is logged).
+    let ran = |bot: &str| {
+        server.log().contains(&format!(
+            "bot \"{bot}\": timeout replies for channel api have nowhere to go"
+        ))
+    };
+    assert!(
+        wait_until(std::time::Duration::from_secs(30), || bots
+            .iter()
+            .all(|b| ran(b))),
+        "{}",
+        server.log()
+    );
+    let expected = [
+        ("to-node-prop", "node property"),
+        ("to-named-node", "named node"),
+        ("to-flow-node", "flow timeoutNode"),
+        ("to-flow-file", "timeout.flow.json"),
+        ("to-jump", "catchAll after jump"),
+    ];
+    for (bot, which) in expected {
+        let c = Chat {
+            port: server.port,
+            bot: bot.into(),
+            user: "sleepy".into(),
+            token: t.clone(),
+        };
+        let (said, state) = c.turn("back again");
+        // The timeout node ran with the conversation's real state (temp.step) and a timeout event.
+        assert_eq!(
+            state["user"],
+            json!({"timedOut": format!("{which} entered timeout")}),
+            "{bot}"
+        );
+        // The context was reset: the conversation starts over.
+        assert_eq!(said, strings(&["entry", "waiting"]), "{bot}");
+    }
+}
