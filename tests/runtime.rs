@@ -645,7 +645,11 @@ fn flowtest_custom_action_fails_and_saves_nothing() {
     let (said, after) = c.turn("whatever");
     assert_eq!(said, strings(&["third"]));
     assert_eq!(after["user"], json!({}));
-    assert_eq!(after["context"], json!({}), "third has no transition: the conversation ends");
+    assert_eq!(
+        after["context"],
+        json!({}),
+        "third has no transition: the conversation ends"
+    );
     // The failing node fails every time.
     c.say("hello");
     let r = responses(&converse(server.port, "flowtest", "custom-1", "go custom"));
@@ -722,4 +726,46 @@ fn timeouts_run_the_documented_timeout_node() {
         // The context was reset: the conversation starts over.
         assert_eq!(said, strings(&["entry", "waiting"]), "{bot}");
     }
+}
+
+// ---------------------------------------------------------------- welcome-bot 11.8.1 (§12.2)
+
+#[test]
+fn welcome_bot_1181_first_two_turns() {
+    let data = test_bots("wb1181", &["welcome-bot-1181"], None);
+    let server = Server::start(data.path(), &[]);
+    let a = converse(server.port, "welcome-bot-1181", "u1", "hi");
+    assert_eq!(
+        a.json(),
+        json!({"responses": [
+            {"type": "typing", "value": true},
+            {"type": "text", "markdown": true, "text": "Hi, I'm Welcome Bot! My task is to help you understand how Botpress works."},
+            {"type": "typing", "value": true},
+            {"type": "custom", "module": "channel-web", "component": "QuickReplies",
+             "quick_replies": [{"title": "What is a Context?", "payload": "CONTEXT"}, {"title": "What is Bot Memory?", "payload": "MEMORY"}],
+             "wrapped": {"type": "text", "text": "What would you like to know?", "typing": true}}
+        ]})
+    );
+    let mut expected = typed_text("Bot Memory is used by the bot to store information about a conversation. Here's an example.");
+    expected.extend(typed_text(ASK_NAME));
+    assert_eq!(
+        responses(&converse(server.port, "welcome-bot-1181", "u1", "memory")),
+        expected
+    );
+    // The quick reply's title works as well as its value, and a number picks the choice.
+    converse(server.port, "welcome-bot-1181", "u2", "hi");
+    assert_eq!(
+        responses(&converse(
+            server.port,
+            "welcome-bot-1181",
+            "u2",
+            "What is Bot Memory?"
+        )),
+        expected
+    );
+    converse(server.port, "welcome-bot-1181", "u3", "hi");
+    assert_eq!(
+        responses(&converse(server.port, "welcome-bot-1181", "u3", "2")),
+        expected
+    );
 }
