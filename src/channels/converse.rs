@@ -89,6 +89,8 @@ impl Converse {
         let include: Vec<String> = http::query_pairs(request.url())
             .into_iter()
             .find(|(k, _)| k == "include")
+            // An empty `include` is falsy in Express: as if there was none.
+            .filter(|(_, v)| !v.is_empty())
             .map(|(_, v)| v.to_lowercase().split(',').map(str::to_string).collect())
             .unwrap_or_default();
         if !secured {
