@@ -126,3 +126,78 @@ fn welcome_bot_1181_qna_redirect_and_text_answers() {
     let a = secured(p, bot, "q2", &body, "decision", &t);
     assert_eq!(a.json()["decision"]["source"], "decisionEngine");
 }
+
+#[test]
+fn welcome_bot_nlu_names_the_intents() {
+    let data = data_copy("und-intents");
+    let server = Server::start(data.path(), &[]);
+    let t = token(data.path(), &[]);
+    let p = server.port;
+    assert_eq!(
+        intent_of(p, "welcome-bot", "hi bot", &["global"], &t),
+        "hello"
+    );
+    assert_eq!(
+        intent_of(p, "welcome-bot", "please forget my name", &["global"], &t),
+        "forget"
+    );
+    // A name is neither a greeting nor a request to forget.
+    assert_eq!(
+        intent_of(p, "welcome-bot", "Sylvain", &["global"], &t),
+        "none"
+    );
+    let body = json!({"type": "text", "text": "hi bot"});
+    let nlu = secured(p, "welcome-bot", "nlu-shape", &body, "nlu", &t).json()["nlu"].clone();
+    assert_eq!(nlu["intent"]["context"], "global");
+    assert!(nlu["intent"]["confidence"].as_f64().unwrap() >= 0.7);
+    assert_eq!(nlu["intents"][0]["name"], "hello");
+    assert_eq!(nlu["includedContexts"], json!(["global"]));
+    assert_eq!(nlu["errored"], false);
+}
+
+/// The animal QnA is answered only once the flow has put the user in the `monkeys` context.
+#[test]
+fn welcome_bot_1181_animal_qna_only_in_its_context() {
+    let data = bot_1181("und-animals");
+    let server = Server::start(data.path(), &[]);
+    let p = server.port;
+    let t = token(data.path(), &[]);
+    let bot = "welcome-bot-1181";
+    let question = json!({"type": "text", "text": "Where do monkeys live?"});
+    let monkeys = "__qna__pgedex03mc_where_do_monkeys_live";
+
+    // Outside the context: no QnA answer, the flow starts instead.
+    let a = secured(p, bot, "stranger", &question, "decision,nlu", &t).json();
+    assert_ne!(a["decision"]["sourceDetails"], monkeys);
+    assert_eq!(
+        a["responses"][1]["text"],
+        "Hi, I'm Welcome Bot! My task is to help you understand how Botpress works."
+    );
+
+    // Topic choice → contexts → animal choice → monkey: the flow appends the monkeys context.
+    let user = "zoo-visitor";
+    let first = responses(&converse(p, bot, user, "hi"));
+    assert_eq!(first[3]["component"], "QuickReplies");
+    let topic = responses(&converse(p, bot, user, "context"));
+    let animal_question = topic.iter().any(|r| {
+        r["wrapped"]["text"]
+            .as_str()
+            .is_some_and(|t| t.contains("Let's talk about animals"))
+    });
+    assert!(animal_question, "the animal choice is asked: {topic:?}");
+    converse(p, bot, user, "monkey");
+    let a = secured(p, bot, user, &question, "decision,state", &t).json();
+    assert_eq!(a["decision"]["sourceDetails"], monkeys);
+    assert_eq!(a["decision"]["decision"]["status"], "elected");
+    assert_eq!(
+        a["responses"],
+        json!(typed_text("Most monkey species can be found in the tropical rain forests of Asia, Africa, Europe and Central and South America."))
+    );
+    let contexts: Vec<&str> = a["state"]["session"]["nluContexts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|c| c["context"].as_str())
+        .collect();
+    assert!(contexts.contains(&"monkeys"), "{contexts:?}");
+}
