@@ -232,11 +232,13 @@ mod tests {
     #[test]
     fn vectors_are_normalised_per_block() {
         let texts = vec!["hi bot".to_string(), "forget my name".to_string()];
-        let v = Vectorizer::fit(FeatureConfig::default(), &texts);
+        let cfg = FeatureConfig::default();
+        let v = Vectorizer::fit(cfg, &texts);
         let x = v.transform("hi bot");
         let norm2: f32 = x.iter().map(|(_, v)| v * v).sum();
-        // Two unit blocks may share buckets, so the squared norm is about 2.
-        assert!((norm2 - 2.0).abs() < 0.2, "{norm2}");
+        // Two weighted unit blocks (they may share a bucket or two).
+        let want = cfg.word_weight.powi(2) + cfg.char_weight.powi(2);
+        assert!((norm2 - want).abs() < 0.2, "{norm2} vs {want}");
         assert!(v.transform("").is_empty());
     }
 }
