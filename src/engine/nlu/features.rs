@@ -100,7 +100,7 @@ fn count_block(cfg: &FeatureConfig, text: &str, word_block: bool, counts: &mut H
         if cfg.word_prefix > 0 {
             for w in &words {
                 if let Some((cut, _)) = w.char_indices().nth(cfg.word_prefix) {
-                    let b = (fnv1a(WORD_SEED + 7, w[..cut].as_bytes()) as u32) & mask;
+                    let b = (fnv1a(WORD_SEED + 7, &w.as_bytes()[..cut]) as u32) & mask;
                     *counts.entry(b).or_insert(0.0) += 1.0;
                 }
             }
