@@ -445,3 +445,39 @@ fn entities_in_understand_have_the_section_10_shape() {
     assert_eq!(money["data"]["value"], 20);
     assert_eq!(money["data"]["unit"], "USD");
 }
+
+#[test]
+fn empty_bot_and_empty_text_give_none() {
+    let nlu = Nlu::train(&[], &[], &NluConfig::default());
+    let v = nlu.understand("hello", &[], 0);
+    assert_eq!(
+        v["intent"],
+        json!({"name": "none", "confidence": 1.0, "context": "global"})
+    );
+    assert_eq!(v["intents"], json!([]));
+    let nlu = Nlu::train(&welcome_bot(), &[], &NluConfig::default());
+    let v = nlu.understand("", &[], 0);
+    assert_eq!(v["intent"]["name"], "none", "{v}");
+    assert_eq!(v["language"], "n/a");
+    // An unknown context: nothing predicted.
+    let v = nlu.understand("hi bot", &["nowhere".to_string()], 0);
+    assert_eq!(v["intent"]["name"], "none");
+    assert_eq!(v["includedContexts"], json!([]));
+}
+
+#[test]
+fn entity_offsets_count_characters() {
+    let nlu = Nlu::train(&welcome_bot(), &[], &NluConfig::default());
+    let text = "café à 20 €";
+    let v = nlu.understand(text, &[], 0);
+    let money = v["entities"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["name"] == "amountOfMoney")
+        .cloned()
+        .expect("money");
+    assert_eq!(money["meta"]["start"], 7);
+    assert_eq!(money["meta"]["end"], 11);
+    assert_eq!(money["meta"]["source"], "20 €");
+}
