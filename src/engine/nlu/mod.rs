@@ -25,6 +25,7 @@ use self::features::{normalize, FeatureConfig, Vectorizer};
 use self::slots::SlotTagger;
 use crate::engine::Problem;
 
+pub use self::eval::{cli_nlu_bench, cli_nlu_eval};
 pub use self::language::detect_language;
 
 /// One intent of a bot (`intents/<name>.json`).
