@@ -481,3 +481,33 @@ fn entity_offsets_count_characters() {
     assert_eq!(money["meta"]["end"], 11);
     assert_eq!(money["meta"]["source"], "20 €");
 }
+
+#[test]
+fn welcome_bot_off_topic_sentences_are_none() {
+    let nlu = Nlu::train(&welcome_bot(), &[], &NluConfig::default());
+    // "my name is X" answers the bot's own question: it must not trigger `forget`.
+    for t in [
+        "my name is Sylvain",
+        "I'm Alice",
+        "call me Bob",
+        "what is the capital of france",
+        "i like turtles",
+        "what time is it",
+    ] {
+        let v = nlu.understand(t, &[], 0);
+        assert_eq!(v["intent"]["name"], "none", "{t}: {v}");
+    }
+    // Still confident on the bot's own phrasing and close variants.
+    for (t, want) in [
+        ("hello there bot", "hello"),
+        ("forget it", "forget"),
+        ("erase my name please", "forget"),
+    ] {
+        let v = nlu.understand(t, &[], 0);
+        assert_eq!(v["intent"]["name"], want, "{t}: {v}");
+        assert!(
+            v["intent"]["confidence"].as_f64().unwrap() >= 0.7,
+            "{t}: {v}"
+        );
+    }
+}
