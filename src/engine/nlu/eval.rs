@@ -478,6 +478,7 @@ pub fn cli_nlu_eval(args: &[String]) -> i32 {
         );
         println!("entity tagging     {:.1} µs/utterance", r.tag_us);
         println!("tagger training    {:.2} s", r.tagger_train_secs);
+        println!("tagger size        {:.2} MB", r.tagger_bytes as f64 / 1e6);
     }
     println!("intent             {:.1} µs/utterance", r.intent_us);
     println!("understand         {:.1} µs/utterance", r.understand_us);
