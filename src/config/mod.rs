@@ -86,7 +86,7 @@ impl Settings {
             .get("appSecret")
             .or_else(|| config.get("jwtSecret"))
             .and_then(Value::as_str)
-            .map_or(true, str::is_empty);
+            .is_none_or(str::is_empty);
         if missing_secret || !config_path.exists() {
             if missing_secret {
                 let secret = random_secret(40).map_err(|e| vec![Problem::new(&shown, e)])?;
