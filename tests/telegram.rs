@@ -51,9 +51,18 @@ impl FakeTelegram {
         let port = server.server_addr().to_ip().unwrap().port();
         let mut state = State::default();
         for t in tokens {
-            state.accounts.insert(t.to_string(), Account { next_id: 1000, ..Account::default() });
+            state.accounts.insert(
+                t.to_string(),
+                Account {
+                    next_id: 1000,
+                    ..Account::default()
+                },
+            );
         }
-        let fake = FakeTelegram { port, shared: Arc::new((Mutex::new(state), Condvar::new())) };
+        let fake = FakeTelegram {
+            port,
+            shared: Arc::new((Mutex::new(state), Condvar::new())),
+        };
         let f = fake.clone();
         std::thread::spawn(move || {
             for request in server.incoming_requests() {
@@ -78,27 +87,47 @@ impl FakeTelegram {
         let (status, answer) = self.answer(token, method, &params);
         let response = tiny_http::Response::from_string(answer.to_string())
             .with_status_code(status)
-            .with_header("Content-Type: application/json".parse::<tiny_http::Header>().unwrap());
+            .with_header(
+                "Content-Type: application/json"
+                    .parse::<tiny_http::Header>()
+                    .unwrap(),
+            );
         let _ = request.respond(response);
     }
 
     fn answer(&self, token: &str, method: &str, params: &Value) -> (u16, Value) {
         let (lock, cv) = &*self.shared;
         let mut state = lock.lock().unwrap();
-        state.calls.push(Call { token: token.into(), method: method.into(), params: params.clone(), at: Instant::now() });
+        state.calls.push(Call {
+            token: token.into(),
+            method: method.into(),
+            params: params.clone(),
+            at: Instant::now(),
+        });
         let Some(account) = state.accounts.get_mut(token) else {
-            return (401, json!({"ok": false, "error_code": 401, "description": "Unauthorized"}));
+            return (
+                401,
+                json!({"ok": false, "error_code": 401, "description": "Unauthorized"}),
+            );
         };
         match method {
             "getUpdates" => {
                 if let Some(retry) = account.throttle_next_poll.take() {
-                    return (429, json!({"ok": false, "error_code": 429, "description": format!("Too Many Requests: retry after {retry}"), "parameters": {"retry_after": retry}}));
+                    return (
+                        429,
+                        json!({"ok": false, "error_code": 429, "description": format!("Too Many Requests: retry after {retry}"), "parameters": {"retry_after": retry}}),
+                    );
                 }
                 if account.polling {
-                    return (409, json!({"ok": false, "error_code": 409, "description": "Conflict: terminated by other getUpdates request; make sure that only one bot instance is running"}));
+                    return (
+                        409,
+                        json!({"ok": false, "error_code": 409, "description": "Conflict: terminated by other getUpdates request; make sure that only one bot instance is running"}),
+                    );
                 }
                 if let Some(offset) = params["offset"].as_i64() {
-                    account.queue.retain(|u| u["update_id"].as_i64().unwrap() >= offset);
+                    account
+                        .queue
+                        .retain(|u| u["update_id"].as_i64().unwrap() >= offset);
                 }
                 let timeout = Duration::from_secs(params["timeout"].as_u64().unwrap_or(0).min(10));
                 let limit = params["limit"].as_u64().unwrap_or(100) as usize;
@@ -118,9 +147,15 @@ impl FakeTelegram {
             "sendMessage" => {
                 let text = params["text"].as_str().unwrap_or("");
                 if text.contains("BADMD") && params.get("parse_mode").is_some() {
-                    return (400, json!({"ok": false, "error_code": 400, "description": "Bad Request: can't parse entities"}));
+                    return (
+                        400,
+                        json!({"ok": false, "error_code": 400, "description": "Bad Request: can't parse entities"}),
+                    );
                 }
-                (200, json!({"ok": true, "result": {"message_id": 1, "chat": {"id": params["chat_id"]}, "text": text}}))
+                (
+                    200,
+                    json!({"ok": true, "result": {"message_id": 1, "chat": {"id": params["chat_id"]}, "text": text}}),
+                )
             }
             _ => (200, json!({"ok": true, "result": true})),
         }
@@ -145,20 +180,38 @@ impl FakeTelegram {
     }
 
     fn calls(&self, token: &str) -> Vec<Call> {
-        self.shared.0.lock().unwrap().calls.iter().filter(|c| c.token == token).cloned().collect()
+        self.shared
+            .0
+            .lock()
+            .unwrap()
+            .calls
+            .iter()
+            .filter(|c| c.token == token)
+            .cloned()
+            .collect()
     }
 
     /// The messages sent to `chat`: `(method, params)`, chat actions left out.
     fn sent(&self, token: &str, chat: i64) -> Vec<Call> {
         self.calls(token)
             .into_iter()
-            .filter(|c| c.method.starts_with("send") && c.method != "sendChatAction" && c.params["chat_id"] == json!(chat))
-            .filter(|c| !(c.params["text"].as_str().unwrap_or("").contains("BADMD") && c.params.get("parse_mode").is_some()))
+            .filter(|c| {
+                c.method.starts_with("send")
+                    && c.method != "sendChatAction"
+                    && c.params["chat_id"] == json!(chat)
+            })
+            .filter(|c| {
+                !(c.params["text"].as_str().unwrap_or("").contains("BADMD")
+                    && c.params.get("parse_mode").is_some())
+            })
             .collect()
     }
 
     fn texts(&self, token: &str, chat: i64) -> Vec<String> {
-        self.sent(token, chat).iter().filter_map(|c| c.params["text"].as_str().map(str::to_string)).collect()
+        self.sent(token, chat)
+            .iter()
+            .filter_map(|c| c.params["text"].as_str().map(str::to_string))
+            .collect()
     }
 
     fn wait_texts(&self, token: &str, chat: i64, n: usize, limit: Duration) -> Vec<String> {
@@ -177,7 +230,11 @@ fn global_config(data: &Path, fake: &FakeTelegram, extra: Value) {
     for (k, v) in extra.as_object().unwrap() {
         config[k] = v.clone();
     }
-    write(data, "global/config/channel-telegram.json", &config.to_string());
+    write(
+        data,
+        "global/config/channel-telegram.json",
+        &config.to_string(),
+    );
 }
 
 /// A copy of welcome-bot named `id` whose only flow says what it received, plus a choice,
@@ -185,7 +242,9 @@ fn global_config(data: &Path, fake: &FakeTelegram, extra: Value) {
 fn echo_bot(data: &Path, id: &str) {
     let dir = data.join("bots").join(id);
     copy_dir(&data.join("bots/welcome-bot"), &dir);
-    let config = std::fs::read_to_string(dir.join("bot.config.json")).unwrap().replace("\"welcome-bot\"", &format!("\"{id}\""));
+    let config = std::fs::read_to_string(dir.join("bot.config.json"))
+        .unwrap()
+        .replace("\"welcome-bot\"", &format!("\"{id}\""));
     std::fs::write(dir.join("bot.config.json"), config).unwrap();
     let _ = std::fs::remove_dir_all(dir.join("flows"));
     let _ = std::fs::remove_dir_all(dir.join("content-elements"));
@@ -211,12 +270,23 @@ fn echo_bot(data: &Path, id: &str) {
         json!({"title$en": "Card", "subtitle$en": "Sub", "image$en": "https://example.org/p.png",
                "actions$en": [{"action": "Open URL", "title": "Site", "url": "https://example.org"},
                               {"action": "Postback", "title": "Pick", "payload": "PICKED"}]})).to_string());
-    write(&dir, "content-elements/builtin_image.json", &el("builtin_image-i",
-        json!({"image$en": "https://example.org/cat.gif", "title$en": "A cat"})).to_string());
+    write(
+        &dir,
+        "content-elements/builtin_image.json",
+        &el(
+            "builtin_image-i",
+            json!({"image$en": "https://example.org/cat.gif", "title$en": "A cat"}),
+        )
+        .to_string(),
+    );
 }
 
 fn bot_token(data: &Path, bot: &str, config: Value) {
-    write(data, &format!("bots/{bot}/config/channel-telegram.json"), &config.to_string());
+    write(
+        data,
+        &format!("bots/{bot}/config/channel-telegram.json"),
+        &config.to_string(),
+    );
 }
 
 // ---------------------------------------------------------------------------------------
@@ -235,7 +305,11 @@ fn updates_replies_two_bots_and_a_bad_token() {
     echo_bot(data.path(), "bad-bot");
     // The one-line file of the Botpress docs: a botToken and no "enabled" key.
     bot_token(data.path(), "welcome-bot", json!({"botToken": welcome_t}));
-    bot_token(data.path(), "echo-bot", json!({"botToken": echo_t, "enabled": true, "typingDelay": false}));
+    bot_token(
+        data.path(),
+        "echo-bot",
+        json!({"botToken": echo_t, "enabled": true, "typingDelay": false}),
+    );
     bot_token(data.path(), "bad-bot", json!({"botToken": bad_t}));
     let server = Server::start(data.path(), &[]);
 
@@ -261,7 +335,12 @@ fn updates_replies_two_bots_and_a_bad_token() {
     let wchat = 200;
     fake.text(welcome_t, wchat, wchat, "hi");
     let first = fake.wait_texts(welcome_t, wchat, 1, Duration::from_secs(15));
-    assert_eq!(first, vec!["May I know your name please?"], "{}", server.log());
+    assert_eq!(
+        first,
+        vec!["May I know your name please?"],
+        "{}",
+        server.log()
+    );
     fake.text(welcome_t, wchat, wchat, "Alice");
     let texts = fake.wait_texts(welcome_t, wchat, 4, Duration::from_secs(15));
     assert_eq!(texts.len(), 4, "{texts:?}\n{}", server.log());
@@ -269,13 +348,37 @@ fn updates_replies_two_bots_and_a_bad_token() {
     assert_eq!(texts[2], "This is the first time we speak 🤖");
     assert_eq!(texts[3], "Try saying something like \"forget my name\"!");
     // typing before each text, and at most about one message a second in the chat.
-    let calls: Vec<Call> = fake.calls(welcome_t).into_iter().filter(|c| c.params["chat_id"] == json!(wchat)).collect();
+    let calls: Vec<Call> = fake
+        .calls(welcome_t)
+        .into_iter()
+        .filter(|c| c.params["chat_id"] == json!(wchat))
+        .collect();
     let methods: Vec<&str> = calls.iter().map(|c| c.method.as_str()).collect();
-    assert_eq!(methods, ["sendChatAction", "sendMessage", "sendChatAction", "sendMessage", "sendChatAction", "sendMessage", "sendChatAction", "sendMessage"]);
+    assert_eq!(
+        methods,
+        [
+            "sendChatAction",
+            "sendMessage",
+            "sendChatAction",
+            "sendMessage",
+            "sendChatAction",
+            "sendMessage",
+            "sendChatAction",
+            "sendMessage"
+        ]
+    );
     assert_eq!(calls[1].params["parse_mode"], "Markdown");
-    let sends: Vec<Instant> = calls.iter().filter(|c| c.method == "sendMessage").map(|c| c.at).collect();
+    let sends: Vec<Instant> = calls
+        .iter()
+        .filter(|c| c.method == "sendMessage")
+        .map(|c| c.at)
+        .collect();
     for pair in sends[1..].windows(2) {
-        assert!(pair[1] - pair[0] >= Duration::from_millis(900), "paced: {:?}", pair[1] - pair[0]);
+        assert!(
+            pair[1] - pair[0] >= Duration::from_millis(900),
+            "paced: {:?}",
+            pair[1] - pair[0]
+        );
     }
     // The typing delay (true → 500 ms) is waited after each chat action.
     assert!(calls[1].at - calls[0].at >= Duration::from_millis(450));
@@ -299,20 +402,34 @@ fn updates_replies_two_bots_and_a_bad_token() {
     // The Markdown fallback: refused with parse_mode, then sent plain.
     assert!(sent[5].params.get("parse_mode").is_none());
     assert!(sent[4].params["parse_mode"] == "Markdown");
-    assert!(fake.calls(echo_t).iter().any(|c| c.method == "answerCallbackQuery" && c.params["callback_query_id"] == "cbq-1"));
+    assert!(fake
+        .calls(echo_t)
+        .iter()
+        .any(|c| c.method == "answerCallbackQuery" && c.params["callback_query_id"] == "cbq-1"));
     // Single choice: a one-time reply keyboard.
     assert_eq!(sent[6].params["text"], "Pick one");
-    assert_eq!(sent[6].params["reply_markup"]["keyboard"], json!([[{"text": "Red"}, {"text": "Blue"}]]));
+    assert_eq!(
+        sent[6].params["reply_markup"]["keyboard"],
+        json!([[{"text": "Red"}, {"text": "Blue"}]])
+    );
     assert_eq!(sent[6].params["reply_markup"]["one_time_keyboard"], true);
-    assert!(sent[0].params.get("reply_markup").is_none(), "no empty reply_markup");
+    assert!(
+        sent[0].params.get("reply_markup").is_none(),
+        "no empty reply_markup"
+    );
     // Card: photo, then the title text with an inline keyboard.
-    assert_eq!((sent[7].method.as_str(), &sent[7].params["photo"]), ("sendPhoto", &json!("https://example.org/p.png")));
+    assert_eq!(
+        (sent[7].method.as_str(), &sent[7].params["photo"]),
+        ("sendPhoto", &json!("https://example.org/p.png"))
+    );
     assert_eq!(sent[8].params["text"], "*Card*\nSub");
     assert_eq!(
         sent[8].params["reply_markup"]["inline_keyboard"],
         json!([[{"text": "Site", "url": "https://example.org"}, {"text": "Pick", "callback_data": "PICKED"}]])
     );
-    wait_until(Duration::from_secs(10), || fake.sent(echo_t, chat).len() >= 10);
+    wait_until(Duration::from_secs(10), || {
+        fake.sent(echo_t, chat).len() >= 10
+    });
     let sent = fake.sent(echo_t, chat);
     assert_eq!(sent[9].method, "sendAnimation");
     assert_eq!(sent[9].params["caption"], "A cat");
@@ -327,7 +444,10 @@ fn updates_replies_two_bots_and_a_bad_token() {
         assert!(!server.log().contains(t), "token {t} in the log");
     }
     // Offsets are on disk.
-    assert!(data.path().join("storage/telegram/echo-bot/offset.json").is_file());
+    assert!(data
+        .path()
+        .join("storage/telegram/echo-bot/offset.json")
+        .is_file());
 }
 
 /// 20 chats × 30 messages to welcome-bot: all answered, each chat in order.
@@ -336,21 +456,38 @@ fn twenty_chats_thirty_messages_in_order() {
     let token = "444:LOADtoken";
     let fake = FakeTelegram::start(&[token]);
     let data = data_copy("tg-load");
-    global_config(data.path(), &fake, json!({"typingDelay": false, "throttle": false}));
+    global_config(
+        data.path(),
+        &fake,
+        json!({"typingDelay": false, "throttle": false}),
+    );
     bot_token(data.path(), "welcome-bot", json!({"botToken": token}));
     let server = Server::start(data.path(), &[]);
     let (chats, messages) = (20i64, 30usize);
     for i in 0..messages {
         for c in 0..chats {
             let chat = 1000 + c;
-            let text = if i == 1 { format!("User{c}") } else { format!("message number {i}") };
+            let text = if i == 1 {
+                format!("User{c}")
+            } else {
+                format!("message number {i}")
+            };
             fake.text(token, chat, chat, &text);
         }
     }
     // Per chat: the question, 3 texts after the name, then 2 per message.
     let per_chat = 1 + 3 + (messages - 2) * 2;
-    let ok = wait_until(Duration::from_secs(45), || (0..chats).all(|c| fake.texts(token, 1000 + c).len() >= per_chat));
-    assert!(ok, "not all answered: {:?}\n{}", (0..chats).map(|c| fake.texts(token, 1000 + c).len()).collect::<Vec<_>>(), server.log());
+    let ok = wait_until(Duration::from_secs(45), || {
+        (0..chats).all(|c| fake.texts(token, 1000 + c).len() >= per_chat)
+    });
+    assert!(
+        ok,
+        "not all answered: {:?}\n{}",
+        (0..chats)
+            .map(|c| fake.texts(token, 1000 + c).len())
+            .collect::<Vec<_>>(),
+        server.log()
+    );
     for c in 0..chats {
         let texts = fake.texts(token, 1000 + c);
         assert_eq!(texts.len(), per_chat, "chat {c}: {texts:?}");
@@ -358,9 +495,17 @@ fn twenty_chats_thirty_messages_in_order() {
         assert!(texts[1].contains(&format!("User{c}")), "{texts:?}");
         let counts: Vec<u64> = texts
             .iter()
-            .filter_map(|t| t.strip_prefix("We already spoke ").and_then(|r| r.strip_suffix(" times!")).and_then(|n| n.parse().ok()))
+            .filter_map(|t| {
+                t.strip_prefix("We already spoke ")
+                    .and_then(|r| r.strip_suffix(" times!"))
+                    .and_then(|n| n.parse().ok())
+            })
             .collect();
-        assert_eq!(counts, (1..=(messages as u64 - 2)).collect::<Vec<_>>(), "chat {c} out of order");
+        assert_eq!(
+            counts,
+            (1..=(messages as u64 - 2)).collect::<Vec<_>>(),
+            "chat {c} out of order"
+        );
     }
 }
 
@@ -371,7 +516,11 @@ fn sigkill_and_restart_lose_nothing() {
     let token = "555:KILLtoken";
     let fake = FakeTelegram::start(&[token]);
     let data = data_copy("tg-kill");
-    global_config(data.path(), &fake, json!({"typingDelay": false, "throttle": false}));
+    global_config(
+        data.path(),
+        &fake,
+        json!({"typingDelay": false, "throttle": false}),
+    );
     echo_bot(data.path(), "echo-bot");
     bot_token(data.path(), "echo-bot", json!({"botToken": token}));
     let (chats, messages) = (10i64, 25usize);
@@ -382,8 +531,16 @@ fn sigkill_and_restart_lose_nothing() {
     }
     let total = chats as usize * messages;
     let mut server = Server::start(data.path(), &[]);
-    let sent_count = || (0..chats).map(|c| fake.texts(token, 2000 + c).len()).sum::<usize>();
-    assert!(wait_until(Duration::from_secs(20), || sent_count() >= total / 3), "{}", server.log());
+    let sent_count = || {
+        (0..chats)
+            .map(|c| fake.texts(token, 2000 + c).len())
+            .sum::<usize>()
+    };
+    assert!(
+        wait_until(Duration::from_secs(20), || sent_count() >= total / 3),
+        "{}",
+        server.log()
+    );
     server.kill();
     let at_kill = sent_count();
     assert!(at_kill < total, "the kill came too late to test anything");
@@ -403,7 +560,9 @@ fn sigkill_and_restart_lose_nothing() {
         let mut unique = texts.clone();
         unique.dedup();
         duplicates += texts.len() - unique.len();
-        let expected: Vec<String> = (0..messages).map(|i| format!("message|m{i}|{}|{}", 2000 + c, 2000 + c)).collect();
+        let expected: Vec<String> = (0..messages)
+            .map(|i| format!("message|m{i}|{}|{}", 2000 + c, 2000 + c))
+            .collect();
         assert_eq!(unique, expected, "chat {c}");
     }
     // In flight at the kill: at most one turn per inbound worker and one send per outbound
@@ -426,16 +585,27 @@ fn conflict_and_rate_limit_back_off() {
     let rogue = {
         let port = fake.port;
         std::thread::spawn(move || {
-            common::post_json(port, &format!("/bot{token}/getUpdates"), &json!({"timeout": 6}));
+            common::post_json(
+                port,
+                &format!("/bot{token}/getUpdates"),
+                &json!({"timeout": 6}),
+            );
         })
     };
     std::thread::sleep(Duration::from_millis(200));
     let started = Instant::now();
     let server = Server::start(data.path(), &[]);
     rogue.join().unwrap();
-    let polls_during_conflict = fake.calls(token).iter().filter(|c| c.method == "getUpdates" && c.at >= started).count();
+    let polls_during_conflict = fake
+        .calls(token)
+        .iter()
+        .filter(|c| c.method == "getUpdates" && c.at >= started)
+        .count();
     // Back-off 1 s, 2 s, 4 s…: a handful of tries in ~6 s, never a spin.
-    assert!(polls_during_conflict <= 6, "{polls_during_conflict} getUpdates in ~6 s");
+    assert!(
+        polls_during_conflict <= 6,
+        "{polls_during_conflict} getUpdates in ~6 s"
+    );
     let log = server.log();
     assert_eq!(log.matches("409 Conflict").count(), 1, "{log}");
     assert!(log.contains("another program is polling with this bot token"));
@@ -443,15 +613,101 @@ fn conflict_and_rate_limit_back_off() {
     // Once free, polling resumes (within the back-off) and answers.
     fake.text(token, 7, 7, "after the conflict");
     let texts = fake.wait_texts(token, 7, 1, Duration::from_secs(15));
-    assert_eq!(texts, vec!["message|after the conflict|7|7"], "{}", server.log());
+    assert_eq!(
+        texts,
+        vec!["message|after the conflict|7|7"],
+        "{}",
+        server.log()
+    );
 
     // 429 on getUpdates: retry_after is waited.
-    fake.shared.0.lock().unwrap().accounts.get_mut(token).unwrap().throttle_next_poll = Some(2);
-    assert!(wait_until(Duration::from_secs(5), || fake.shared.0.lock().unwrap().accounts[token].throttle_next_poll.is_none()));
+    fake.shared
+        .0
+        .lock()
+        .unwrap()
+        .accounts
+        .get_mut(token)
+        .unwrap()
+        .throttle_next_poll = Some(2);
+    assert!(wait_until(Duration::from_secs(5), || fake
+        .shared
+        .0
+        .lock()
+        .unwrap()
+        .accounts[token]
+        .throttle_next_poll
+        .is_none()));
     let limited_at = Instant::now();
     fake.text(token, 7, 7, "after the 429");
     let texts = fake.wait_texts(token, 7, 2, Duration::from_secs(15));
     assert_eq!(texts[1], "message|after the 429|7|7");
-    let next_poll = fake.calls(token).into_iter().filter(|c| c.method == "getUpdates" && c.at > limited_at).map(|c| c.at).next().unwrap();
-    assert!(next_poll - limited_at >= Duration::from_millis(1500), "retry_after not honoured");
+    let next_poll = fake
+        .calls(token)
+        .into_iter()
+        .filter(|c| c.method == "getUpdates" && c.at > limited_at)
+        .map(|c| c.at)
+        .next()
+        .unwrap();
+    assert!(
+        next_poll - limited_at >= Duration::from_millis(1500),
+        "retry_after not honoured"
+    );
+}
+
+/// A conversation left in the middle of a flow times out: the janitor's timeout node
+/// replies through the Telegram outbound delivery (the proactive sink).
+#[test]
+fn janitor_timeout_replies_over_telegram() {
+    let token = "777:TIMEOUTtoken";
+    let fake = FakeTelegram::start(&[token]);
+    let data = data_copy("tg-timeout");
+    global_config(data.path(), &fake, json!({"typingDelay": false}));
+    write(
+        data.path(),
+        "global/botpress.config.json",
+        &json!({"dialog": {"janitorInterval": "200ms"}}).to_string(),
+    );
+    let bot = data.path().join("bots/welcome-bot");
+    let config = std::fs::read_to_string(bot.join("bot.config.json"))
+        .unwrap()
+        .replace("\"5m\"", "\"1s\"");
+    std::fs::write(bot.join("bot.config.json"), config).unwrap();
+    let mut flow: Value =
+        serde_json::from_str(&std::fs::read_to_string(bot.join("flows/main.flow.json")).unwrap())
+            .unwrap();
+    flow["nodes"].as_array_mut().unwrap().push(json!({"id": "tmo001", "name": "timeout", "onEnter": ["say #!builtin_text-gone"], "onReceive": null, "next": []}));
+    std::fs::write(bot.join("flows/main.flow.json"), flow.to_string()).unwrap();
+    let mut texts: Value = serde_json::from_str(
+        &std::fs::read_to_string(bot.join("content-elements/builtin_text.json")).unwrap(),
+    )
+    .unwrap();
+    texts
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"id": "builtin_text-gone", "formData": {"text$en": "Still there?"}}));
+    std::fs::write(
+        bot.join("content-elements/builtin_text.json"),
+        texts.to_string(),
+    )
+    .unwrap();
+    bot_token(data.path(), "welcome-bot", json!({"botToken": token}));
+    let mut server = Server::start(data.path(), &[]);
+
+    fake.text(token, 9, 9, "hi");
+    let texts = fake.wait_texts(token, 9, 2, Duration::from_secs(15));
+    assert_eq!(
+        texts,
+        vec!["May I know your name please?", "Still there?"],
+        "{}",
+        server.log()
+    );
+
+    // SIGTERM stops promptly even with a poller inside a long poll.
+    let asked = Instant::now();
+    assert!(server.terminate().success());
+    assert!(
+        asked.elapsed() < Duration::from_secs(5),
+        "stop took {:?}",
+        asked.elapsed()
+    );
 }
