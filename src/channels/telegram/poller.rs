@@ -58,7 +58,11 @@ impl Poller {
         let stored = read_offset(&self.offset_path);
         let resume = match (stored, self.spooled) {
             // The later record wins; within one batch (same time) the higher id.
-            (Some(a), Some(b)) => Some(if (b.at_ms, b.update_id) > (a.at_ms, a.update_id) { b } else { a }),
+            (Some(a), Some(b)) => Some(if (b.at_ms, b.update_id) > (a.at_ms, a.update_id) {
+                b
+            } else {
+                a
+            }),
             (a, b) => a.or(b),
         };
         let mut offset = resume.and_then(|r| {
