@@ -2,6 +2,7 @@
 //! thread (janitor, bot reloads) and the graceful stop on SIGTERM/SIGINT.
 
 use crate::channels::converse::Converse;
+use crate::channels::telegram::Telegram;
 use crate::config::Settings;
 use crate::engine::Engine;
 use crate::http::{self, AppState, Route};
@@ -60,6 +61,8 @@ pub fn run(data_dir: &Path) -> i32 {
         engine.bot_ids().join(", ")
     );
 
+    let telegram = Telegram::start(engine.clone());
+
     let stop = Arc::new(AtomicBool::new(false));
     for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
         if let Err(e) = signal_hook::flag::register(signal, stop.clone()) {
@@ -77,6 +80,9 @@ pub fn run(data_dir: &Path) -> i32 {
     }
     log::info!("stopping: finishing requests in flight");
     running.stop();
+    if let Some(telegram) = telegram {
+        telegram.stop();
+    }
     if let Ok(handle) = maintenance {
         let _ = handle.join();
     }

@@ -3,3 +3,4 @@
 
 pub mod converse;
 pub mod delivery;
+pub mod telegram;
