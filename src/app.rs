@@ -2,6 +2,7 @@
 //! thread (janitor, bot reloads) and the graceful stop on SIGTERM/SIGINT.
 
 use crate::channels::converse::Converse;
+use crate::channels::telegram::Telegram;
 use crate::config::Settings;
 use crate::engine::Engine;
 use crate::http::{self, AppState, Route};
@@ -35,8 +36,17 @@ pub fn run(data_dir: &Path) -> i32 {
         log::warn!("no bot loaded from {}/bots", data_dir.display());
     }
     let routes: Vec<Arc<dyn Route>> = vec![Arc::new(Converse::new(engine.clone()))];
-    let state = Arc::new(AppState { engine: engine.clone(), started, routes });
-    let running = match http::serve(state, &settings.http.host, settings.http.port, settings.http.workers) {
+    let state = Arc::new(AppState {
+        engine: engine.clone(),
+        started,
+        routes,
+    });
+    let running = match http::serve(
+        state,
+        &settings.http.host,
+        settings.http.port,
+        settings.http.workers,
+    ) {
         Ok(r) => r,
         Err(e) => {
             log::error!("{e}");
@@ -51,6 +61,8 @@ pub fn run(data_dir: &Path) -> i32 {
         engine.bot_ids().join(", ")
     );
 
+    let telegram = Telegram::start(engine.clone());
+
     let stop = Arc::new(AtomicBool::new(false));
     for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
         if let Err(e) = signal_hook::flag::register(signal, stop.clone()) {
@@ -59,13 +71,18 @@ pub fn run(data_dir: &Path) -> i32 {
     }
     let maintenance = {
         let (engine, stop) = (engine.clone(), stop.clone());
-        std::thread::Builder::new().name("maintenance".into()).spawn(move || maintain(&engine, &stop))
+        std::thread::Builder::new()
+            .name("maintenance".into())
+            .spawn(move || maintain(&engine, &stop))
     };
     while !stop.load(Ordering::SeqCst) {
         std::thread::sleep(Duration::from_millis(50));
     }
     log::info!("stopping: finishing requests in flight");
     running.stop();
+    if let Some(telegram) = telegram {
+        telegram.stop();
+    }
     if let Ok(handle) = maintenance {
         let _ = handle.join();
     }
@@ -76,7 +93,11 @@ pub fn run(data_dir: &Path) -> i32 {
 /// The janitor every `dialog.janitorInterval`, a session sweep every ten minutes, and a check
 /// for edited bot files every two seconds.
 fn maintain(engine: &Engine, stop: &AtomicBool) {
-    let janitor_every = engine.settings().dialog.janitor_interval.max(Duration::from_millis(100));
+    let janitor_every = engine
+        .settings()
+        .dialog
+        .janitor_interval
+        .max(Duration::from_millis(100));
     let sweep_every = Duration::from_secs(600);
     let reload_every = Duration::from_secs(2);
     let (mut last_janitor, mut last_reload) = (Instant::now(), Instant::now());
@@ -102,6 +123,12 @@ fn maintain(engine: &Engine, stop: &AtomicBool) {
 
 /// Logging to stderr; `RUST_LOG` (process environment or data/.env) chooses the level.
 pub fn init_logging(filter: Option<&str>) {
-    let filter = filter.map(str::to_string).or_else(|| std::env::var("RUST_LOG").ok()).unwrap_or_else(|| "info".into());
-    let _ = env_logger::Builder::new().parse_filters(&filter).format_timestamp_millis().try_init();
+    let filter = filter
+        .map(str::to_string)
+        .or_else(|| std::env::var("RUST_LOG").ok())
+        .unwrap_or_else(|| "info".into());
+    let _ = env_logger::Builder::new()
+        .parse_filters(&filter)
+        .format_timestamp_millis()
+        .try_init();
 }

@@ -1,4 +1,4 @@
-//! The `botd` command: `run` (the server), `check`, `chat`, `token`.
+//! The `botd` command: `run` (the server), `check`, `chat`, `token`, and the NLU measurements.
 
 use botd::config::{units, Settings};
 use botd::engine::{bot, Engine, Event};
@@ -13,7 +13,9 @@ const USAGE: &str = "usage:
   botd [run] [--data DIR]                 serve the bots of DIR (default $BOTD_DATA or ./data)
   botd check [--data DIR]                 load every bot and print each problem
   botd chat <botId> [--data DIR] [--user ID]   talk to a bot in the terminal
-  botd token [--data DIR] [--email E] [--ttl 6h]   print a token for the secured Converse route";
+  botd token [--data DIR] [--email E] [--ttl 6h]   print a token for the secured Converse route
+  botd nlu-eval --train FILE --test FILE  train the NLU on one labelled set, score it on another
+  botd nlu-bench [--data DIR] [--out FILE]   the NLU benchmark of ../shared/nlu-bench (bench/NLU.md)";
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -22,6 +24,8 @@ fn main() {
         Some("check") => with_options(&args[1..], check),
         Some("chat") => with_options(&args[1..], chat),
         Some("token") => with_options(&args[1..], token),
+        Some("nlu-eval") => botd::engine::nlu::eval::cli_nlu_eval(&args[1..]),
+        Some("nlu-bench") => botd::engine::nlu::eval::cli_nlu_bench(&args[1..]),
         Some("-h") | Some("--help") | Some("help") => {
             println!("{USAGE}");
             0
@@ -48,7 +52,9 @@ struct Options {
 
 fn with_options(args: &[String], f: impl FnOnce(&Options) -> i32) -> i32 {
     let mut o = Options {
-        data: std::env::var("BOTD_DATA").map(PathBuf::from).unwrap_or_else(|_| PathBuf::from("./data")),
+        data: std::env::var("BOTD_DATA")
+            .map(PathBuf::from)
+            .unwrap_or_else(|_| PathBuf::from("./data")),
         positional: Vec::new(),
         email: "admin@botd.local".into(),
         ttl: None,
@@ -57,7 +63,9 @@ fn with_options(args: &[String], f: impl FnOnce(&Options) -> i32) -> i32 {
     let mut it = args.iter().skip_while(|a| *a == "run");
     while let Some(arg) = it.next() {
         let mut value = |name: &str| {
-            it.next().cloned().ok_or_else(|| format!("botd: {name} needs a value"))
+            it.next()
+                .cloned()
+                .ok_or_else(|| format!("botd: {name} needs a value"))
         };
         let result = match arg.as_str() {
             "--data" => value("--data").map(|v| o.data = PathBuf::from(v)),
@@ -93,10 +101,15 @@ fn load_settings(o: &Options) -> Option<Settings> {
 /// `botd check`: every problem of every bot as `path: what is wrong`; non-zero when a bot
 /// cannot load.
 fn check(o: &Options) -> i32 {
-    let Some(settings) = load_settings(o) else { return 1 };
+    let Some(settings) = load_settings(o) else {
+        return 1;
+    };
     let ids = bot::list_bot_dirs(&o.data);
     if ids.is_empty() {
-        println!("{}: no bot folder with a bot.config.json", o.data.join("bots").display());
+        println!(
+            "{}: no bot folder with a bot.config.json",
+            o.data.join("bots").display()
+        );
         return 1;
     }
     let mut failed = 0;
@@ -108,7 +121,14 @@ fn check(o: &Options) -> i32 {
         if outcome.disabled {
             eprintln!("{id}: disabled");
         } else if outcome.bot.is_some() {
-            eprintln!("{id}: ok{}", if outcome.warnings.is_empty() { String::new() } else { format!(" ({} warnings)", outcome.warnings.len()) });
+            eprintln!(
+                "{id}: ok{}",
+                if outcome.warnings.is_empty() {
+                    String::new()
+                } else {
+                    format!(" ({} warnings)", outcome.warnings.len())
+                }
+            );
         } else {
             eprintln!("{id}: cannot load");
             failed += 1;
@@ -123,7 +143,9 @@ fn chat(o: &Options) -> i32 {
         eprintln!("botd chat needs a bot id\n{USAGE}");
         return 2;
     };
-    let Some(settings) = load_settings(o) else { return 1 };
+    let Some(settings) = load_settings(o) else {
+        return 1;
+    };
     botd::app::init_logging(Some("warn"));
     let store = Arc::new(FileStore::new(&o.data.join("storage")));
     let (engine, problems) = Engine::new(Arc::new(settings), store);
@@ -149,7 +171,13 @@ fn chat(o: &Options) -> i32 {
         if text.is_empty() {
             continue;
         }
-        let event = Event::new(bot_id, "api", "text", &o.user, serde_json::json!({"type": "text", "text": text}));
+        let event = Event::new(
+            bot_id,
+            "api",
+            "text",
+            &o.user,
+            serde_json::json!({"type": "text", "text": text}),
+        );
         match engine.turn(event, None) {
             Ok(turn) => {
                 for payload in &turn.responses {
@@ -173,7 +201,12 @@ fn describe(p: &Value) -> Vec<String> {
         Some("file") | Some("image") => vec![format!("[image] {}", s(&p["url"]))],
         Some("custom") if p["component"] == "QuickReplies" => {
             let mut lines = describe(&p["wrapped"]);
-            for (i, r) in p["quick_replies"].as_array().into_iter().flatten().enumerate() {
+            for (i, r) in p["quick_replies"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .enumerate()
+            {
                 lines.push(format!("  [{}] {}", i + 1, s(&r["title"])));
             }
             lines
@@ -196,7 +229,9 @@ fn describe(p: &Value) -> Vec<String> {
 
 /// `botd token`: a JWT for the secured Converse route, signed with the data dir's appSecret.
 fn token(o: &Options) -> i32 {
-    let Some(settings) = load_settings(o) else { return 1 };
+    let Some(settings) = load_settings(o) else {
+        return 1;
+    };
     let ttl = match &o.ttl {
         Some(t) => match units::parse_duration(t) {
             Ok(d) => d,
@@ -208,6 +243,9 @@ fn token(o: &Options) -> i32 {
         None => settings.jwt_duration,
     };
     let now = botd::engine::event::now_ms() / 1000;
-    println!("{}", jwt::sign(&settings.app_secret, &o.email, now, ttl.as_secs() as i64));
+    println!(
+        "{}",
+        jwt::sign(&settings.app_secret, &o.email, now, ttl.as_secs() as i64)
+    );
     0
 }

@@ -28,14 +28,29 @@ impl Route for Converse {
             _ => return None,
         };
         if *request.method() != tiny_http::Method::Post {
-            return Some(Reply::error(405, "MethodNotAllowed", "Converse only accepts POST"));
+            return Some(Reply::error(
+                405,
+                "MethodNotAllowed",
+                "Converse only accepts POST",
+            ));
         }
-        Some(self.converse(request, bot_id, &http::percent_decode(user_id, false), secured))
+        Some(self.converse(
+            request,
+            bot_id,
+            &http::percent_decode(user_id, false),
+            secured,
+        ))
     }
 }
 
 impl Converse {
-    fn converse(&self, request: &mut tiny_http::Request, bot_id: &str, user_id: &str, secured: bool) -> Reply {
+    fn converse(
+        &self,
+        request: &mut tiny_http::Request,
+        bot_id: &str,
+        user_id: &str,
+        secured: bool,
+    ) -> Reply {
         let settings = self.engine.settings();
         let limit = settings.http.body_limit;
         let body = match http::read_body(request, limit) {
@@ -45,7 +60,7 @@ impl Converse {
         let json: Value = match serde_json::from_slice(&body) {
             Ok(v) => v,
             Err(_) if body.is_empty() => Value::Object(Map::new()),
-            Err(_) => return Reply::error(400, "entity.parse.failed", "Unexpected error"),
+            Err(_) => return http::body_parser_error(400, "entity.parse.failed"),
         };
         let Some(bot) = self.engine.bot(bot_id) else {
             return Reply::not_found(&format!("bot \"{bot_id}\" does not exist"));
@@ -53,14 +68,20 @@ impl Converse {
         if user_id.is_empty() {
             return Reply::error(400, "BadRequestError", "Bad Request: the user id is empty");
         }
-        let unsecured_enabled = bot.converse_unsecured.unwrap_or(settings.converse.enable_unsecured_endpoint);
+        let unsecured_enabled = bot
+            .converse_unsecured
+            .unwrap_or(settings.converse.enable_unsecured_endpoint);
         if secured || bot.private {
             if let Err(reply) = authenticate(request, &settings.app_secret) {
                 return reply;
             }
         }
         if !secured && !unsecured_enabled {
-            return Reply::error(403, "ForbiddenError", "Forbidden: the unsecured Converse endpoint is disabled for this bot");
+            return Reply::error(
+                403,
+                "ForbiddenError",
+                "Forbidden: the unsecured Converse endpoint is disabled for this bot",
+            );
         }
         let Value::Object(mut payload) = json else {
             return Reply::express_text(400, "\"value\" must be an object");
@@ -68,6 +89,8 @@ impl Converse {
         let include: Vec<String> = http::query_pairs(request.url())
             .into_iter()
             .find(|(k, _)| k == "include")
+            // An empty `include` is falsy in Express: as if there was none.
+            .filter(|(_, v)| !v.is_empty())
             .map(|(_, v)| v.to_lowercase().split(',').map(str::to_string).collect())
             .unwrap_or_default();
         if !secured {
@@ -75,11 +98,18 @@ impl Converse {
                 return Reply::express_text(400, &message);
             }
             if !include.is_empty() && include != ["responses"] {
-                return Reply::express_text(401, "Unauthenticated converse API can only return 'responses'");
+                return Reply::express_text(
+                    401,
+                    "Unauthenticated converse API can only return 'responses'",
+                );
             }
         }
         let included_contexts = match payload.remove("includedContexts") {
-            Some(Value::Array(list)) => list.iter().filter_map(Value::as_str).map(str::to_string).collect(),
+            Some(Value::Array(list)) => list
+                .iter()
+                .filter_map(Value::as_str)
+                .map(str::to_string)
+                .collect(),
             _ => vec!["global".to_string()],
         };
         let kind = match payload.get("type") {
@@ -88,13 +118,26 @@ impl Converse {
                 "text".to_string()
             }
             Some(Value::String(t)) => t.clone(),
-            Some(_) => return Reply::error(400, "BadRequestError", "Bad Request: \"type\" must be a string"),
+            Some(_) => {
+                return Reply::error(
+                    400,
+                    "BadRequestError",
+                    "Bad Request: \"type\" must be a string",
+                )
+            }
         };
         let max = settings.converse.max_message_length;
         if kind == "text" {
-            let ok = payload.get("text").and_then(Value::as_str).is_some_and(|t| t.chars().count() <= max);
+            let ok = payload
+                .get("text")
+                .and_then(Value::as_str)
+                .is_some_and(|t| t.chars().count() <= max);
             if !ok {
-                return Reply::error(400, "BadRequestError", &format!("Bad Request: Text must be a valid string of less than {max} chars"));
+                return Reply::error(
+                    400,
+                    "BadRequestError",
+                    &format!("Bad Request: Text must be a valid string of less than {max} chars"),
+                );
             }
         }
         let mut event = Event::new(&bot.id, "api", &kind, user_id, Value::Object(payload));
@@ -119,11 +162,16 @@ impl Converse {
                 }
                 Reply::json(200, &Value::Object(answer))
             }
-            Err(TurnError::UnknownBot(id)) => Reply::not_found(&format!("bot \"{id}\" does not exist")),
+            Err(TurnError::UnknownBot(id)) => {
+                Reply::not_found(&format!("bot \"{id}\" does not exist"))
+            }
             Err(TurnError::Timeout) => Reply::error(
                 504,
                 "GatewayTimeout",
-                &format!("The turn took longer than converse.timeout ({} ms); nothing was saved", settings.converse.timeout.as_millis()),
+                &format!(
+                    "The turn took longer than converse.timeout ({} ms); nothing was saved",
+                    settings.converse.timeout.as_millis()
+                ),
             ),
             Err(e @ TurnError::Storage(_)) => {
                 log::error!("bot \"{}\": {e}", bot.id);
@@ -134,49 +182,72 @@ impl Converse {
 }
 
 /// The Joi schema of the public route (§2.2): `type` optional and `"text"`, `text` a
-/// non-empty string, `includedContexts` an array of strings, nothing else. Stops at the first
-/// error, as Joi does.
+/// non-empty string, `includedContexts` an array of strings, nothing else. Like Joi 13, the
+/// schema's own keys are checked first (in schema order), then unknown keys, and validation
+/// stops at the first error.
 fn validate_public(body: &Map<String, Value>) -> Result<(), String> {
-    for (key, value) in body {
-        match key.as_str() {
-            "type" => {
-                if value.as_str() != Some("text") {
-                    return Err("child \"type\" fails because [\"type\" must be one of [text]]".into());
-                }
+    let child = |key: &str, why: String| format!("child \"{key}\" fails because [{why}]");
+    match body.get("type") {
+        None => {}
+        Some(Value::String(t)) if t == "text" => {}
+        Some(Value::String(_)) => {
+            return Err(child("type", "\"type\" must be one of [text]".into()))
+        }
+        Some(_) => return Err(child("type", "\"type\" must be a string".into())),
+    }
+    match body.get("text") {
+        None => return Err(child("text", "\"text\" is required".into())),
+        Some(Value::String(s)) if s.is_empty() => {
+            return Err(child("text", "\"text\" is not allowed to be empty".into()))
+        }
+        Some(Value::String(_)) => {}
+        Some(_) => return Err(child("text", "\"text\" must be a string".into())),
+    }
+    match body.get("includedContexts") {
+        None => {}
+        Some(Value::Array(items)) => {
+            if let Some(i) = items.iter().position(|v| !v.is_string()) {
+                let why = format!(
+                    "\"includedContexts\" at position {i} fails because [\"{i}\" must be a string]"
+                );
+                return Err(child("includedContexts", why));
             }
-            "text" => match value {
-                Value::String(s) if s.is_empty() => return Err("child \"text\" fails because [\"text\" is not allowed to be empty]".into()),
-                Value::String(_) => {}
-                _ => return Err("child \"text\" fails because [\"text\" must be a string]".into()),
-            },
-            "includedContexts" => {
-                let ok = value.as_array().is_some_and(|a| a.iter().all(Value::is_string));
-                if !ok {
-                    return Err("child \"includedContexts\" fails because [\"includedContexts\" must be an array of strings]".into());
-                }
-            }
-            other => return Err(format!("\"{other}\" is not allowed")),
+        }
+        Some(_) => {
+            return Err(child(
+                "includedContexts",
+                "\"includedContexts\" must be an array".into(),
+            ))
         }
     }
-    if !body.contains_key("text") {
-        return Err("child \"text\" fails because [\"text\" is required]".into());
+    match body
+        .keys()
+        .find(|k| !["type", "text", "includedContexts"].contains(&k.as_str()))
+    {
+        Some(other) => Err(format!("\"{other}\" is not allowed")),
+        None => Ok(()),
     }
-    Ok(())
 }
 
 /// `Authorization: Bearer <JWT>` with the four 401 answers of §2.3.
 fn authenticate(request: &tiny_http::Request, secret: &str) -> Result<Value, Reply> {
     let unauthorized = |m: &str| Reply::error(401, "UnauthorizedError", m);
     let Some(header) = http::header(request, "Authorization") else {
-        return Err(unauthorized("Unauthorized: Authorization header is missing"));
+        return Err(unauthorized(
+            "Unauthorized: Authorization header is missing",
+        ));
     };
     let (scheme, token) = header.trim().split_once(' ').unwrap_or((header.trim(), ""));
     if !scheme.eq_ignore_ascii_case("bearer") {
-        return Err(unauthorized(&format!("Unauthorized: Unknown scheme \"{scheme}\"")));
+        return Err(unauthorized(&format!(
+            "Unauthorized: Unknown scheme \"{scheme}\""
+        )));
     }
     let token = token.trim();
     if token.is_empty() {
-        return Err(unauthorized("Unauthorized: Authentication token is missing"));
+        return Err(unauthorized(
+            "Unauthorized: Authentication token is missing",
+        ));
     }
     jwt::verify(secret, token, now_ms() / 1000).map_err(|why| {
         log::debug!("converse token refused: {why}");
@@ -193,11 +264,42 @@ mod tests {
     fn public_body_rules() {
         let check = |v: Value| validate_public(v.as_object().unwrap());
         assert_eq!(check(json!({"type": "text", "text": "hi"})), Ok(()));
-        assert_eq!(check(json!({"text": "hi", "includedContexts": ["a"]})), Ok(()));
-        assert_eq!(check(json!({})), Err("child \"text\" fails because [\"text\" is required]".into()));
-        assert_eq!(check(json!({"text": ""})), Err("child \"text\" fails because [\"text\" is not allowed to be empty]".into()));
-        assert_eq!(check(json!({"text": 5})), Err("child \"text\" fails because [\"text\" must be a string]".into()));
-        assert_eq!(check(json!({"type": "quick_reply", "text": "x"})), Err("child \"type\" fails because [\"type\" must be one of [text]]".into()));
-        assert_eq!(check(json!({"text": "x", "payload": "P"})), Err("\"payload\" is not allowed".into()));
+        assert_eq!(
+            check(json!({"text": "hi", "includedContexts": ["a"]})),
+            Ok(())
+        );
+        assert_eq!(
+            check(json!({})),
+            Err("child \"text\" fails because [\"text\" is required]".into())
+        );
+        assert_eq!(
+            check(json!({"text": ""})),
+            Err("child \"text\" fails because [\"text\" is not allowed to be empty]".into())
+        );
+        assert_eq!(
+            check(json!({"text": 5})),
+            Err("child \"text\" fails because [\"text\" must be a string]".into())
+        );
+        assert_eq!(
+            check(json!({"type": "quick_reply", "text": "x"})),
+            Err("child \"type\" fails because [\"type\" must be one of [text]]".into())
+        );
+        assert_eq!(
+            check(json!({"text": "x", "payload": "P"})),
+            Err("\"payload\" is not allowed".into())
+        );
+        // Joi checks the schema's keys first, in schema order.
+        assert_eq!(
+            check(json!({"payload": "P"})),
+            Err("child \"text\" fails because [\"text\" is required]".into())
+        );
+        assert_eq!(
+            check(json!({"type": 1, "text": "x"})),
+            Err("child \"type\" fails because [\"type\" must be a string]".into())
+        );
+        assert_eq!(
+            check(json!({"text": "x", "includedContexts": ["a", 2]})),
+            Err("child \"includedContexts\" fails because [\"includedContexts\" at position 1 fails because [\"1\" must be a string]]".into())
+        );
     }
 }

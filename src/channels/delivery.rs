@@ -65,21 +65,44 @@ struct Entry {
 impl Delivery {
     /// Opens the spool in `dir`, schedules what it still holds (work accepted before a
     /// restart), and starts `threads` workers named `name-N`.
-    pub fn start(dir: &Path, threads: usize, name: &str, handler: Box<Handler>) -> io::Result<Delivery> {
+    pub fn start(
+        dir: &Path,
+        threads: usize,
+        name: &str,
+        handler: Box<Handler>,
+    ) -> io::Result<Delivery> {
         let spool = Spool::open(dir)?;
         let mut state = State::default();
         for (id, record) in spool.pending()? {
             let key = record["key"].as_str().unwrap_or("").to_string();
-            state.enqueue(&key, Entry { id, item: record["item"].clone(), attempts: 0 });
+            state.enqueue(
+                &key,
+                Entry {
+                    id,
+                    item: record["item"].clone(),
+                    attempts: 0,
+                },
+            );
         }
-        let inner = Arc::new(Inner { spool, state: Mutex::new(state), wake: Condvar::new(), handler, stopping: AtomicBool::new(false) });
+        let inner = Arc::new(Inner {
+            spool,
+            state: Mutex::new(state),
+            wake: Condvar::new(),
+            handler,
+            stopping: AtomicBool::new(false),
+        });
         let workers = (0..threads.max(1))
             .map(|i| {
                 let inner = inner.clone();
-                std::thread::Builder::new().name(format!("{name}-{i}")).spawn(move || inner.work())
+                std::thread::Builder::new()
+                    .name(format!("{name}-{i}"))
+                    .spawn(move || inner.work())
             })
             .collect::<io::Result<Vec<_>>>()?;
-        Ok(Delivery { inner, workers: Mutex::new(workers) })
+        Ok(Delivery {
+            inner,
+            workers: Mutex::new(workers),
+        })
     }
 
     /// Makes `items` durable, in order, for `key`, then schedules them. When this returns
@@ -91,7 +114,14 @@ impl Delivery {
         }
         let mut state = self.inner.lock();
         for (id, item) in ids.into_iter().zip(items) {
-            state.enqueue(key, Entry { id, item, attempts: 0 });
+            state.enqueue(
+                key,
+                Entry {
+                    id,
+                    item,
+                    attempts: 0,
+                },
+            );
         }
         drop(state);
         self.inner.wake.notify_all();
@@ -159,7 +189,11 @@ impl Inner {
             let next_timer = state.fire_timers(Instant::now());
             let Some(key) = state.ready.pop_front() else {
                 let wait = next_timer.unwrap_or(Duration::from_millis(500));
-                state = self.wake.wait_timeout(state, wait).unwrap_or_else(|e| e.into_inner()).0;
+                state = self
+                    .wake
+                    .wait_timeout(state, wait)
+                    .unwrap_or_else(|e| e.into_inner())
+                    .0;
                 continue;
             };
             let Some(entry) = state.queues.get_mut(&key).and_then(|q| q.front_mut()) else {
@@ -251,7 +285,9 @@ mod tests {
         )
         .unwrap();
         for key in ["a", "b", "c", "d"] {
-            delivery.push(key, (0..20).map(Value::from).collect()).unwrap();
+            delivery
+                .push(key, (0..20).map(Value::from).collect())
+                .unwrap();
         }
         let start = Instant::now();
         while delivery.pending() > 0 && start.elapsed() < Duration::from_secs(10) {
@@ -260,7 +296,11 @@ mod tests {
         delivery.stop();
         let seen = seen.lock().unwrap();
         for key in ["a", "b", "c", "d"] {
-            let got: Vec<i64> = seen.iter().filter(|(k, _)| k == key).map(|(_, n)| *n).collect();
+            let got: Vec<i64> = seen
+                .iter()
+                .filter(|(k, _)| k == key)
+                .map(|(_, n)| *n)
+                .collect();
             assert_eq!(got, (0..20).collect::<Vec<_>>(), "key {key}");
         }
         assert!(Spool::open(&dir).unwrap().pending().unwrap().is_empty());
@@ -271,7 +311,13 @@ mod tests {
     fn unfinished_items_survive_a_restart() {
         let dir = temp("restart");
         {
-            let delivery = Delivery::start(&dir, 1, "t", Box::new(|_, _, _| Outcome::Retry(Duration::from_secs(60)))).unwrap();
+            let delivery = Delivery::start(
+                &dir,
+                1,
+                "t",
+                Box::new(|_, _, _| Outcome::Retry(Duration::from_secs(60))),
+            )
+            .unwrap();
             delivery.push("k", vec![json!(1), json!(2)]).unwrap();
             std::thread::sleep(Duration::from_millis(50));
             delivery.stop();

@@ -29,7 +29,10 @@ impl Env {
     }
 
     pub fn get(&self, key: &str) -> Option<&str> {
-        self.vars.get(key).map(String::as_str).filter(|v| !v.is_empty())
+        self.vars
+            .get(key)
+            .map(String::as_str)
+            .filter(|v| !v.is_empty())
     }
 
     pub fn iter(&self) -> impl Iterator<Item = (&String, &String)> {
@@ -51,10 +54,20 @@ pub fn parse(text: &str) -> Result<HashMap<String, String>, String> {
             return Err(format!("line {}: expected KEY=VALUE", index + 1));
         };
         let key = key.trim();
-        if key.is_empty() || !key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
-            return Err(format!("line {}: \"{key}\" is not a variable name", index + 1));
+        if key.is_empty()
+            || !key
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+        {
+            return Err(format!(
+                "line {}: \"{key}\" is not a variable name",
+                index + 1
+            ));
         }
-        vars.insert(key.to_string(), unquote(value.trim()).map_err(|e| format!("line {}: {e}", index + 1))?);
+        vars.insert(
+            key.to_string(),
+            unquote(value.trim()).map_err(|e| format!("line {}: {e}", index + 1))?,
+        );
     }
     Ok(vars)
 }

@@ -86,7 +86,7 @@ impl Settings {
             .get("appSecret")
             .or_else(|| config.get("jwtSecret"))
             .and_then(Value::as_str)
-            .map_or(true, str::is_empty);
+            .is_none_or(str::is_empty);
         if missing_secret || !config_path.exists() {
             if missing_secret {
                 let secret = random_secret(40).map_err(|e| vec![Problem::new(&shown, e)])?;
@@ -103,7 +103,9 @@ impl Settings {
                 let mut file = Map::new();
                 file.insert(
                     "$schema".into(),
-                    Value::String(format!("../../../assets/modules/{module}/config.schema.json")),
+                    Value::String(format!(
+                        "../../../assets/modules/{module}/config.schema.json"
+                    )),
                 );
                 file.extend(schemas::defaults(module));
                 if let Err(e) = write_json(&path, &Value::Object(file)) {
@@ -115,7 +117,10 @@ impl Settings {
                     problems.extend(validate_module(module, &map, &path.display().to_string()));
                     global_modules.insert(module.to_string(), Value::Object(map));
                 }
-                Ok(_) => problems.push(Problem::new(path.display().to_string(), "must be a JSON object")),
+                Ok(_) => problems.push(Problem::new(
+                    path.display().to_string(),
+                    "must be a JSON object",
+                )),
                 Err(p) => problems.push(p),
             }
         }
@@ -132,7 +137,10 @@ impl Settings {
                 None | Some(Value::Null) => default.to_string(),
                 Some(Value::String(s)) => s.clone(),
                 Some(_) => {
-                    problems.push(Problem::new(&shown, format!("{} must be a string", path.join("."))));
+                    problems.push(Problem::new(
+                        &shown,
+                        format!("{} must be a string", path.join(".")),
+                    ));
                     default.to_string()
                 }
             }
@@ -146,7 +154,11 @@ impl Settings {
         let converse_timeout = text(&["converse", "timeout"], "5s");
         let jwt_duration = text(&["jwtToken", "duration"], "6h");
         let app_secret = text(&["appSecret"], "");
-        let app_secret = if app_secret.is_empty() { text(&["jwtSecret"], "") } else { app_secret };
+        let app_secret = if app_secret.is_empty() {
+            text(&["jwtSecret"], "")
+        } else {
+            app_secret
+        };
 
         let mut number = |path: &[&str], default: u64| -> u64 {
             match get(path) {
@@ -167,7 +179,10 @@ impl Settings {
             None | Some(Value::Null) => true,
             Some(Value::Bool(b)) => *b,
             Some(_) => {
-                problems.push(Problem::new(&shown, "converse.enableUnsecuredEndpoint must be true or false"));
+                problems.push(Problem::new(
+                    &shown,
+                    "converse.enableUnsecuredEndpoint must be true or false",
+                ));
                 true
             }
         };
@@ -193,7 +208,10 @@ impl Settings {
         let host = env.get("BP_HOST").map(str::to_string).unwrap_or(host);
         let port = match env.get("PORT") {
             Some(p) => p.parse::<u16>().unwrap_or_else(|_| {
-                problems.push(Problem::new("PORT", format!("\"{p}\" is not a port number")));
+                problems.push(Problem::new(
+                    "PORT",
+                    format!("\"{p}\" is not a port number"),
+                ));
                 3000
             }),
             None => u16::try_from(port).unwrap_or_else(|_| {
@@ -238,7 +256,11 @@ impl Settings {
 
     /// The merged configuration of `module` for one bot (§6): schema defaults < global file <
     /// `BP_<MODULE>_<KEY>` < `data/bots/<bot>/config/<module>.json`. Problems name file and key.
-    pub fn module_config(&self, module: &str, bot_dir: Option<&Path>) -> (Map<String, Value>, Vec<Problem>) {
+    pub fn module_config(
+        &self,
+        module: &str,
+        bot_dir: Option<&Path>,
+    ) -> (Map<String, Value>, Vec<Problem>) {
         let mut problems = Vec::new();
         let mut merged = schemas::defaults(module);
         if let Some(Value::Object(global)) = self.global_modules.get(module) {
@@ -253,7 +275,10 @@ impl Settings {
                         problems.extend(validate_module(module, &map, &path.display().to_string()));
                         merged.extend(map);
                     }
-                    Ok(_) => problems.push(Problem::new(path.display().to_string(), "must be a JSON object")),
+                    Ok(_) => problems.push(Problem::new(
+                        path.display().to_string(),
+                        "must be a JSON object",
+                    )),
                     Err(p) => problems.push(p),
                 }
             }
@@ -267,8 +292,12 @@ impl Settings {
 /// type. Both `BP_CHANNEL-MESSENGER_APPSECRET` and `BP_CHANNEL_MESSENGER_APPSECRET` work.
 fn env_overrides(module: &str, env: &Env, problems: &mut Vec<Problem>) -> Map<String, Value> {
     let mut out = Map::new();
-    let Some(schema) = schemas::schema(module) else { return out };
-    let Some(props) = schema["properties"].as_object() else { return out };
+    let Some(schema) = schemas::schema(module) else {
+        return out;
+    };
+    let Some(props) = schema["properties"].as_object() else {
+        return out;
+    };
     let upper = module.to_ascii_uppercase();
     for (key, prop) in props {
         if key == "$schema" {
@@ -323,7 +352,10 @@ pub fn validate_module(module: &str, file: &Map<String, Value>, shown: &str) -> 
     let props = &schema["properties"];
     for (key, value) in file {
         let Some(prop) = props.get(key) else {
-            problems.push(Problem::new(shown, format!("unknown key \"{key}\" for module {module}")));
+            problems.push(Problem::new(
+                shown,
+                format!("unknown key \"{key}\" for module {module}"),
+            ));
             continue;
         };
         let kind = prop["type"].as_str().unwrap_or("string");
@@ -335,7 +367,13 @@ pub fn validate_module(module: &str, file: &Map<String, Value>, shown: &str) -> 
             _ => value.is_string(),
         };
         if !ok {
-            problems.push(Problem::new(shown, format!("\"{key}\" must be of type {kind}, found {}", type_name(value))));
+            problems.push(Problem::new(
+                shown,
+                format!(
+                    "\"{key}\" must be of type {kind}, found {}",
+                    type_name(value)
+                ),
+            ));
             continue;
         }
         let format_error = match (prop["format"].as_str(), value.as_str()) {
@@ -379,7 +417,10 @@ fn write_json(path: &Path, value: &Value) -> Result<(), String> {
 pub fn random_secret(len: usize) -> Result<String, String> {
     const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-";
     let bytes = os_random_bytes(len)?;
-    Ok(bytes.iter().map(|b| ALPHABET[(*b & 63) as usize] as char).collect())
+    Ok(bytes
+        .iter()
+        .map(|b| ALPHABET[(*b & 63) as usize] as char)
+        .collect())
 }
 
 /// `len` bytes from `/dev/urandom`; botd makes no secret from anything weaker.

@@ -27,11 +27,12 @@ pub fn schema(module: &str) -> Option<Value> {
         }),
         "channel-telegram" => json!({
             "enabled": {"type": "boolean", "description": "Turns Telegram on for this bot. A file with a botToken and no enabled key counts as enabled."},
-            "botToken": {"type": "string", "description": "The token BotFather gave you (per bot)."},
+            "botToken": {"type": "string", "description": "The token BotFather gave you (per bot). Never logged."},
             "apiBase": {"type": "string", "default": "https://api.telegram.org", "description": "Base URL of the Bot API (change it only for tests or a local Bot API server)."},
-            "pollTimeout": {"type": "string", "format": "duration", "default": "25s", "description": "Long-polling timeout of getUpdates."},
+            "pollTimeout": {"type": "string", "format": "duration", "default": "25s", "description": "Long-polling timeout of getUpdates (whole seconds, 1 to 50)."},
             "parseMode": {"type": "string", "default": "Markdown", "description": "parse_mode for text messages (Markdown, MarkdownV2, HTML, or empty for plain text); a rejected message is resent as plain text."},
-            "typingDelay": {"type": "boolean", "default": true, "description": "Wait the Botpress typing delay after sendChatAction (set false for benchmarks)."}
+            "typingDelay": {"type": "boolean", "default": true, "description": "Wait the Botpress typing delay after sendChatAction (set false for benchmarks)."},
+            "throttle": {"type": "boolean", "default": true, "description": "Pace outgoing messages as Telegram asks: about 1 a second per chat, 20 a minute per group, 30 a second in all (order kept). Set false only for tests or a local Bot API server; a 429 is still honoured."}
         }),
         "nlu" => json!({
             "confidenceTreshold": {"type": "number", "default": 0.7, "description": "Minimum confidence for an intent to be chosen (the misspelling is Botpress's key name)."},

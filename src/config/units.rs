@@ -14,7 +14,11 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         "h" | "hr" | "hrs" | "hour" | "hours" => 3_600_000.0,
         "d" | "day" | "days" => 86_400_000.0,
         "w" | "week" | "weeks" => 604_800_000.0,
-        _ => return Err(format!("\"{text}\" is not a duration (use e.g. \"5s\", \"2m\", \"6h\")")),
+        _ => {
+            return Err(format!(
+                "\"{text}\" is not a duration (use e.g. \"5s\", \"2m\", \"6h\")"
+            ))
+        }
     };
     Ok(Duration::from_millis((number * factor_ms).round() as u64))
 }
@@ -27,7 +31,11 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
         "kb" | "k" => 1024.0,
         "mb" | "m" => 1024.0 * 1024.0,
         "gb" | "g" => 1024.0 * 1024.0 * 1024.0,
-        _ => return Err(format!("\"{text}\" is not a size (use e.g. \"100kb\", \"1mb\")")),
+        _ => {
+            return Err(format!(
+                "\"{text}\" is not a size (use e.g. \"100kb\", \"1mb\")"
+            ))
+        }
     };
     Ok((number * factor).round() as u64)
 }
@@ -71,7 +79,12 @@ mod tests {
 
     #[test]
     fn sizes() {
-        let cases = [("100kb", 102_400), ("1mb", 1_048_576), ("512", 512), ("64KB", 65_536)];
+        let cases = [
+            ("100kb", 102_400),
+            ("1mb", 1_048_576),
+            ("512", 512),
+            ("64KB", 65_536),
+        ];
         for (text, bytes) in cases {
             assert_eq!(parse_size(text).unwrap(), bytes, "{text}");
         }

@@ -27,9 +27,15 @@ pub const NATIVE_ACTIONS: [&str; 10] = [
 #[derive(Debug, Clone, PartialEq)]
 pub enum Call {
     /// `say #!element-id {args}` or `say #content_type {args}`.
-    Say { reference: String, args: Map<String, Value> },
+    Say {
+        reference: String,
+        args: Map<String, Value>,
+    },
     /// `module/action {args}`.
-    Action { name: String, args: Map<String, Value> },
+    Action {
+        name: String,
+        args: Map<String, Value>,
+    },
 }
 
 /// Parses an instruction's text: the name up to the first space, JSON args after it.
@@ -42,11 +48,17 @@ pub fn parse_call(text: &str) -> Result<Call, String> {
         if reference.is_empty() {
             return Err("`say` needs a content element (#!id) or a content type (#type)".into());
         }
-        Ok(Call::Say { reference: reference.to_string(), args: parse_args(args)? })
+        Ok(Call::Say {
+            reference: reference.to_string(),
+            args: parse_args(args)?,
+        })
     } else if head.is_empty() {
         Err("empty instruction".into())
     } else {
-        Ok(Call::Action { name: head.to_string(), args: parse_args(rest)? })
+        Ok(Call::Action {
+            name: head.to_string(),
+            args: parse_args(rest)?,
+        })
     }
 }
 
@@ -64,16 +76,26 @@ fn parse_args(text: &str) -> Result<Map<String, Value>, String> {
 
 /// Load-time check of every onEnter/onReceive: custom actions, unknown content elements,
 /// unparseable arguments. Each problem names flow and node.
-pub fn check_flow_calls(flows: &HashMap<String, Flow>, elements: &HashMap<String, ContentElement>, shown_root: &str) -> Vec<Problem> {
+pub fn check_flow_calls(
+    flows: &HashMap<String, Flow>,
+    elements: &HashMap<String, ContentElement>,
+    shown_root: &str,
+) -> Vec<Problem> {
     let mut problems = Vec::new();
     let mut names: Vec<&String> = flows.keys().collect();
     names.sort();
     for name in names {
         let flow = &flows[name];
         let shown = format!("{shown_root}/flows/{name}");
-        let catch_all = flow.catch_all_on_receive.iter().map(|c| ("catchAll".to_string(), c));
+        let catch_all = flow
+            .catch_all_on_receive
+            .iter()
+            .map(|c| ("catchAll".to_string(), c));
         let nodes = flow.nodes.iter().flat_map(|n| {
-            n.on_enter.iter().chain(n.on_receive.iter().flatten()).map(move |c| (format!("node \"{}\"", n.name), c))
+            n.on_enter
+                .iter()
+                .chain(n.on_receive.iter().flatten())
+                .map(move |c| (format!("node \"{}\"", n.name), c))
         });
         for (place, text) in catch_all.chain(nodes) {
             match parse_call(text) {
@@ -112,11 +134,14 @@ pub fn run(name: &str, args: &Map<String, Value>, turn: &mut Turn) -> Result<(),
     };
     match name {
         "builtin/setVariable" => {
-            let kind = text("type").ok_or("setVariable needs a \"type\" (user, session, temp or bot)")?;
+            let kind =
+                text("type").ok_or("setVariable needs a \"type\" (user, session, temp or bot)")?;
             let var = text("name").ok_or("setVariable needs a \"name\"")?;
             let value = args.get("value").cloned().unwrap_or(Value::Null);
             if kind == "bot" {
-                let mut global = turn.kv_get("global").unwrap_or_else(|| Value::Object(Map::new()));
+                let mut global = turn
+                    .kv_get("global")
+                    .unwrap_or_else(|| Value::Object(Map::new()));
                 if !global.is_object() {
                     global = Value::Object(Map::new());
                 }
@@ -126,10 +151,13 @@ pub fn run(name: &str, args: &Map<String, Value>, turn: &mut Turn) -> Result<(),
                 return Ok(());
             }
             if !["user", "session", "temp"].contains(&kind.as_str()) {
-                return Err(format!("setVariable: unknown type \"{kind}\" (use user, session, temp or bot)"));
+                return Err(format!(
+                    "setVariable: unknown type \"{kind}\" (use user, session, temp or bot)"
+                ));
             }
             let obj = object_mut(&mut turn.scope, &kind);
-            let empty = matches!(&value, Value::Null) || value.as_str().is_some_and(|s| s.is_empty() || s == "null");
+            let empty = matches!(&value, Value::Null)
+                || value.as_str().is_some_and(|s| s.is_empty() || s == "null");
             if empty {
                 obj.remove(&var);
             } else {
@@ -178,7 +206,10 @@ pub fn run(name: &str, args: &Map<String, Value>, turn: &mut Turn) -> Result<(),
             let contexts = text("contexts").ok_or("removeContext needs \"contexts\"")?;
             let remove: Vec<&str> = contexts.trim().split(',').collect();
             let session = object_mut(&mut turn.scope, "session");
-            let kept = context_list(session).into_iter().filter(|(c, _)| !remove.contains(&c.as_str())).collect();
+            let kept = context_list(session)
+                .into_iter()
+                .filter(|(c, _)| !remove.contains(&c.as_str()))
+                .collect();
             set_context_list(session, kept);
         }
         "builtin/resetContext" => {
@@ -188,10 +219,20 @@ pub fn run(name: &str, args: &Map<String, Value>, turn: &mut Turn) -> Result<(),
         "basic-skills/choice_parse_answer" => choice_parse_answer(args, turn)?,
         "basic-skills/choice_invalid_answer" => {
             let temp = object_mut(&mut turn.scope, "temp");
-            let count = temp.get("skill-choice-invalid-count").and_then(Value::as_f64).unwrap_or(0.0);
-            temp.insert("skill-choice-invalid-count".into(), Value::from(count as i64 + 1));
+            let count = temp
+                .get("skill-choice-invalid-count")
+                .and_then(Value::as_f64)
+                .unwrap_or(0.0);
+            temp.insert(
+                "skill-choice-invalid-count".into(),
+                Value::from(count as i64 + 1),
+            );
         }
-        other => return Err(format!("Action \"{other}\" not found (custom JavaScript actions cannot run in botd)")),
+        other => {
+            return Err(format!(
+                "Action \"{other}\" not found (custom JavaScript actions cannot run in botd)"
+            ))
+        }
     }
     Ok(())
 }
@@ -200,20 +241,43 @@ pub fn run(name: &str, args: &Map<String, Value>, turn: &mut Turn) -> Result<(),
 /// against the NLU intent, then any keyword contained in what the user wrote.
 fn choice_parse_answer(args: &Map<String, Value>, turn: &mut Turn) -> Result<(), String> {
     let config = args.get("config").cloned().unwrap_or(Value::Null);
-    let match_numbers = config.get("matchNumbers").and_then(Value::as_bool).unwrap_or(true);
-    let match_nlu = config.get("matchNLU").and_then(Value::as_bool).unwrap_or(true);
+    let match_numbers = config
+        .get("matchNumbers")
+        .and_then(Value::as_bool)
+        .unwrap_or(true);
+    let match_nlu = config
+        .get("matchNLU")
+        .and_then(Value::as_bool)
+        .unwrap_or(true);
     let event = &turn.scope["event"];
     let preview = event["preview"].as_str().unwrap_or("").to_lowercase();
-    let user_text = event["payload"]["text"].as_str().unwrap_or("").to_lowercase();
-    let choice_value = event["payload"]["payload"].as_str().unwrap_or("").to_lowercase();
-    let intent = event["nlu"]["intent"]["name"].as_str().unwrap_or("").to_string();
+    let user_text = event["payload"]["text"]
+        .as_str()
+        .unwrap_or("")
+        .to_lowercase();
+    let choice_value = event["payload"]["payload"]
+        .as_str()
+        .unwrap_or("")
+        .to_lowercase();
+    let intent = event["nlu"]["intent"]["name"]
+        .as_str()
+        .unwrap_or("")
+        .to_string();
     let keywords: Vec<(String, Vec<String>)> = args
         .get("keywords")
         .and_then(Value::as_object)
         .map(|m| {
             m.iter()
                 .map(|(value, kws)| {
-                    let list = kws.as_array().map(|a| a.iter().filter_map(Value::as_str).map(str::to_string).collect()).unwrap_or_default();
+                    let list = kws
+                        .as_array()
+                        .map(|a| {
+                            a.iter()
+                                .filter_map(Value::as_str)
+                                .map(str::to_string)
+                                .collect()
+                        })
+                        .unwrap_or_default();
                     (value.clone(), list)
                 })
                 .collect()
@@ -223,10 +287,17 @@ fn choice_parse_answer(args: &Map<String, Value>, turn: &mut Turn) -> Result<(),
     let mut choice: Option<Value> = None;
     if match_numbers {
         if let Some(n) = choice_number(&preview) {
-            let element = args.get("contentId").and_then(Value::as_str).and_then(|id| turn.bot.elements.get(id));
+            let element = args
+                .get("contentId")
+                .and_then(Value::as_str)
+                .and_then(|id| turn.bot.elements.get(id));
             if let Some(element) = element {
                 let lang = turn.language();
-                let form = super::content::translate(&element.form_data, &lang, &turn.bot.default_language);
+                let form = super::content::translate(
+                    &element.form_data,
+                    &lang,
+                    &turn.bot.default_language,
+                );
                 choice = form
                     .get("choices")
                     .and_then(|c| c.get(n.wrapping_sub(1)))
@@ -240,7 +311,11 @@ fn choice_parse_answer(args: &Map<String, Value>, turn: &mut Turn) -> Result<(),
         choice = keywords
             .iter()
             .find(|(_, kws)| {
-                kws.iter().any(|k| k.get(..7).is_some_and(|p| p.eq_ignore_ascii_case("intent:")) && k[7..] == intent)
+                kws.iter().any(|k| {
+                    k.get(..7)
+                        .is_some_and(|p| p.eq_ignore_ascii_case("intent:"))
+                        && k[7..] == intent
+                })
             })
             .map(|(v, _)| Value::String(v.clone()));
     }
@@ -255,7 +330,11 @@ fn choice_parse_answer(args: &Map<String, Value>, turn: &mut Turn) -> Result<(),
             })
             .map(|(v, _)| Value::String(v.clone()));
     }
-    let suffix = args.get("randomId").and_then(Value::as_str).map(|r| format!("-{r}")).unwrap_or_default();
+    let suffix = args
+        .get("randomId")
+        .and_then(Value::as_str)
+        .map(|r| format!("-{r}"))
+        .unwrap_or_default();
     let temp = object_mut(&mut turn.scope, "temp");
     match choice {
         Some(value) => {
@@ -294,14 +373,22 @@ pub fn context_list(session: &Map<String, Value>) -> Vec<(String, i64)> {
         .and_then(Value::as_array)
         .map(|a| {
             a.iter()
-                .filter_map(|c| Some((c["context"].as_str()?.to_string(), c["ttl"].as_f64().map_or(1, |t| t as i64))))
+                .filter_map(|c| {
+                    Some((
+                        c["context"].as_str()?.to_string(),
+                        c["ttl"].as_f64().map_or(1, |t| t as i64),
+                    ))
+                })
                 .collect()
         })
         .unwrap_or_default()
 }
 
 pub fn set_context_list(session: &mut Map<String, Value>, list: Vec<(String, i64)>) {
-    let values = list.into_iter().map(|(context, ttl)| serde_json::json!({"context": context, "ttl": ttl})).collect();
+    let values = list
+        .into_iter()
+        .map(|(context, ttl)| serde_json::json!({"context": context, "ttl": ttl}))
+        .collect();
     session.insert("nluContexts".into(), Value::Array(values));
 }
 
@@ -313,9 +400,15 @@ mod tests {
     fn parses_calls() {
         assert_eq!(
             parse_call("say #!builtin_text-z0J9qh").unwrap(),
-            Call::Say { reference: "#!builtin_text-z0J9qh".into(), args: Map::new() }
+            Call::Say {
+                reference: "#!builtin_text-z0J9qh".into(),
+                args: Map::new()
+            }
         );
-        let Call::Say { args, .. } = parse_call(r#"say #builtin_text {"text":"Hello {{user.nickname}}","typing":true}"#).unwrap() else {
+        let Call::Say { args, .. } =
+            parse_call(r#"say #builtin_text {"text":"Hello {{user.nickname}}","typing":true}"#)
+                .unwrap()
+        else {
             panic!("not a say")
         };
         assert_eq!(args["text"], "Hello {{user.nickname}}");
@@ -324,14 +417,26 @@ mod tests {
         };
         assert_eq!(name, "builtin/setVariable");
         assert_eq!(args["name"], "nickname");
-        assert!(parse_call("builtin/setVariable {oops").unwrap_err().contains("not valid JSON"));
+        assert!(parse_call("builtin/setVariable {oops")
+            .unwrap_err()
+            .contains("not valid JSON"));
         assert!(parse_call("say").is_err());
         assert!(parse_call("x [1]").unwrap_err().contains("JSON object"));
     }
 
     #[test]
     fn choice_numbers() {
-        for (text, n) in [("1", Some(1)), ("2.", Some(2)), ("#3", Some(3)), ("4)", Some(4)), ("12", Some(12)), ("123", None), ("one", None), ("", None), ("#", None)] {
+        for (text, n) in [
+            ("1", Some(1)),
+            ("2.", Some(2)),
+            ("#3", Some(3)),
+            ("4)", Some(4)),
+            ("12", Some(12)),
+            ("123", None),
+            ("one", None),
+            ("", None),
+            ("#", None),
+        ] {
             assert_eq!(choice_number(text), n, "{text}");
         }
     }

@@ -62,7 +62,12 @@ pub fn list_bot_dirs(data_dir: &Path) -> Vec<String> {
 
 pub fn load_bot(settings: &Settings, id: &str) -> LoadOutcome {
     let shown_root = format!("{}/bots/{id}", settings.data_dir.display());
-    let mut out = LoadOutcome { bot: None, errors: Vec::new(), warnings: Vec::new(), disabled: false };
+    let mut out = LoadOutcome {
+        bot: None,
+        errors: Vec::new(),
+        warnings: Vec::new(),
+        disabled: false,
+    };
     if !crate::store::is_valid_bot_id(id) {
         out.errors.push(Problem::new(
             &shown_root,
@@ -75,7 +80,8 @@ pub fn load_bot(settings: &Settings, id: &str) -> LoadOutcome {
     let config = match crate::config::read_json(&dir.join("bot.config.json")) {
         Ok(Value::Object(c)) => c,
         Ok(_) => {
-            out.errors.push(Problem::new(&config_shown, "must be a JSON object"));
+            out.errors
+                .push(Problem::new(&config_shown, "must be a JSON object"));
             return out;
         }
         Err(p) => {
@@ -90,7 +96,10 @@ pub fn load_bot(settings: &Settings, id: &str) -> LoadOutcome {
     let default_language = match config.get("defaultLanguage").and_then(Value::as_str) {
         Some(l) => l.to_string(),
         None => {
-            out.warnings.push(Problem::new(&config_shown, "no \"defaultLanguage\"; botd uses \"en\" (Botpress 11.8 would disable this bot)"));
+            out.warnings.push(Problem::new(
+                &config_shown,
+                "no \"defaultLanguage\"; botd uses \"en\" (Botpress 11.8 would disable this bot)",
+            ));
             "en".to_string()
         }
     };
@@ -98,20 +107,34 @@ pub fn load_bot(settings: &Settings, id: &str) -> LoadOutcome {
     let mut duration = |key: &str, default: Duration| match dialog.get(key) {
         None | Some(Value::Null) => default,
         Some(Value::String(s)) => units::parse_duration(s).unwrap_or_else(|e| {
-            out.errors.push(Problem::new(&config_shown, format!("dialog.{key}: {e}")));
+            out.errors
+                .push(Problem::new(&config_shown, format!("dialog.{key}: {e}")));
             default
         }),
         Some(_) => {
-            out.errors.push(Problem::new(&config_shown, format!("dialog.{key} must be a duration string like \"5m\"")));
+            out.errors.push(Problem::new(
+                &config_shown,
+                format!("dialog.{key} must be a duration string like \"5m\""),
+            ));
             default
         }
     };
     let timeout_interval = duration("timeoutInterval", settings.dialog.timeout_interval);
-    let session_timeout_interval = duration("sessionTimeoutInterval", settings.dialog.session_timeout_interval);
+    let session_timeout_interval = duration(
+        "sessionTimeoutInterval",
+        settings.dialog.session_timeout_interval,
+    );
     let error_content = match dialog.get("error") {
         Some(Value::Object(e)) => (
-            e.get("contentType").and_then(Value::as_str).unwrap_or("builtin_text").trim_start_matches('#').to_string(),
-            e.get("args").and_then(Value::as_object).cloned().unwrap_or_default(),
+            e.get("contentType")
+                .and_then(Value::as_str)
+                .unwrap_or("builtin_text")
+                .trim_start_matches('#')
+                .to_string(),
+            e.get("args")
+                .and_then(Value::as_object)
+                .cloned()
+                .unwrap_or_default(),
         ),
         _ => default_error_content(),
     };
@@ -120,35 +143,60 @@ pub fn load_bot(settings: &Settings, id: &str) -> LoadOutcome {
     out.errors.extend(flow_problems);
     let flows: HashMap<String, Flow> = flow_list.into_iter().map(|f| (f.name.clone(), f)).collect();
     if !flows.contains_key("main.flow.json") && out.errors.is_empty() {
-        out.errors.push(Problem::new(format!("{shown_root}/flows"), "there is no main.flow.json, where every conversation starts"));
+        out.errors.push(Problem::new(
+            format!("{shown_root}/flows"),
+            "there is no main.flow.json, where every conversation starts",
+        ));
     }
     let mut conditions = HashMap::new();
-    out.warnings.extend(flow::check_references(&flows, &shown_root, &mut conditions));
+    out.warnings
+        .extend(flow::check_references(&flows, &shown_root, &mut conditions));
 
-    let (elements, element_problems) = content::load_elements(&dir.join("content-elements"), &shown_root);
+    let (elements, element_problems) =
+        content::load_elements(&dir.join("content-elements"), &shown_root);
     out.errors.extend(element_problems);
-    out.warnings.extend(actions::check_flow_calls(&flows, &elements, &shown_root));
+    out.warnings
+        .extend(actions::check_flow_calls(&flows, &elements, &shown_root));
 
     let (nlu_config, nlu_problems) = settings.module_config("nlu", Some(&dir));
     out.errors.extend(nlu_problems);
     let (qna_config, qna_problems) = settings.module_config("qna", Some(&dir));
     out.errors.extend(qna_problems);
-    if qna_config.get("qnaMakerApiKey").and_then(Value::as_str).is_some_and(|k| !k.is_empty()) {
-        out.errors.push(Problem::new(format!("{shown_root}/config/qna.json"), "qnaMakerApiKey: Microsoft QnA Maker is not supported by botd"));
+    if qna_config
+        .get("qnaMakerApiKey")
+        .and_then(Value::as_str)
+        .is_some_and(|k| !k.is_empty())
+    {
+        out.errors.push(Problem::new(
+            format!("{shown_root}/config/qna.json"),
+            "qnaMakerApiKey: Microsoft QnA Maker is not supported by botd",
+        ));
     }
     for module in ["channel-messenger", "channel-telegram"] {
-        out.errors.extend(settings.module_config(module, Some(&dir)).1);
+        out.errors
+            .extend(settings.module_config(module, Some(&dir)).1);
     }
-    let qna_dir = qna_config.get("qnaDir").and_then(Value::as_str).unwrap_or("./qna");
+    let qna_dir = qna_config
+        .get("qnaDir")
+        .and_then(Value::as_str)
+        .unwrap_or("./qna");
     let (qna_entries, qna_problems) = qna::load(&dir.join(qna_dir), &shown_root, &default_language);
     out.errors.extend(qna_problems);
     for entry in &qna_entries {
         if let Some(f) = &entry.redirect_flow {
-            let ok = flows.get(f).is_some_and(|flow| entry.redirect_node.as_ref().is_none_or(|n| flow.node(n).is_some()));
+            let ok = flows.get(f).is_some_and(|flow| {
+                entry
+                    .redirect_node
+                    .as_ref()
+                    .is_none_or(|n| flow.node(n).is_some())
+            });
             if !ok {
                 out.warnings.push(Problem::new(
                     format!("{shown_root}/qna/{}.json", entry.id),
-                    format!("redirects to {f}#{} which does not exist", entry.redirect_node.clone().unwrap_or_default()),
+                    format!(
+                        "redirects to {f}#{} which does not exist",
+                        entry.redirect_node.clone().unwrap_or_default()
+                    ),
                 ));
             }
         }
@@ -161,14 +209,33 @@ pub fn load_bot(settings: &Settings, id: &str) -> LoadOutcome {
     if !out.errors.is_empty() {
         return out;
     }
-    let threshold = nlu_config.get("confidenceTreshold").and_then(Value::as_f64).unwrap_or(0.7);
-    let nlu = Nlu::train(&intents, &entities, &NluConfig { confidence_threshold: threshold });
+    let threshold = nlu_config
+        .get("confidenceTreshold")
+        .and_then(Value::as_f64)
+        .unwrap_or(0.7);
+    let nlu = Nlu::train(
+        &intents,
+        &entities,
+        &NluConfig {
+            confidence_threshold: threshold,
+        },
+    );
 
     out.bot = Some(Bot {
         id: id.to_string(),
-        name: config.get("name").and_then(Value::as_str).unwrap_or(id).to_string(),
-        private: config.get("private").and_then(Value::as_bool).unwrap_or(false),
-        converse_unsecured: config.get("converse").and_then(|c| c.get("enableUnsecuredEndpoint")).and_then(Value::as_bool),
+        name: config
+            .get("name")
+            .and_then(Value::as_str)
+            .unwrap_or(id)
+            .to_string(),
+        private: config
+            .get("private")
+            .and_then(Value::as_bool)
+            .unwrap_or(false),
+        converse_unsecured: config
+            .get("converse")
+            .and_then(|c| c.get("enableUnsecuredEndpoint"))
+            .and_then(Value::as_bool),
         fingerprint: fingerprint(&dir),
         dir,
         default_language,
@@ -195,7 +262,10 @@ pub fn default_error_content() -> (String, Map<String, Value>) {
     let mut args = Map::new();
     args.insert(
         "text".into(),
-        Value::String("😯 Oops! We've got a problem. Please try something else while we're fixing it 🔨".into()),
+        Value::String(
+            "😯 Oops! We've got a problem. Please try something else while we're fixing it 🔨"
+                .into(),
+        ),
     );
     args.insert("typing".into(), Value::Bool(true));
     ("builtin_text".into(), args)
@@ -209,15 +279,23 @@ pub fn fingerprint(dir: &Path) -> u64 {
     let mut stack = vec![dir.to_path_buf()];
     let mut entries = Vec::new();
     while let Some(d) = stack.pop() {
-        let Ok(read) = std::fs::read_dir(&d) else { continue };
+        let Ok(read) = std::fs::read_dir(&d) else {
+            continue;
+        };
         for e in read.flatten() {
             let path = e.path();
             if path.is_dir() {
-                if path.file_name().is_some_and(|n| n != "media" && n != "models") {
+                if path
+                    .file_name()
+                    .is_some_and(|n| n != "media" && n != "models")
+                {
                     stack.push(path);
                 }
             } else if let Ok(meta) = e.metadata() {
-                let mtime = meta.modified().ok().and_then(|t| t.duration_since(SystemTime::UNIX_EPOCH).ok());
+                let mtime = meta
+                    .modified()
+                    .ok()
+                    .and_then(|t| t.duration_since(SystemTime::UNIX_EPOCH).ok());
                 entries.push((path, meta.len(), mtime));
             }
         }

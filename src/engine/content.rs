@@ -25,7 +25,10 @@ pub struct ContentElement {
 }
 
 /// Reads `content-elements/<contentType>.json` files (arrays of `{id, formData, …}`).
-pub fn load_elements(dir: &Path, shown_root: &str) -> (HashMap<String, ContentElement>, Vec<Problem>) {
+pub fn load_elements(
+    dir: &Path,
+    shown_root: &str,
+) -> (HashMap<String, ContentElement>, Vec<Problem>) {
     let mut elements = HashMap::new();
     let mut problems = Vec::new();
     let Ok(entries) = std::fs::read_dir(dir) else {
@@ -34,11 +37,18 @@ pub fn load_elements(dir: &Path, shown_root: &str) -> (HashMap<String, ContentEl
     let mut paths: Vec<_> = entries.flatten().map(|e| e.path()).collect();
     paths.sort();
     for path in paths {
-        let Some(file) = path.file_name().and_then(|n| n.to_str()) else { continue };
-        let Some(content_type) = file.strip_suffix(".json") else { continue };
+        let Some(file) = path.file_name().and_then(|n| n.to_str()) else {
+            continue;
+        };
+        let Some(content_type) = file.strip_suffix(".json") else {
+            continue;
+        };
         let shown = format!("{shown_root}/content-elements/{file}");
         if !CONTENT_TYPES.contains(&content_type) {
-            problems.push(Problem::new(&shown, format!("content type \"{content_type}\" is not one botd can render")));
+            problems.push(Problem::new(
+                &shown,
+                format!("content type \"{content_type}\" is not one botd can render"),
+            ));
             continue;
         }
         let json = match crate::config::read_json(&path) {
@@ -59,10 +69,17 @@ pub fn load_elements(dir: &Path, shown_root: &str) -> (HashMap<String, ContentEl
                 (Some(id), Some(form)) => {
                     elements.insert(
                         id.to_string(),
-                        ContentElement { id: id.to_string(), content_type: content_type.to_string(), form_data: form.clone() },
+                        ContentElement {
+                            id: id.to_string(),
+                            content_type: content_type.to_string(),
+                            form_data: form.clone(),
+                        },
                     );
                 }
-                _ => problems.push(Problem::new(&shown, format!("[{i}] needs an \"id\" string and a \"formData\" object"))),
+                _ => problems.push(Problem::new(
+                    &shown,
+                    format!("[{i}] needs an \"id\" string and a \"formData\" object"),
+                )),
             }
         }
     }
@@ -93,7 +110,12 @@ pub fn translate(form: &Map<String, Value>, lang: &str, default_lang: &str) -> M
 
 /// Renders `data` (formData merged with args) as `content_type` for `channel` (§11.3).
 /// `bot_url` is EXTERNAL_URL, used to make media paths absolute.
-pub fn render(content_type: &str, data: &Map<String, Value>, channel: &str, bot_url: &str) -> Result<Vec<Value>, String> {
+pub fn render(
+    content_type: &str,
+    data: &Map<String, Value>,
+    channel: &str,
+    bot_url: &str,
+) -> Result<Vec<Value>, String> {
     let channel = match channel {
         "api" | "web" => "api",
         "messenger" => "messenger",
@@ -151,7 +173,11 @@ pub fn render(content_type: &str, data: &Map<String, Value>, channel: &str, bot_
             return render("builtin_carousel", &carousel, channel, bot_url);
         }
         "builtin_carousel" => {
-            let items = data.get("items").and_then(Value::as_array).cloned().unwrap_or_default();
+            let items = data
+                .get("items")
+                .and_then(Value::as_array)
+                .cloned()
+                .unwrap_or_default();
             typing_payload(&mut out);
             if channel == "messenger" {
                 let elements = items
@@ -160,12 +186,17 @@ pub fn render(content_type: &str, data: &Map<String, Value>, channel: &str, bot_
                     .collect::<Result<Vec<_>, _>>()?;
                 out.push(json!({"attachment": {"type": "template", "payload": {"template_type": "generic", "elements": elements}}}));
             } else {
-                let elements: Vec<Value> = items.iter().map(|card| web_card(card, bot_url)).collect();
+                let elements: Vec<Value> =
+                    items.iter().map(|card| web_card(card, bot_url)).collect();
                 out.push(json!({"text": " ", "type": "carousel", "elements": elements}));
             }
         }
         "builtin_single-choice" => {
-            let choices = data.get("choices").and_then(Value::as_array).cloned().unwrap_or_default();
+            let choices = data
+                .get("choices")
+                .and_then(Value::as_array)
+                .cloned()
+                .unwrap_or_default();
             typing_payload(&mut out);
             let body = text("text").unwrap_or_default();
             if channel == "messenger" {
@@ -175,13 +206,19 @@ pub fn render(content_type: &str, data: &Map<String, Value>, channel: &str, bot_
                     .collect();
                 out.push(json!({"text": body, "quick_replies": replies}));
             } else {
-                let replies: Vec<Value> =
-                    choices.iter().map(|c| json!({"title": c["title"], "payload": choice_payload(c)})).collect();
+                let replies: Vec<Value> = choices
+                    .iter()
+                    .map(|c| json!({"title": c["title"], "payload": choice_payload(c)}))
+                    .collect();
                 out.push(json!({"text": body, "quick_replies": replies, "typing": typing}));
             }
         }
         "builtin_action-button" => {}
-        other => return Err(format!("content type \"{other}\" is not one botd can render")),
+        other => {
+            return Err(format!(
+                "content type \"{other}\" is not one botd can render"
+            ))
+        }
     }
     Ok(out)
 }
@@ -205,17 +242,24 @@ fn choice_payload(choice: &Value) -> Value {
 }
 
 fn web_card(card: &Value, bot_url: &str) -> Value {
-    let picture = card["image"].as_str().filter(|s| !s.is_empty()).map(|s| resolve_url(bot_url, s));
+    let picture = card["image"]
+        .as_str()
+        .filter(|s| !s.is_empty())
+        .map(|s| resolve_url(bot_url, s));
     let buttons: Vec<Value> = card["actions"]
         .as_array()
         .map(|actions| {
             actions
                 .iter()
                 .filter_map(|a| match a["action"].as_str() {
-                    Some("Say something") => Some(json!({"type": "say_something", "title": a["title"], "text": a["text"]})),
+                    Some("Say something") => Some(
+                        json!({"type": "say_something", "title": a["title"], "text": a["text"]}),
+                    ),
                     Some("Open URL") => Some(json!({"type": "open_url", "title": a["title"],
                         "url": a["url"].as_str().map(|u| u.replace("BOT_URL", bot_url))})),
-                    Some("Postback") => Some(json!({"type": "postback", "title": a["title"], "payload": a["payload"]})),
+                    Some("Postback") => Some(
+                        json!({"type": "postback", "title": a["title"], "payload": a["payload"]}),
+                    ),
                     _ => None,
                 })
                 .collect()
@@ -228,19 +272,31 @@ fn web_card(card: &Value, bot_url: &str) -> Value {
 /// `Postback` buttons; botd sends both as Messenger postback buttons instead (a tap comes
 /// back as a `callback` event with that text), which is what the author meant.
 fn messenger_card(card: &Value, bot_url: &str) -> Result<Value, String> {
-    let image = card["image"].as_str().filter(|s| !s.is_empty()).map(|s| resolve_url(bot_url, s));
+    let image = card["image"]
+        .as_str()
+        .filter(|s| !s.is_empty())
+        .map(|s| resolve_url(bot_url, s));
     let mut buttons = Vec::new();
     for a in card["actions"].as_array().into_iter().flatten() {
         let button = match a["action"].as_str() {
             Some("Open URL") => json!({"type": "web_url", "title": a["title"],
                 "url": a["url"].as_str().map(|u| u.replace("BOT_URL", bot_url))}),
-            Some("Postback") => json!({"type": "postback", "title": a["title"], "payload": a["payload"]}),
-            Some("Say something") => json!({"type": "postback", "title": a["title"], "payload": a["text"]}),
-            other => return Err(format!("card action {other:?} cannot be rendered for Messenger")),
+            Some("Postback") => {
+                json!({"type": "postback", "title": a["title"], "payload": a["payload"]})
+            }
+            Some("Say something") => {
+                json!({"type": "postback", "title": a["title"], "payload": a["text"]})
+            }
+            other => {
+                return Err(format!(
+                    "card action {other:?} cannot be rendered for Messenger"
+                ))
+            }
         };
         buttons.push(button);
     }
-    let mut element = json!({"title": card["title"], "image_url": image, "subtitle": card["subtitle"]});
+    let mut element =
+        json!({"title": card["title"], "image_url": image, "subtitle": card["subtitle"]});
     if !buttons.is_empty() {
         element["buttons"] = Value::Array(buttons);
     }
@@ -250,7 +306,11 @@ fn messenger_card(card: &Value, bot_url: &str) -> Result<Value, String> {
 /// `url.resolve(BOT_URL, path)` for the cases content uses: absolute URLs stay, paths are
 /// joined to EXTERNAL_URL.
 pub fn resolve_url(bot_url: &str, path: &str) -> String {
-    if path.starts_with("http://") || path.starts_with("https://") || path.starts_with("data:") || path.is_empty() {
+    if path.starts_with("http://")
+        || path.starts_with("https://")
+        || path.starts_with("data:")
+        || path.is_empty()
+    {
         path.to_string()
     } else if let Some(rest) = path.strip_prefix('/') {
         format!("{}/{rest}", origin(bot_url))
@@ -270,12 +330,18 @@ fn origin(url: &str) -> &str {
 /// The channel-web hook of §11.4: for `api`, a payload with `quick_replies` becomes a
 /// `custom` QuickReplies wrapper.
 pub fn wrap_for_api(payload: Value) -> Value {
-    let Value::Object(mut map) = payload else { return payload };
+    let Value::Object(mut map) = payload else {
+        return payload;
+    };
     let Some(replies) = map.remove("quick_replies") else {
         return Value::Object(map);
     };
     let mut wrapped = Map::new();
-    wrapped.insert("type".into(), map.remove("type").unwrap_or_else(|| Value::String("text".into())));
+    wrapped.insert(
+        "type".into(),
+        map.remove("type")
+            .unwrap_or_else(|| Value::String("text".into())),
+    );
     wrapped.extend(map);
     json!({"type": "custom", "module": "channel-web", "component": "QuickReplies",
            "quick_replies": replies, "wrapped": wrapped})
@@ -319,7 +385,13 @@ pub fn render_element(
 
 /// Renders a content type directly (`say #builtin_text {args}`): the args' strings are
 /// templated first.
-pub fn render_type(content_type: &str, args: &Map<String, Value>, scope: &Value, channel: &str, bot_url: &str) -> Result<Vec<Value>, String> {
+pub fn render_type(
+    content_type: &str,
+    args: &Map<String, Value>,
+    scope: &Value,
+    channel: &str,
+    bot_url: &str,
+) -> Result<Vec<Value>, String> {
     let ctx = template_context(args, scope);
     let mut data = match template::render_value(&Value::Object(args.clone()), &ctx) {
         Value::Object(m) => m,
@@ -347,7 +419,12 @@ fn pick_variation(data: &mut Map<String, Value>, ctx: &Value) {
         options.push(t.to_string());
     }
     if let Some(vars) = data.get("variations").and_then(Value::as_array) {
-        options.extend(vars.iter().filter_map(Value::as_str).filter(|s| !s.is_empty()).map(str::to_string));
+        options.extend(
+            vars.iter()
+                .filter_map(Value::as_str)
+                .filter(|s| !s.is_empty())
+                .map(str::to_string),
+        );
     }
     if options.is_empty() {
         return;
@@ -369,22 +446,38 @@ mod tests {
         let data = map(json!({"text": "Hi", "typing": true}));
         assert_eq!(
             render("builtin_text", &data, "api", "").unwrap(),
-            vec![json!({"type": "typing", "value": true}), json!({"type": "text", "markdown": true, "text": "Hi"})]
+            vec![
+                json!({"type": "typing", "value": true}),
+                json!({"type": "text", "markdown": true, "text": "Hi"})
+            ]
         );
         assert_eq!(
             render("builtin_text", &data, "messenger", "").unwrap(),
-            vec![json!({"type": "typing", "value": true}), json!({"text": "Hi"})]
+            vec![
+                json!({"type": "typing", "value": true}),
+                json!({"text": "Hi"})
+            ]
         );
         let quiet = map(json!({"text": "Hi"}));
-        assert_eq!(render("builtin_text", &quiet, "telegram", "").unwrap().len(), 1);
-        assert_eq!(render("builtin_text", &quiet, "messenger", "").unwrap()[0], json!({"type": "typing"}));
+        assert_eq!(
+            render("builtin_text", &quiet, "telegram", "")
+                .unwrap()
+                .len(),
+            1
+        );
+        assert_eq!(
+            render("builtin_text", &quiet, "messenger", "").unwrap()[0],
+            json!({"type": "typing"})
+        );
         assert!(render("builtin_text", &data, "sms", "").unwrap().is_empty());
     }
 
     #[test]
     fn single_choice_and_api_wrapper() {
-        let data = map(json!({"text": "What would you like to know?", "typing": true,
-            "choices": [{"title": "What is a Context?", "value": "context"}, {"title": "What is Bot Memory?", "value": "memory"}]}));
+        let data = map(
+            json!({"text": "What would you like to know?", "typing": true,
+            "choices": [{"title": "What is a Context?", "value": "context"}, {"title": "What is Bot Memory?", "value": "memory"}]}),
+        );
         let api = render("builtin_single-choice", &data, "api", "").unwrap();
         assert_eq!(
             wrap_for_api(api[1].clone()),
@@ -393,25 +486,42 @@ mod tests {
                 "wrapped": {"type": "text", "text": "What would you like to know?", "typing": true}})
         );
         let fb = render("builtin_single-choice", &data, "messenger", "").unwrap();
-        assert_eq!(fb[1]["quick_replies"][0], json!({"content_type": "text", "title": "What is a Context?", "payload": "CONTEXT"}));
+        assert_eq!(
+            fb[1]["quick_replies"][0],
+            json!({"content_type": "text", "title": "What is a Context?", "payload": "CONTEXT"})
+        );
     }
 
     #[test]
     fn images_and_cards() {
         let url = "https://bot.example.com";
-        let data = map(json!({"image": "/api/v1/bots/b/media/cat.png", "title": "Cat", "typing": false}));
+        let data =
+            map(json!({"image": "/api/v1/bots/b/media/cat.png", "title": "Cat", "typing": false}));
         assert_eq!(
             render("builtin_image", &data, "api", url).unwrap(),
-            vec![json!({"type": "file", "url": "https://bot.example.com/api/v1/bots/b/media/cat.png"})]
+            vec![
+                json!({"type": "file", "url": "https://bot.example.com/api/v1/bots/b/media/cat.png"})
+            ]
         );
-        assert_eq!(render("builtin_image", &data, "telegram", url).unwrap()[0]["type"], "image");
-        let card = map(json!({"title": "T", "subtitle": "S", "image": "https://x/y.gif",
-            "actions": [{"action": "Open URL", "title": "Go", "url": "BOT_URL/page"}, {"action": "Postback", "title": "P", "payload": "PB"}]}));
+        assert_eq!(
+            render("builtin_image", &data, "telegram", url).unwrap()[0]["type"],
+            "image"
+        );
+        let card = map(
+            json!({"title": "T", "subtitle": "S", "image": "https://x/y.gif",
+            "actions": [{"action": "Open URL", "title": "Go", "url": "BOT_URL/page"}, {"action": "Postback", "title": "P", "payload": "PB"}]}),
+        );
         let api = render("builtin_card", &card, "api", url).unwrap();
         assert_eq!(api.len(), 1);
-        assert_eq!(api[0]["elements"][0]["buttons"][0], json!({"type": "open_url", "title": "Go", "url": "https://bot.example.com/page"}));
+        assert_eq!(
+            api[0]["elements"][0]["buttons"][0],
+            json!({"type": "open_url", "title": "Go", "url": "https://bot.example.com/page"})
+        );
         let fb = render("builtin_card", &card, "messenger", url).unwrap();
-        assert_eq!(fb[1]["attachment"]["payload"]["elements"][0]["buttons"][1], json!({"type": "postback", "title": "P", "payload": "PB"}));
+        assert_eq!(
+            fb[1]["attachment"]["payload"]["elements"][0]["buttons"][1],
+            json!({"type": "postback", "title": "P", "payload": "PB"})
+        );
     }
 
     #[test]

@@ -79,18 +79,27 @@ const MAX_STEPS: usize = 200;
 
 impl<'a> Turn<'a> {
     pub fn target(&self) -> String {
-        self.scope["event"]["target"].as_str().unwrap_or("").to_string()
+        self.scope["event"]["target"]
+            .as_str()
+            .unwrap_or("")
+            .to_string()
     }
 
     pub fn language(&self) -> String {
-        self.scope["user"]["language"].as_str().unwrap_or(&self.bot.default_language).to_string()
+        self.scope["user"]["language"]
+            .as_str()
+            .unwrap_or(&self.bot.default_language)
+            .to_string()
     }
 
     pub fn kv_get(&self, key: &str) -> Option<Value> {
         if let Some((_, v)) = self.kv_writes.iter().rev().find(|(k, _)| k == key) {
             return Some(v.clone());
         }
-        self.store.get(Namespace::Kv, &self.bot.id, key).ok().flatten()
+        self.store
+            .get(Namespace::Kv, &self.bot.id, key)
+            .ok()
+            .flatten()
     }
 
     pub fn kv_set(&mut self, key: &str, value: Value) {
@@ -107,11 +116,29 @@ impl<'a> Turn<'a> {
     /// Renders `say <reference> {args}` for the turn's channel and queues the payloads.
     pub fn say(&mut self, reference: &str, args: &Map<String, Value>) -> Result<(), String> {
         let payloads = if let Some(id) = reference.strip_prefix("#!") {
-            let element = self.bot.elements.get(id).ok_or_else(|| format!("Content element \"{id}\" not found"))?;
+            let element = self
+                .bot
+                .elements
+                .get(id)
+                .ok_or_else(|| format!("Content element \"{id}\" not found"))?;
             let lang = self.language();
-            content::render_element(element, args, &self.scope, &lang, &self.bot.default_language, &self.channel, &self.bot_url)?
+            content::render_element(
+                element,
+                args,
+                &self.scope,
+                &lang,
+                &self.bot.default_language,
+                &self.channel,
+                &self.bot_url,
+            )?
         } else {
-            content::render_type(reference.trim_start_matches('#'), args, &self.scope, &self.channel, &self.bot_url)?
+            content::render_type(
+                reference.trim_start_matches('#'),
+                args,
+                &self.scope,
+                &self.channel,
+                &self.bot_url,
+            )?
         };
         self.push_outputs(payloads);
         let incoming = self.scope["event"]["preview"].clone();
@@ -125,7 +152,11 @@ impl<'a> Turn<'a> {
     /// Queues payloads, applying the `api` QuickReplies wrapper of §11.4.
     pub fn push_outputs(&mut self, payloads: Vec<Value>) {
         for p in payloads {
-            let p = if self.channel == "api" { content::wrap_for_api(p) } else { p };
+            let p = if self.channel == "api" {
+                content::wrap_for_api(p)
+            } else {
+                p
+            };
             self.outputs.push(p);
         }
     }
@@ -169,7 +200,9 @@ pub fn process(turn: &mut Turn) -> Result<(), DialogError> {
     for _ in 0..MAX_STEPS {
         turn.check_deadline()?;
         if turn.context.is_empty() {
-            let main = bot.flow("main.flow.json").ok_or_else(|| fail("Flow \"main.flow.json\" not found".into()))?;
+            let main = bot
+                .flow("main.flow.json")
+                .ok_or_else(|| fail("Flow \"main.flow.json\" not found".into()))?;
             turn.context = DialogContext {
                 current_flow: Some(main.name.clone()),
                 current_node: Some(main.start_node.clone()),
@@ -177,17 +210,28 @@ pub fn process(turn: &mut Turn) -> Result<(), DialogError> {
             };
         }
         let flow_name = turn.context.current_flow.clone().unwrap_or_default();
-        let flow = bot.flow(&flow_name).ok_or_else(|| fail(format!("Flow \"{flow_name}\" not found")))?;
+        let flow = bot
+            .flow(&flow_name)
+            .ok_or_else(|| fail(format!("Flow \"{flow_name}\" not found")))?;
         let node_name = turn.context.current_node.clone().unwrap_or_default();
-        let node = flow.node(&node_name).ok_or_else(|| fail(format!("Node \"{node_name}\" not found in flow \"{flow_name}\"")))?;
+        let node = flow.node(&node_name).ok_or_else(|| {
+            fail(format!(
+                "Node \"{node_name}\" not found in flow \"{flow_name}\""
+            ))
+        })?;
 
         if let Some(sub_name) = &node.skill_flow {
             let exiting = turn.context.previous_flow.as_deref() == Some(flow_name.as_str())
                 && turn.context.previous_node.as_deref() == Some(node_name.as_str());
             if !exiting {
-                let sub = bot.flow(sub_name).ok_or_else(|| fail(format!("Flow \"{sub_name}\" not found")))?;
+                let sub = bot
+                    .flow(sub_name)
+                    .ok_or_else(|| fail(format!("Flow \"{sub_name}\" not found")))?;
                 let mut jump_points = std::mem::take(&mut turn.context.jump_points);
-                jump_points.push(JumpPoint { flow: flow_name.clone(), node: node_name.clone() });
+                jump_points.push(JumpPoint {
+                    flow: flow_name.clone(),
+                    node: node_name.clone(),
+                });
                 turn.context = DialogContext {
                     current_flow: Some(sub.name.clone()),
                     current_node: Some(sub.start_node.clone()),
@@ -219,17 +263,24 @@ pub fn process(turn: &mut Turn) -> Result<(), DialogError> {
             let function = instruction.function.clone().unwrap_or_default();
             match instruction.kind {
                 InstructionKind::OnEnter | InstructionKind::OnReceive => {
-                    turn.run_call(&function)
-                        .map_err(|e| fail(format!("Error processing \"{function}\" in {flow_name} / {node_name}: {e}")))?;
+                    turn.run_call(&function).map_err(|e| {
+                        fail(format!(
+                            "Error processing \"{function}\" in {flow_name} / {node_name}: {e}"
+                        ))
+                    })?;
                 }
                 InstructionKind::Wait => {
-                    turn.context.queue = Some(Queue { instructions: queue.into() });
+                    turn.context.queue = Some(Queue {
+                        instructions: queue.into(),
+                    });
                     return Ok(());
                 }
                 InstructionKind::Transition => {
-                    let passes = bot
-                        .eval_condition(&function, &turn.scope)
-                        .map_err(|e| fail(format!("Condition `{function}` in {flow_name} / {node_name}: {e}")))?;
+                    let passes = bot.eval_condition(&function, &turn.scope).map_err(|e| {
+                        fail(format!(
+                            "Condition `{function}` in {flow_name} / {node_name}: {e}"
+                        ))
+                    })?;
                     if passes {
                         break instruction.node.clone().unwrap_or_default();
                     }
@@ -243,7 +294,9 @@ pub fn process(turn: &mut Turn) -> Result<(), DialogError> {
             return Ok(());
         }
     }
-    Err(fail(format!("Infinite loop detected: more than {MAX_STEPS} node changes in one turn")))
+    Err(fail(format!(
+        "Infinite loop detected: more than {MAX_STEPS} node changes in one turn"
+    )))
 }
 
 /// Moves to `target` (§8.5).
@@ -259,9 +312,14 @@ fn transition(turn: &mut Turn, target: &str) -> Result<(), DialogError> {
     } else if target == "END" {
         turn.context = DialogContext::default();
     } else if target.contains(".flow.json") {
-        let flow = bot.flow(target).ok_or_else(|| fail(format!("Flow \"{target}\" not found")))?;
+        let flow = bot
+            .flow(target)
+            .ok_or_else(|| fail(format!("Flow \"{target}\" not found")))?;
         let mut jump_points = std::mem::take(&mut ctx.jump_points);
-        jump_points.push(JumpPoint { flow: current_flow.clone(), node: current_node.clone() });
+        jump_points.push(JumpPoint {
+            flow: current_flow.clone(),
+            node: current_node.clone(),
+        });
         *ctx = DialogContext {
             current_flow: Some(flow.name.clone()),
             current_node: Some(flow.start_node.clone()),
@@ -271,22 +329,40 @@ fn transition(turn: &mut Turn, target: &str) -> Result<(), DialogError> {
             ..Default::default()
         };
     } else if let Some(specific) = target.strip_prefix('#') {
-        let jump = ctx
-            .jump_points
-            .pop()
-            .ok_or_else(|| fail(format!("Cannot return with \"{target}\" from {current_flow}: no parent flow")))?;
-        let parent = bot.flow(&jump.flow).ok_or_else(|| fail(format!("Flow \"{}\" not found", jump.flow)))?;
-        let node_name = if specific.is_empty() { jump.node.as_str() } else { specific };
-        let node = parent.node(node_name).ok_or_else(|| fail(format!("Node \"{node_name}\" not found in flow \"{}\"", parent.name)))?;
+        let jump = ctx.jump_points.pop().ok_or_else(|| {
+            fail(format!(
+                "Cannot return with \"{target}\" from {current_flow}: no parent flow"
+            ))
+        })?;
+        let parent = bot
+            .flow(&jump.flow)
+            .ok_or_else(|| fail(format!("Flow \"{}\" not found", jump.flow)))?;
+        let node_name = if specific.is_empty() {
+            jump.node.as_str()
+        } else {
+            specific
+        };
+        let node = parent.node(node_name).ok_or_else(|| {
+            fail(format!(
+                "Node \"{node_name}\" not found in flow \"{}\"",
+                parent.name
+            ))
+        })?;
         ctx.current_flow = Some(parent.name.clone());
         ctx.current_node = Some(node.name.clone());
         ctx.previous_flow = Some(jump.flow.clone());
         ctx.previous_node = Some(jump.node.clone());
-        ctx.queue = Some(Queue { instructions: build_queue(parent, node, QueueKind::TransitionsOnly) });
+        ctx.queue = Some(Queue {
+            instructions: build_queue(parent, node, QueueKind::TransitionsOnly),
+        });
     } else {
-        let flow = bot.flow(&current_flow).ok_or_else(|| fail(format!("Flow \"{current_flow}\" not found")))?;
+        let flow = bot
+            .flow(&current_flow)
+            .ok_or_else(|| fail(format!("Flow \"{current_flow}\" not found")))?;
         if flow.node(target).is_none() {
-            return Err(fail(format!("Node \"{target}\" not found in flow \"{current_flow}\"")));
+            return Err(fail(format!(
+                "Node \"{target}\" not found in flow \"{current_flow}\""
+            )));
         }
         if !current_flow.starts_with("skills/") {
             ctx.previous_node = Some(current_node);
@@ -298,11 +374,20 @@ fn transition(turn: &mut Turn, target: &str) -> Result<(), DialogError> {
 
 /// Moves the conversation to `flow` (at `node`, or its start node) with `hasJumped`, as a QnA
 /// redirect or a timeout does (§8.7).
-pub fn jump_to(bot: &Bot, ctx: &mut DialogContext, flow: &str, node: Option<&str>) -> Result<(), DialogError> {
-    let f = bot.flow(flow).ok_or_else(|| DialogError::Failed(format!("Flow \"{flow}\" not found")))?;
+pub fn jump_to(
+    bot: &Bot,
+    ctx: &mut DialogContext,
+    flow: &str,
+    node: Option<&str>,
+) -> Result<(), DialogError> {
+    let f = bot
+        .flow(flow)
+        .ok_or_else(|| DialogError::Failed(format!("Flow \"{flow}\" not found")))?;
     let n = node.unwrap_or(&f.start_node);
     if f.node(n).is_none() {
-        return Err(DialogError::Failed(format!("Node \"{n}\" not found in flow \"{flow}\"")));
+        return Err(DialogError::Failed(format!(
+            "Node \"{n}\" not found in flow \"{flow}\""
+        )));
     }
     ctx.current_flow = Some(f.name.clone());
     ctx.current_node = Some(n.to_string());

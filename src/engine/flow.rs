@@ -67,7 +67,11 @@ pub enum InstructionKind {
 
 impl Instruction {
     fn call(kind: InstructionKind, function: &str) -> Instruction {
-        Instruction { kind, function: Some(function.to_string()), node: None }
+        Instruction {
+            kind,
+            function: Some(function.to_string()),
+            node: None,
+        }
     }
 
     fn transition(t: &Transition) -> Instruction {
@@ -97,9 +101,17 @@ pub fn build_queue(flow: &Flow, node: &Node, kind: QueueKind) -> Vec<Instruction
         queue.extend(flow.catch_all_next.iter().map(Instruction::transition));
     }
     if kind != QueueKind::TransitionsOnly {
-        queue.extend(node.on_enter.iter().map(|f| Instruction::call(InstructionKind::OnEnter, f)));
+        queue.extend(
+            node.on_enter
+                .iter()
+                .map(|f| Instruction::call(InstructionKind::OnEnter, f)),
+        );
         if let Some(on_receive) = &node.on_receive {
-            queue.push(Instruction { kind: InstructionKind::Wait, function: None, node: None });
+            queue.push(Instruction {
+                kind: InstructionKind::Wait,
+                function: None,
+                node: None,
+            });
             for f in flow.catch_all_on_receive.iter().chain(on_receive) {
                 queue.push(Instruction::call(InstructionKind::OnReceive, f));
             }
@@ -137,7 +149,9 @@ pub fn load_flows(flows_dir: &Path, shown_root: &str) -> (Vec<Flow>, Vec<Problem
 }
 
 fn collect_flow_files(root: &Path, dir: &Path, out: &mut Vec<String>) {
-    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
     for entry in entries.flatten() {
         let path = entry.path();
         if path.is_dir() {
@@ -161,7 +175,10 @@ pub fn parse_flow(name: &str, json: &Value) -> Result<Flow, String> {
         .and_then(Value::as_str)
         .ok_or("\"startNode\" must be the name of a node")?
         .to_string();
-    let nodes_json = json.get("nodes").and_then(Value::as_array).ok_or("\"nodes\" must be an array")?;
+    let nodes_json = json
+        .get("nodes")
+        .and_then(Value::as_array)
+        .ok_or("\"nodes\" must be an array")?;
     let catch_all = json.get("catchAll").filter(|v| !v.is_null());
     if let Some(c) = catch_all {
         if !c.is_object() {
@@ -184,9 +201,15 @@ pub fn parse_flow(name: &str, json: &Value) -> Result<Flow, String> {
     for (i, n) in nodes_json.iter().enumerate() {
         let id = n.get("id").and_then(Value::as_str).unwrap_or("");
         let name = n.get("name").and_then(Value::as_str).unwrap_or("");
-        let label = if name.is_empty() { format!("nodes[{i}]") } else { format!("node \"{name}\"") };
+        let label = if name.is_empty() {
+            format!("nodes[{i}]")
+        } else {
+            format!("node \"{name}\"")
+        };
         if id.chars().count() <= 3 {
-            return Err(format!("{label}: \"id\" must be a string longer than 3 characters"));
+            return Err(format!(
+                "{label}: \"id\" must be a string longer than 3 characters"
+            ));
         }
         if name.is_empty() {
             return Err(format!("{label}: \"name\" must be a non-empty string"));
@@ -229,20 +252,28 @@ pub fn parse_flow(name: &str, json: &Value) -> Result<Flow, String> {
         });
     }
     if !names.contains_key(&start_node) {
-        return Err(format!("\"startNode\" names \"{start_node}\", which is not a node of this flow"));
+        return Err(format!(
+            "\"startNode\" names \"{start_node}\", which is not a node of this flow"
+        ));
     }
     Ok(Flow {
         name: name.to_string(),
         start_node,
         catch_all_on_receive,
         catch_all_next,
-        timeout_node: json.get("timeoutNode").and_then(Value::as_str).map(str::to_string),
+        timeout_node: json
+            .get("timeoutNode")
+            .and_then(Value::as_str)
+            .map(str::to_string),
         nodes,
     })
 }
 
 fn string_list(v: &Value) -> Option<Vec<String>> {
-    v.as_array()?.iter().map(|s| s.as_str().map(str::to_string)).collect()
+    v.as_array()?
+        .iter()
+        .map(|s| s.as_str().map(str::to_string))
+        .collect()
 }
 
 fn transitions(v: &Value) -> Result<Vec<Transition>, String> {
@@ -253,8 +284,14 @@ fn transitions(v: &Value) -> Result<Vec<Transition>, String> {
             let condition = t.get("condition").and_then(Value::as_str);
             let target = t.get("node").and_then(Value::as_str);
             match (condition, target) {
-                (Some(c), Some(n)) => Ok(Transition { condition: c.to_string(), target: n.to_string() }),
-                (Some(c), None) => Ok(Transition { condition: c.to_string(), target: String::new() }),
+                (Some(c), Some(n)) => Ok(Transition {
+                    condition: c.to_string(),
+                    target: n.to_string(),
+                }),
+                (Some(c), None) => Ok(Transition {
+                    condition: c.to_string(),
+                    target: String::new(),
+                }),
                 _ => Err(format!("[{i}] needs a \"condition\" string")),
             }
         })
@@ -263,7 +300,11 @@ fn transitions(v: &Value) -> Result<Vec<Transition>, String> {
 
 /// What the bot's flows reference, checked once all flows are loaded: transition targets,
 /// sub-flows and conditions. Each problem names the flow file and the node.
-pub fn check_references(flows: &HashMap<String, Flow>, shown_root: &str, conditions: &mut HashMap<String, Condition>) -> Vec<Problem> {
+pub fn check_references(
+    flows: &HashMap<String, Flow>,
+    shown_root: &str,
+    conditions: &mut HashMap<String, Condition>,
+) -> Vec<Problem> {
     let mut problems = Vec::new();
     let mut names: Vec<&String> = flows.keys().collect();
     names.sort();
@@ -278,7 +319,10 @@ pub fn check_references(flows: &HashMap<String, Flow>, shown_root: &str, conditi
                     }
                     Err(e) => problems.push(Problem::new(
                         &shown,
-                        format!("{where_}: condition `{}` cannot be evaluated: {e}", t.condition),
+                        format!(
+                            "{where_}: condition `{}` cannot be evaluated: {e}",
+                            t.condition
+                        ),
                     )),
                 }
             }
@@ -291,10 +335,15 @@ pub fn check_references(flows: &HashMap<String, Flow>, shown_root: &str, conditi
                 let exists = flows.values().any(|f| f.node(parent_node).is_some());
                 (!exists).then(|| format!("no flow has a node \"{parent_node}\" to return to"))
             } else {
-                flow.node(target).is_none().then(|| format!("node \"{target}\" does not exist in this flow"))
+                flow.node(target)
+                    .is_none()
+                    .then(|| format!("node \"{target}\" does not exist in this flow"))
             };
             if let Some(message) = bad {
-                problems.push(Problem::new(&shown, format!("{where_}: transition to \"{target}\": {message}")));
+                problems.push(Problem::new(
+                    &shown,
+                    format!("{where_}: transition to \"{target}\": {message}"),
+                ));
             }
         };
         for t in &flow.catch_all_next {
@@ -315,7 +364,10 @@ pub fn check_references(flows: &HashMap<String, Flow>, shown_root: &str, conditi
         }
         if let Some(t) = &flow.timeout_node {
             if flow.node(t).is_none() {
-                problems.push(Problem::new(&shown, format!("timeoutNode \"{t}\" is not a node of this flow")));
+                problems.push(Problem::new(
+                    &shown,
+                    format!("timeoutNode \"{t}\" is not a node of this flow"),
+                ));
             }
         }
     }
@@ -344,7 +396,14 @@ mod tests {
 
     fn kinds(q: &[Instruction]) -> Vec<String> {
         q.iter()
-            .map(|i| format!("{:?}:{}:{}", i.kind, i.function.clone().unwrap_or_default(), i.node.clone().unwrap_or_default()))
+            .map(|i| {
+                format!(
+                    "{:?}:{}:{}",
+                    i.kind,
+                    i.function.clone().unwrap_or_default(),
+                    i.node.clone().unwrap_or_default()
+                )
+            })
             .collect()
     }
 
@@ -363,14 +422,20 @@ mod tests {
                 "Transition:true:forget"
             ]
         );
-        assert_eq!(kinds(&build_queue(&flow, entry, QueueKind::AfterJump))[..2], ["Transition:a:forget", "Transition:b:entry"]);
+        assert_eq!(
+            kinds(&build_queue(&flow, entry, QueueKind::AfterJump))[..2],
+            ["Transition:a:forget", "Transition:b:entry"]
+        );
         assert_eq!(
             kinds(&build_queue(&flow, entry, QueueKind::TransitionsOnly)),
             ["Transition:a:forget", "Transition:true:forget"]
         );
         // A node without onReceive does not wait; catchAll entries targeting itself are left out.
         let forget = flow.node("forget").unwrap();
-        assert_eq!(kinds(&build_queue(&flow, forget, QueueKind::Full)), ["Transition:b:entry"]);
+        assert_eq!(
+            kinds(&build_queue(&flow, forget, QueueKind::Full)),
+            ["Transition:b:entry"]
+        );
     }
 
     #[test]
@@ -378,7 +443,10 @@ mod tests {
         let flow = sample();
         let q = build_queue(&flow, flow.node("entry").unwrap(), QueueKind::Full);
         let text = serde_json::to_string(&q[..2]).unwrap();
-        assert_eq!(text, r#"[{"type":"on-enter","fn":"say x"},{"type":"wait"}]"#);
+        assert_eq!(
+            text,
+            r#"[{"type":"on-enter","fn":"say x"},{"type":"wait"}]"#
+        );
         let back: Vec<Instruction> = serde_json::from_str(&text).unwrap();
         assert_eq!(back, q[..2].to_vec());
     }
@@ -388,11 +456,26 @@ mod tests {
         let cases = [
             (json!({"startNode": "a", "nodes": []}), "version"),
             (json!({"version": "0.1", "nodes": []}), "startNode"),
-            (json!({"version": "0.1", "startNode": "a", "nodes": {}}), "nodes"),
-            (json!({"version": "0.1", "startNode": "a", "catchAll": {"onEnter": ["x"]}, "nodes": []}), "catchAll.onEnter"),
-            (json!({"version": "0.1", "startNode": "a", "nodes": [{"id": "ab", "name": "a"}]}), "longer than 3"),
-            (json!({"version": "0.1", "startNode": "zz", "nodes": [{"id": "abcd", "name": "a"}]}), "\"zz\""),
-            (json!({"version": "0.1", "startNode": "a", "nodes": [{"id": "abcd", "name": "a", "next": [{"node": "b"}]}]}), "condition"),
+            (
+                json!({"version": "0.1", "startNode": "a", "nodes": {}}),
+                "nodes",
+            ),
+            (
+                json!({"version": "0.1", "startNode": "a", "catchAll": {"onEnter": ["x"]}, "nodes": []}),
+                "catchAll.onEnter",
+            ),
+            (
+                json!({"version": "0.1", "startNode": "a", "nodes": [{"id": "ab", "name": "a"}]}),
+                "longer than 3",
+            ),
+            (
+                json!({"version": "0.1", "startNode": "zz", "nodes": [{"id": "abcd", "name": "a"}]}),
+                "\"zz\"",
+            ),
+            (
+                json!({"version": "0.1", "startNode": "a", "nodes": [{"id": "abcd", "name": "a", "next": [{"node": "b"}]}]}),
+                "condition",
+            ),
         ];
         for (json, needle) in cases {
             let err = parse_flow("x.flow.json", &json).unwrap_err();

@@ -39,10 +39,17 @@ pub fn load(dir: &Path, shown_root: &str, lang: &str) -> (Vec<QnaEntry>, Vec<Pro
     let Ok(read) = std::fs::read_dir(dir) else {
         return (entries, problems);
     };
-    let mut paths: Vec<_> = read.flatten().map(|e| e.path()).filter(|p| p.extension().is_some_and(|e| e == "json")).collect();
+    let mut paths: Vec<_> = read
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "json"))
+        .collect();
     paths.sort();
     for path in paths {
-        let file = path.file_name().map(|f| f.to_string_lossy().to_string()).unwrap_or_default();
+        let file = path
+            .file_name()
+            .map(|f| f.to_string_lossy().to_string())
+            .unwrap_or_default();
         let shown = format!("{shown_root}/qna/{file}");
         let json = match crate::config::read_json(&path) {
             Ok(j) => j,
@@ -51,10 +58,16 @@ pub fn load(dir: &Path, shown_root: &str, lang: &str) -> (Vec<QnaEntry>, Vec<Pro
                 continue;
             }
         };
-        let id = json["id"].as_str().map(str::to_string).unwrap_or_else(|| file.trim_end_matches(".json").to_string());
+        let id = json["id"]
+            .as_str()
+            .map(str::to_string)
+            .unwrap_or_else(|| file.trim_end_matches(".json").to_string());
         let data = &json["data"];
         if !data.is_object() {
-            problems.push(Problem::new(&shown, "\"data\" must be an object with questions and answers"));
+            problems.push(Problem::new(
+                &shown,
+                "\"data\" must be an object with questions and answers",
+            ));
             continue;
         }
         let list = |key: &str| -> Vec<String> {
@@ -62,19 +75,35 @@ pub fn load(dir: &Path, shown_root: &str, lang: &str) -> (Vec<QnaEntry>, Vec<Pro
                 Value::Object(per_lang) => per_lang.get(lang).cloned().unwrap_or(Value::Null),
                 other => other.clone(),
             };
-            v.as_array().map(|a| a.iter().filter_map(Value::as_str).map(str::to_string).collect()).unwrap_or_default()
+            v.as_array()
+                .map(|a| {
+                    a.iter()
+                        .filter_map(Value::as_str)
+                        .map(str::to_string)
+                        .collect()
+                })
+                .unwrap_or_default()
         };
         let action = data["action"].as_str().unwrap_or("text").to_string();
         if !["text", "redirect", "text_redirect"].contains(&action.as_str()) {
-            problems.push(Problem::new(&shown, format!("\"action\" must be text, redirect or text_redirect, not \"{action}\"")));
+            problems.push(Problem::new(
+                &shown,
+                format!("\"action\" must be text, redirect or text_redirect, not \"{action}\""),
+            ));
             continue;
         }
         let entry = QnaEntry {
             id,
             questions: list("questions"),
             answers: list("answers"),
-            redirect_flow: data["redirectFlow"].as_str().filter(|s| !s.is_empty()).map(str::to_string),
-            redirect_node: data["redirectNode"].as_str().filter(|s| !s.is_empty()).map(str::to_string),
+            redirect_flow: data["redirectFlow"]
+                .as_str()
+                .filter(|s| !s.is_empty())
+                .map(str::to_string),
+            redirect_node: data["redirectNode"]
+                .as_str()
+                .filter(|s| !s.is_empty())
+                .map(str::to_string),
             category: data["category"].as_str().unwrap_or("global").to_string(),
             enabled: data["enabled"].as_bool().unwrap_or(true),
             action,
@@ -86,7 +115,10 @@ pub fn load(dir: &Path, shown_root: &str, lang: &str) -> (Vec<QnaEntry>, Vec<Pro
             problems.push(Problem::new(&shown, "answers with text but has no answers"));
         }
         if entry.action.contains("redirect") && entry.redirect_flow.is_none() {
-            problems.push(Problem::new(&shown, "redirects but has no \"redirectFlow\""));
+            problems.push(Problem::new(
+                &shown,
+                "redirects but has no \"redirectFlow\"",
+            ));
         }
         entries.push(entry);
     }
@@ -111,15 +143,24 @@ pub fn intents(entries: &[QnaEntry]) -> Vec<IntentDef> {
 pub fn suggest(entries: &[QnaEntry], nlu: &Value) -> Vec<Suggestion> {
     let mut out = Vec::new();
     for intent in nlu["intents"].as_array().into_iter().flatten() {
-        let Some(name) = intent["name"].as_str() else { continue };
-        let Some(id) = name.strip_prefix(INTENT_PREFIX) else { continue };
-        let Some(entry) = entries.iter().find(|e| e.id == id && e.enabled) else { continue };
+        let Some(name) = intent["name"].as_str() else {
+            continue;
+        };
+        let Some(id) = name.strip_prefix(INTENT_PREFIX) else {
+            continue;
+        };
+        let Some(entry) = entries.iter().find(|e| e.id == id && e.enabled) else {
+            continue;
+        };
         let answer = entry.action.contains("text").then(|| {
             let i = super::random::below(entry.answers.len() as u64) as usize;
             entry.answers.get(i).cloned().unwrap_or_default()
         });
         let redirect = if entry.action.contains("redirect") {
-            entry.redirect_flow.clone().map(|f| (f, entry.redirect_node.clone()))
+            entry
+                .redirect_flow
+                .clone()
+                .map(|f| (f, entry.redirect_node.clone()))
         } else {
             None
         };

@@ -9,7 +9,9 @@ thread_local! {
 }
 
 fn seed() -> u64 {
-    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
     let local = 0u8;
     // Mix in a stack address so threads started in the same nanosecond differ.
     (nanos ^ (&local as *const u8 as u64).rotate_left(32)) | 1

@@ -67,8 +67,18 @@ fn object_or_empty(v: &Value) -> Value {
 
 /// Loads a session; an expired session comes back fresh, an expired context comes back empty
 /// (the janitor normally handles both first).
-pub fn load_session(store: &dyn Store, bot: &str, session_id: &str, channel: &str, target: &str, thread_id: Option<&str>, now: i64) -> io::Result<SessionRecord> {
-    let record = store.get(Namespace::Sessions, bot, session_id)?.and_then(SessionRecord::from_json);
+pub fn load_session(
+    store: &dyn Store,
+    bot: &str,
+    session_id: &str,
+    channel: &str,
+    target: &str,
+    thread_id: Option<&str>,
+    now: i64,
+) -> io::Result<SessionRecord> {
+    let record = store
+        .get(Namespace::Sessions, bot, session_id)?
+        .and_then(SessionRecord::from_json);
     let mut record = match record {
         Some(r) if r.session_expiry == 0 || r.session_expiry > now => r,
         _ => SessionRecord::fresh(channel, target, thread_id),
@@ -84,7 +94,12 @@ pub fn load_session(store: &dyn Store, bot: &str, session_id: &str, channel: &st
     Ok(record)
 }
 
-pub fn save_session(store: &dyn Store, bot: &str, session_id: &str, record: &SessionRecord) -> io::Result<()> {
+pub fn save_session(
+    store: &dyn Store,
+    bot: &str,
+    session_id: &str,
+    record: &SessionRecord,
+) -> io::Result<()> {
     store.put(Namespace::Sessions, bot, session_id, &record.to_json())
 }
 
@@ -100,10 +115,26 @@ pub fn load_user(store: &dyn Store, bot: &str, channel: &str, target: &str) -> i
 }
 
 /// Saves user attributes, dropping null values as Botpress does.
-pub fn save_user(store: &dyn Store, bot: &str, channel: &str, target: &str, user: &Value) -> io::Result<()> {
+pub fn save_user(
+    store: &dyn Store,
+    bot: &str,
+    channel: &str,
+    target: &str,
+    user: &Value,
+) -> io::Result<()> {
     let cleaned: Map<String, Value> = user
         .as_object()
-        .map(|m| m.iter().filter(|(_, v)| !v.is_null()).map(|(k, v)| (k.clone(), v.clone())).collect())
+        .map(|m| {
+            m.iter()
+                .filter(|(_, v)| !v.is_null())
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect()
+        })
         .unwrap_or_default();
-    store.put(Namespace::Users, bot, &user_key(channel, target), &Value::Object(cleaned))
+    store.put(
+        Namespace::Users,
+        bot,
+        &user_key(channel, target),
+        &Value::Object(cleaned),
+    )
 }

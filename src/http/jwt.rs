@@ -13,24 +13,34 @@ pub fn sign(secret: &str, email: &str, now_secs: i64, ttl_secs: i64) -> String {
     let claims = json!({"email": email, "isSuperAdmin": true, "iat": now_secs, "exp": now_secs + ttl_secs, "aud": AUDIENCE});
     let claims = b64url(claims.to_string().as_bytes());
     let signing_input = format!("{header}.{claims}");
-    let signature = b64url(&mac(secret, signing_input.as_bytes()).finalize().into_bytes());
+    let signature = b64url(
+        &mac(secret, signing_input.as_bytes())
+            .finalize()
+            .into_bytes(),
+    );
     format!("{signing_input}.{signature}")
 }
 
 /// Checks signature (constant time), algorithm, audience and expiry; returns the claims.
 pub fn verify(secret: &str, token: &str, now_secs: i64) -> Result<Value, &'static str> {
     let mut parts = token.split('.');
-    let (Some(h), Some(c), Some(s), None) = (parts.next(), parts.next(), parts.next(), parts.next()) else {
+    let (Some(h), Some(c), Some(s), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
         return Err("malformed token");
     };
-    let header: Value = b64url_decode(h).and_then(|b| serde_json::from_slice(&b).ok()).ok_or("malformed header")?;
+    let header: Value = b64url_decode(h)
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .ok_or("malformed header")?;
     if header["alg"] != "HS256" {
         return Err("unsupported algorithm");
     }
     let signature = b64url_decode(s).ok_or("malformed signature")?;
     let m = mac(secret, format!("{h}.{c}").as_bytes());
     m.verify_slice(&signature).map_err(|_| "bad signature")?;
-    let claims: Value = b64url_decode(c).and_then(|b| serde_json::from_slice(&b).ok()).ok_or("malformed claims")?;
+    let claims: Value = b64url_decode(c)
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .ok_or("malformed claims")?;
     let audience_ok = match &claims["aud"] {
         Value::String(a) => a == AUDIENCE,
         Value::Array(list) => list.iter().any(|a| a == AUDIENCE),
@@ -47,7 +57,8 @@ pub fn verify(secret: &str, token: &str, now_secs: i64) -> Result<Value, &'stati
 }
 
 fn mac(secret: &str, data: &[u8]) -> Hmac<Sha256> {
-    let mut m = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).expect("HMAC accepts keys of any length");
+    let mut m =
+        Hmac::<Sha256>::new_from_slice(secret.as_bytes()).expect("HMAC accepts keys of any length");
     m.update(data);
     m
 }
@@ -57,7 +68,9 @@ const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwx
 pub fn b64url(data: &[u8]) -> String {
     let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
     for chunk in data.chunks(3) {
-        let n = (chunk[0] as u32) << 16 | (*chunk.get(1).unwrap_or(&0) as u32) << 8 | *chunk.get(2).unwrap_or(&0) as u32;
+        let n = (chunk[0] as u32) << 16
+            | (*chunk.get(1).unwrap_or(&0) as u32) << 8
+            | *chunk.get(2).unwrap_or(&0) as u32;
         for i in 0..=chunk.len() {
             out.push(ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char);
         }
@@ -96,7 +109,16 @@ mod tests {
 
     #[test]
     fn base64url_round_trips() {
-        for data in [&b""[..], b"f", b"fo", b"foo", b"foob", b"fooba", b"foobar", &[0xff, 0xfe, 0x00]] {
+        for data in [
+            &b""[..],
+            b"f",
+            b"fo",
+            b"foo",
+            b"foob",
+            b"fooba",
+            b"foobar",
+            &[0xff, 0xfe, 0x00],
+        ] {
             assert_eq!(b64url_decode(&b64url(data)).unwrap(), data);
         }
         assert_eq!(b64url(b"foobar"), "Zm9vYmFy");
@@ -117,7 +139,14 @@ mod tests {
         // A token for another audience, correctly signed.
         let header = b64url(br#"{"alg":"HS256","typ":"JWT"}"#);
         let claims = b64url(br#"{"aud":"collaborators","exp":99999}"#);
-        let sig = b64url(&mac("s3cret", format!("{header}.{claims}").as_bytes()).finalize().into_bytes());
-        assert_eq!(verify("s3cret", &format!("{header}.{claims}.{sig}"), 1010), Err("wrong audience"));
+        let sig = b64url(
+            &mac("s3cret", format!("{header}.{claims}").as_bytes())
+                .finalize()
+                .into_bytes(),
+        );
+        assert_eq!(
+            verify("s3cret", &format!("{header}.{claims}.{sig}"), 1010),
+            Err("wrong audience")
+        );
     }
 }

@@ -32,7 +32,11 @@ impl Reply {
     }
 
     pub fn text(status: u16, text: &str) -> Reply {
-        Reply::bytes(status, "text/plain; charset=utf-8", text.as_bytes().to_vec())
+        Reply::bytes(
+            status,
+            "text/plain; charset=utf-8",
+            text.as_bytes().to_vec(),
+        )
     }
 
     /// Plain text sent as Express does (`text/html; charset=utf-8`), for Botpress-compatible
@@ -42,7 +46,12 @@ impl Reply {
     }
 
     pub fn bytes(status: u16, content_type: &str, body: Vec<u8>) -> Reply {
-        Reply { status, content_type: content_type.into(), body, headers: Vec::new() }
+        Reply {
+            status,
+            content_type: content_type.into(),
+            body,
+            headers: Vec::new(),
+        }
     }
 
     /// The error envelope of §3.1.
@@ -75,6 +84,16 @@ impl Reply {
     }
 }
 
+/// An error of Express's body-parser as Botpress's final handler answers it (§3.1): the
+/// error has a `statusCode` and a `type` but no `errorCode`, so the code is `BP_000` and the
+/// message "Unexpected error".
+pub fn body_parser_error(status: u16, kind: &str) -> Reply {
+    Reply::json(
+        status,
+        &json!({"statusCode": status, "errorCode": "BP_000", "type": kind, "message": "Unexpected error", "docs": "https://botpress.io/docs"}),
+    )
+}
+
 /// Why a body could not be read.
 #[derive(Debug)]
 pub enum BodyError {
@@ -85,8 +104,15 @@ pub enum BodyError {
 impl BodyError {
     pub fn reply(&self, limit: u64) -> Reply {
         match self {
-            BodyError::TooLarge => Reply::error(413, "PayloadTooLargeError", &format!("request entity too large (limit {limit} bytes)")),
-            BodyError::Io(e) => Reply::error(400, "BadRequestError", &format!("Bad Request: could not read the body: {e}")),
+            BodyError::TooLarge => {
+                log::debug!("request body over the limit of {limit} bytes");
+                body_parser_error(413, "entity.too.large")
+            }
+            BodyError::Io(e) => Reply::error(
+                400,
+                "BadRequestError",
+                &format!("Bad Request: could not read the body: {e}"),
+            ),
         }
     }
 }
@@ -116,7 +142,10 @@ pub fn percent_decode(text: &str, plus_is_space: bool) -> String {
     let mut i = 0;
     while i < bytes.len() {
         match bytes[i] {
-            b'%' if i + 2 < bytes.len() && text.is_char_boundary(i + 1) && text.is_char_boundary(i + 3) => {
+            b'%' if i + 2 < bytes.len()
+                && text.is_char_boundary(i + 1)
+                && text.is_char_boundary(i + 3) =>
+            {
                 match u8::from_str_radix(&text[i + 1..i + 3], 16) {
                     Ok(b) => {
                         out.push(b);
@@ -136,7 +165,9 @@ pub fn percent_decode(text: &str, plus_is_space: bool) -> String {
 
 /// The query string of a URL as decoded (name, value) pairs.
 pub fn query_pairs(url: &str) -> Vec<(String, String)> {
-    let Some((_, query)) = url.split_once('?') else { return Vec::new() };
+    let Some((_, query)) = url.split_once('?') else {
+        return Vec::new();
+    };
     query
         .split('&')
         .filter(|p| !p.is_empty())
@@ -170,6 +201,13 @@ mod tests {
         assert_eq!(percent_decode("a+b", true), "a b");
         assert_eq!(percent_decode("a+b", false), "a+b");
         let q = query_pairs("/x?hub.mode=subscribe&hub.challenge=12%2034&empty");
-        assert_eq!(q, vec![("hub.mode".into(), "subscribe".into()), ("hub.challenge".into(), "12 34".into()), ("empty".into(), "".into())]);
+        assert_eq!(
+            q,
+            vec![
+                ("hub.mode".into(), "subscribe".into()),
+                ("hub.challenge".into(), "12 34".into()),
+                ("empty".into(), "".into())
+            ]
+        );
     }
 }

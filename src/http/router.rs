@@ -28,7 +28,10 @@ pub fn route(state: &AppState, request: &mut tiny_http::Request) -> Reply {
     if method == tiny_http::Method::Options {
         return Reply::bytes(204, "text/plain", Vec::new())
             .with_header("Access-Control-Allow-Methods", "GET, POST, OPTIONS")
-            .with_header("Access-Control-Allow-Headers", "Content-Type, Authorization, X-BP-ExternalAuth");
+            .with_header(
+                "Access-Control-Allow-Headers",
+                "Content-Type, Authorization, X-BP-ExternalAuth",
+            );
     }
     if method == tiny_http::Method::Get {
         if path == "/status" {
@@ -39,7 +42,10 @@ pub fn route(state: &AppState, request: &mut tiny_http::Request) -> Reply {
                         "uptimeSeconds": state.started.elapsed().as_secs(), "bots": engine.bot_ids()}),
             );
         }
-        if let Some(module) = path.strip_prefix("/assets/modules/").and_then(|r| r.strip_suffix("/config.schema.json")) {
+        if let Some(module) = path
+            .strip_prefix("/assets/modules/")
+            .and_then(|r| r.strip_suffix("/config.schema.json"))
+        {
             return match schemas::schema(module) {
                 Some(schema) => Reply::json(200, &schema),
                 None => Reply::not_found(&format!("no module \"{module}\"")),
@@ -68,7 +74,12 @@ fn media(engine: &Engine, bot_id: &str, file: &str) -> Reply {
     if !safe {
         return Reply::not_found("media file");
     }
-    let dir = engine.settings().data_dir.join("bots").join(bot_id).join("media");
+    let dir = engine
+        .settings()
+        .data_dir
+        .join("bots")
+        .join(bot_id)
+        .join("media");
     let path = dir.join(&file);
     // Refuse symlinks that lead out of the media folder.
     let inside = match (dir.canonicalize(), path.canonicalize()) {
@@ -76,7 +87,8 @@ fn media(engine: &Engine, bot_id: &str, file: &str) -> Reply {
         _ => false,
     };
     match std::fs::read(&path) {
-        Ok(bytes) if inside => Reply::bytes(200, content_type(&file), bytes).with_header("Cache-Control", "public, max-age=3600"),
+        Ok(bytes) if inside => Reply::bytes(200, content_type(&file), bytes)
+            .with_header("Cache-Control", "public, max-age=3600"),
         _ => Reply::not_found("media file"),
     }
 }

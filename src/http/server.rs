@@ -20,14 +20,24 @@ pub struct Running {
 
 /// Binds `host:port` (`localhost` means 127.0.0.1; port 0 picks a free one) and starts
 /// `workers` threads answering requests.
-pub fn serve(state: Arc<AppState>, host: &str, port: u16, workers: usize) -> Result<Running, String> {
-    let host = if host == "localhost" { "127.0.0.1" } else { host };
+pub fn serve(
+    state: Arc<AppState>,
+    host: &str,
+    port: u16,
+    workers: usize,
+) -> Result<Running, String> {
+    let host = if host == "localhost" {
+        "127.0.0.1"
+    } else {
+        host
+    };
     let addr = (host, port)
         .to_socket_addrs()
         .map_err(|e| format!("cannot resolve host \"{host}\": {e}"))?
         .next()
         .ok_or_else(|| format!("host \"{host}\" has no address"))?;
-    let server = tiny_http::Server::http(addr).map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+    let server =
+        tiny_http::Server::http(addr).map_err(|e| format!("cannot listen on {addr}: {e}"))?;
     let addr = server
         .server_addr()
         .to_ip()
@@ -43,7 +53,12 @@ pub fn serve(state: Arc<AppState>, host: &str, port: u16, workers: usize) -> Res
                 .map_err(|e| format!("cannot start a worker thread: {e}"))
         })
         .collect::<Result<Vec<_>, _>>()?;
-    Ok(Running { server, workers, stopping, addr })
+    Ok(Running {
+        server,
+        workers,
+        stopping,
+        addr,
+    })
 }
 
 fn work(server: &tiny_http::Server, state: &AppState, stopping: &AtomicBool) {

@@ -14,19 +14,27 @@ pub struct FileStore {
 impl FileStore {
     /// A store rooted at `root` (normally `data/storage`).
     pub fn new(root: &Path) -> FileStore {
-        FileStore { root: root.to_path_buf() }
+        FileStore {
+            root: root.to_path_buf(),
+        }
     }
 
     fn ns_dir(&self, ns: Namespace, bot: &str) -> io::Result<PathBuf> {
         if !is_valid_bot_id(bot) {
-            return Err(io::Error::new(io::ErrorKind::InvalidInput, format!("invalid bot id {bot:?}")));
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("invalid bot id {bot:?}"),
+            ));
         }
         Ok(self.root.join("bots").join(bot).join(ns.dir_name()))
     }
 
     fn path(&self, ns: Namespace, bot: &str, key: &str) -> io::Result<PathBuf> {
         let name = hashed_name(key);
-        Ok(self.ns_dir(ns, bot)?.join(&name[..2]).join(format!("{name}.json")))
+        Ok(self
+            .ns_dir(ns, bot)?
+            .join(&name[..2])
+            .join(format!("{name}.json")))
     }
 }
 
@@ -38,8 +46,12 @@ impl Store for FileStore {
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(e),
         };
-        let record: Value = serde_json::from_slice(&bytes)
-            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("{}: {e}", path.display())))?;
+        let record: Value = serde_json::from_slice(&bytes).map_err(|e| {
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("{}: {e}", path.display()),
+            )
+        })?;
         // A different key with the same hash cannot happen in practice, but never hand one
         // conversation another's state.
         if record["key"].as_str() != Some(key) {
@@ -69,13 +81,17 @@ impl Store for FileStore {
             Err(e) => return Err(e),
         };
         for shard in shards.flatten() {
-            let Ok(files) = std::fs::read_dir(shard.path()) else { continue };
+            let Ok(files) = std::fs::read_dir(shard.path()) else {
+                continue;
+            };
             for file in files.flatten() {
                 let path = file.path();
                 if path.extension().and_then(|e| e.to_str()) != Some("json") {
                     continue;
                 }
-                let Ok(bytes) = std::fs::read(&path) else { continue };
+                let Ok(bytes) = std::fs::read(&path) else {
+                    continue;
+                };
                 let Ok(mut record) = serde_json::from_slice::<Value>(&bytes) else {
                     log::warn!("{}: unreadable state record skipped", path.display());
                     continue;
@@ -97,24 +113,50 @@ mod tests {
     fn hostile_keys_round_trip_inside_the_root() {
         let dir = std::env::temp_dir().join(format!("botd-store-{}", std::process::id()));
         let store = FileStore::new(&dir);
-        let keys = ["../../etc/passwd".to_string(), "a/b".to_string(), "😀".repeat(1024), "api::u1".to_string()];
+        let keys = [
+            "../../etc/passwd".to_string(),
+            "a/b".to_string(),
+            "😀".repeat(1024),
+            "api::u1".to_string(),
+        ];
         for (i, key) in keys.iter().enumerate() {
-            store.put(Namespace::Sessions, "welcome-bot", key, &json!({"n": i})).unwrap();
+            store
+                .put(Namespace::Sessions, "welcome-bot", key, &json!({"n": i}))
+                .unwrap();
         }
         for (i, key) in keys.iter().enumerate() {
-            assert_eq!(store.get(Namespace::Sessions, "welcome-bot", key).unwrap(), Some(json!({"n": i})));
-            assert_eq!(store.get(Namespace::Sessions, "other-bot", key).unwrap(), None);
+            assert_eq!(
+                store.get(Namespace::Sessions, "welcome-bot", key).unwrap(),
+                Some(json!({"n": i}))
+            );
+            assert_eq!(
+                store.get(Namespace::Sessions, "other-bot", key).unwrap(),
+                None
+            );
         }
         let mut seen = Vec::new();
-        store.scan(Namespace::Sessions, "welcome-bot", &mut |k, _| seen.push(k.to_string())).unwrap();
+        store
+            .scan(Namespace::Sessions, "welcome-bot", &mut |k, _| {
+                seen.push(k.to_string())
+            })
+            .unwrap();
         seen.sort();
         let mut expected = keys.to_vec();
         expected.sort();
         assert_eq!(seen, expected);
         assert!(!dir.parent().unwrap().join("etc").exists());
-        store.delete(Namespace::Sessions, "welcome-bot", &keys[0]).unwrap();
-        assert_eq!(store.get(Namespace::Sessions, "welcome-bot", &keys[0]).unwrap(), None);
-        assert!(store.put(Namespace::Users, "../evil", "k", &json!(1)).is_err());
+        store
+            .delete(Namespace::Sessions, "welcome-bot", &keys[0])
+            .unwrap();
+        assert_eq!(
+            store
+                .get(Namespace::Sessions, "welcome-bot", &keys[0])
+                .unwrap(),
+            None
+        );
+        assert!(store
+            .put(Namespace::Users, "../evil", "k", &json!(1))
+            .is_err());
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -48,10 +48,16 @@ pub trait Store: Send + Sync {
 /// file in the same folder, fsync, rename.
 pub fn atomic_write(path: &Path, bytes: &[u8]) -> io::Result<()> {
     use std::io::Write;
-    let dir = path.parent().ok_or_else(|| io::Error::other("path has no parent folder"))?;
+    let dir = path
+        .parent()
+        .ok_or_else(|| io::Error::other("path has no parent folder"))?;
     std::fs::create_dir_all(dir)?;
     let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
-    let tmp = dir.join(format!(".{name}.{}.{}.tmp", std::process::id(), unique_counter()));
+    let tmp = dir.join(format!(
+        ".{name}.{}.{}.tmp",
+        std::process::id(),
+        unique_counter()
+    ));
     let result = (|| {
         let mut file = std::fs::File::create(&tmp)?;
         file.write_all(bytes)?;
@@ -76,7 +82,9 @@ pub fn is_valid_bot_id(id: &str) -> bool {
     let bytes = id.as_bytes();
     bytes.len() >= 4
         && bytes.len() <= 64
-        && bytes.iter().all(|b| b.is_ascii_alphanumeric() || *b == b'_' || *b == b'-')
+        && bytes
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || *b == b'_' || *b == b'-')
         && bytes[0].is_ascii_alphanumeric()
         && bytes[bytes.len() - 1].is_ascii_alphanumeric()
 }
@@ -97,7 +105,19 @@ mod tests {
         for ok in ["welcome-bot", "abcd", "my_bot-2", "A1B2"] {
             assert!(is_valid_bot_id(ok), "{ok}");
         }
-        for bad in ["", "abc", "../x", "a/bc", "-abc", "abc-", "a b c", "___", "..", "bot.json", &"a".repeat(65)] {
+        for bad in [
+            "",
+            "abc",
+            "../x",
+            "a/bc",
+            "-abc",
+            "abc-",
+            "a b c",
+            "___",
+            "..",
+            "bot.json",
+            &"a".repeat(65),
+        ] {
             assert!(!is_valid_bot_id(bad), "{bad}");
         }
     }

@@ -31,7 +31,9 @@ impl Spool {
         let bytes = serde_json::to_vec(item)?;
         // The lock spans the write so that ids become visible in the order they were taken.
         let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
-        let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_micros() as u64);
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_micros() as u64);
         let id = now.max(*last + 1);
         atomic_write(&self.path(id), &bytes)?;
         *last = id;
@@ -95,7 +97,12 @@ mod tests {
         let c = spool.push(&json!("c")).unwrap();
         assert!(c > b);
         spool.remove(a).unwrap();
-        let items: Vec<Value> = spool.pending().unwrap().into_iter().map(|(_, v)| v).collect();
+        let items: Vec<Value> = spool
+            .pending()
+            .unwrap()
+            .into_iter()
+            .map(|(_, v)| v)
+            .collect();
         assert_eq!(items, vec![json!("b"), json!("c")]);
         let _ = std::fs::remove_dir_all(&dir);
     }

@@ -1,0 +1,49 @@
+# botd — the two commands a new machine needs are `make run` and `make test`.
+
+PREFIX   ?= /usr/local
+DATA_DIR ?= /var/lib/botd
+CARGO    ?= cargo
+BIN      := target/release/botd
+
+.PHONY: run build test check install bench bench-nlu clean
+
+## run: build the release binary and serve ./data on http://localhost:3000
+run: build
+	./$(BIN) run --data ./data
+
+build:
+	$(CARGO) build --release --locked
+
+## test: the whole suite (unit, engine transcripts, real-HTTP integration tests)
+test:
+	$(CARGO) test --locked --all-targets
+
+## check: formatting, lints, and `botd check` on the bundled bots
+check:
+	$(CARGO) fmt --check
+	$(CARGO) clippy --locked --all-targets -- -D warnings
+	$(CARGO) run --locked --quiet -- check --data ./data
+
+## install: binary, systemd unit, and the data folder (an existing one is never overwritten)
+install: build
+	install -D -m 0755 $(BIN) $(DESTDIR)$(PREFIX)/bin/botd
+	install -d $(DESTDIR)/etc/systemd/system
+	sed -e 's|@PREFIX@|$(PREFIX)|g' -e 's|@DATA_DIR@|$(DATA_DIR)|g' systemd/botd.service > $(DESTDIR)/etc/systemd/system/botd.service
+	@if [ -e "$(DESTDIR)$(DATA_DIR)/bots" ]; then \
+		echo "$(DESTDIR)$(DATA_DIR) exists: left as it is"; \
+	else \
+		install -d $(DESTDIR)$(DATA_DIR) && cp -R data/bots $(DESTDIR)$(DATA_DIR)/bots && echo "installed the bundled bots into $(DESTDIR)$(DATA_DIR)"; \
+	fi
+	@if [ -z "$(DESTDIR)" ] && [ "$$(id -u)" = 0 ]; then \
+		id -u botd >/dev/null 2>&1 || useradd --system --home-dir $(DATA_DIR) --shell /usr/sbin/nologin botd; \
+		chown -R botd:botd $(DATA_DIR); \
+		systemctl daemon-reload; \
+		echo "now: systemctl enable --now botd"; \
+	fi
+
+## bench-nlu: NLU accuracy and speed on ../shared/nlu-bench, written to bench/NLU.md
+bench-nlu:
+	$(CARGO) run --release --locked -- nlu-bench --data ../shared/nlu-bench --out bench/NLU.md
+
+clean:
+	$(CARGO) clean

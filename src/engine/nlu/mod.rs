@@ -1,0 +1,878 @@
+//! The embedded NLU: intents per context, language, entities and slots, as Botpress 11's
+//! `event.nlu` (spec §10), in plain Rust and small enough for a Raspberry Pi.
+//!
+//! - [`load_bot_nlu_files`] reads a bot's `intents/*.json` and `entities/*.json`.
+//! - [`Nlu::train`] builds one softmax classifier per context (each with a synthesised `none`
+//!   class), the entity extractors and a slot tagger.
+//! - [`Nlu::understand`] gives the §10 object; [`Nlu::mask_sensitive`] hides sensitive entities.
+
+pub mod classifier;
+pub mod entities;
+pub mod eval;
+pub mod features;
+pub mod language;
+pub mod slots;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Instant;
+
+use serde_json::{json, Value};
+
+use self::classifier::{Rng, Softmax, TrainConfig};
+use self::entities::{EntityExtractor, Extracted};
+use self::features::{normalize, FeatureConfig, Vectorizer};
+use self::slots::SlotTagger;
+use crate::engine::Problem;
+
+pub use self::eval::{cli_nlu_bench, cli_nlu_eval};
+pub use self::language::detect_language;
+
+/// One intent of a bot (`intents/<name>.json`).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct IntentDef {
+    pub name: String,
+    pub contexts: Vec<String>,
+    /// Example utterances, possibly with slot markup `[text](slotName)`.
+    pub utterances: Vec<String>,
+    pub slots: Vec<SlotDef>,
+}
+
+/// A slot of an intent and the entity types that may fill it.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct SlotDef {
+    pub name: String,
+    pub entities: Vec<String>,
+}
+
+/// One value of a list entity and its synonyms.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Occurrence {
+    pub name: String,
+    pub synonyms: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum EntityKind {
+    List {
+        fuzzy: bool,
+        occurrences: Vec<Occurrence>,
+    },
+    Pattern {
+        regex: String,
+    },
+}
+
+/// A custom entity of a bot (`entities/<id>.json`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct EntityDef {
+    pub name: String,
+    pub kind: EntityKind,
+    /// Matches are masked in the stored message text.
+    pub sensitive: bool,
+}
+
+/// Settings from the bot's `nlu.json`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct NluConfig {
+    /// `confidenceTreshold` (sic): the lowest confidence an intent is chosen at.
+    pub confidence_threshold: f64,
+}
+
+impl Default for NluConfig {
+    fn default() -> Self {
+        NluConfig {
+            confidence_threshold: DEFAULT_THRESHOLD,
+        }
+    }
+}
+
+impl NluConfig {
+    /// Botpress falls back to 0.7 when the configured value is outside [0, 1].
+    pub fn with_threshold(value: f64) -> NluConfig {
+        let confidence_threshold = if (0.0..=1.0).contains(&value) {
+            value
+        } else {
+            DEFAULT_THRESHOLD
+        };
+        NluConfig {
+            confidence_threshold,
+        }
+    }
+}
+
+const DEFAULT_THRESHOLD: f64 = 0.7;
+/// The z-score lead the top intent needs over the second when no intent reaches the threshold.
+const ZSCORE_LEAD: f64 = 1.15;
+/// How many predictions of each context model are merged into `intents`.
+const TOP_PER_CONTEXT: usize = 5;
+pub const NONE_INTENT: &str = "none";
+/// The hidden class of synthetic noise; reported as part of `none`.
+const SYNTHETIC_NONE: &str = "__synthetic_none__";
+
+// ---------------------------------------------------------------------------------------------
+// Loading
+
+fn string_list(v: Option<&Value>) -> Option<Vec<String>> {
+    v?.as_array()?
+        .iter()
+        .map(|s| s.as_str().map(str::to_string))
+        .collect()
+}
+
+/// Reads `intents/*.json` and `entities/*.json` of a bot folder. Problems name the file and
+/// field; a broken file is skipped, the others still load. Files are read in name order.
+pub fn load_bot_nlu_files(bot_dir: &Path) -> (Vec<IntentDef>, Vec<EntityDef>, Vec<Problem>) {
+    let mut problems = Vec::new();
+    let mut intents = Vec::new();
+    let mut entity_defs = Vec::new();
+    for (path, json) in read_json_dir(&bot_dir.join("intents"), &mut problems) {
+        if let Some(intent) = parse_intent(&path, &json, &mut problems) {
+            intents.push(intent);
+        }
+    }
+    for (path, json) in read_json_dir(&bot_dir.join("entities"), &mut problems) {
+        if let Some(e) = parse_entity(&path, &json, &mut problems) {
+            entity_defs.push(e);
+        }
+    }
+    (intents, entity_defs, problems)
+}
+
+fn read_json_dir(dir: &Path, problems: &mut Vec<Problem>) -> Vec<(std::path::PathBuf, Value)> {
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return Vec::new(); // A bot without intents or entities is fine.
+    };
+    let mut paths: Vec<_> = rd
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().and_then(|e| e.to_str()) == Some("json"))
+        .collect();
+    paths.sort();
+    let mut out = Vec::new();
+    for p in paths {
+        let shown = p.display().to_string();
+        match std::fs::read_to_string(&p) {
+            Err(e) => problems.push(Problem::new(shown, format!("cannot read: {e}"))),
+            Ok(s) => match serde_json::from_str::<Value>(&s) {
+                Err(e) => problems.push(Problem::new(shown, format!("invalid JSON: {e}"))),
+                Ok(v) if !v.is_object() => {
+                    problems.push(Problem::new(shown, "expected a JSON object"))
+                }
+                Ok(v) => out.push((p, v)),
+            },
+        }
+    }
+    out
+}
+
+fn parse_intent(path: &Path, json: &Value, problems: &mut Vec<Problem>) -> Option<IntentDef> {
+    let shown = path.display().to_string();
+    // Botpress takes the intent name from the file name, not from the `name` field.
+    let name = path.file_stem()?.to_string_lossy().to_string();
+    let contexts = match json.get("contexts") {
+        None | Some(Value::Null) => vec!["global".to_string()],
+        v => match string_list(v) {
+            Some(c) if c.is_empty() => vec!["global".to_string()],
+            Some(c) => c,
+            None => {
+                problems.push(Problem::new(
+                    &shown,
+                    "field `contexts` must be an array of strings",
+                ));
+                vec!["global".to_string()]
+            }
+        },
+    };
+    // v11 has a plain array; later versions key utterances by language. Take `en`, else the
+    // first language.
+    let utterances = match json.get("utterances") {
+        None | Some(Value::Null) => Vec::new(),
+        Some(Value::Object(by_lang)) => {
+            let v = by_lang.get("en").or_else(|| by_lang.values().next());
+            match string_list(v) {
+                Some(u) => u,
+                None => {
+                    problems.push(Problem::new(
+                        &shown,
+                        "field `utterances` must hold arrays of strings",
+                    ));
+                    return None;
+                }
+            }
+        }
+        v => match string_list(v) {
+            Some(u) => u,
+            None => {
+                problems.push(Problem::new(
+                    &shown,
+                    "field `utterances` must be an array of strings",
+                ));
+                return None;
+            }
+        },
+    };
+    let mut slots = Vec::new();
+    match json.get("slots") {
+        None | Some(Value::Null) => {}
+        Some(Value::Array(arr)) => {
+            for (i, s) in arr.iter().enumerate() {
+                let Some(sname) = s.get("name").and_then(Value::as_str) else {
+                    problems.push(Problem::new(
+                        &shown,
+                        format!("field `slots[{i}].name` must be a string"),
+                    ));
+                    continue;
+                };
+                let mut entities = string_list(s.get("entities")).unwrap_or_default();
+                if let Some(e) = s.get("entity").and_then(Value::as_str) {
+                    if !entities.iter().any(|x| x == e) {
+                        entities.push(e.to_string());
+                    }
+                }
+                slots.push(SlotDef {
+                    name: sname.to_string(),
+                    entities,
+                });
+            }
+        }
+        Some(_) => problems.push(Problem::new(&shown, "field `slots` must be an array")),
+    }
+    Some(IntentDef {
+        name,
+        contexts,
+        utterances,
+        slots,
+    })
+}
+
+fn parse_entity(path: &Path, json: &Value, problems: &mut Vec<Problem>) -> Option<EntityDef> {
+    let shown = path.display().to_string();
+    let name = match json.get("name").and_then(Value::as_str) {
+        Some(n) if !n.is_empty() => n.to_string(),
+        _ => path.file_stem()?.to_string_lossy().to_string(),
+    };
+    let sensitive = json
+        .get("sensitive")
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
+    let kind = match json.get("type").and_then(Value::as_str) {
+        Some("list") => {
+            let fuzzy = json.get("fuzzy").and_then(Value::as_bool).unwrap_or(false);
+            let raw = json.get("occurences").or_else(|| json.get("occurrences"));
+            let mut occurrences = Vec::new();
+            match raw {
+                None | Some(Value::Null) => {}
+                Some(Value::Array(arr)) => {
+                    for (i, o) in arr.iter().enumerate() {
+                        let Some(oname) = o.get("name").and_then(Value::as_str) else {
+                            problems.push(Problem::new(
+                                &shown,
+                                format!("field `occurences[{i}].name` must be a string"),
+                            ));
+                            continue;
+                        };
+                        let synonyms = match o.get("synonyms") {
+                            None | Some(Value::Null) => Vec::new(),
+                            v => string_list(v).unwrap_or_else(|| {
+                                problems.push(Problem::new(
+                                    &shown,
+                                    format!(
+                                        "field `occurences[{i}].synonyms` must be an array of strings"
+                                    ),
+                                ));
+                                Vec::new()
+                            }),
+                        };
+                        occurrences.push(Occurrence {
+                            name: oname.to_string(),
+                            synonyms,
+                        });
+                    }
+                }
+                Some(_) => {
+                    problems.push(Problem::new(&shown, "field `occurences` must be an array"))
+                }
+            }
+            EntityKind::List { fuzzy, occurrences }
+        }
+        Some("pattern") => {
+            let Some(p) = json.get("pattern").and_then(Value::as_str) else {
+                problems.push(Problem::new(
+                    &shown,
+                    "field `pattern` must be a string for a pattern entity",
+                ));
+                return None;
+            };
+            if let Err(e) = entities::compile_pattern(p) {
+                problems.push(Problem::new(
+                    &shown,
+                    format!("field `pattern` is not a valid regular expression: {e}"),
+                ));
+                return None;
+            }
+            EntityKind::Pattern {
+                regex: p.to_string(),
+            }
+        }
+        other => {
+            problems.push(Problem::new(
+                &shown,
+                format!(
+                    "field `type` must be \"list\" or \"pattern\", not {}",
+                    other.map(|s| format!("{s:?}")).unwrap_or("missing".into())
+                ),
+            ));
+            return None;
+        }
+    };
+    Some(EntityDef {
+        name,
+        kind,
+        sensitive,
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
+// Slot markup
+
+/// A slot span in a training utterance, byte offsets into the stripped text.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MarkedSlot {
+    pub slot: String,
+    pub start: usize,
+    pub end: usize,
+}
+
+/// Removes `[text](slotName)` markup, returning the plain text and the slot spans.
+pub fn strip_slot_markup(utterance: &str) -> (String, Vec<MarkedSlot>) {
+    let mut out = String::with_capacity(utterance.len());
+    let mut spans = Vec::new();
+    let mut rest = utterance;
+    while let Some(open) = rest.find('[') {
+        let after = &rest[open + 1..];
+        let parsed = after.find("](").and_then(|close| {
+            let tail = &after[close + 2..];
+            let end_paren = tail.find(')')?;
+            let slot = &tail[..end_paren];
+            let inner = &after[..close];
+            if slot.is_empty() || inner.contains('[') || slot.contains(['(', '[', ']']) {
+                return None;
+            }
+            Some((inner, slot, close + 2 + end_paren + 1))
+        });
+        match parsed {
+            Some((inner, slot, consumed)) => {
+                out.push_str(&rest[..open]);
+                let start = out.len();
+                out.push_str(inner);
+                spans.push(MarkedSlot {
+                    slot: slot.trim().to_string(),
+                    start,
+                    end: out.len(),
+                });
+                rest = &after[consumed..];
+            }
+            None => {
+                out.push_str(&rest[..open + 1]);
+                rest = after;
+            }
+        }
+    }
+    out.push_str(rest);
+    (out, spans)
+}
+
+// ---------------------------------------------------------------------------------------------
+// The model
+
+/// The intent model of one context: its classes (intent names, `none` last) and classifier.
+#[derive(Debug, Clone)]
+struct ContextModel {
+    context: String,
+    classes: Vec<String>,
+    vectorizer: Vectorizer,
+    classifier: Softmax,
+}
+
+/// The trained NLU of one bot.
+#[derive(Debug, Clone)]
+pub struct Nlu {
+    config: NluConfig,
+    contexts: Vec<ContextModel>,
+    intents: Vec<IntentDef>,
+    entities: EntityExtractor,
+    sensitive: Vec<String>,
+    tagger: Option<SlotTagger>,
+}
+
+/// One prediction in `intents`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct IntentScore {
+    pub name: String,
+    pub confidence: f64,
+    pub context: String,
+}
+
+/// Training options used by [`Nlu::train`] and the benchmark.
+#[derive(Debug, Clone, Copy)]
+pub struct IntentTraining {
+    pub features: FeatureConfig,
+    pub train: TrainConfig,
+    /// Synthesise a `none` class (random noise plus other contexts' utterances).
+    pub synth_none: bool,
+}
+
+impl Default for IntentTraining {
+    fn default() -> Self {
+        IntentTraining {
+            features: FeatureConfig::default(),
+            train: TrainConfig::default(),
+            synth_none: true,
+        }
+    }
+}
+
+/// Name-giving answers ("my name is X"), frequent right after a bot asks for a name.
+const NAME_TEMPLATES: &[&str] = &[
+    "my name is {}",
+    "i am {}",
+    "call me {}",
+    "it's {}",
+    "{} here",
+    "{}",
+];
+
+fn word_set(s: &str) -> std::collections::HashSet<&str> {
+    features::word_tokens(s).into_iter().collect()
+}
+
+/// Name-giving answers with pseudo-names, minus those that resemble the context's own
+/// utterances (word-set Jaccard similarity ≥ 0.5: then the bot is about names).
+///
+/// Why only names: generic small talk and everyday requests were tried as `none` examples
+/// too; they pulled real questions into `none` (Braun corpora with a real `None` class lost
+/// 18-25 of 274 test utterances), while names are what a bot hears right after "what is
+/// your name?".
+fn generic_off_topic(rng: &mut Rng, own: &[String]) -> Vec<String> {
+    let own_sets: Vec<_> = own.iter().map(|u| word_set(u)).collect();
+    let mut candidates: Vec<String> = Vec::new();
+    for t in NAME_TEMPLATES {
+        let name = noise_utterances(rng, 1).pop().unwrap_or_default();
+        candidates.push(t.replace("{}", &name));
+    }
+    candidates
+        .into_iter()
+        .filter(|c| {
+            let cs = word_set(c);
+            !own_sets.iter().any(|o| {
+                let inter = cs.intersection(o).count() as f64;
+                let union = cs.union(o).count().max(1) as f64;
+                inter / union >= 0.5
+            })
+        })
+        .collect()
+}
+
+/// Random strings that look like nothing a bot was trained on: letter soup, digit runs,
+/// punctuation, and short "words" of the kind people's names are made of.
+fn noise_utterances(rng: &mut Rng, n: usize) -> Vec<String> {
+    const LETTERS: &[u8] = b"abcdefghijklmnopqrstuvwxyz";
+    const VOWELS: &[u8] = b"aeiouy";
+    const CONSONANTS: &[u8] = b"bcdfghjklmnprstvwxz";
+    const PUNCT: &[u8] = b"!?&#^*$%()-_=+.,;:'\"/@";
+    let mut out = Vec::with_capacity(n);
+    for i in 0..n {
+        let mut s = String::new();
+        match i % 4 {
+            0 => {
+                // Pronounceable pseudo-words, e.g. names.
+                let words = 1 + rng.below(2);
+                for w in 0..words {
+                    if w > 0 {
+                        s.push(' ');
+                    }
+                    let syll = 2 + rng.below(2);
+                    for _ in 0..syll {
+                        s.push(CONSONANTS[rng.below(CONSONANTS.len())] as char);
+                        s.push(VOWELS[rng.below(VOWELS.len())] as char);
+                        if rng.below(3) == 0 {
+                            s.push(CONSONANTS[rng.below(CONSONANTS.len())] as char);
+                        }
+                    }
+                }
+            }
+            1 => {
+                let len = 3 + rng.below(8);
+                for _ in 0..len {
+                    s.push(LETTERS[rng.below(LETTERS.len())] as char);
+                }
+            }
+            2 => {
+                let len = 3 + rng.below(8);
+                for _ in 0..len {
+                    s.push((b'0' + rng.below(10) as u8) as char);
+                }
+            }
+            _ => {
+                let len = 3 + rng.below(10);
+                for _ in 0..len {
+                    s.push(PUNCT[rng.below(PUNCT.len())] as char);
+                }
+            }
+        }
+        out.push(s);
+    }
+    out
+}
+
+impl ContextModel {
+    fn train(
+        context: &str,
+        intents: &[IntentDef],
+        opts: &IntentTraining,
+        seed: u64,
+    ) -> ContextModel {
+        let mut classes: Vec<String> = Vec::new();
+        let mut texts: Vec<String> = Vec::new();
+        let mut ys: Vec<usize> = Vec::new();
+        let mut none_texts: Vec<String> = Vec::new();
+        for intent in intents {
+            let is_none = intent.name.eq_ignore_ascii_case(NONE_INTENT);
+            let in_context = intent.contexts.iter().any(|c| c == context);
+            let plain = intent
+                .utterances
+                .iter()
+                .map(|u| normalize(&strip_slot_markup(u).0))
+                .filter(|u| !u.is_empty());
+            if is_none {
+                none_texts.extend(plain);
+            } else if in_context {
+                let idx = match classes.iter().position(|c| c == &intent.name) {
+                    Some(i) => i,
+                    None => {
+                        classes.push(intent.name.clone());
+                        classes.len() - 1
+                    }
+                };
+                for u in plain {
+                    texts.push(u);
+                    ys.push(idx);
+                }
+            } else if opts.synth_none {
+                // Another context's utterances are off-topic here.
+                none_texts.extend(plain);
+            }
+        }
+        let mut synthetic: Vec<String> = Vec::new();
+        if opts.synth_none {
+            let mut rng = Rng::new(seed);
+            let avg = if classes.is_empty() {
+                10
+            } else {
+                texts.len() / classes.len()
+            };
+            // Cap borrowed off-topic utterances so `none` does not swamp a small context.
+            let cap = (avg * 3).max(30);
+            if none_texts.len() > cap {
+                rng.shuffle(&mut none_texts);
+                none_texts.truncate(cap);
+            }
+            synthetic.extend(noise_utterances(&mut rng, avg.clamp(12, 60)));
+            synthetic.extend(generic_off_topic(&mut rng, &texts));
+        }
+        // Real off-topic language (the bot's `none` intent, other contexts) and synthetic
+        // noise are two classes, so that neither dilutes the other under class balancing;
+        // their probabilities are added up as `none` when predicting.
+        for (name, examples) in [(NONE_INTENT, none_texts), (SYNTHETIC_NONE, synthetic)] {
+            if examples.is_empty() {
+                continue;
+            }
+            classes.push(name.to_string());
+            let idx = classes.len() - 1;
+            for t in examples {
+                texts.push(t);
+                ys.push(idx);
+            }
+        }
+        if classes.is_empty() {
+            classes.push(NONE_INTENT.to_string());
+        }
+        let vectorizer = Vectorizer::fit(opts.features, &texts);
+        let xs: Vec<_> = texts.iter().map(|t| vectorizer.transform(t)).collect();
+        let mut tc = opts.train;
+        // Small bots need more passes to become confident; big ones converge in ~20.
+        let n = xs.len().max(1);
+        tc.epochs = tc.epochs.max((20_000 / n).min(400));
+        tc.seed = seed;
+        let classifier = Softmax::train(&xs, &ys, classes.len(), &tc);
+        ContextModel {
+            context: context.to_string(),
+            classes,
+            vectorizer,
+            classifier,
+        }
+    }
+
+    fn predict(&self, normalized: &str) -> Vec<IntentScore> {
+        let x = self.vectorizer.transform(normalized);
+        let p = self.classifier.predict_proba(&x);
+        let mut scores: Vec<IntentScore> = Vec::with_capacity(self.classes.len());
+        let mut none = 0.0;
+        let mut has_none = false;
+        for (c, p) in self.classes.iter().zip(p) {
+            if c == NONE_INTENT || c == SYNTHETIC_NONE {
+                none += p as f64;
+                has_none = true;
+            } else {
+                scores.push(IntentScore {
+                    name: c.clone(),
+                    confidence: p as f64,
+                    context: self.context.clone(),
+                });
+            }
+        }
+        if has_none {
+            scores.push(IntentScore {
+                name: NONE_INTENT.to_string(),
+                confidence: none,
+                context: self.context.clone(),
+            });
+        }
+        scores.sort_by(|a, b| b.confidence.total_cmp(&a.confidence));
+        scores
+    }
+}
+
+/// Stable per-context seed so that training is reproducible.
+fn seed_of(s: &str) -> u64 {
+    features::fnv1a(7, s.as_bytes())
+}
+
+/// Every context named by the intents, in first-seen order (`global` when there is none).
+fn all_contexts(intents: &[IntentDef]) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for i in intents {
+        if i.name.eq_ignore_ascii_case(NONE_INTENT) {
+            continue;
+        }
+        for c in &i.contexts {
+            if !out.contains(c) {
+                out.push(c.clone());
+            }
+        }
+    }
+    out
+}
+
+/// Picks `intent` from the merged, sorted predictions as §10 describes.
+pub fn choose_intent(sorted: &[IntentScore], threshold: f64) -> IntentScore {
+    if let Some(best) = sorted.iter().find(|s| s.confidence >= threshold) {
+        return best.clone();
+    }
+    if sorted.len() >= 3 {
+        let n = sorted.len() as f64;
+        let mean = sorted.iter().map(|s| s.confidence).sum::<f64>() / n;
+        let var = sorted
+            .iter()
+            .map(|s| (s.confidence - mean).powi(2))
+            .sum::<f64>()
+            / n;
+        let std = var.sqrt();
+        if std > 0.0 {
+            let z0 = (sorted[0].confidence - mean) / std;
+            let z1 = (sorted[1].confidence - mean) / std;
+            if z0 - z1 >= ZSCORE_LEAD {
+                return sorted[0].clone();
+            }
+        }
+    }
+    IntentScore {
+        name: NONE_INTENT.to_string(),
+        confidence: 1.0,
+        context: "global".to_string(),
+    }
+}
+
+fn round4(x: f64) -> f64 {
+    (x * 10_000.0).round() / 10_000.0
+}
+
+impl Nlu {
+    pub fn train(intents: &[IntentDef], entities: &[EntityDef], config: &NluConfig) -> Nlu {
+        Nlu::train_with(intents, entities, config, &IntentTraining::default())
+    }
+
+    /// [`Nlu::train`] with explicit classifier options (used by the benchmark).
+    pub fn train_with(
+        intents: &[IntentDef],
+        entities: &[EntityDef],
+        config: &NluConfig,
+        opts: &IntentTraining,
+    ) -> Nlu {
+        let contexts = all_contexts(intents)
+            .iter()
+            .map(|c| ContextModel::train(c, intents, opts, seed_of(c)))
+            .collect();
+        let extractor = EntityExtractor::new(entities);
+        let tagger = SlotTagger::train_for_intents(intents, &extractor);
+        Nlu {
+            config: NluConfig::with_threshold(config.confidence_threshold),
+            contexts,
+            intents: intents.to_vec(),
+            entities: extractor,
+            sensitive: entities
+                .iter()
+                .filter(|e| e.sensitive)
+                .map(|e| e.name.clone())
+                .collect(),
+            tagger,
+        }
+    }
+
+    /// Merged predictions of the context models in `included_contexts` (all when empty):
+    /// top 5 per context, sorted by confidence, de-duplicated by name (highest kept, except
+    /// `none`: lowest kept); and the contexts used.
+    pub fn predict_intents(
+        &self,
+        text: &str,
+        included_contexts: &[String],
+    ) -> (Vec<IntentScore>, Vec<String>) {
+        let normalized = normalize(text);
+        let mut merged = Vec::new();
+        let mut used = Vec::new();
+        for m in &self.contexts {
+            if !included_contexts.is_empty() && !included_contexts.contains(&m.context) {
+                continue;
+            }
+            let preds = m.predict(&normalized);
+            if !preds.is_empty() && !used.contains(&m.context) {
+                used.push(m.context.clone());
+            }
+            merged.extend(preds.into_iter().take(TOP_PER_CONTEXT));
+        }
+        // Each context's `none` learned the other contexts' utterances as off-topic, so the
+        // text is off-topic for the bot only as much as the least sure context says: keep the
+        // lowest `none`, not the highest, when several contexts are merged.
+        if let Some(min_none) = merged
+            .iter()
+            .filter(|s| s.name == NONE_INTENT)
+            .min_by(|a, b| a.confidence.total_cmp(&b.confidence))
+            .cloned()
+        {
+            merged.retain(|s| s.name != NONE_INTENT);
+            merged.push(min_none);
+        }
+        merged.sort_by(|a, b| b.confidence.total_cmp(&a.confidence));
+        let mut seen = std::collections::HashSet::new();
+        merged.retain(|s| seen.insert(s.name.clone()));
+        (merged, used)
+    }
+
+    /// The §10 `event.nlu` object. `now_ms` is Unix time in ms for resolving `time` entities (UTC).
+    pub fn understand(&self, text: &str, included_contexts: &[String], now_ms: i64) -> Value {
+        let started = Instant::now();
+        let (intents, used) = self.predict_intents(text, included_contexts);
+        let intent = choose_intent(&intents, self.config.confidence_threshold);
+        let extracted = self.entities.extract(text, now_ms);
+        let slots = self.extract_slots(text, &intent.name, &extracted);
+        let score_json = |s: &IntentScore| json!({"name": s.name, "confidence": round4(s.confidence), "context": s.context});
+        json!({
+            "language": detect_language(text),
+            "includedContexts": used,
+            "intent": score_json(&intent),
+            "intents": intents.iter().map(score_json).collect::<Vec<_>>(),
+            "entities": extracted.iter().map(|e| e.to_json(text)).collect::<Vec<_>>(),
+            "slots": slots,
+            "errored": false,
+            "ms": started.elapsed().as_millis() as u64,
+        })
+    }
+
+    fn extract_slots(&self, text: &str, intent: &str, extracted: &[Extracted]) -> Value {
+        let mut out = serde_json::Map::new();
+        let Some(def) = self.intents.iter().find(|i| i.name == intent) else {
+            return Value::Object(out);
+        };
+        if def.slots.is_empty() {
+            return Value::Object(out);
+        }
+        let found = match &self.tagger {
+            Some(t) => t.slots_for(text, def, extracted),
+            None => slots::slots_from_entities(text, def, extracted),
+        };
+        let mut by_name: BTreeMap<String, Vec<Value>> = BTreeMap::new();
+        for s in found {
+            by_name
+                .entry(s.name.clone())
+                .or_default()
+                .push(s.to_json(text));
+        }
+        for (name, mut values) in by_name {
+            // Botpress 11 gives an array only when a slot repeats.
+            let v = if values.len() == 1 {
+                values.pop().unwrap_or(Value::Null)
+            } else {
+                Value::Array(values)
+            };
+            out.insert(name, v);
+        }
+        Value::Object(out)
+    }
+
+    /// The same text with every `sensitive` entity's characters replaced by '*'.
+    pub fn mask_sensitive(&self, text: &str, nlu: &Value) -> String {
+        let mut chars: Vec<char> = text.chars().collect();
+        let Some(list) = nlu.get("entities").and_then(Value::as_array) else {
+            return text.to_string();
+        };
+        for e in list {
+            let name = e.get("name").and_then(Value::as_str).unwrap_or("");
+            let flagged = e
+                .pointer("/meta/sensitive")
+                .and_then(Value::as_bool)
+                .unwrap_or(false);
+            if !flagged && !self.sensitive.iter().any(|s| s == name) {
+                continue;
+            }
+            let start = e.pointer("/meta/start").and_then(Value::as_u64);
+            let end = e.pointer("/meta/end").and_then(Value::as_u64);
+            let source = e.pointer("/meta/source").and_then(Value::as_str);
+            match (start, end) {
+                (Some(s), Some(en))
+                    if (s as usize) <= (en as usize) && (en as usize) <= chars.len() =>
+                {
+                    for c in &mut chars[s as usize..en as usize] {
+                        if !c.is_whitespace() {
+                            *c = '*';
+                        }
+                    }
+                }
+                _ => {
+                    // Offsets do not fit this text: fall back to the matched source string.
+                    if let Some(src) = source.filter(|s| !s.is_empty()) {
+                        let masked: String = chars.iter().collect();
+                        let stars = "*".repeat(src.chars().count());
+                        chars = masked.replace(src, &stars).chars().collect();
+                    }
+                }
+            }
+        }
+        chars.into_iter().collect()
+    }
+
+    /// Approximate model size in bytes (classifiers, IDF tables and the slot tagger).
+    pub fn size_bytes(&self) -> usize {
+        self.contexts
+            .iter()
+            .map(|m| m.classifier.size_bytes() + m.vectorizer.size_bytes())
+            .sum::<usize>()
+            + self.tagger.as_ref().map_or(0, |t| t.size_bytes())
+    }
+
+    pub fn config(&self) -> &NluConfig {
+        &self.config
+    }
+}
+
+#[cfg(test)]
+mod tests;
