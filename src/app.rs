@@ -2,6 +2,7 @@
 //! thread (janitor, bot reloads) and the graceful stop on SIGTERM/SIGINT.
 
 use crate::channels::converse::Converse;
+use crate::channels::messenger::Messenger;
 use crate::channels::telegram::Telegram;
 use crate::config::Settings;
 use crate::engine::Engine;
@@ -35,7 +36,12 @@ pub fn run(data_dir: &Path) -> i32 {
     if engine.bot_ids().is_empty() {
         log::warn!("no bot loaded from {}/bots", data_dir.display());
     }
-    let routes: Vec<Arc<dyn Route>> = vec![Arc::new(Converse::new(engine.clone()))];
+    let mut routes: Vec<Arc<dyn Route>> = vec![Arc::new(Converse::new(engine.clone()))];
+    let messenger = Messenger::start(engine.clone());
+    if let Some(m) = &messenger {
+        routes.extend(m.route());
+        engine.set_proactive_sink("messenger", m.proactive_sink());
+    }
     let state = Arc::new(AppState {
         engine: engine.clone(),
         started,
@@ -80,6 +86,9 @@ pub fn run(data_dir: &Path) -> i32 {
     }
     log::info!("stopping: finishing requests in flight");
     running.stop();
+    if let Some(m) = &messenger {
+        m.stop();
+    }
     if let Some(telegram) = telegram {
         telegram.stop();
     }
