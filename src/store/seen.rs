@@ -7,7 +7,7 @@
 
 use super::atomic_write;
 use sha2::{Digest, Sha256};
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
@@ -26,6 +26,8 @@ struct Inner {
     times: HashMap<u64, u64>,
     /// Insertion order, for pruning (entries taken back stay here until pruned).
     order: VecDeque<(u64, u64)>,
+    /// Claims whose work is not durable yet: never written, never compacted in.
+    uncommitted: HashSet<u64>,
     /// Log lines not yet written.
     unwritten: Vec<String>,
     file: Option<File>,
@@ -55,6 +57,7 @@ impl SeenSet {
             inner: Mutex::new(Inner {
                 times: HashMap::new(),
                 order: VecDeque::new(),
+                uncommitted: HashSet::new(),
                 unwritten: Vec::new(),
                 file: None,
                 file_lines: 0,
@@ -103,8 +106,9 @@ impl SeenSet {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Records `id` in memory; `true` when it was not seen before. Call [`SeenSet::flush`] to
-    /// make it durable.
+    /// Records `id` in memory; `true` when it was not seen before. The claim stops concurrent
+    /// duplicates at once but is written to disk only after [`SeenSet::commit`] (once the work
+    /// it stands for is durable) and [`SeenSet::flush`].
     pub fn claim(&self, id: &str) -> bool {
         let h = hash_id(id);
         let now = now_secs();
@@ -115,21 +119,36 @@ impl SeenSet {
         }
         inner.times.insert(h, now);
         inner.order.push_back((h, now));
-        inner.unwritten.push(format!("{h:016x} {now}\n"));
+        inner.uncommitted.insert(h);
         true
+    }
+
+    /// Queues a claim for writing: the work it stands for is durable now.
+    pub fn commit(&self, id: &str) {
+        let h = hash_id(id);
+        let mut inner = self.lock();
+        if inner.uncommitted.remove(&h) {
+            if let Some(t) = inner.times.get(&h).copied() {
+                inner.unwritten.push(format!("{h:016x} {t}\n"));
+            }
+        }
     }
 
     /// Takes back a claim whose work could not be accepted after all.
     pub fn release(&self, id: &str) {
         let h = hash_id(id);
         let mut inner = self.lock();
-        if inner.times.remove(&h).is_some() {
-            let line = format!("{h:016x} ");
-            if let Some(pos) = inner.unwritten.iter().position(|l| l.starts_with(&line)) {
-                inner.unwritten.remove(pos);
-            } else {
-                inner.unwritten.push(format!("-{h:016x}\n"));
-            }
+        if inner.times.remove(&h).is_none() {
+            return;
+        }
+        if inner.uncommitted.remove(&h) {
+            return;
+        }
+        let line = format!("{h:016x} ");
+        if let Some(pos) = inner.unwritten.iter().position(|l| l.starts_with(&line)) {
+            inner.unwritten.remove(pos);
+        } else {
+            inner.unwritten.push(format!("-{h:016x}\n"));
         }
     }
 
@@ -187,7 +206,7 @@ impl SeenSet {
     fn compact(&self, inner: &mut Inner) -> io::Result<()> {
         let mut text = String::with_capacity(inner.times.len() * 28);
         for (h, t) in &inner.order {
-            if inner.times.get(h) == Some(t) {
+            if inner.times.get(h) == Some(t) && !inner.uncommitted.contains(h) {
                 text.push_str(&format!("{h:016x} {t}\n"));
             }
         }
@@ -220,6 +239,7 @@ impl SeenSet {
             }
             inner.order.pop_front();
             inner.times.remove(&h);
+            inner.uncommitted.remove(&h);
         }
     }
 }
@@ -243,6 +263,10 @@ mod tests {
         assert!(!set.claim("m1"));
         assert!(set.claim("../../etc/passwd"));
         assert!(set.claim("m3"));
+        assert!(set.claim("not-committed"));
+        for id in ["m1", "../../etc/passwd", "m3"] {
+            set.commit(id);
+        }
         set.flush().unwrap();
         set.release("m3");
         set.flush().unwrap();
@@ -255,6 +279,10 @@ mod tests {
         let set = SeenSet::open(&path, Duration::from_secs(3600), 1000).unwrap();
         assert!(set.contains("m1") && set.contains("../../etc/passwd"));
         assert!(!set.contains("m3"));
+        assert!(
+            !set.contains("not-committed"),
+            "a claim is written only once committed"
+        );
         assert!(!set.claim("m1"));
         assert!(set.claim("m3"));
         let _ = std::fs::remove_dir_all(path.parent().unwrap());
@@ -266,6 +294,7 @@ mod tests {
         let set = SeenSet::open(&path, Duration::from_secs(3600), 100).unwrap();
         for i in 0..5000 {
             assert!(set.claim(&format!("m{i}")));
+            set.commit(&format!("m{i}"));
             if i % 10 == 0 {
                 set.flush().unwrap();
             }

@@ -282,6 +282,7 @@ impl Messenger {
         for (_, record) in Spool::open(&dir.join("inbound"))?.pending()? {
             if let Some(id) = record["item"]["seen"].as_str() {
                 seen.claim(id);
+                seen.commit(id);
             }
         }
         seen.flush()?;

@@ -239,14 +239,15 @@ impl Webhook {
             // Facebook does not promise order inside a batch; timestamps do.
             list.sort_by_key(|(t, _, _)| *t);
             let dedupes: Vec<String> = list.iter().map(|(_, d, _)| d.clone()).collect();
-            if let Err(e) = self
-                .inbound
-                .push(&key, list.into_iter().map(|(_, _, item)| item).collect())
-            {
-                for d in &dedupes {
-                    self.seen.release(d);
+            let items = list.into_iter().map(|(_, _, item)| item).collect();
+            match self.inbound.push(&key, items) {
+                // Only now may the ids reach the disk: a crash before this line loses the
+                // claim with the event, and Facebook's retry is taken as new.
+                Ok(()) => dedupes.iter().for_each(|d| self.seen.commit(d)),
+                Err(e) => {
+                    dedupes.iter().for_each(|d| self.seen.release(d));
+                    failed = Some(e);
                 }
-                failed = Some(e);
             }
         }
         if let Err(e) = self.seen.flush() {
