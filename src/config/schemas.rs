@@ -14,16 +14,16 @@ pub fn schema(module: &str) -> Option<Value> {
         "channel-messenger" => json!({
             "enabled": {"type": "boolean", "default": false, "description": "Turns Messenger on for this bot (per bot)."},
             "accessToken": {"type": "string", "description": "Page Access Token of the Facebook Page this bot answers (per bot)."},
-            "appSecret": {"type": "string", "description": "App Secret of the Facebook App, used to check X-Hub-Signature(-256) on every webhook call (global)."},
-            "verifyToken": {"type": "string", "description": "The token you type in the Facebook webhook setup; checked on the verification handshake (global)."},
+            "appSecret": {"type": "string", "description": "App Secret of the Facebook App, used to check X-Hub-Signature-256 (or X-Hub-Signature) on every webhook call (global). Empty: no webhook is registered."},
+            "verifyToken": {"type": "string", "description": "The token you type in the Facebook webhook setup; checked on the verification handshake (global). Empty: no webhook is registered."},
             "greeting": {"type": "string", "description": "Messenger profile greeting text (per bot). Absent: the greeting is deleted."},
-            "getStarted": {"type": "string", "description": "Payload of the Get Started button (per bot); a tap arrives as a postback with this text."},
+            "getStarted": {"type": "string", "description": "Payload of the Get Started button (per bot); a tap arrives as a callback event with this text. Absent: left as it is on Facebook."},
             "persistentMenu": {"type": "array", "default": [], "description": "Messenger persistent menu, as the Messenger Platform defines it (per bot). Empty: the menu is deleted."},
-            "graphApiBase": {"type": "string", "default": "https://graph.facebook.com", "description": "Base URL of the Graph API (change it only for tests or a proxy)."},
-            "graphApiVersion": {"type": "string", "default": "v23.0", "description": "Graph API version used for every call."},
-            "maxBodySize": {"type": "string", "format": "size", "default": "1mb", "description": "Largest webhook body accepted; larger ones get 413."},
-            "requireSha256": {"type": "boolean", "default": false, "description": "Reject webhook calls that carry no X-Hub-Signature-256 header (SHA-1 only)."},
-            "typingDelay": {"type": "boolean", "default": true, "description": "Wait the Botpress typing delay between typing_on and typing_off (set false for benchmarks)."}
+            "graphApiBase": {"type": "string", "default": "https://graph.facebook.com", "description": "Base URL of the Graph API (global; change it only for tests or a proxy)."},
+            "graphApiVersion": {"type": "string", "default": "v23.0", "description": "Graph API version used for every call (global). Botpress 11 used v3.2, which Facebook has retired."},
+            "maxBodySize": {"type": "string", "format": "size", "default": "1mb", "description": "Largest webhook body accepted (global); larger ones get 413. Facebook batches can exceed 300 KB."},
+            "requireSha256": {"type": "boolean", "default": false, "description": "Reject webhook calls that carry no X-Hub-Signature-256 header, i.e. accept no SHA-1-only signature (global)."},
+            "typingDelay": {"type": "boolean", "default": true, "description": "Wait the Botpress typing delay between typing_on and typing_off (set false for benchmarks). The wait holds up only that conversation."}
         }),
         "channel-telegram" => json!({
             "enabled": {"type": "boolean", "description": "Turns Telegram on for this bot. A file with a botToken and no enabled key counts as enabled."},
