@@ -138,6 +138,9 @@ pub fn init_logging(filter: Option<&str>) {
         .unwrap_or_else(|| "info".into());
     let _ = env_logger::Builder::new()
         .parse_filters(&filter)
+        // ureq logs every request URL at debug level, and Graph and Bot API URLs carry
+        // access tokens: its debug lines never show, whatever RUST_LOG says.
+        .filter_module("ureq", log::LevelFilter::Info)
         .format_timestamp_millis()
         .try_init();
 }

@@ -234,7 +234,14 @@ fn echo_bot(data: &Path) {
 }
 
 fn start(data: &Path) -> Server {
-    let server = Server::start(data, &[("EXTERNAL_URL", "http://bots.example.org")]);
+    // Debug logging everywhere: still no token in the log.
+    let server = Server::start(
+        data,
+        &[
+            ("EXTERNAL_URL", "http://bots.example.org"),
+            ("RUST_LOG", "debug"),
+        ],
+    );
     let ready = wait_until(Duration::from_secs(10), || {
         let log = server.log();
         log.contains("answers page PW") && log.contains("answers page PE")
@@ -606,6 +613,10 @@ fn webhook_events_and_signatures() {
     let log = server.log();
     assert!(!log.contains("TOKEN-"), "a token reached the log:\n{log}");
     assert!(!log.contains("access_token"), "{log}");
+    assert!(
+        log.contains("duplicate delivery of an event"),
+        "debug logging is on: {log}"
+    );
 }
 
 /// Without appSecret or verifyToken there is no webhook, and the log says which file to fix.
