@@ -15,6 +15,13 @@ use std::time::{Duration, Instant};
 
 /// Runs botd on `data_dir` until SIGTERM or SIGINT. Returns the process exit code.
 pub fn run(data_dir: &Path) -> i32 {
+    // Watch for SIGTERM/SIGINT first, so a stop during start-up is graceful too.
+    let stop = Arc::new(AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+        if let Err(e) = signal_hook::flag::register(signal, stop.clone()) {
+            log::warn!("cannot watch signal {signal}: {e}");
+        }
+    }
     let settings = match Settings::load(data_dir) {
         Ok(s) => Arc::new(s),
         Err(problems) => {
@@ -69,12 +76,6 @@ pub fn run(data_dir: &Path) -> i32 {
 
     let telegram = Telegram::start(engine.clone());
 
-    let stop = Arc::new(AtomicBool::new(false));
-    for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
-        if let Err(e) = signal_hook::flag::register(signal, stop.clone()) {
-            log::warn!("cannot watch signal {signal}: {e}");
-        }
-    }
     let maintenance = {
         let (engine, stop) = (engine.clone(), stop.clone());
         std::thread::Builder::new()
