@@ -669,34 +669,7 @@ fn missing_secrets_register_no_webhook() {
 fn janitor_timeout_replies_over_messenger() {
     let fake = FakeGraph::start(&[("TOKEN-W", "PW"), ("TOKEN-E", "PE")]);
     let data = data_dir("mess-timeout", &fake, json!({}));
-    write(
-        data.path(),
-        "global/botpress.config.json",
-        &json!({"dialog": {"janitorInterval": "200ms"}}).to_string(),
-    );
-    let bot = data.path().join("bots/welcome-bot");
-    let config = std::fs::read_to_string(bot.join("bot.config.json"))
-        .unwrap()
-        .replace("\"5m\"", "\"1s\"");
-    std::fs::write(bot.join("bot.config.json"), config).unwrap();
-    let mut flow: Value =
-        serde_json::from_str(&std::fs::read_to_string(bot.join("flows/main.flow.json")).unwrap())
-            .unwrap();
-    flow["nodes"].as_array_mut().unwrap().push(json!({"id": "tmo001", "name": "timeout", "onEnter": ["say #!builtin_text-gone"], "onReceive": null, "next": []}));
-    std::fs::write(bot.join("flows/main.flow.json"), flow.to_string()).unwrap();
-    let mut texts: Value = serde_json::from_str(
-        &std::fs::read_to_string(bot.join("content-elements/builtin_text.json")).unwrap(),
-    )
-    .unwrap();
-    texts
-        .as_array_mut()
-        .unwrap()
-        .push(json!({"id": "builtin_text-gone", "formData": {"text$en": "Still there?"}}));
-    std::fs::write(
-        bot.join("content-elements/builtin_text.json"),
-        texts.to_string(),
-    )
-    .unwrap();
+    add_timeout_node(data.path(), "welcome-bot");
     let mut server = start(data.path());
     assert_eq!(
         post(

@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{copy_dir, data_copy, wait_until, write, Server};
+use common::{add_timeout_node, copy_dir, data_copy, wait_until, write, Server};
 use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::path::Path;
@@ -662,34 +662,7 @@ fn janitor_timeout_replies_over_telegram() {
     let fake = FakeTelegram::start(&[token]);
     let data = data_copy("tg-timeout");
     global_config(data.path(), &fake, json!({"typingDelay": false}));
-    write(
-        data.path(),
-        "global/botpress.config.json",
-        &json!({"dialog": {"janitorInterval": "200ms"}}).to_string(),
-    );
-    let bot = data.path().join("bots/welcome-bot");
-    let config = std::fs::read_to_string(bot.join("bot.config.json"))
-        .unwrap()
-        .replace("\"5m\"", "\"1s\"");
-    std::fs::write(bot.join("bot.config.json"), config).unwrap();
-    let mut flow: Value =
-        serde_json::from_str(&std::fs::read_to_string(bot.join("flows/main.flow.json")).unwrap())
-            .unwrap();
-    flow["nodes"].as_array_mut().unwrap().push(json!({"id": "tmo001", "name": "timeout", "onEnter": ["say #!builtin_text-gone"], "onReceive": null, "next": []}));
-    std::fs::write(bot.join("flows/main.flow.json"), flow.to_string()).unwrap();
-    let mut texts: Value = serde_json::from_str(
-        &std::fs::read_to_string(bot.join("content-elements/builtin_text.json")).unwrap(),
-    )
-    .unwrap();
-    texts
-        .as_array_mut()
-        .unwrap()
-        .push(json!({"id": "builtin_text-gone", "formData": {"text$en": "Still there?"}}));
-    std::fs::write(
-        bot.join("content-elements/builtin_text.json"),
-        texts.to_string(),
-    )
-    .unwrap();
+    add_timeout_node(data.path(), "welcome-bot");
     bot_token(data.path(), "welcome-bot", json!({"botToken": token}));
     let mut server = Server::start(data.path(), &[]);
 

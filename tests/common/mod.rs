@@ -414,3 +414,33 @@ pub fn files_below(dir: &Path) -> Vec<PathBuf> {
     out.sort();
     out
 }
+
+/// Makes the bot at `bot` time out after 1 s idle in the middle of a flow, with a `timeout`
+/// node in `main.flow.json` that says "Still there?", and the janitor of `data` run every
+/// 200 ms.
+pub fn add_timeout_node(data: &Path, bot: &str) {
+    write(
+        data,
+        "global/botpress.config.json",
+        &serde_json::json!({"dialog": {"janitorInterval": "200ms"}}).to_string(),
+    );
+    let bot = data.join("bots").join(bot);
+    let config = std::fs::read_to_string(bot.join("bot.config.json"))
+        .unwrap()
+        .replace("\"5m\"", "\"1s\"");
+    std::fs::write(bot.join("bot.config.json"), config).unwrap();
+    let flow_path = bot.join("flows/main.flow.json");
+    let mut flow: Value =
+        serde_json::from_str(&std::fs::read_to_string(&flow_path).unwrap()).unwrap();
+    flow["nodes"].as_array_mut().unwrap().push(serde_json::json!({
+        "id": "tmo001", "name": "timeout", "onEnter": ["say #!builtin_text-gone"], "onReceive": null, "next": []
+    }));
+    std::fs::write(flow_path, flow.to_string()).unwrap();
+    let texts_path = bot.join("content-elements/builtin_text.json");
+    let mut texts: Value =
+        serde_json::from_str(&std::fs::read_to_string(&texts_path).unwrap()).unwrap();
+    texts.as_array_mut().unwrap().push(
+        serde_json::json!({"id": "builtin_text-gone", "formData": {"text$en": "Still there?"}}),
+    );
+    std::fs::write(texts_path, texts.to_string()).unwrap();
+}
