@@ -412,8 +412,8 @@ impl Engine {
         );
 
         let mut state_json = json!({"user": turn.scope["user"], "context": record.context, "session": record.session, "temp": record.temp});
-        if let Some(kv) = turn.kv_get("global") {
-            state_json["bot"] = kv;
+        if let Some(kv) = turn.scope.get("bot") {
+            state_json["bot"] = kv.clone();
         }
         Ok(TurnOutput {
             responses: turn.outputs,
