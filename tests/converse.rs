@@ -279,6 +279,21 @@ fn max_message_length_unknown_bots_and_malformed_json() {
     // Wrong method.
     let a = request(p, "GET", &path, &[], b"");
     assert_eq!(a.status, 405);
+
+    // A user id that is not UTF-8 once decoded is refused, so %FF%FE and %FE%FF can never
+    // share a conversation.
+    for raw in ["%FF%FE", "%FE%FF", "%C0%C1"] {
+        let a = post_json(p, &public("welcome-bot", raw), &json!({"text": "hi"}));
+        assert_envelope(
+            &a,
+            envelope(
+                400,
+                "BP_0040",
+                "BadRequestError",
+                "Bad Request: the user id is not valid UTF-8 once percent-decoded",
+            ),
+        );
+    }
 }
 
 #[test]

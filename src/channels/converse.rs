@@ -34,12 +34,14 @@ impl Route for Converse {
                 "Converse only accepts POST",
             ));
         }
-        Some(self.converse(
-            request,
-            bot_id,
-            &http::percent_decode(user_id, false),
-            secured,
-        ))
+        let Some(user_id) = http::percent_decode(user_id, false) else {
+            return Some(Reply::error(
+                400,
+                "BadRequestError",
+                "Bad Request: the user id is not valid UTF-8 once percent-decoded",
+            ));
+        };
+        Some(self.converse(request, bot_id, &user_id, secured))
     }
 }
 

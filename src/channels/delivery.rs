@@ -28,6 +28,9 @@ pub enum Outcome {
     Drop,
 }
 
+/// A handler that panics this many times on one item gets the item dropped.
+const MAX_PANICS: u32 = 5;
+
 /// Handles one item; `attempt` counts from 1.
 pub type Handler = dyn Fn(&str, &Value, u32) -> Outcome + Send + Sync;
 
@@ -204,7 +207,18 @@ impl Inner {
             state.busy.insert(key.clone());
             drop(state);
 
-            let outcome = (self.handler)(&key, &item, attempt);
+            // A panicking handler must not kill this thread nor leave the key busy forever.
+            let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                (self.handler)(&key, &item, attempt)
+            }))
+            .unwrap_or_else(|_| {
+                log::error!("a delivery handler panicked on attempt {attempt} (key {key:?})");
+                if attempt < MAX_PANICS {
+                    Outcome::Retry(Duration::from_secs(u64::from(attempt)))
+                } else {
+                    Outcome::Drop
+                }
+            });
             if matches!(outcome, Outcome::Done | Outcome::Pause(_) | Outcome::Drop) {
                 if let Err(e) = self.spool.remove(id) {
                     log::warn!("cannot remove a finished item from the spool: {e}");

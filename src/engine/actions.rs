@@ -189,7 +189,10 @@ pub fn run(name: &str, args: &Map<String, Value>, turn: &mut Turn) -> Result<(),
         "builtin/appendContext" => {
             let contexts = text("contexts").ok_or("appendContext needs \"contexts\"")?;
             let ttl = text("ttl").unwrap_or_else(|| "1".into());
-            let ttl = ttl.trim().parse::<f64>().map_or(1000, |n| n as i64);
+            let ttl = ttl
+                .trim()
+                .parse::<f64>()
+                .map_or(1000, |n| (n as i64).clamp(-1, 1_000_000));
             let session = object_mut(&mut turn.scope, "session");
             let mut merged: Vec<(String, i64)> = context_list(session);
             merged.extend(contexts.trim().split(',').map(|c| (c.to_string(), ttl)));

@@ -211,7 +211,10 @@ impl Engine {
             .bot(&event.bot_id)
             .ok_or_else(|| TurnError::UnknownBot(event.bot_id.clone()))?;
         let session_id = event.session_id();
-        let _guard = self.locks.lock(&format!("{}\u{0}{session_id}", bot.id));
+        let key = format!("{}\u{0}{session_id}", bot.id);
+        let Some(_guard) = self.locks.lock_until(&key, deadline) else {
+            return Err(TurnError::Timeout);
+        };
         if deadline.is_some_and(|d| Instant::now() >= d) {
             return Err(TurnError::Timeout);
         }
@@ -285,7 +288,7 @@ impl Engine {
                 if session.contains_key("nluContexts") {
                     let kept = context_list(session)
                         .into_iter()
-                        .map(|(c, t)| (c, t - 1))
+                        .map(|(c, t)| (c, t.saturating_sub(1)))
                         .filter(|(_, t)| *t > 0)
                         .collect();
                     set_context_list(session, kept);

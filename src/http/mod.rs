@@ -136,7 +136,9 @@ pub fn read_body(request: &mut tiny_http::Request, limit: u64) -> Result<Vec<u8>
 }
 
 /// Decodes `%XX` escapes of a path segment or query value (`+` is a space in queries only).
-pub fn percent_decode(text: &str, plus_is_space: bool) -> String {
+/// `None` when the decoded bytes are not UTF-8, so two different raw ids can never decode to
+/// the same text.
+pub fn percent_decode(text: &str, plus_is_space: bool) -> Option<String> {
     let bytes = text.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
@@ -160,7 +162,7 @@ pub fn percent_decode(text: &str, plus_is_space: bool) -> String {
         }
         i += 1;
     }
-    String::from_utf8_lossy(&out).into_owned()
+    String::from_utf8(out).ok()
 }
 
 /// The query string of a URL as decoded (name, value) pairs.
@@ -173,7 +175,8 @@ pub fn query_pairs(url: &str) -> Vec<(String, String)> {
         .filter(|p| !p.is_empty())
         .map(|p| {
             let (k, v) = p.split_once('=').unwrap_or((p, ""));
-            (percent_decode(k, true), percent_decode(v, true))
+            let decode = |t: &str| percent_decode(t, true).unwrap_or_else(|| t.to_string());
+            (decode(k), decode(v))
         })
         .collect()
 }
@@ -193,13 +196,21 @@ mod tests {
 
     #[test]
     fn decodes_percent_escapes() {
-        assert_eq!(percent_decode("a%2Fb", false), "a/b");
-        assert_eq!(percent_decode("..%2F..%2Fetc", false), "../../etc");
-        assert_eq!(percent_decode("%F0%9F%98%80", false), "😀");
-        assert_eq!(percent_decode("100%", false), "100%");
-        assert_eq!(percent_decode("%zz", false), "%zz");
-        assert_eq!(percent_decode("a+b", true), "a b");
-        assert_eq!(percent_decode("a+b", false), "a+b");
+        let cases = [
+            ("a%2Fb", false, Some("a/b")),
+            ("..%2F..%2Fetc", false, Some("../../etc")),
+            ("%F0%9F%98%80", false, Some("😀")),
+            ("100%", false, Some("100%")),
+            ("%zz", false, Some("%zz")),
+            ("a+b", true, Some("a b")),
+            ("a+b", false, Some("a+b")),
+            // Invalid UTF-8 is refused, never replaced (%FF%FE and %FE%FF must not collide).
+            ("%FF%FE", false, None),
+            ("%C0%C1", false, None),
+        ];
+        for (text, plus, expected) in cases {
+            assert_eq!(percent_decode(text, plus).as_deref(), expected, "{text}");
+        }
         let q = query_pairs("/x?hub.mode=subscribe&hub.challenge=12%2034&empty");
         assert_eq!(
             q,

@@ -66,7 +66,7 @@ pub fn route(state: &AppState, request: &mut tiny_http::Request) -> Reply {
 
 /// `GET /api/v1/bots/{botId}/media/{file}`: a file of `data/bots/<id>/media/`, nothing else.
 fn media(engine: &Engine, bot_id: &str, file: &str) -> Reply {
-    let file = super::percent_decode(file, false);
+    let file = super::percent_decode(file, false).unwrap_or_default();
     let safe = !file.is_empty()
         && !file.starts_with('.')
         && !file.contains(['/', '\\', '\0'])

@@ -68,7 +68,11 @@ fn work(server: &tiny_http::Server, state: &AppState, stopping: &AtomicBool) {
             Err(_) => break,
         };
         let started = Instant::now();
-        let reply = router::route(state, &mut request);
+        // A bug in a handler answers 500 instead of taking a worker out of the fixed pool.
+        let reply = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            router::route(state, &mut request)
+        }))
+        .unwrap_or_else(|_| Reply::error(500, "InternalError", "Unexpected error"));
         respond(request, reply, started);
     }
 }

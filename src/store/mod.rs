@@ -44,14 +44,15 @@ pub trait Store: Send + Sync {
     fn scan(&self, ns: Namespace, bot: &str, visit: &mut dyn FnMut(&str, Value)) -> io::Result<()>;
 }
 
-/// Writes `bytes` to `path` so that readers see either the old file or the new one: a temp
-/// file in the same folder, fsync, rename.
+/// Writes `bytes` to `path` so that readers see either the old file or the new one, and the
+/// new one survives a power cut once this returns: a temp file in the same folder, fsync,
+/// rename, then fsync of the folder (which makes the rename itself durable).
 pub fn atomic_write(path: &Path, bytes: &[u8]) -> io::Result<()> {
     use std::io::Write;
     let dir = path
         .parent()
         .ok_or_else(|| io::Error::other("path has no parent folder"))?;
-    std::fs::create_dir_all(dir)?;
+    create_dir_durable(dir)?;
     let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
     let tmp = dir.join(format!(
         ".{name}.{}.{}.tmp",
@@ -62,12 +63,45 @@ pub fn atomic_write(path: &Path, bytes: &[u8]) -> io::Result<()> {
         let mut file = std::fs::File::create(&tmp)?;
         file.write_all(bytes)?;
         file.sync_all()?;
-        std::fs::rename(&tmp, path)
+        std::fs::rename(&tmp, path)?;
+        std::fs::File::open(dir)?.sync_all()
     })();
     if result.is_err() {
         let _ = std::fs::remove_file(&tmp);
     }
     result
+}
+
+/// `create_dir_all`, plus an fsync of every folder that gained an entry, so new folders
+/// survive a power cut too. Costs nothing when `dir` already exists.
+pub fn create_dir_durable(dir: &Path) -> io::Result<()> {
+    if dir.is_dir() {
+        return Ok(());
+    }
+    let mut existing = dir;
+    while let Some(parent) = existing.parent() {
+        existing = parent;
+        if existing.as_os_str().is_empty() || existing.is_dir() {
+            break;
+        }
+    }
+    std::fs::create_dir_all(dir)?;
+    // Sync from the first folder that already existed down to the parent of `dir`.
+    let mut to_sync: Vec<&Path> = dir
+        .ancestors()
+        .skip(1)
+        .take_while(|a| *a != existing)
+        .collect();
+    to_sync.push(existing);
+    for folder in to_sync {
+        let folder = if folder.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            folder
+        };
+        std::fs::File::open(folder)?.sync_all()?;
+    }
+    Ok(())
 }
 
 fn unique_counter() -> u64 {

@@ -18,7 +18,7 @@ pub struct Spool {
 impl Spool {
     /// Opens (creating it if needed) the spool in `dir`.
     pub fn open(dir: &Path) -> io::Result<Spool> {
-        std::fs::create_dir_all(dir)?;
+        super::create_dir_durable(dir)?;
         let last = list_ids(dir)?.last().copied().unwrap_or(0);
         Ok(Spool {
             dir: dir.to_path_buf(),

@@ -272,7 +272,7 @@ impl Messenger {
         core: &Arc<Core>,
         dir: &Path,
     ) -> std::io::Result<(Arc<Delivery>, Arc<Delivery>, Arc<SeenSet>)> {
-        std::fs::create_dir_all(dir)?;
+        crate::store::create_dir_durable(dir)?;
         let seen = Arc::new(SeenSet::open(
             &dir.join("seen.log"),
             DEDUPE_WINDOW,

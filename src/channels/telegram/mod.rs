@@ -401,9 +401,11 @@ fn handle_update(
             let steps = send::plan(&rt.config, &chat, &out.responses);
             if !steps.is_empty() {
                 if let Err(e) = outbound.push(key, steps) {
+                    // Keep the update: playing it again later beats losing the replies.
                     log::error!(
-                        "bot \"{bot}\": cannot spool Telegram replies ({e}); they are lost"
+                        "bot \"{bot}\": cannot spool Telegram replies ({e}); the update is kept and played again"
                     );
+                    return Outcome::Retry(send::backoff(attempt));
                 }
             }
             Outcome::Done
