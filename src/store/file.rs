@@ -3,9 +3,17 @@
 //! key inside, so ids round-trip exactly.
 
 use super::{atomic_write, hashed_name, is_valid_bot_id, Namespace, Store};
-use serde_json::{json, Value};
+use serde_json::Value;
 use std::io;
 use std::path::{Path, PathBuf};
+
+/// The stored form of a record: its key (so ids round-trip exactly) and its value. Borrowed,
+/// so writing serialises the value in place instead of copying it first.
+#[derive(serde::Serialize)]
+struct Record<'a> {
+    key: &'a str,
+    value: &'a Value,
+}
 
 pub struct FileStore {
     root: PathBuf,
@@ -62,7 +70,7 @@ impl Store for FileStore {
 
     fn put(&self, ns: Namespace, bot: &str, key: &str, value: &Value) -> io::Result<()> {
         let path = self.path(ns, bot, key)?;
-        let bytes = serde_json::to_vec(&json!({"key": key, "value": value}))?;
+        let bytes = serde_json::to_vec(&Record { key, value })?;
         atomic_write(&path, &bytes)
     }
 
@@ -108,6 +116,7 @@ impl Store for FileStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     #[test]
     fn hostile_keys_round_trip_inside_the_root() {
