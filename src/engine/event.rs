@@ -80,6 +80,12 @@ pub fn now_ms() -> i64 {
         .map_or(0, |d| d.as_millis() as i64)
 }
 
+/// A JSON object made of `pairs`, moving the values in (unlike `json!`, which copies every
+/// interpolated value through `Serialize` — costly for big values on every turn).
+pub fn object<const N: usize>(pairs: [(&str, Value); N]) -> Value {
+    Value::Object(pairs.into_iter().map(|(k, v)| (k.to_string(), v)).collect())
+}
+
 /// The `nlu` object when NLU does not run (§1.1).
 pub fn default_nlu(included_contexts: &[String]) -> Value {
     json!({

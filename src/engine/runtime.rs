@@ -5,7 +5,7 @@ use super::actions::{context_list, set_context_list};
 use super::bot::{self, Bot};
 use super::decision::{decide, default_decision};
 use super::dialog::{self, DialogError, Turn};
-use super::event::{default_nlu, iso_time, new_event_id, now_ms, Event};
+use super::event::{default_nlu, iso_time, new_event_id, now_ms, object, Event};
 use super::janitor::TimeoutIndex;
 use super::locks::ConversationLocks;
 use super::qna;
@@ -224,7 +224,7 @@ impl Engine {
     fn run_turn(
         &self,
         bot: &Bot,
-        event: Event,
+        mut event: Event,
         session_id: &str,
         deadline: Option<Instant>,
     ) -> Result<TurnOutput, TurnError> {
@@ -264,20 +264,40 @@ impl Engine {
         } else {
             bot.nlu.understand(&event.preview, &included, now)
         };
-        let mut payload = event.payload.clone();
+        let mut payload = std::mem::take(&mut event.payload);
         if !skip_nlu {
             if let Some(text) = payload.get("text").and_then(Value::as_str) {
                 let masked = bot.nlu.mask_sensitive(text, &nlu);
                 payload["text"] = Value::String(masked);
             }
         }
-        let event_json = json!({
-            "id": new_event_id(), "type": event.kind, "channel": event.channel, "direction": "incoming",
-            "target": event.target, "threadId": event.thread_id, "botId": bot.id, "payload": payload,
-            "preview": event.preview, "createdOn": iso_time(now), "nlu": nlu, "credentials": event.credentials,
-        });
+        let event_json = object([
+            ("id", Value::String(new_event_id())),
+            ("type", Value::String(event.kind.clone())),
+            ("channel", Value::String(event.channel.clone())),
+            ("direction", Value::String("incoming".into())),
+            ("target", Value::String(event.target.clone())),
+            (
+                "threadId",
+                event.thread_id.clone().map_or(Value::Null, Value::String),
+            ),
+            ("botId", Value::String(bot.id.clone())),
+            ("payload", payload),
+            ("preview", Value::String(event.preview.clone())),
+            ("createdOn", Value::String(iso_time(now))),
+            ("nlu", nlu.clone()),
+            (
+                "credentials",
+                event.credentials.take().unwrap_or(Value::Null),
+            ),
+        ]);
         let user_before = user.clone();
-        let mut scope = json!({"event": event_json, "user": user, "session": record.session, "temp": record.temp.clone()});
+        let mut scope = object([
+            ("event", event_json),
+            ("user", user),
+            ("session", std::mem::take(&mut record.session)),
+            ("temp", record.temp.clone()),
+        ]);
         if let Some(kv) = &bot_kv {
             scope["bot"] = kv.clone();
         }
@@ -414,9 +434,17 @@ impl Engine {
             record.context_expiry,
         );
 
-        let mut state_json = json!({"user": turn.scope["user"], "context": record.context, "session": record.session, "temp": record.temp});
-        if let Some(kv) = turn.scope.get("bot") {
-            state_json["bot"] = kv.clone();
+        let mut state_json = object([
+            ("user", turn.scope["user"].take()),
+            (
+                "context",
+                serde_json::to_value(&record.context).unwrap_or_default(),
+            ),
+            ("session", std::mem::take(&mut record.session)),
+            ("temp", std::mem::take(&mut record.temp)),
+        ]);
+        if let Some(kv) = turn.scope.get_mut("bot") {
+            state_json["bot"] = kv.take();
         }
         Ok(TurnOutput {
             responses: turn.outputs,

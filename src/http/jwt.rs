@@ -100,6 +100,11 @@ pub fn b64url_decode(text: &str) -> Option<Vec<u8>> {
             buf &= (1 << bits) - 1;
         }
     }
+    // Only the canonical encoding: a lone trailing character, or leftover bits that are not
+    // zero, would let several strings decode to one signature.
+    if bits >= 6 || buf != 0 {
+        return None;
+    }
     Some(out)
 }
 
@@ -124,6 +129,9 @@ mod tests {
         assert_eq!(b64url(b"foobar"), "Zm9vYmFy");
         assert_eq!(b64url(&[0xfb, 0xff]), "-_8");
         assert!(b64url_decode("a*b").is_none());
+        // Non-canonical trailing bits are refused ("-_8" is canonical for fb ff; "-_9" is not).
+        assert!(b64url_decode("-_9").is_none());
+        assert!(b64url_decode("Zm9vYmFyA").is_none());
     }
 
     #[test]
