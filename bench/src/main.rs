@@ -2,8 +2,8 @@
 //! bare tiny_http server answering a fixed JSON body, driven by the same load generator in
 //! the same run). Writes the table to bench/RESULTS.md.
 //!
-//! `bench [--botd PATH] [--ceiling PATH] [--out FILE] [--users N] [--work DIR] [--quick]
-//! [--no-profile]`
+//! `bench [--botd PATH] [--profile-botd PATH] [--ceiling PATH] [--out FILE] [--users N] [--work DIR] [--quick]
+//! [--no-profile] [--only converse|channels|engine|footprint|profile]`
 
 mod channels;
 mod engine;
@@ -24,24 +24,36 @@ use std::time::{Duration, Instant};
 
 pub struct Options {
     botd: PathBuf,
+    /// The same botd with its symbols, for the callgrind profile.
+    profile_botd: PathBuf,
     ceiling: PathBuf,
     out: PathBuf,
     users: usize,
     work: PathBuf,
     quick: bool,
     profile: bool,
+    /// Run only this section (converse, channels, engine, footprint, profile).
+    only: Option<String>,
+}
+
+impl Options {
+    fn runs(&self, section: &str) -> bool {
+        self.only.as_deref().is_none_or(|s| s == section)
+    }
 }
 
 fn options() -> Result<Options, String> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let mut o = Options {
         botd: root.join("target/release/botd"),
+        profile_botd: root.join("target/profiling/botd"),
         ceiling: root.join("target/release/examples/bench-ceiling"),
         out: root.join("bench/RESULTS.md"),
         users: 100_000,
         work: root.join("target/bench-work"),
         quick: false,
         profile: true,
+        only: None,
     };
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mut it = args.iter();
@@ -49,12 +61,14 @@ fn options() -> Result<Options, String> {
         let mut value = || it.next().cloned().ok_or(format!("{a} needs a value"));
         match a.as_str() {
             "--botd" => o.botd = PathBuf::from(value()?),
+            "--profile-botd" => o.profile_botd = PathBuf::from(value()?),
             "--ceiling" => o.ceiling = PathBuf::from(value()?),
             "--out" => o.out = PathBuf::from(value()?),
             "--work" => o.work = PathBuf::from(value()?),
             "--users" => o.users = value()?.parse().map_err(|_| "--users needs a number")?,
             "--quick" => o.quick = true,
             "--no-profile" => o.profile = false,
+            "--only" => o.only = Some(value()?),
             other => return Err(format!("unknown option {other}")),
         }
     }
@@ -136,8 +150,8 @@ pub struct Results {
     pub seed_secs: f64,
     pub seed_first_error: Option<String>,
     pub rss_after_kb: (u64, u64),
-    pub scale_small: Option<(usize, LoadResult, LoadResult)>,
-    pub scale_large: Option<(usize, LoadResult, LoadResult)>,
+    pub seed_fs: String,
+    pub scale: Vec<ScaleRow>,
     pub restart_first_answer: Option<Duration>,
     pub restart_rss_kb: u64,
     pub profile: Option<report::Profile>,
@@ -184,18 +198,32 @@ fn main() {
             .map_or("none".into(), |p| p.display().to_string())
     );
 
-    if let Err(e) = converse_section(&o, &mut r) {
-        r.notes.push(format!("Converse section failed: {e}"));
-        eprintln!("bench: {e}");
+    if o.runs("converse") {
+        if let Err(e) = converse_section(&o, &mut r) {
+            r.notes.push(format!("Converse section failed: {e}"));
+            eprintln!("bench: {e}");
+        }
     }
-    channels_section(&o, &mut r);
-    engine_section(&o, &mut r);
-    if let Err(e) = footprint_section(&o, &mut r) {
-        r.notes.push(format!("Footprint section failed: {e}"));
-        eprintln!("bench: {e}");
+    if o.runs("channels") {
+        channels_section(&o, &mut r);
     }
-    if o.profile {
-        r.profile = report::callgrind_profile(&o.botd, &o.work, r.shm.as_deref());
+    if o.runs("engine") {
+        engine_section(&o, &mut r);
+    }
+    if o.runs("footprint") {
+        if let Err(e) = footprint_section(&o, &mut r) {
+            r.notes.push(format!("Footprint section failed: {e}"));
+            eprintln!("bench: {e}");
+        }
+    }
+    if o.profile && o.runs("profile") {
+        match report::callgrind_profile(&o.profile_botd, &o.work, r.shm.as_deref()) {
+            Ok(p) => r.profile = Some(p),
+            Err(e) => {
+                eprintln!("bench: no profile: {e}");
+                r.notes.push(format!("No callgrind profile: {e}"));
+            }
+        }
     }
     r.load_end = procs::load_average();
     if let Some(dir) = &r.shm {
@@ -333,24 +361,27 @@ fn footprint_section(o: &Options, r: &mut Results) -> Result<(), String> {
     r.start_median = median;
     r.start_max = max;
 
-    let data = fresh_data(&o.work.join("footprint"))?;
+    // The 100 000 conversations are played over HTTP on tmpfs when there is one: on the
+    // disk, fsync makes that take minutes, and where the files live does not change the
+    // server's memory. The disk rows of the scale table then use a copy of that storage.
+    let seed_root = r.shm.clone().unwrap_or_else(|| o.work.clone());
+    r.seed_fs = procs::fs_type(&seed_root);
+    let data = fresh_data(&seed_root.join("footprint"))?;
     let botd = Proc::start(procs::botd_command(&o.botd, &data))?;
     std::thread::sleep(Duration::from_millis(500));
     r.rss_idle_kb = botd.rss_kb().0;
     r.threads_idle = botd.threads();
 
     let small = 1_000.min(r.target_users);
-    let limit = Duration::from_secs(if o.quick { 60 } else { 200 });
+    let limit = Duration::from_secs(if o.quick { 60 } else { 150 });
+    let scale_measure = Duration::from_millis(if o.quick { 800 } else { 2000 });
     let t0 = Instant::now();
     let (done, errors, _, first) = footprint::seed(botd.port, "seed", small, 32, limit);
     let mut seeded = done;
     r.seed_errors += errors;
     r.seed_first_error = r.seed_first_error.take().or(first);
-    let scale_measure = Duration::from_millis(if o.quick { 800 } else { 2000 });
-    let one = footprint::converse_load(botd.port, "scale1-a", 1, r.warmup / 2, scale_measure);
-    let sixteen = footprint::converse_load(botd.port, "scale16-a", 16, r.warmup / 2, scale_measure);
-    r.scale_small = Some((seeded, one, sixteen));
-    println!("  seeded {seeded}; seeding up to {}", r.target_users);
+    let seed_fs = r.seed_fs.clone();
+    r.scale.push(scale_row(&botd, &seed_fs, seeded, "a", r.warmup, scale_measure));
     let rest = limit.saturating_sub(t0.elapsed());
     let (done, errors, _, first) = footprint::seed(
         botd.port,
@@ -366,19 +397,54 @@ fn footprint_section(o: &Options, r: &mut Results) -> Result<(), String> {
     r.seeded = seeded;
     r.rss_after_kb = botd.rss_kb();
     println!(
-        "  seeded {seeded} in {:.0} s, RSS {} kB",
+        "  seeded {seeded} in {:.0} s on {seed_fs}, RSS {} kB",
         r.seed_secs, r.rss_after_kb.0
     );
-    let one = footprint::converse_load(botd.port, "scale1-b", 1, r.warmup / 2, scale_measure);
-    let sixteen = footprint::converse_load(botd.port, "scale16-b", 16, r.warmup / 2, scale_measure);
-    r.scale_large = Some((seeded, one, sixteen));
+    r.scale.push(scale_row(&botd, &seed_fs, seeded, "b", r.warmup, scale_measure));
     botd.stop();
 
-    // A restart with everything stored: the start sweep reads every session.
-    let (botd, took) = footprint::start_and_first_answer(&o.botd, &data, "restart")?;
+    let disk_fs = r.disk_fs.clone();
+    let large = if r.shm.is_some() {
+        // The same scale on the disk: 1 000 conversations on a fresh folder, and a copy of
+        // the 100 000.
+        let fresh = fresh_data(&o.work.join("scale-small"))?;
+        let botd = Proc::start(procs::botd_command(&o.botd, &fresh))?;
+        let (done, _, _, _) = footprint::seed(botd.port, "seed", small, 32, Duration::from_secs(60));
+        r.scale.push(scale_row(&botd, &disk_fs, done, "c", r.warmup, scale_measure));
+        botd.stop();
+        let copy = o.work.join("scale-large");
+        let _ = std::fs::remove_dir_all(&copy);
+        procs::copy_dir(&data, &copy).map_err(|e| format!("cannot copy the seeded data: {e}"))?;
+        let _ = std::fs::remove_dir_all(&data);
+        copy
+    } else {
+        data
+    };
+    // A restart with everything stored (on the disk): the start sweep reads every session.
+    let (botd, took) = footprint::start_and_first_answer(&o.botd, &large, "restart")?;
     r.restart_first_answer = Some(took);
     std::thread::sleep(Duration::from_secs(2));
     r.restart_rss_kb = botd.rss_kb().0;
+    r.scale.push(scale_row(&botd, &disk_fs, seeded, "d", r.warmup, scale_measure));
     botd.stop();
     Ok(())
+}
+
+/// Converse with 1 and with 16 users on a server holding `stored` conversations.
+fn scale_row(botd: &Proc, fs: &str, stored: usize, tag: &str, warmup: Duration, measure: Duration) -> ScaleRow {
+    let one = footprint::converse_load(botd.port, &format!("scale1{tag}"), 1, warmup / 2, measure);
+    let sixteen = footprint::converse_load(botd.port, &format!("scale16{tag}"), 16, warmup / 2, measure);
+    ScaleRow {
+        fs: fs.to_string(),
+        stored,
+        one,
+        sixteen,
+    }
+}
+
+pub struct ScaleRow {
+    pub fs: String,
+    pub stored: usize,
+    pub one: LoadResult,
+    pub sixteen: LoadResult,
 }
