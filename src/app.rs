@@ -2,6 +2,8 @@
 //! thread (janitor, bot reloads) and the graceful stop on SIGTERM/SIGINT.
 
 use crate::channels::converse::Converse;
+use crate::channels::messenger::Messenger;
+use crate::channels::telegram::Telegram;
 use crate::config::Settings;
 use crate::engine::Engine;
 use crate::http::{self, AppState, Route};
@@ -13,6 +15,13 @@ use std::time::{Duration, Instant};
 
 /// Runs botd on `data_dir` until SIGTERM or SIGINT. Returns the process exit code.
 pub fn run(data_dir: &Path) -> i32 {
+    // Watch for SIGTERM/SIGINT first, so a stop during start-up is graceful too.
+    let stop = Arc::new(AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+        if let Err(e) = signal_hook::flag::register(signal, stop.clone()) {
+            log::warn!("cannot watch signal {signal}: {e}");
+        }
+    }
     let settings = match Settings::load(data_dir) {
         Ok(s) => Arc::new(s),
         Err(problems) => {
@@ -34,7 +43,12 @@ pub fn run(data_dir: &Path) -> i32 {
     if engine.bot_ids().is_empty() {
         log::warn!("no bot loaded from {}/bots", data_dir.display());
     }
-    let routes: Vec<Arc<dyn Route>> = vec![Arc::new(Converse::new(engine.clone()))];
+    let mut routes: Vec<Arc<dyn Route>> = vec![Arc::new(Converse::new(engine.clone()))];
+    let messenger = Messenger::start(engine.clone());
+    if let Some(m) = &messenger {
+        routes.extend(m.route());
+        engine.set_proactive_sink("messenger", m.proactive_sink());
+    }
     let state = Arc::new(AppState {
         engine: engine.clone(),
         started,
@@ -60,12 +74,8 @@ pub fn run(data_dir: &Path) -> i32 {
         engine.bot_ids().join(", ")
     );
 
-    let stop = Arc::new(AtomicBool::new(false));
-    for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
-        if let Err(e) = signal_hook::flag::register(signal, stop.clone()) {
-            log::warn!("cannot watch signal {signal}: {e}");
-        }
-    }
+    let telegram = Telegram::start(engine.clone());
+
     let maintenance = {
         let (engine, stop) = (engine.clone(), stop.clone());
         std::thread::Builder::new()
@@ -77,6 +87,12 @@ pub fn run(data_dir: &Path) -> i32 {
     }
     log::info!("stopping: finishing requests in flight");
     running.stop();
+    if let Some(m) = &messenger {
+        m.stop();
+    }
+    if let Some(telegram) = telegram {
+        telegram.stop();
+    }
     if let Ok(handle) = maintenance {
         let _ = handle.join();
     }
@@ -123,6 +139,9 @@ pub fn init_logging(filter: Option<&str>) {
         .unwrap_or_else(|| "info".into());
     let _ = env_logger::Builder::new()
         .parse_filters(&filter)
+        // ureq logs every request URL at debug level, and Graph and Bot API URLs carry
+        // access tokens: its debug lines never show, whatever RUST_LOG says.
+        .filter_module("ureq", log::LevelFilter::Info)
         .format_timestamp_millis()
         .try_init();
 }

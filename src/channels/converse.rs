@@ -60,7 +60,7 @@ impl Converse {
         let json: Value = match serde_json::from_slice(&body) {
             Ok(v) => v,
             Err(_) if body.is_empty() => Value::Object(Map::new()),
-            Err(_) => return Reply::error(400, "entity.parse.failed", "Unexpected error"),
+            Err(_) => return http::body_parser_error(400, "entity.parse.failed"),
         };
         let Some(bot) = self.engine.bot(bot_id) else {
             return Reply::not_found(&format!("bot \"{bot_id}\" does not exist"));
@@ -89,6 +89,8 @@ impl Converse {
         let include: Vec<String> = http::query_pairs(request.url())
             .into_iter()
             .find(|(k, _)| k == "include")
+            // An empty `include` is falsy in Express: as if there was none.
+            .filter(|(_, v)| !v.is_empty())
             .map(|(_, v)| v.to_lowercase().split(',').map(str::to_string).collect())
             .unwrap_or_default();
         if !secured {
@@ -180,42 +182,51 @@ impl Converse {
 }
 
 /// The Joi schema of the public route (§2.2): `type` optional and `"text"`, `text` a
-/// non-empty string, `includedContexts` an array of strings, nothing else. Stops at the first
-/// error, as Joi does.
+/// non-empty string, `includedContexts` an array of strings, nothing else. Like Joi 13, the
+/// schema's own keys are checked first (in schema order), then unknown keys, and validation
+/// stops at the first error.
 fn validate_public(body: &Map<String, Value>) -> Result<(), String> {
-    for (key, value) in body {
-        match key.as_str() {
-            "type" => {
-                if value.as_str() != Some("text") {
-                    return Err(
-                        "child \"type\" fails because [\"type\" must be one of [text]]".into(),
-                    );
-                }
+    let child = |key: &str, why: String| format!("child \"{key}\" fails because [{why}]");
+    match body.get("type") {
+        None => {}
+        Some(Value::String(t)) if t == "text" => {}
+        Some(Value::String(_)) => {
+            return Err(child("type", "\"type\" must be one of [text]".into()))
+        }
+        Some(_) => return Err(child("type", "\"type\" must be a string".into())),
+    }
+    match body.get("text") {
+        None => return Err(child("text", "\"text\" is required".into())),
+        Some(Value::String(s)) if s.is_empty() => {
+            return Err(child("text", "\"text\" is not allowed to be empty".into()))
+        }
+        Some(Value::String(_)) => {}
+        Some(_) => return Err(child("text", "\"text\" must be a string".into())),
+    }
+    match body.get("includedContexts") {
+        None => {}
+        Some(Value::Array(items)) => {
+            if let Some(i) = items.iter().position(|v| !v.is_string()) {
+                let why = format!(
+                    "\"includedContexts\" at position {i} fails because [\"{i}\" must be a string]"
+                );
+                return Err(child("includedContexts", why));
             }
-            "text" => match value {
-                Value::String(s) if s.is_empty() => {
-                    return Err(
-                        "child \"text\" fails because [\"text\" is not allowed to be empty]".into(),
-                    )
-                }
-                Value::String(_) => {}
-                _ => return Err("child \"text\" fails because [\"text\" must be a string]".into()),
-            },
-            "includedContexts" => {
-                let ok = value
-                    .as_array()
-                    .is_some_and(|a| a.iter().all(Value::is_string));
-                if !ok {
-                    return Err("child \"includedContexts\" fails because [\"includedContexts\" must be an array of strings]".into());
-                }
-            }
-            other => return Err(format!("\"{other}\" is not allowed")),
+        }
+        Some(_) => {
+            return Err(child(
+                "includedContexts",
+                "\"includedContexts\" must be an array".into(),
+            ))
         }
     }
-    if !body.contains_key("text") {
-        return Err("child \"text\" fails because [\"text\" is required]".into());
+    match body
+        .keys()
+        .find(|k| !["type", "text", "includedContexts"].contains(&k.as_str()))
+    {
+        Some(other) => Err(format!("\"{other}\" is not allowed")),
+        None => Ok(()),
     }
-    Ok(())
 }
 
 /// `Authorization: Bearer <JWT>` with the four 401 answers of §2.3.
@@ -276,6 +287,19 @@ mod tests {
         assert_eq!(
             check(json!({"text": "x", "payload": "P"})),
             Err("\"payload\" is not allowed".into())
+        );
+        // Joi checks the schema's keys first, in schema order.
+        assert_eq!(
+            check(json!({"payload": "P"})),
+            Err("child \"text\" fails because [\"text\" is required]".into())
+        );
+        assert_eq!(
+            check(json!({"type": 1, "text": "x"})),
+            Err("child \"type\" fails because [\"type\" must be a string]".into())
+        );
+        assert_eq!(
+            check(json!({"text": "x", "includedContexts": ["a", 2]})),
+            Err("child \"includedContexts\" fails because [\"includedContexts\" at position 1 fails because [\"1\" must be a string]]".into())
         );
     }
 }

@@ -3,3 +3,5 @@
 
 pub mod converse;
 pub mod delivery;
+pub mod messenger;
+pub mod telegram;

@@ -14,24 +14,25 @@ pub fn schema(module: &str) -> Option<Value> {
         "channel-messenger" => json!({
             "enabled": {"type": "boolean", "default": false, "description": "Turns Messenger on for this bot (per bot)."},
             "accessToken": {"type": "string", "description": "Page Access Token of the Facebook Page this bot answers (per bot)."},
-            "appSecret": {"type": "string", "description": "App Secret of the Facebook App, used to check X-Hub-Signature(-256) on every webhook call (global)."},
-            "verifyToken": {"type": "string", "description": "The token you type in the Facebook webhook setup; checked on the verification handshake (global)."},
+            "appSecret": {"type": "string", "description": "App Secret of the Facebook App, used to check X-Hub-Signature-256 (or X-Hub-Signature) on every webhook call (global). Empty: no webhook is registered."},
+            "verifyToken": {"type": "string", "description": "The token you type in the Facebook webhook setup; checked on the verification handshake (global). Empty: no webhook is registered."},
             "greeting": {"type": "string", "description": "Messenger profile greeting text (per bot). Absent: the greeting is deleted."},
-            "getStarted": {"type": "string", "description": "Payload of the Get Started button (per bot); a tap arrives as a postback with this text."},
+            "getStarted": {"type": "string", "description": "Payload of the Get Started button (per bot); a tap arrives as a callback event with this text. Absent: left as it is on Facebook."},
             "persistentMenu": {"type": "array", "default": [], "description": "Messenger persistent menu, as the Messenger Platform defines it (per bot). Empty: the menu is deleted."},
-            "graphApiBase": {"type": "string", "default": "https://graph.facebook.com", "description": "Base URL of the Graph API (change it only for tests or a proxy)."},
-            "graphApiVersion": {"type": "string", "default": "v23.0", "description": "Graph API version used for every call."},
-            "maxBodySize": {"type": "string", "format": "size", "default": "1mb", "description": "Largest webhook body accepted; larger ones get 413."},
-            "requireSha256": {"type": "boolean", "default": false, "description": "Reject webhook calls that carry no X-Hub-Signature-256 header (SHA-1 only)."},
-            "typingDelay": {"type": "boolean", "default": true, "description": "Wait the Botpress typing delay between typing_on and typing_off (set false for benchmarks)."}
+            "graphApiBase": {"type": "string", "default": "https://graph.facebook.com", "description": "Base URL of the Graph API (global; change it only for tests or a proxy)."},
+            "graphApiVersion": {"type": "string", "default": "v23.0", "description": "Graph API version used for every call (global). Botpress 11 used v3.2, which Facebook has retired."},
+            "maxBodySize": {"type": "string", "format": "size", "default": "1mb", "description": "Largest webhook body accepted (global); larger ones get 413. Facebook batches can exceed 300 KB."},
+            "requireSha256": {"type": "boolean", "default": false, "description": "Reject webhook calls that carry no X-Hub-Signature-256 header, i.e. accept no SHA-1-only signature (global)."},
+            "typingDelay": {"type": "boolean", "default": true, "description": "Wait the Botpress typing delay between typing_on and typing_off (set false for benchmarks). The wait holds up only that conversation."}
         }),
         "channel-telegram" => json!({
             "enabled": {"type": "boolean", "description": "Turns Telegram on for this bot. A file with a botToken and no enabled key counts as enabled."},
-            "botToken": {"type": "string", "description": "The token BotFather gave you (per bot)."},
+            "botToken": {"type": "string", "description": "The token BotFather gave you (per bot). Never logged."},
             "apiBase": {"type": "string", "default": "https://api.telegram.org", "description": "Base URL of the Bot API (change it only for tests or a local Bot API server)."},
-            "pollTimeout": {"type": "string", "format": "duration", "default": "25s", "description": "Long-polling timeout of getUpdates."},
+            "pollTimeout": {"type": "string", "format": "duration", "default": "25s", "description": "Long-polling timeout of getUpdates (whole seconds, 1 to 50)."},
             "parseMode": {"type": "string", "default": "Markdown", "description": "parse_mode for text messages (Markdown, MarkdownV2, HTML, or empty for plain text); a rejected message is resent as plain text."},
-            "typingDelay": {"type": "boolean", "default": true, "description": "Wait the Botpress typing delay after sendChatAction (set false for benchmarks)."}
+            "typingDelay": {"type": "boolean", "default": true, "description": "Wait the Botpress typing delay after sendChatAction (set false for benchmarks)."},
+            "throttle": {"type": "boolean", "default": true, "description": "Pace outgoing messages as Telegram asks: about 1 a second per chat, 20 a minute per group, 30 a second in all (order kept). Set false only for tests or a local Bot API server; a 429 is still honoured."}
         }),
         "nlu" => json!({
             "confidenceTreshold": {"type": "number", "default": 0.7, "description": "Minimum confidence for an intent to be chosen (the misspelling is Botpress's key name)."},

@@ -104,8 +104,32 @@ pub fn iso_time(ms: i64) -> String {
     )
 }
 
+/// Parses the `YYYY-MM-DDTHH:MM:SS[.mmm]Z` timestamps botd writes, to Unix ms.
+pub fn parse_iso_ms(s: &str) -> Option<i64> {
+    let num = |r: std::ops::Range<usize>| s.get(r)?.parse::<i64>().ok();
+    let (y, m, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
+    let (hh, mm, ss) = (num(11..13)?, num(14..16)?, num(17..19)?);
+    let ms = if s.as_bytes().get(19) == Some(&b'.') {
+        num(20..23)?
+    } else {
+        0
+    };
+    Some((days_from_civil(y, m, d) * 86_400 + hh * 3600 + mm * 60 + ss) * 1000 + ms)
+}
+
+/// Days since 1970-01-01 of a civil date (proleptic Gregorian).
+pub fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
 /// Days since 1970-01-01 to (year, month, day), proleptic Gregorian.
-fn civil_from_days(days: i64) -> (i64, u32, u32) {
+pub fn civil_from_days(days: i64) -> (i64, u32, u32) {
     let z = days + 719_468;
     let era = z.div_euclid(146_097);
     let doe = z.rem_euclid(146_097);
@@ -127,6 +151,10 @@ mod tests {
         assert_eq!(iso_time(0), "1970-01-01T00:00:00.000Z");
         assert_eq!(iso_time(1_556_128_800_123), "2019-04-24T18:00:00.123Z");
         assert_eq!(iso_time(951_782_400_000), "2000-02-29T00:00:00.000Z");
+        for ms in [0, 1_556_128_800_123, 951_782_400_000, 1_800_000_000_999] {
+            assert_eq!(parse_iso_ms(&iso_time(ms)), Some(ms));
+        }
+        assert_eq!(parse_iso_ms("nope"), None);
     }
 
     #[test]

@@ -4,10 +4,13 @@
 pub mod actions;
 pub mod bot;
 pub mod content;
+pub mod decision;
 pub mod dialog;
 pub mod event;
 pub mod expr;
 pub mod flow;
+pub mod janitor;
+pub mod locks;
 pub mod nlu;
 pub mod qna;
 pub mod random;

@@ -1,19 +1,22 @@
-//! The engine: the loaded bots, one turn at a time per conversation (NLU → decision → dialog →
-//! render → save), and the janitor that expires contexts and sessions (§8.10).
+//! The engine: the loaded bots, and one turn at a time per conversation (NLU → decision →
+//! dialog → render → save).
 
 use super::actions::{context_list, set_context_list};
 use super::bot::{self, Bot};
-use super::dialog::{self, DialogContext, DialogError, Turn};
+use super::decision::{decide, default_decision};
+use super::dialog::{self, DialogError, Turn};
 use super::event::{default_nlu, iso_time, new_event_id, now_ms, Event};
+use super::janitor::TimeoutIndex;
+use super::locks::ConversationLocks;
 use super::qna;
 use super::state;
 use super::Problem;
 use crate::config::Settings;
 use crate::store::{Namespace, Store};
 use serde_json::{json, Map, Value};
-use std::collections::{BTreeSet, HashMap};
-use std::sync::{Arc, Condvar, Mutex, RwLock};
-use std::time::{Duration, Instant};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Instant;
 
 /// What one turn produced, for the channel that asked.
 #[derive(Debug, Clone)]
@@ -60,21 +63,16 @@ pub struct Destination {
 pub type ProactiveSink = Arc<dyn Fn(&Destination, Vec<Value>) + Send + Sync>;
 
 pub struct Engine {
-    settings: Arc<Settings>,
-    store: Arc<dyn Store>,
-    bots: RwLock<HashMap<String, Arc<Bot>>>,
-    locks: ConversationLocks,
-    timeouts: Mutex<TimeoutIndex>,
-    sinks: RwLock<HashMap<String, ProactiveSink>>,
+    pub(super) settings: Arc<Settings>,
+    pub(super) store: Arc<dyn Store>,
+    pub(super) bots: RwLock<HashMap<String, Arc<Bot>>>,
+    pub(super) locks: ConversationLocks,
+    pub(super) timeouts: Mutex<TimeoutIndex>,
+    pub(super) sinks: RwLock<HashMap<String, ProactiveSink>>,
     /// Fingerprints of bot folders that failed to load, so a broken bot is reported once per
     /// edit rather than on every check.
     failed: Mutex<HashMap<String, u64>>,
 }
-
-/// Minimum confidence for a suggestion to be elected (§9.1).
-const MIN_CONFIDENCE: f64 = 0.3;
-/// A suggestion from the same source as the last reply is dropped within this window.
-const NO_REPEAT_MS: i64 = 20_000;
 
 impl Engine {
     /// Loads every bot folder of the data directory. Problems are returned to be logged or
@@ -276,7 +274,7 @@ impl Engine {
             "preview": event.preview, "createdOn": iso_time(now), "nlu": nlu, "credentials": event.credentials,
         });
         let user_before = user.clone();
-        let mut scope = json!({"event": event_json, "user": user, "session": record.session, "temp": record.temp});
+        let mut scope = json!({"event": event_json, "user": user, "session": record.session, "temp": record.temp.clone()});
         if let Some(kv) = &bot_kv {
             scope["bot"] = kv.clone();
         }
@@ -308,7 +306,7 @@ impl Engine {
             bot,
             store,
             scope,
-            context: std::mem::take(&mut record.context),
+            context: record.context.clone(),
             channel: event.channel.clone(),
             bot_url: self.settings.http.external_url.clone(),
             outputs: Vec::new(),
@@ -317,7 +315,17 @@ impl Engine {
         };
 
         // Decision (§9.1).
-        let (suggestions, elected) = decide(bot, &nlu, &turn.scope, in_middle_of_flow, now);
+        let last_message = turn.scope["session"]["lastMessages"]
+            .as_array()
+            .and_then(|l| l.last())
+            .cloned()
+            .unwrap_or(Value::Null);
+        let (suggestions, elected) = decide(
+            qna::suggest(&bot.qna, &nlu),
+            &last_message,
+            in_middle_of_flow,
+            now,
+        );
         let mut suggestions_json = Vec::new();
         let mut decision = default_decision();
         let mut run_dialog = elected.is_none();
@@ -394,22 +402,8 @@ impl Engine {
             } else {
                 now + bot.timeout_interval.as_millis() as i64
             };
-        } else {
-            // A QnA answer leaves the stored flow position and temp as they were.
-            let stored = state::load_session(
-                store,
-                &bot.id,
-                session_id,
-                &event.channel,
-                &event.target,
-                thread,
-                now,
-            )
-            .map_err(io)?;
-            record.context = stored.context;
-            record.temp = stored.temp;
-            record.context_expiry = stored.context_expiry;
         }
+        // Otherwise (a QnA answer) the stored flow position and temp stay as they were loaded.
         state::save_session(store, &bot.id, session_id, &record).map_err(io)?;
         self.timeouts.lock().unwrap_or_else(|e| e.into_inner()).set(
             &bot.id,
@@ -418,8 +412,8 @@ impl Engine {
         );
 
         let mut state_json = json!({"user": turn.scope["user"], "context": record.context, "session": record.session, "temp": record.temp});
-        if let Some(kv) = turn.kv_get("global") {
-            state_json["bot"] = kv;
+        if let Some(kv) = turn.scope.get("bot") {
+            state_json["bot"] = kv.clone();
         }
         Ok(TurnOutput {
             responses: turn.outputs,
@@ -491,416 +485,5 @@ impl Engine {
             payloads.push(qna::redirect_payload(flow, node));
         }
         payloads
-    }
-
-    /// Runs due context timeouts (§8.10) and deletes expired sessions. Called by the janitor
-    /// thread every `dialog.janitorInterval`.
-    pub fn janitor_tick(&self) {
-        let now = now_ms();
-        loop {
-            let due = self
-                .timeouts
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .pop_due(now);
-            let Some((bot_id, session_id)) = due else {
-                break;
-            };
-            if let Err(e) = self.handle_timeout(&bot_id, &session_id, now) {
-                log::warn!("bot \"{bot_id}\": timeout handling failed: {e}");
-            }
-        }
-    }
-
-    /// Walks every stored session: deletes expired ones and (re)indexes context expiries.
-    pub fn sweep_sessions(&self) {
-        let now = now_ms();
-        for bot_id in self.bot_ids() {
-            let mut expired = Vec::new();
-            let mut index = Vec::new();
-            let scanned = self
-                .store
-                .scan(Namespace::Sessions, &bot_id, &mut |key, value| {
-                    let session_expiry = value["sessionExpiry"].as_i64().unwrap_or(0);
-                    let context_expiry = value["contextExpiry"].as_i64().unwrap_or(0);
-                    if session_expiry != 0 && session_expiry <= now {
-                        expired.push(key.to_string());
-                    } else if context_expiry != 0 {
-                        index.push((key.to_string(), context_expiry));
-                    }
-                });
-            if let Err(e) = scanned {
-                log::warn!("bot \"{bot_id}\": cannot scan sessions: {e}");
-            }
-            for key in expired {
-                let _guard = self.locks.lock(&format!("{bot_id}\u{0}{key}"));
-                // Look again under the lock: a turn may have just renewed it.
-                let still_expired = self
-                    .store
-                    .get(Namespace::Sessions, &bot_id, &key)
-                    .ok()
-                    .flatten()
-                    .and_then(|v| v["sessionExpiry"].as_i64())
-                    .is_some_and(|e| e != 0 && e <= now);
-                if still_expired {
-                    if let Err(e) = self.store.delete(Namespace::Sessions, &bot_id, &key) {
-                        log::warn!("bot \"{bot_id}\": cannot delete an expired session: {e}");
-                    }
-                }
-            }
-            let mut timeouts = self.timeouts.lock().unwrap_or_else(|e| e.into_inner());
-            for (key, expiry) in index {
-                timeouts.set(&bot_id, &key, expiry);
-            }
-        }
-    }
-
-    fn handle_timeout(&self, bot_id: &str, session_id: &str, now: i64) -> Result<(), String> {
-        let Some(bot) = self.bot(bot_id) else {
-            return Ok(());
-        };
-        let _guard = self.locks.lock(&format!("{bot_id}\u{0}{session_id}"));
-        let store = self.store.as_ref();
-        let Some(raw) = store
-            .get(Namespace::Sessions, bot_id, session_id)
-            .map_err(|e| e.to_string())?
-        else {
-            return Ok(());
-        };
-        let context_expiry = raw["contextExpiry"].as_i64().unwrap_or(0);
-        if context_expiry == 0 || context_expiry > now {
-            // Renewed by a turn since it was indexed.
-            self.timeouts.lock().unwrap_or_else(|e| e.into_inner()).set(
-                bot_id,
-                session_id,
-                context_expiry,
-            );
-            return Ok(());
-        }
-        let channel = raw["channel"].as_str().unwrap_or("api").to_string();
-        let target = raw["target"].as_str().unwrap_or("").to_string();
-        let thread_id = raw["threadId"].as_str().map(str::to_string);
-        // Load without the expiry rule, which would empty the context we need.
-        let mut record = state::load_session(
-            store,
-            bot_id,
-            session_id,
-            &channel,
-            &target,
-            thread_id.as_deref(),
-            0,
-        )
-        .map_err(|e| e.to_string())?;
-        let user = state::load_user(store, bot_id, &channel, &target).map_err(|e| e.to_string())?;
-        let event = json!({"id": new_event_id(), "type": "timeout", "channel": channel, "direction": "incoming",
-            "target": target, "threadId": thread_id, "botId": bot_id, "payload": {}, "preview": "",
-            "createdOn": iso_time(now), "nlu": default_nlu(&["global".to_string()])});
-        let mut scope =
-            json!({"event": event, "user": user, "session": record.session, "temp": record.temp});
-        if let Ok(Some(kv)) = store.get(Namespace::Kv, bot_id, "global") {
-            scope["bot"] = kv;
-        }
-        let mut turn = Turn {
-            bot: &bot,
-            store,
-            scope,
-            context: record.context.clone(),
-            channel: channel.clone(),
-            bot_url: self.settings.http.external_url.clone(),
-            outputs: Vec::new(),
-            kv_writes: Vec::new(),
-            deadline: Some(Instant::now() + Duration::from_secs(5)),
-        };
-        let mut ran = false;
-        if let Some((flow, node)) = find_timeout_node(&bot, &record.context) {
-            dialog::jump_to(&bot, &mut turn.context, &flow, Some(&node))
-                .map_err(|e| format!("{e:?}"))?;
-            match dialog::process(&mut turn) {
-                Ok(()) => ran = true,
-                Err(e) => log::warn!("bot \"{bot_id}\": timeout node failed: {e:?}"),
-            }
-        }
-        // After timeout handling the conversation starts over: context and temp go.
-        if ran {
-            state::save_user(store, bot_id, &channel, &target, &turn.scope["user"])
-                .map_err(|e| e.to_string())?;
-            for (key, value) in &turn.kv_writes {
-                store
-                    .put(Namespace::Kv, bot_id, key, value)
-                    .map_err(|e| e.to_string())?;
-            }
-            record.session = turn.scope["session"].clone();
-        }
-        record.context = DialogContext::default();
-        record.temp = json!({});
-        record.context_expiry = 0;
-        state::save_session(store, bot_id, session_id, &record).map_err(|e| e.to_string())?;
-        if ran && !turn.outputs.is_empty() {
-            let destination = Destination {
-                bot_id: bot_id.to_string(),
-                channel: channel.clone(),
-                target,
-                thread_id,
-            };
-            let sink = self
-                .sinks
-                .read()
-                .unwrap_or_else(|e| e.into_inner())
-                .get(&channel)
-                .cloned();
-            match sink {
-                Some(sink) => sink(&destination, turn.outputs),
-                None => log::info!("bot \"{bot_id}\": timeout replies for channel {channel} have nowhere to go (Converse cannot push)"),
-            }
-        }
-        Ok(())
-    }
-}
-
-fn default_decision() -> Value {
-    json!({"decision": {"reason": "no suggestion matched", "status": "elected"}, "confidence": 1,
-           "payloads": [], "source": "decisionEngine", "sourceDetails": "execute default flow"})
-}
-
-type Decided = (qna::Suggestion, &'static str, String);
-
-/// Sorts the QnA suggestions and decides each (§9.1). Returns them with status and reason,
-/// and the index of the elected one.
-fn decide(
-    bot: &Bot,
-    nlu: &Value,
-    scope: &Value,
-    in_middle_of_flow: bool,
-    now: i64,
-) -> (Vec<Decided>, Option<usize>) {
-    let mut suggestions = qna::suggest(&bot.qna, nlu);
-    suggestions.sort_by(|a, b| {
-        b.confidence
-            .partial_cmp(&a.confidence)
-            .unwrap_or(std::cmp::Ordering::Equal)
-    });
-    let last = scope["session"]["lastMessages"]
-        .as_array()
-        .and_then(|l| l.last())
-        .cloned()
-        .unwrap_or(Value::Null);
-    let last_source = last["replySource"].as_str().unwrap_or("").to_string();
-    let last_date = last["replyDate"]
-        .as_str()
-        .and_then(parse_iso_ms)
-        .unwrap_or(0);
-    let mut elected = None;
-    let mut out = Vec::new();
-    for (i, s) in suggestions.into_iter().enumerate() {
-        let (status, reason) = if s.confidence < MIN_CONFIDENCE {
-            ("dropped", format!("confidence lower than {MIN_CONFIDENCE}"))
-        } else if last_source == format!("{} {}", s.source, s.source_details)
-            && now - last_date < NO_REPEAT_MS
-        {
-            (
-                "dropped",
-                format!("bot would repeat itself (within {NO_REPEAT_MS}ms)"),
-            )
-        } else if elected.is_some() {
-            ("dropped", "best suggestion already elected".to_string())
-        } else if in_middle_of_flow {
-            (
-                "dropped",
-                "would have been elected, but already in the middle of a flow".to_string(),
-            )
-        } else {
-            elected = Some(i);
-            ("elected", "best remaining suggestion available".to_string())
-        };
-        out.push((s, status, reason));
-    }
-    (out, elected)
-}
-
-/// Parses the `YYYY-MM-DDTHH:MM:SS.mmmZ` timestamps botd writes.
-fn parse_iso_ms(s: &str) -> Option<i64> {
-    let b = s.as_bytes();
-    if b.len() < 19 {
-        return None;
-    }
-    let num = |r: std::ops::Range<usize>| s.get(r)?.parse::<i64>().ok();
-    let (y, m, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
-    let (hh, mm, ss) = (num(11..13)?, num(14..16)?, num(17..19)?);
-    let ms = if b.len() >= 23 && b[19] == b'.' {
-        num(20..23)?
-    } else {
-        0
-    };
-    // Days from civil (inverse of event::civil_from_days).
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
-    Some(((days * 86_400 + hh * 3600 + mm * 60 + ss) * 1000) + ms)
-}
-
-/// The timeout destination of §8.10: the node's `timeout`, a node named `timeout`, the flow's
-/// `timeoutNode`, then `timeout.flow.json` at its start.
-fn find_timeout_node(bot: &Bot, ctx: &DialogContext) -> Option<(String, String)> {
-    let flow = bot.flow(ctx.current_flow.as_deref()?)?;
-    let node = ctx.current_node.as_deref().and_then(|n| flow.node(n));
-    if let Some(t) = node.and_then(|n| n.timeout.as_deref()) {
-        if flow.node(t).is_some() {
-            return Some((flow.name.clone(), t.to_string()));
-        }
-    }
-    if flow.node("timeout").is_some() {
-        return Some((flow.name.clone(), "timeout".into()));
-    }
-    if let Some(t) = flow
-        .timeout_node
-        .as_deref()
-        .filter(|t| flow.node(t).is_some())
-    {
-        return Some((flow.name.clone(), t.to_string()));
-    }
-    bot.flow("timeout.flow.json")
-        .map(|f| (f.name.clone(), f.start_node.clone()))
-}
-
-/// Context expiries of conversations in the middle of a flow, soonest first.
-#[derive(Default)]
-struct TimeoutIndex {
-    by_time: BTreeSet<(i64, String, String)>,
-    by_key: HashMap<(String, String), i64>,
-}
-
-impl TimeoutIndex {
-    fn set(&mut self, bot: &str, session: &str, expiry: i64) {
-        let key = (bot.to_string(), session.to_string());
-        if let Some(old) = self.by_key.remove(&key) {
-            self.by_time.remove(&(old, key.0.clone(), key.1.clone()));
-        }
-        if expiry != 0 {
-            self.by_time.insert((expiry, key.0.clone(), key.1.clone()));
-            self.by_key.insert(key, expiry);
-        }
-    }
-
-    fn pop_due(&mut self, now: i64) -> Option<(String, String)> {
-        let first = self.by_time.first()?.clone();
-        if first.0 > now {
-            return None;
-        }
-        self.by_time.remove(&first);
-        self.by_key.remove(&(first.1.clone(), first.2.clone()));
-        Some((first.1, first.2))
-    }
-}
-
-/// FIFO locks per conversation: a ticket lock, so waiting turns run in arrival order; entries
-/// are removed when nobody holds or waits for them, so the map never grows without bound.
-#[derive(Default)]
-struct ConversationLocks {
-    map: Mutex<HashMap<String, Arc<Ticket>>>,
-}
-
-#[derive(Default)]
-struct Ticket {
-    state: Mutex<(u64, u64)>,
-    turn: Condvar,
-}
-
-struct ConversationGuard<'a> {
-    locks: &'a ConversationLocks,
-    key: String,
-    ticket: Arc<Ticket>,
-}
-
-impl ConversationLocks {
-    fn lock(&self, key: &str) -> ConversationGuard<'_> {
-        let (ticket, mine) = {
-            let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
-            let ticket = map.entry(key.to_string()).or_default().clone();
-            let mut state = ticket.state.lock().unwrap_or_else(|e| e.into_inner());
-            let mine = state.0;
-            state.0 += 1;
-            drop(state);
-            (ticket, mine)
-        };
-        let mut state = ticket.state.lock().unwrap_or_else(|e| e.into_inner());
-        while state.1 != mine {
-            state = ticket.turn.wait(state).unwrap_or_else(|e| e.into_inner());
-        }
-        drop(state);
-        ConversationGuard {
-            locks: self,
-            key: key.to_string(),
-            ticket,
-        }
-    }
-}
-
-impl Drop for ConversationGuard<'_> {
-    fn drop(&mut self) {
-        let mut map = self.locks.map.lock().unwrap_or_else(|e| e.into_inner());
-        let mut state = self.ticket.state.lock().unwrap_or_else(|e| e.into_inner());
-        state.1 += 1;
-        if state.0 == state.1 {
-            map.remove(&self.key);
-        }
-        drop(state);
-        self.ticket.turn.notify_all();
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn iso_round_trip() {
-        for ms in [0, 1_556_128_800_123, 951_782_400_000, 1_800_000_000_999] {
-            assert_eq!(parse_iso_ms(&iso_time(ms)), Some(ms));
-        }
-        assert_eq!(parse_iso_ms("nope"), None);
-    }
-
-    #[test]
-    fn timeout_index_orders_and_replaces() {
-        let mut index = TimeoutIndex::default();
-        index.set("b", "s1", 30);
-        index.set("b", "s2", 10);
-        index.set("b", "s1", 20);
-        assert_eq!(index.pop_due(5), None);
-        assert_eq!(index.pop_due(25), Some(("b".into(), "s2".into())));
-        assert_eq!(index.pop_due(25), Some(("b".into(), "s1".into())));
-        assert_eq!(index.pop_due(100), None);
-        index.set("b", "s3", 10);
-        index.set("b", "s3", 0);
-        assert_eq!(index.pop_due(100), None);
-    }
-
-    #[test]
-    fn conversation_locks_are_fifo_and_cleaned_up() {
-        let locks = Arc::new(ConversationLocks::default());
-        let order = Arc::new(Mutex::new(Vec::new()));
-        let first = locks.lock("k");
-        let mut handles = Vec::new();
-        for i in 0..8 {
-            let (shared, order) = (locks.clone(), order.clone());
-            handles.push(std::thread::spawn(move || {
-                let _g = shared.lock("k");
-                order.lock().unwrap().push(i);
-            }));
-            // Let each thread take its ticket before the next one starts.
-            while locks.map.lock().unwrap()["k"].state.lock().unwrap().0 < i + 2 {
-                std::thread::yield_now();
-            }
-        }
-        drop(first);
-        for h in handles {
-            h.join().unwrap();
-        }
-        assert_eq!(*order.lock().unwrap(), (0..8).collect::<Vec<_>>());
-        assert!(locks.map.lock().unwrap().is_empty());
     }
 }

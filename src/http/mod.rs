@@ -84,6 +84,16 @@ impl Reply {
     }
 }
 
+/// An error of Express's body-parser as Botpress's final handler answers it (§3.1): the
+/// error has a `statusCode` and a `type` but no `errorCode`, so the code is `BP_000` and the
+/// message "Unexpected error".
+pub fn body_parser_error(status: u16, kind: &str) -> Reply {
+    Reply::json(
+        status,
+        &json!({"statusCode": status, "errorCode": "BP_000", "type": kind, "message": "Unexpected error", "docs": "https://botpress.io/docs"}),
+    )
+}
+
 /// Why a body could not be read.
 #[derive(Debug)]
 pub enum BodyError {
@@ -94,11 +104,10 @@ pub enum BodyError {
 impl BodyError {
     pub fn reply(&self, limit: u64) -> Reply {
         match self {
-            BodyError::TooLarge => Reply::error(
-                413,
-                "PayloadTooLargeError",
-                &format!("request entity too large (limit {limit} bytes)"),
-            ),
+            BodyError::TooLarge => {
+                log::debug!("request body over the limit of {limit} bytes");
+                body_parser_error(413, "entity.too.large")
+            }
             BodyError::Io(e) => Reply::error(
                 400,
                 "BadRequestError",

@@ -3,6 +3,7 @@
 //! fsync, rename) and never uses an external id as a file name: keys are hashed.
 
 mod file;
+pub mod seen;
 pub mod spool;
 
 pub use file::FileStore;

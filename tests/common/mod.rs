@@ -17,7 +17,11 @@ pub struct TempDir(pub PathBuf);
 impl TempDir {
     pub fn new(tag: &str) -> TempDir {
         static N: AtomicU64 = AtomicU64::new(0);
-        let dir = std::env::temp_dir().join(format!("botd-test-{tag}-{}-{}", std::process::id(), N.fetch_add(1, Ordering::SeqCst)));
+        let dir = std::env::temp_dir().join(format!(
+            "botd-test-{tag}-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::SeqCst)
+        ));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         TempDir(dir)
@@ -72,7 +76,11 @@ impl Server {
     /// it logs its address.
     pub fn start(data: &Path, env: &[(&str, &str)]) -> Server {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_botd"));
-        cmd.arg("run").arg("--data").arg(data).env("PORT", "0").env("RUST_LOG", "info");
+        cmd.arg("run")
+            .arg("--data")
+            .arg(data)
+            .env("PORT", "0")
+            .env("RUST_LOG", "info");
         cmd.env_remove("EXTERNAL_URL").env_remove("BP_HOST");
         for (k, v) in env {
             cmd.env(k, v);
@@ -88,7 +96,11 @@ impl Server {
                 for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                     if let Some(rest) = line.split("listening on http://").nth(1) {
                         let addr = rest.split_whitespace().next().unwrap_or("");
-                        let port: u16 = addr.rsplit(':').next().and_then(|p| p.parse().ok()).unwrap_or(0);
+                        let port: u16 = addr
+                            .rsplit(':')
+                            .next()
+                            .and_then(|p| p.parse().ok())
+                            .unwrap_or(0);
                         let _ = tx.send(port);
                     }
                     let mut l = log.lock().unwrap();
@@ -117,7 +129,10 @@ impl Server {
 
     /// Sends SIGTERM and waits for the exit status.
     pub fn terminate(&mut self) -> std::process::ExitStatus {
-        let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
         wait_exit(&mut self.child, Duration::from_secs(20))
     }
 
@@ -161,17 +176,29 @@ impl Answer {
         String::from_utf8_lossy(&self.body).into_owned()
     }
     pub fn json(&self) -> Value {
-        serde_json::from_slice(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.text()))
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.text()))
     }
     pub fn header(&self, name: &str) -> Option<String> {
-        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.clone())
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.clone())
     }
 }
 
 /// One HTTP/1.1 request over a fresh connection (raw, so tests control every byte).
-pub fn request(port: u16, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Answer {
+pub fn request(
+    port: u16,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> Answer {
     let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("connect");
-    stream.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
     let mut head = format!("{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\nContent-Length: {}\r\n", body.len());
     for (k, v) in headers {
         head.push_str(&format!("{k}: {v}\r\n"));
@@ -185,24 +212,45 @@ pub fn request(port: u16, method: &str, path: &str, headers: &[(&str, &str)], bo
 }
 
 pub fn parse_answer(raw: &[u8]) -> Answer {
-    let split = raw.windows(4).position(|w| w == b"\r\n\r\n").unwrap_or_else(|| panic!("no HTTP answer: {:?}", String::from_utf8_lossy(raw)));
+    let split = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .unwrap_or_else(|| panic!("no HTTP answer: {:?}", String::from_utf8_lossy(raw)));
     let head = String::from_utf8_lossy(&raw[..split]).into_owned();
     let mut lines = head.lines();
-    let status = lines.next().unwrap().split_whitespace().nth(1).unwrap().parse().unwrap();
+    let status = lines
+        .next()
+        .unwrap()
+        .split_whitespace()
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
     let headers: Vec<(String, String)> = lines
-        .filter_map(|l| l.split_once(':').map(|(k, v)| (k.trim().to_string(), v.trim().to_string())))
+        .filter_map(|l| {
+            l.split_once(':')
+                .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+        })
         .collect();
     let mut body = raw[split + 4..].to_vec();
-    if headers.iter().any(|(k, v)| k.eq_ignore_ascii_case("transfer-encoding") && v.contains("chunked")) {
+    if headers
+        .iter()
+        .any(|(k, v)| k.eq_ignore_ascii_case("transfer-encoding") && v.contains("chunked"))
+    {
         body = dechunk(&body);
     }
-    Answer { status, headers, body }
+    Answer {
+        status,
+        headers,
+        body,
+    }
 }
 
 fn dechunk(mut data: &[u8]) -> Vec<u8> {
     let mut out = Vec::new();
     while let Some(pos) = data.windows(2).position(|w| w == b"\r\n") {
-        let size = usize::from_str_radix(String::from_utf8_lossy(&data[..pos]).trim(), 16).unwrap_or(0);
+        let size =
+            usize::from_str_radix(String::from_utf8_lossy(&data[..pos]).trim(), 16).unwrap_or(0);
         if size == 0 {
             break;
         }
@@ -213,12 +261,22 @@ fn dechunk(mut data: &[u8]) -> Vec<u8> {
 }
 
 pub fn post_json(port: u16, path: &str, body: &Value) -> Answer {
-    request(port, "POST", path, &[("Content-Type", "application/json")], body.to_string().as_bytes())
+    request(
+        port,
+        "POST",
+        path,
+        &[("Content-Type", "application/json")],
+        body.to_string().as_bytes(),
+    )
 }
 
 /// POST to the public Converse route of `bot` for `user` (user is put in the path as is).
 pub fn converse(port: u16, bot: &str, user: &str, text: &str) -> Answer {
-    post_json(port, &format!("/api/v1/bots/{bot}/converse/{user}"), &serde_json::json!({"type": "text", "text": text}))
+    post_json(
+        port,
+        &format!("/api/v1/bots/{bot}/converse/{user}"),
+        &serde_json::json!({"type": "text", "text": text}),
+    )
 }
 
 /// The `text` of every text-like payload of a Converse answer.
@@ -227,7 +285,12 @@ pub fn texts(answer: &Value) -> Vec<String> {
         .as_array()
         .unwrap_or(&Vec::new())
         .iter()
-        .filter_map(|p| p["text"].as_str().or(p["wrapped"]["text"].as_str()).map(str::to_string))
+        .filter_map(|p| {
+            p["text"]
+                .as_str()
+                .or(p["wrapped"]["text"].as_str())
+                .map(str::to_string)
+        })
         .collect()
 }
 
@@ -241,4 +304,143 @@ pub fn wait_until(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
         std::thread::sleep(Duration::from_millis(25));
     }
     f()
+}
+
+/// The `responses` array of a Converse answer (panics when the answer is not a 200 JSON).
+pub fn responses(answer: &Answer) -> Vec<Value> {
+    assert_eq!(
+        answer.status,
+        200,
+        "expected 200, got {}: {}",
+        answer.status,
+        answer.text()
+    );
+    answer.json()["responses"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no responses: {}", answer.text()))
+        .clone()
+}
+
+/// A typing payload followed by a markdown text payload, as builtin_text renders for `api`.
+pub fn typed_text(text: &str) -> Vec<Value> {
+    vec![
+        serde_json::json!({"type": "typing", "value": true}),
+        serde_json::json!({"type": "text", "markdown": true, "text": text}),
+    ]
+}
+
+/// Runs `botd <args>` to completion; returns (exit code, stdout, stderr).
+pub fn botd(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_botd"));
+    cmd.args(args)
+        .env_remove("EXTERNAL_URL")
+        .env_remove("BP_HOST")
+        .env_remove("PORT");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().expect("run botd");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// A token from `botd token --data DIR [extra args]`.
+pub fn token(data: &Path, extra: &[&str]) -> String {
+    let mut args = vec!["token", "--data", data.to_str().unwrap()];
+    args.extend_from_slice(extra);
+    let (code, out, err) = botd(&args, &[]);
+    assert_eq!(code, 0, "botd token failed: {err}");
+    out.trim().to_string()
+}
+
+/// POST to the secured Converse route with `include` and a Bearer token.
+pub fn secured(
+    port: u16,
+    bot: &str,
+    user: &str,
+    body: &Value,
+    include: &str,
+    token: &str,
+) -> Answer {
+    let auth = format!("Bearer {token}");
+    let path = if include.is_empty() {
+        format!("/api/v1/bots/{bot}/converse/{user}/secured")
+    } else {
+        format!("/api/v1/bots/{bot}/converse/{user}/secured?include={include}")
+    };
+    request(
+        port,
+        "POST",
+        &path,
+        &[
+            ("Content-Type", "application/json"),
+            ("Authorization", &auth),
+        ],
+        body.to_string().as_bytes(),
+    )
+}
+
+/// `state` of a secured turn with `include=state`.
+pub fn state_after(port: u16, bot: &str, user: &str, text: &str, token: &str) -> Value {
+    let a = secured(
+        port,
+        bot,
+        user,
+        &serde_json::json!({"type": "text", "text": text}),
+        "state",
+        token,
+    );
+    assert_eq!(a.status, 200, "{}", a.text());
+    a.json()["state"].clone()
+}
+
+/// Every file below `dir`, as paths relative to it.
+pub fn files_below(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                out.push(p.strip_prefix(dir).unwrap().to_path_buf());
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// Makes the bot at `bot` time out after 1 s idle in the middle of a flow, with a `timeout`
+/// node in `main.flow.json` that says "Still there?", and the janitor of `data` run every
+/// 200 ms.
+pub fn add_timeout_node(data: &Path, bot: &str) {
+    write(
+        data,
+        "global/botpress.config.json",
+        &serde_json::json!({"dialog": {"janitorInterval": "200ms"}}).to_string(),
+    );
+    let bot = data.join("bots").join(bot);
+    let config = std::fs::read_to_string(bot.join("bot.config.json"))
+        .unwrap()
+        .replace("\"5m\"", "\"1s\"");
+    std::fs::write(bot.join("bot.config.json"), config).unwrap();
+    let flow_path = bot.join("flows/main.flow.json");
+    let mut flow: Value =
+        serde_json::from_str(&std::fs::read_to_string(&flow_path).unwrap()).unwrap();
+    flow["nodes"].as_array_mut().unwrap().push(serde_json::json!({
+        "id": "tmo001", "name": "timeout", "onEnter": ["say #!builtin_text-gone"], "onReceive": null, "next": []
+    }));
+    std::fs::write(flow_path, flow.to_string()).unwrap();
+    let texts_path = bot.join("content-elements/builtin_text.json");
+    let mut texts: Value =
+        serde_json::from_str(&std::fs::read_to_string(&texts_path).unwrap()).unwrap();
+    texts.as_array_mut().unwrap().push(
+        serde_json::json!({"id": "builtin_text-gone", "formData": {"text$en": "Still there?"}}),
+    );
+    std::fs::write(texts_path, texts.to_string()).unwrap();
 }

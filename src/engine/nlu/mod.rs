@@ -25,6 +25,7 @@ use self::features::{normalize, FeatureConfig, Vectorizer};
 use self::slots::SlotTagger;
 use crate::engine::Problem;
 
+pub use self::eval::{cli_nlu_bench, cli_nlu_eval};
 pub use self::language::detect_language;
 
 /// One intent of a bot (`intents/<name>.json`).
@@ -106,6 +107,8 @@ const ZSCORE_LEAD: f64 = 1.15;
 /// How many predictions of each context model are merged into `intents`.
 const TOP_PER_CONTEXT: usize = 5;
 pub const NONE_INTENT: &str = "none";
+/// The hidden class of synthetic noise; reported as part of `none`.
+const SYNTHETIC_NONE: &str = "__synthetic_none__";
 
 // ---------------------------------------------------------------------------------------------
 // Loading
@@ -429,6 +432,47 @@ impl Default for IntentTraining {
     }
 }
 
+/// Name-giving answers ("my name is X"), frequent right after a bot asks for a name.
+const NAME_TEMPLATES: &[&str] = &[
+    "my name is {}",
+    "i am {}",
+    "call me {}",
+    "it's {}",
+    "{} here",
+    "{}",
+];
+
+fn word_set(s: &str) -> std::collections::HashSet<&str> {
+    features::word_tokens(s).into_iter().collect()
+}
+
+/// Name-giving answers with pseudo-names, minus those that resemble the context's own
+/// utterances (word-set Jaccard similarity ≥ 0.5: then the bot is about names).
+///
+/// Why only names: generic small talk and everyday requests were tried as `none` examples
+/// too; they pulled real questions into `none` (Braun corpora with a real `None` class lost
+/// 18-25 of 274 test utterances), while names are what a bot hears right after "what is
+/// your name?".
+fn generic_off_topic(rng: &mut Rng, own: &[String]) -> Vec<String> {
+    let own_sets: Vec<_> = own.iter().map(|u| word_set(u)).collect();
+    let mut candidates: Vec<String> = Vec::new();
+    for t in NAME_TEMPLATES {
+        let name = noise_utterances(rng, 1).pop().unwrap_or_default();
+        candidates.push(t.replace("{}", &name));
+    }
+    candidates
+        .into_iter()
+        .filter(|c| {
+            let cs = word_set(c);
+            !own_sets.iter().any(|o| {
+                let inter = cs.intersection(o).count() as f64;
+                let union = cs.union(o).count().max(1) as f64;
+                inter / union >= 0.5
+            })
+        })
+        .collect()
+}
+
 /// Random strings that look like nothing a bot was trained on: letter soup, digit runs,
 /// punctuation, and short "words" of the kind people's names are made of.
 fn noise_utterances(rng: &mut Rng, n: usize) -> Vec<String> {
@@ -519,6 +563,7 @@ impl ContextModel {
                 none_texts.extend(plain);
             }
         }
+        let mut synthetic: Vec<String> = Vec::new();
         if opts.synth_none {
             let mut rng = Rng::new(seed);
             let avg = if classes.is_empty() {
@@ -532,15 +577,25 @@ impl ContextModel {
                 rng.shuffle(&mut none_texts);
                 none_texts.truncate(cap);
             }
-            none_texts.extend(noise_utterances(&mut rng, avg.clamp(12, 60)));
+            synthetic.extend(noise_utterances(&mut rng, avg.clamp(12, 60)));
+            synthetic.extend(generic_off_topic(&mut rng, &texts));
         }
-        if !none_texts.is_empty() || classes.is_empty() {
-            classes.push(NONE_INTENT.to_string());
+        // Real off-topic language (the bot's `none` intent, other contexts) and synthetic
+        // noise are two classes, so that neither dilutes the other under class balancing;
+        // their probabilities are added up as `none` when predicting.
+        for (name, examples) in [(NONE_INTENT, none_texts), (SYNTHETIC_NONE, synthetic)] {
+            if examples.is_empty() {
+                continue;
+            }
+            classes.push(name.to_string());
             let idx = classes.len() - 1;
-            for t in none_texts {
+            for t in examples {
                 texts.push(t);
                 ys.push(idx);
             }
+        }
+        if classes.is_empty() {
+            classes.push(NONE_INTENT.to_string());
         }
         let vectorizer = Vectorizer::fit(opts.features, &texts);
         let xs: Vec<_> = texts.iter().map(|t| vectorizer.transform(t)).collect();
@@ -561,16 +616,28 @@ impl ContextModel {
     fn predict(&self, normalized: &str) -> Vec<IntentScore> {
         let x = self.vectorizer.transform(normalized);
         let p = self.classifier.predict_proba(&x);
-        let mut scores: Vec<IntentScore> = self
-            .classes
-            .iter()
-            .zip(p)
-            .map(|(c, p)| IntentScore {
-                name: c.clone(),
-                confidence: p as f64,
+        let mut scores: Vec<IntentScore> = Vec::with_capacity(self.classes.len());
+        let mut none = 0.0;
+        let mut has_none = false;
+        for (c, p) in self.classes.iter().zip(p) {
+            if c == NONE_INTENT || c == SYNTHETIC_NONE {
+                none += p as f64;
+                has_none = true;
+            } else {
+                scores.push(IntentScore {
+                    name: c.clone(),
+                    confidence: p as f64,
+                    context: self.context.clone(),
+                });
+            }
+        }
+        if has_none {
+            scores.push(IntentScore {
+                name: NONE_INTENT.to_string(),
+                confidence: none,
                 context: self.context.clone(),
-            })
-            .collect();
+            });
+        }
         scores.sort_by(|a, b| b.confidence.total_cmp(&a.confidence));
         scores
     }

@@ -149,9 +149,18 @@ pub struct SequenceTagger {
     weights: Vec<f32>,
     /// `(tags + 1) × tags`: previous tag (last row = sentence start) → tag.
     transitions: Vec<f32>,
+    /// After training: per feature, its non-zero (tag, weight) pairs; replaces the dense
+    /// rows, which are mostly zeros.
+    sparse: Option<SparseWeights>,
     /// Labels seen with each intent in training.
     labels_by_intent: HashMap<String, Vec<usize>>,
     use_intent: bool,
+}
+
+#[derive(Debug, Clone, Default)]
+struct SparseWeights {
+    rows: HashMap<u64, (u32, u32)>,
+    entries: Vec<(u16, f32)>,
 }
 
 /// A training sentence ready for the perceptron: token features, gold tags, allowed tags.
@@ -195,6 +204,7 @@ impl SequenceTagger {
             transitions: vec![0.0; (tags + 1) * tags],
             labels_by_intent,
             use_intent: cfg.use_intent,
+            sparse: None,
         };
         // Precompute features and gold tags once.
         let prepared: Vec<Prepared> = examples
@@ -245,13 +255,25 @@ impl SequenceTagger {
                 c += 1.0;
             }
         }
-        // Averaging: w − acc / c.
-        tagger.weights = tr
-            .weights
-            .iter()
-            .zip(&tr.acc)
-            .map(|(w, a)| w - a / c)
-            .collect();
+        // Averaging: w − acc / c; then keep only the non-zero weights of each feature.
+        let mut sparse = SparseWeights::default();
+        for (&f, &r) in &tagger.rows {
+            let r = r as usize;
+            let start = sparse.entries.len() as u32;
+            for t in 0..tags {
+                let w = tr.weights[r * tags + t] - tr.acc[r * tags + t] / c;
+                if w.abs() > 1e-4 {
+                    sparse.entries.push((t as u16, w));
+                }
+            }
+            let len = sparse.entries.len() as u32 - start;
+            if len > 0 {
+                sparse.rows.insert(f, (start, len));
+            }
+        }
+        tagger.rows = HashMap::new();
+        tagger.weights = Vec::new();
+        tagger.sparse = Some(sparse);
         tagger.transitions = tr
             .trans
             .iter()
@@ -325,14 +347,27 @@ impl SequenceTagger {
     }
 
     fn emissions(&self, feats: &[Vec<u64>], allowed: &[usize]) -> Vec<Vec<f32>> {
+        // Position of each tag among the allowed ones (usize::MAX when not allowed).
+        let mut slot = vec![usize::MAX; self.tags];
+        for (j, &t) in allowed.iter().enumerate() {
+            slot[t] = j;
+        }
         feats
             .iter()
             .map(|fs| {
                 let mut s = vec![0f32; allowed.len()];
                 for f in fs {
-                    if let Some(&r) = self.rows.get(f) {
-                        let row =
-                            &self.weights[r as usize * self.tags..(r as usize + 1) * self.tags];
+                    if let Some(sp) = &self.sparse {
+                        if let Some(&(start, len)) = sp.rows.get(f) {
+                            for &(t, w) in &sp.entries[start as usize..(start + len) as usize] {
+                                if let Some(x) = s.get_mut(slot[t as usize]) {
+                                    *x += w;
+                                }
+                            }
+                        }
+                    } else if let Some(&r) = self.rows.get(f) {
+                        let r = r as usize;
+                        let row = &self.weights[r * self.tags..(r + 1) * self.tags];
                         for (x, &t) in s.iter_mut().zip(allowed) {
                             *x += row[t];
                         }
@@ -456,7 +491,11 @@ impl SequenceTagger {
     }
 
     pub fn size_bytes(&self) -> usize {
-        self.rows.len() * 12 + self.weights.len() * 4 + self.transitions.len() * 4
+        let sparse = self
+            .sparse
+            .as_ref()
+            .map_or(0, |sp| sp.rows.len() * 16 + sp.entries.len() * 8);
+        sparse + self.rows.len() * 12 + self.weights.len() * 4 + self.transitions.len() * 4
     }
 }
 

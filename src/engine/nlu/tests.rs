@@ -445,3 +445,69 @@ fn entities_in_understand_have_the_section_10_shape() {
     assert_eq!(money["data"]["value"], 20);
     assert_eq!(money["data"]["unit"], "USD");
 }
+
+#[test]
+fn empty_bot_and_empty_text_give_none() {
+    let nlu = Nlu::train(&[], &[], &NluConfig::default());
+    let v = nlu.understand("hello", &[], 0);
+    assert_eq!(
+        v["intent"],
+        json!({"name": "none", "confidence": 1.0, "context": "global"})
+    );
+    assert_eq!(v["intents"], json!([]));
+    let nlu = Nlu::train(&welcome_bot(), &[], &NluConfig::default());
+    let v = nlu.understand("", &[], 0);
+    assert_eq!(v["intent"]["name"], "none", "{v}");
+    assert_eq!(v["language"], "n/a");
+    // An unknown context: nothing predicted.
+    let v = nlu.understand("hi bot", &["nowhere".to_string()], 0);
+    assert_eq!(v["intent"]["name"], "none");
+    assert_eq!(v["includedContexts"], json!([]));
+}
+
+#[test]
+fn entity_offsets_count_characters() {
+    let nlu = Nlu::train(&welcome_bot(), &[], &NluConfig::default());
+    let text = "café à 20 €";
+    let v = nlu.understand(text, &[], 0);
+    let money = v["entities"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["name"] == "amountOfMoney")
+        .cloned()
+        .expect("money");
+    assert_eq!(money["meta"]["start"], 7);
+    assert_eq!(money["meta"]["end"], 11);
+    assert_eq!(money["meta"]["source"], "20 €");
+}
+
+#[test]
+fn welcome_bot_off_topic_sentences_are_none() {
+    let nlu = Nlu::train(&welcome_bot(), &[], &NluConfig::default());
+    // "my name is X" answers the bot's own question: it must not trigger `forget`.
+    for t in [
+        "my name is Sylvain",
+        "I'm Alice",
+        "call me Bob",
+        "what is the capital of france",
+        "i like turtles",
+        "what time is it",
+    ] {
+        let v = nlu.understand(t, &[], 0);
+        assert_eq!(v["intent"]["name"], "none", "{t}: {v}");
+    }
+    // Still confident on the bot's own phrasing and close variants.
+    for (t, want) in [
+        ("hello there bot", "hello"),
+        ("forget it", "forget"),
+        ("erase my name please", "forget"),
+    ] {
+        let v = nlu.understand(t, &[], 0);
+        assert_eq!(v["intent"]["name"], want, "{t}: {v}");
+        assert!(
+            v["intent"]["confidence"].as_f64().unwrap() >= 0.7,
+            "{t}: {v}"
+        );
+    }
+}

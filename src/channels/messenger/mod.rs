@@ -1,0 +1,665 @@
+//! Facebook Messenger (§4): the webhook, the page ↔ bot mapping, the Messenger profile and the
+//! Send API, with nothing lost between them.
+//!
+//! The pipeline, each step durable before the next one starts:
+//! 1. the webhook checks the signature, drops duplicates (by `mid`, remembered at least
+//!    [`DEDUPE_WINDOW`]) and writes each new event to the **inbound** spool, then answers
+//!    `200 EVENT_RECEIVED` — it never waits for a turn or a Graph call;
+//! 2. an inbound delivery thread plays the turn (`Engine::turn`) and writes the rendered
+//!    payloads, as Graph calls, to the **outbound** spool, then removes the inbound item;
+//! 3. an outbound delivery thread makes the Graph calls, one conversation strictly in order,
+//!    conversations in parallel; a typing delay is a pause of that conversation only.
+//!
+//! Guarantee (at-least-once): an event answered with 200 is played and its replies are sent,
+//! across restarts and Graph outages. After a crash (power cut, SIGKILL) two things can
+//! repeat: the one Graph call of a conversation that was in flight (sent, but not yet
+//! removed from the spool) is made again, and the one turn of a conversation that was being
+//! played (its state saved, its inbound item not yet removed) is played again. Duplicate
+//! webhook deliveries never play a turn twice.
+
+pub mod graph;
+pub mod signature;
+pub mod webhook;
+
+use crate::channels::delivery::{Delivery, Outcome};
+use crate::config::units;
+use crate::engine::runtime::Destination;
+use crate::engine::{Engine, Event, TurnError};
+use crate::http::Route;
+use crate::store::seen::SeenSet;
+use crate::store::Spool;
+use graph::{backoff, Failure, Graph};
+use serde_json::{json, Map, Value};
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+use webhook::Webhook;
+
+/// How long message ids are remembered (Facebook retries for up to 36 hours).
+pub const DEDUPE_WINDOW: Duration = Duration::from_secs(48 * 3600);
+/// At most this many remembered ids (about 10 MB).
+const DEDUPE_CAP: usize = 250_000;
+/// Threads playing turns, and threads calling the Graph API.
+const INBOUND_THREADS: usize = 4;
+const OUTBOUND_THREADS: usize = 8;
+const MODULE: &str = "channel-messenger";
+
+/// The global part of the configuration (`data/global/config/channel-messenger.json`).
+#[derive(Debug, Clone)]
+pub struct GlobalConfig {
+    pub app_secret: String,
+    pub verify_token: String,
+    pub graph_base: String,
+    pub graph_version: String,
+    pub max_body: u64,
+    pub require_sha256: bool,
+}
+
+/// What one bot's merged configuration says.
+#[derive(Debug, Clone)]
+struct BotConfig {
+    token: String,
+    typing_delay: bool,
+    greeting: Option<String>,
+    get_started: Option<String>,
+    persistent_menu: Vec<Value>,
+}
+
+/// What the webhook and the delivery threads share.
+pub struct Core {
+    engine: Arc<Engine>,
+    graph: Graph,
+    bots: HashMap<String, BotConfig>,
+    /// page id → bot id, filled by the `GET /me` lookups.
+    pages: RwLock<HashMap<String, String>>,
+    /// Lookups still trying (network errors, 5xx).
+    pending_lookups: AtomicUsize,
+}
+
+impl Core {
+    fn bot_for_page(&self, page_id: &str) -> Option<String> {
+        self.pages
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(page_id)
+            .cloned()
+    }
+
+    fn lookups_pending(&self) -> bool {
+        self.pending_lookups.load(Ordering::SeqCst) > 0
+    }
+}
+
+/// The running channel.
+pub struct Messenger {
+    core: Arc<Core>,
+    inbound: Arc<Delivery>,
+    outbound: Arc<Delivery>,
+    route: Option<Arc<Webhook>>,
+    stopping: Arc<AtomicBool>,
+}
+
+fn text(map: &Map<String, Value>, key: &str) -> String {
+    map.get(key)
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .trim()
+        .to_string()
+}
+
+fn flag(map: &Map<String, Value>, key: &str, default: bool) -> bool {
+    map.get(key).and_then(Value::as_bool).unwrap_or(default)
+}
+
+/// The key of one conversation in the spools.
+pub fn conversation_key(bot: &str, psid: &str) -> String {
+    format!("{bot}/{psid}")
+}
+
+impl GlobalConfig {
+    pub fn read(map: &Map<String, Value>) -> GlobalConfig {
+        let size = text(map, "maxBodySize");
+        let max_body = units::parse_size(if size.is_empty() { "1mb" } else { &size })
+            .unwrap_or_else(|e| {
+                log::warn!("Messenger: maxBodySize: {e}; using 1mb");
+                1024 * 1024
+            });
+        let base = text(map, "graphApiBase");
+        let version = text(map, "graphApiVersion");
+        GlobalConfig {
+            app_secret: text(map, "appSecret"),
+            verify_token: text(map, "verifyToken"),
+            graph_base: if base.is_empty() {
+                "https://graph.facebook.com".into()
+            } else {
+                base
+            },
+            graph_version: if version.is_empty() {
+                "v23.0".into()
+            } else {
+                version
+            },
+            max_body,
+            require_sha256: flag(map, "requireSha256", false),
+        }
+    }
+}
+
+impl Messenger {
+    /// Starts the channel when configured: `None` when no bot enables Messenger and the
+    /// webhook secrets are not set. Never waits for the Graph API.
+    pub fn start(engine: Arc<Engine>) -> Option<Messenger> {
+        let settings = engine.settings();
+        let global_file = settings
+            .data_dir
+            .join("global")
+            .join("config")
+            .join(format!("{MODULE}.json"));
+        let (global_map, problems) = settings.module_config(MODULE, None);
+        for p in problems {
+            log::warn!("{p}");
+        }
+        let config = GlobalConfig::read(&global_map);
+        let mut bots = HashMap::new();
+        for id in engine.bot_ids() {
+            let Some(bot) = engine.bot(&id) else { continue };
+            let (map, _) = settings.module_config(MODULE, Some(&bot.dir));
+            if !flag(&map, "enabled", false) {
+                continue;
+            }
+            let token = text(&map, "accessToken");
+            if token.is_empty() {
+                log::error!(
+                    "Messenger: bot \"{id}\" is enabled but has no accessToken ({}); skipped",
+                    bot.dir
+                        .join("config")
+                        .join(format!("{MODULE}.json"))
+                        .display()
+                );
+                continue;
+            }
+            let greeting = Some(text(&map, "greeting")).filter(|s| !s.is_empty());
+            let get_started = Some(text(&map, "getStarted")).filter(|s| !s.is_empty());
+            let persistent_menu = map
+                .get("persistentMenu")
+                .and_then(Value::as_array)
+                .cloned()
+                .unwrap_or_default();
+            let typing_delay = flag(&map, "typingDelay", true);
+            bots.insert(
+                id,
+                BotConfig {
+                    token,
+                    typing_delay,
+                    greeting,
+                    get_started,
+                    persistent_menu,
+                },
+            );
+        }
+        let secrets = !config.app_secret.is_empty() && !config.verify_token.is_empty();
+        if !secrets {
+            if bots.is_empty() && config.app_secret.is_empty() && config.verify_token.is_empty() {
+                log::debug!("Messenger is off: no bot enables it");
+                return None;
+            }
+            log::warn!(
+                "Messenger: appSecret and verifyToken must both be set in {} (or BP_CHANNEL-MESSENGER_APPSECRET and BP_CHANNEL-MESSENGER_VERIFYTOKEN); no webhook is registered",
+                global_file.display()
+            );
+        }
+
+        let dir = settings.data_dir.join("storage").join("messenger");
+        let core = Arc::new(Core {
+            graph: Graph::new(&config.graph_base, &config.graph_version),
+            engine: engine.clone(),
+            pending_lookups: AtomicUsize::new(bots.len()),
+            bots,
+            pages: RwLock::new(HashMap::new()),
+        });
+        let started = Self::start_deliveries(&core, &dir);
+        let (inbound, outbound, seen) = match started {
+            Ok(parts) => parts,
+            Err(e) => {
+                log::error!(
+                    "Messenger: cannot open its spools in {}: {e}; Messenger is off",
+                    dir.display()
+                );
+                return None;
+            }
+        };
+        let route = if secrets {
+            let url = format!(
+                "{}/api/v1/bots/___/mod/channel-messenger/webhook",
+                settings.http.external_url
+            );
+            log::info!("Messenger webhook URL is {url}");
+            if !url.starts_with("https://") {
+                log::warn!("Messenger: the webhook URL is not https; Facebook only calls https URLs (set EXTERNAL_URL)");
+            }
+            Some(Arc::new(Webhook {
+                core: core.clone(),
+                inbound: inbound.clone(),
+                seen,
+                config: Arc::new(config),
+            }))
+        } else {
+            None
+        };
+        let stopping = Arc::new(AtomicBool::new(false));
+        for bot_id in core.bots.keys() {
+            let (core, stopping, bot_id) = (core.clone(), stopping.clone(), bot_id.clone());
+            let spawned = std::thread::Builder::new()
+                .name("messenger-page".into())
+                .spawn(move || find_page(&core, &bot_id, &stopping));
+            if let Err(e) = spawned {
+                log::error!("Messenger: cannot start the page lookup: {e}");
+            }
+        }
+        Some(Messenger {
+            core,
+            inbound,
+            outbound,
+            route,
+            stopping,
+        })
+    }
+
+    #[allow(clippy::type_complexity)]
+    fn start_deliveries(
+        core: &Arc<Core>,
+        dir: &Path,
+    ) -> std::io::Result<(Arc<Delivery>, Arc<Delivery>, Arc<SeenSet>)> {
+        std::fs::create_dir_all(dir)?;
+        let seen = Arc::new(SeenSet::open(
+            &dir.join("seen.log"),
+            DEDUPE_WINDOW,
+            DEDUPE_CAP,
+        )?);
+        // Events accepted but not played yet stay claimed, whatever the log says.
+        for (_, record) in Spool::open(&dir.join("inbound"))?.pending()? {
+            if let Some(id) = record["item"]["seen"].as_str() {
+                seen.claim(id);
+                seen.commit(id);
+            }
+        }
+        seen.flush()?;
+        let outbound = {
+            let core = core.clone();
+            Arc::new(Delivery::start(
+                &dir.join("outbound"),
+                OUTBOUND_THREADS,
+                "messenger-out",
+                Box::new(move |_, item, attempt| send(&core, item, attempt)),
+            )?)
+        };
+        let inbound = {
+            let (core, outbound, seen) = (core.clone(), outbound.clone(), seen.clone());
+            Arc::new(Delivery::start(
+                &dir.join("inbound"),
+                INBOUND_THREADS,
+                "messenger-in",
+                Box::new(move |_, item, attempt| play(&core, &outbound, &seen, item, attempt)),
+            )?)
+        };
+        Ok((inbound, outbound, seen))
+    }
+
+    /// The webhook route, when the secrets are set.
+    pub fn route(&self) -> Option<Arc<dyn Route>> {
+        self.route.clone().map(|r| r as Arc<dyn Route>)
+    }
+
+    /// Where the engine's proactive replies (timeouts) for `messenger` go: the outbound spool.
+    pub fn proactive_sink(&self) -> crate::engine::runtime::ProactiveSink {
+        let (core, outbound) = (self.core.clone(), self.outbound.clone());
+        Arc::new(move |dest: &Destination, payloads: Vec<Value>| {
+            let typing = core.bots.get(&dest.bot_id).is_none_or(|b| b.typing_delay);
+            let items = plan(&dest.bot_id, &dest.target, &payloads, false, typing);
+            if let Err(e) = outbound.push(&conversation_key(&dest.bot_id, &dest.target), items) {
+                log::error!(
+                    "Messenger: cannot spool a timeout reply for bot \"{}\": {e}",
+                    dest.bot_id
+                );
+            }
+        })
+    }
+
+    /// Items not finished yet: (events to play, Graph calls to make).
+    pub fn pending(&self) -> (usize, usize) {
+        (self.inbound.pending(), self.outbound.pending())
+    }
+
+    /// Stops after the work in hand; the rest stays spooled for the next start.
+    pub fn stop(&self) {
+        self.stopping.store(true, Ordering::SeqCst);
+        self.inbound.stop();
+        self.outbound.stop();
+    }
+}
+
+/// The Graph calls for one turn's payloads, grouped into spool items. Each item makes at most
+/// one `message` call, last, so that retrying an item can only repeat sender actions. An item
+/// ending in `typing_on` carries the typing pause (§4.5), which holds up only this
+/// conversation.
+pub fn plan(
+    bot: &str,
+    psid: &str,
+    payloads: &[Value],
+    mark_seen: bool,
+    typing_delay: bool,
+) -> Vec<Value> {
+    let action = |a: &str| json!({"recipient": {"id": psid}, "sender_action": a});
+    let mut items = Vec::new();
+    let mut calls = Vec::new();
+    let mut flush = |calls: &mut Vec<Value>, pause: u64| {
+        items.push(
+            json!({"bot": bot, "psid": psid, "calls": std::mem::take(calls), "pauseMs": pause}),
+        );
+    };
+    if mark_seen {
+        calls.push(action("mark_seen"));
+    }
+    let mut typing = false;
+    for payload in payloads {
+        if typing {
+            calls.push(action("typing_off"));
+            typing = false;
+        }
+        if payload.get("type").and_then(Value::as_str) == Some("typing") {
+            calls.push(action("typing_on"));
+            let pause = if typing_delay {
+                typing_delay_ms(payload.get("value"))
+            } else {
+                0
+            };
+            flush(&mut calls, pause);
+            typing = true;
+        } else {
+            calls.push(json!({"recipient": {"id": psid}, "message": payload}));
+            flush(&mut calls, 0);
+        }
+    }
+    if typing {
+        calls.push(action("typing_off"));
+    }
+    if !calls.is_empty() {
+        flush(&mut calls, 0);
+    }
+    items
+}
+
+/// Botpress's `delay(value)`: 1000 ms when the value is missing or not a number, else
+/// `max(value, 500)`; `true` counts as 1 and `false` as 0, so both give 500 ms.
+pub fn typing_delay_ms(value: Option<&Value>) -> u64 {
+    let number = match value {
+        None | Some(Value::Null) => None,
+        Some(Value::Bool(b)) => Some(if *b { 1.0 } else { 0.0 }),
+        Some(Value::Number(n)) => n.as_f64(),
+        Some(Value::String(s)) if s.trim().is_empty() => Some(0.0),
+        Some(Value::String(s)) => s.trim().parse::<f64>().ok(),
+        Some(_) => None,
+    };
+    match number {
+        Some(n) if n.is_finite() => n.clamp(500.0, 60_000.0) as u64,
+        _ => 1000,
+    }
+}
+
+/// Inbound handler: plays one event and spools its replies.
+fn play(core: &Core, outbound: &Delivery, seen: &SeenSet, item: &Value, attempt: u32) -> Outcome {
+    let bot = item["bot"].as_str().unwrap_or("");
+    let psid = item["psid"].as_str().unwrap_or("");
+    let kind = item["kind"].as_str().unwrap_or("message");
+    let event = Event::new(bot, "messenger", kind, psid, item["payload"].clone());
+    let outcome = match core.engine.turn(event, None) {
+        Ok(out) => {
+            let typing = core.bots.get(bot).is_none_or(|b| b.typing_delay);
+            let items = plan(bot, psid, &out.responses, true, typing);
+            match outbound.push(&conversation_key(bot, psid), items) {
+                Ok(()) => Outcome::Done,
+                Err(e) => {
+                    log::error!("Messenger: cannot spool the replies of bot \"{bot}\" (the turn will be played again): {e}");
+                    Outcome::Retry(backoff(attempt).max(Duration::from_secs(1)))
+                }
+            }
+        }
+        Err(TurnError::UnknownBot(_)) => {
+            log::warn!(
+                "Messenger: bot \"{bot}\" is not loaded any more; an event for it is dropped"
+            );
+            Outcome::Drop
+        }
+        Err(e) => {
+            log::error!("Messenger: bot \"{bot}\": {e}; trying again");
+            Outcome::Retry(backoff(attempt).max(Duration::from_secs(1)))
+        }
+    };
+    if matches!(outcome, Outcome::Done | Outcome::Drop) {
+        // The id must be on disk before the event leaves the inbound spool.
+        if let Err(e) = seen.flush() {
+            log::error!("Messenger: cannot record seen message ids: {e}");
+        }
+    }
+    outcome
+}
+
+/// Outbound handler: makes the Graph calls of one spool item.
+fn send(core: &Core, item: &Value, attempt: u32) -> Outcome {
+    let bot = item["bot"].as_str().unwrap_or("");
+    let Some(config) = core.bots.get(bot) else {
+        log::warn!("Messenger: a reply of bot \"{bot}\" is dropped: the bot has no Messenger configuration now");
+        return Outcome::Drop;
+    };
+    for call in item["calls"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default()
+    {
+        match core.graph.send(&config.token, call) {
+            Ok(_) => {}
+            Err(Failure::Retry { after, why }) => {
+                if attempt == 1 || attempt.is_multiple_of(10) {
+                    log::warn!("Messenger: bot \"{bot}\": {why}; trying again (attempt {attempt})");
+                }
+                return Outcome::Retry(after.unwrap_or_else(|| backoff(attempt)));
+            }
+            Err(Failure::GiveUp(why)) => {
+                if call.get("message").is_some() {
+                    log::error!(
+                        "Messenger: bot \"{bot}\": a reply to {} is dropped: {why}",
+                        item["psid"].as_str().unwrap_or("")
+                    );
+                    return Outcome::Drop;
+                }
+                log::warn!("Messenger: bot \"{bot}\": sender action skipped: {why}");
+            }
+        }
+    }
+    match item["pauseMs"].as_u64().unwrap_or(0) {
+        0 => Outcome::Done,
+        ms => Outcome::Pause(Duration::from_millis(ms)),
+    }
+}
+
+/// Finds the page of `bot_id` (`GET /me`), retrying network errors and 5xx with backoff, then
+/// sets up its Messenger profile.
+fn find_page(core: &Core, bot_id: &str, stopping: &AtomicBool) {
+    let config = &core.bots[bot_id];
+    let mut attempt = 0u32;
+    let found = loop {
+        attempt += 1;
+        match core.graph.me(&config.token) {
+            Ok(me) => match me.get("id").and_then(|v| {
+                v.as_str()
+                    .map(str::to_string)
+                    .or_else(|| v.as_u64().map(|n| n.to_string()))
+            }) {
+                Some(page) => break Some((page, me["name"].as_str().unwrap_or("").to_string())),
+                None => {
+                    log::error!("Messenger: bot \"{bot_id}\": GET /me answered without a page id; Messenger is off for this bot");
+                    break None;
+                }
+            },
+            Err(Failure::GiveUp(why)) => {
+                log::error!("Messenger: bot \"{bot_id}\": cannot find its Facebook page: {why}; Messenger is off for this bot (check accessToken)");
+                break None;
+            }
+            Err(Failure::Retry { after, why }) => {
+                if attempt == 1 || attempt.is_multiple_of(10) {
+                    log::warn!("Messenger: bot \"{bot_id}\": cannot reach the Graph API yet: {why}; trying again");
+                }
+                let wait = after.unwrap_or_else(|| {
+                    Duration::from_secs(1 << attempt.min(8)).min(Duration::from_secs(300))
+                });
+                if !sleep_unless(stopping, wait) {
+                    core.pending_lookups.fetch_sub(1, Ordering::SeqCst);
+                    return;
+                }
+            }
+        }
+    };
+    if let Some((page, name)) = &found {
+        let mut pages = core.pages.write().unwrap_or_else(|e| e.into_inner());
+        match pages.get(page) {
+            Some(other) => log::error!("Messenger: bots \"{other}\" and \"{bot_id}\" use the same page {page}; only \"{other}\" answers it"),
+            None => {
+                pages.insert(page.clone(), bot_id.to_string());
+                log::info!("Messenger: bot \"{bot_id}\" answers page {page} ({name})");
+            }
+        }
+    }
+    core.pending_lookups.fetch_sub(1, Ordering::SeqCst);
+    if found.is_some() {
+        set_up_profile(core, bot_id, config, stopping);
+    }
+}
+
+/// §4.6: greeting, Get Started and persistent menu; absent greeting and menu are deleted.
+fn set_up_profile(core: &Core, bot_id: &str, config: &BotConfig, stopping: &AtomicBool) {
+    let mut steps: Vec<(&str, Option<Value>)> = Vec::new();
+    match &config.greeting {
+        Some(g) => steps.push((
+            "greeting",
+            Some(json!({"greeting": [{"locale": "default", "text": g}]})),
+        )),
+        None => steps.push(("greeting", None)),
+    }
+    if let Some(p) = &config.get_started {
+        steps.push(("get_started", Some(json!({"get_started": {"payload": p}}))));
+    }
+    if config.persistent_menu.is_empty() {
+        steps.push(("persistent_menu", None));
+    } else {
+        steps.push((
+            "persistent_menu",
+            Some(json!({"persistent_menu": config.persistent_menu})),
+        ));
+    }
+    for (field, body) in steps {
+        for attempt in 1..=5u32 {
+            let result = match &body {
+                Some(b) => core.graph.set_profile(&config.token, b),
+                None => core.graph.delete_profile(&config.token, &[field]),
+            };
+            match result {
+                Ok(_) => break,
+                Err(Failure::Retry { after, .. }) if attempt < 5 => {
+                    if !sleep_unless(stopping, after.unwrap_or_else(|| backoff(attempt + 3))) {
+                        return;
+                    }
+                }
+                Err(f) => {
+                    log::warn!(
+                        "Messenger: bot \"{bot_id}\": profile {field} not set: {}",
+                        f.why()
+                    );
+                    break;
+                }
+            }
+        }
+    }
+}
+
+/// Sleeps `d` unless stopping; returns false when stopping.
+fn sleep_unless(stopping: &AtomicBool, d: Duration) -> bool {
+    let end = std::time::Instant::now() + d;
+    while std::time::Instant::now() < end {
+        if stopping.load(Ordering::SeqCst) {
+            return false;
+        }
+        std::thread::sleep(
+            Duration::from_millis(50).min(end.saturating_duration_since(std::time::Instant::now())),
+        );
+    }
+    !stopping.load(Ordering::SeqCst)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn typing_delay_rule() {
+        assert_eq!(typing_delay_ms(None), 1000);
+        assert_eq!(typing_delay_ms(Some(&json!(true))), 500);
+        assert_eq!(typing_delay_ms(Some(&json!(false))), 500);
+        assert_eq!(typing_delay_ms(Some(&json!(200))), 500);
+        assert_eq!(typing_delay_ms(Some(&json!(1500))), 1500);
+        assert_eq!(typing_delay_ms(Some(&json!("abc"))), 1000);
+        assert_eq!(typing_delay_ms(Some(&json!("800"))), 800);
+    }
+
+    #[test]
+    fn plans_calls_in_order() {
+        let payloads = vec![
+            json!({"type": "typing", "value": true}),
+            json!({"text": "a"}),
+            json!({"type": "typing"}),
+            json!({"text": "b"}),
+        ];
+        let items = plan("bot1", "U1", &payloads, true, true);
+        let shape: Vec<(Vec<String>, u64)> = items
+            .iter()
+            .map(|i| {
+                let calls = i["calls"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|c| {
+                        c["sender_action"]
+                            .as_str()
+                            .map(str::to_string)
+                            .unwrap_or_else(|| c["message"]["text"].as_str().unwrap().to_string())
+                    })
+                    .collect();
+                (calls, i["pauseMs"].as_u64().unwrap())
+            })
+            .collect();
+        let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            shape,
+            vec![
+                (s(&["mark_seen", "typing_on"]), 500),
+                (s(&["typing_off", "a"]), 0),
+                (s(&["typing_on"]), 1000),
+                (s(&["typing_off", "b"]), 0),
+            ]
+        );
+        assert_eq!(
+            items[1]["calls"][1],
+            json!({"recipient": {"id": "U1"}, "message": {"text": "a"}})
+        );
+        // No delay when typingDelay is off; a bare mark_seen when the turn says nothing.
+        assert!(plan("b", "U", &payloads, false, false)
+            .iter()
+            .all(|i| i["pauseMs"] == 0));
+        assert_eq!(plan("b", "U", &[], true, true).len(), 1);
+        assert!(plan("b", "U", &[], false, true).is_empty());
+        let trailing = plan("b", "U", &[json!({"type": "typing"})], false, false);
+        assert_eq!(trailing.len(), 2);
+        assert_eq!(trailing[1]["calls"][0]["sender_action"], "typing_off");
+    }
+}

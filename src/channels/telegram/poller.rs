@@ -1,0 +1,304 @@
+//! One long-polling thread per enabled bot: `deleteWebhook` once, then `getUpdates` with
+//! `timeout`, `offset` and `allowed_updates ["message","callback_query"]`, forever.
+//!
+//! **Offsets.** An update is confirmed to Telegram by the next `getUpdates` whose `offset` is
+//! above its id. The poller asks for that offset only after the whole batch is in the inbound
+//! spool (durable) *and* the highest id is written to `storage/telegram/<bot>/offset.json`.
+//! While it writes, the bot's `gate` is held and the inbound workers wait for it, so no update
+//! of a batch is handled before its offset is on disk. After a crash, the next start resumes
+//! from the later of `offset.json` and the newest update still in the spool; nothing Telegram
+//! gave us is lost (it is in the spool, or Telegram gives it again) and nothing handled is
+//! asked for again.
+//!
+//! **Random ids.** `update_id`s grow by one, but after a week without updates Telegram picks
+//! the next one at random, possibly lower. botd never drops an update because of its id: it
+//! only filters through `offset`, and it stops sending an offset once the last one is older
+//! than Telegram's 24-hour retention (after a long idle, or a stored offset older than that),
+//! because by then Telegram holds nothing we have seen and a stale offset could hide a new,
+//! lower id.
+//!
+//! **Errors** never spin: back-off 1 s → 60 s; 429 waits `retry_after`; 409 (another poller
+//! with this token, or a webhook) logs one clear line per episode and keeps backing off; 401
+//! or 404 (bad token) logs once and ends this bot's poller only.
+
+use super::api::ApiError;
+use super::send::backoff;
+use super::BotRuntime;
+use crate::channels::delivery::Delivery;
+use crate::engine::event::now_ms;
+use crate::store::atomic_write;
+use serde_json::{json, Value};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Telegram keeps an update at most this long.
+pub const RETENTION: Duration = Duration::from_secs(24 * 3600);
+
+/// Where polling resumes: the highest `update_id` known durable, and when it was received.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Resume {
+    pub update_id: i64,
+    pub at_ms: i64,
+}
+
+pub struct Poller {
+    pub rt: Arc<BotRuntime>,
+    pub inbound: Arc<Delivery>,
+    pub stop: Arc<AtomicBool>,
+    pub offset_path: PathBuf,
+    /// The newest update of this bot still in the inbound spool at start.
+    pub spooled: Option<Resume>,
+}
+
+impl Poller {
+    pub fn run(self) {
+        let bot = self.rt.config.bot_id.clone();
+        let resume = latest(read_offset(&self.offset_path), self.spooled);
+        if resume.is_some_and(|r| !is_fresh(r, now_ms())) {
+            log::info!("bot \"{bot}\": the stored Telegram offset is older than 24 h; taking whatever Telegram holds");
+        }
+        let mut offset = resume
+            .filter(|r| is_fresh(*r, now_ms()))
+            .map(|r| r.update_id + 1);
+        if !self.delete_webhook() {
+            return;
+        }
+        log::info!("bot \"{bot}\": Telegram long polling started");
+        let poll = self.rt.config.poll_timeout;
+        let mut last_batch = Instant::now();
+        let mut failures = 0u32;
+        let mut conflict_logged = false;
+        let mut webhook_retried = false;
+        while !self.stopped() {
+            if offset.is_some() && last_batch.elapsed() > RETENTION {
+                offset = None;
+            }
+            let mut params = json!({"timeout": poll.as_secs(), "allowed_updates": ["message", "callback_query"], "limit": 100});
+            if let Some(o) = offset {
+                params["offset"] = json!(o);
+            }
+            let answer = self
+                .rt
+                .api
+                .call("getUpdates", &params, poll + Duration::from_secs(15));
+            let updates = match answer {
+                Ok(result) => {
+                    if failures > 0 {
+                        log::info!("bot \"{bot}\": Telegram polling works again");
+                    }
+                    failures = 0;
+                    conflict_logged = false;
+                    result.as_array().cloned().unwrap_or_default()
+                }
+                Err(e) if e.is_bad_token() => {
+                    log::error!(
+                        "bot \"{bot}\": Telegram refused the bot token ({e}); check botToken in data/bots/{bot}/config/channel-telegram.json. Telegram is stopped for this bot."
+                    );
+                    return;
+                }
+                Err(ApiError::Telegram {
+                    status: 429,
+                    retry_after,
+                    ..
+                }) => {
+                    let wait = Duration::from_secs(retry_after.unwrap_or(5).clamp(1, 3600));
+                    log::warn!(
+                        "bot \"{bot}\": getUpdates: Telegram asks to wait {} s (429)",
+                        wait.as_secs()
+                    );
+                    self.sleep(wait);
+                    continue;
+                }
+                Err(ApiError::Telegram {
+                    status: 409,
+                    description,
+                    ..
+                }) => {
+                    failures += 1;
+                    if !conflict_logged {
+                        log::warn!(
+                            "bot \"{bot}\": Telegram answered 409 Conflict ({description}): another program is polling with this bot token (a second botd? another bot framework?) or a webhook is set. Still retrying with back-off."
+                        );
+                        conflict_logged = true;
+                    }
+                    if description.to_ascii_lowercase().contains("webhook") && !webhook_retried {
+                        webhook_retried = true;
+                        self.delete_webhook();
+                    }
+                    self.sleep(backoff(failures));
+                    continue;
+                }
+                Err(e) => {
+                    failures += 1;
+                    if failures == 1 {
+                        log::warn!(
+                            "bot \"{bot}\": getUpdates failed ({e}); retrying with back-off"
+                        );
+                    } else {
+                        log::debug!("bot \"{bot}\": getUpdates failed again ({e})");
+                    }
+                    self.sleep(backoff(failures));
+                    continue;
+                }
+            };
+            if updates.is_empty() {
+                continue;
+            }
+            last_batch = Instant::now();
+            match self.accept(&updates) {
+                Some(highest) => offset = Some(highest + 1),
+                None => {
+                    failures += 1;
+                    self.sleep(backoff(failures));
+                }
+            }
+        }
+    }
+
+    /// Spools a batch, then records its highest id, with the gate held. Returns the highest id
+    /// made durable, or `None` when nothing could be (Telegram will give the batch again).
+    fn accept(&self, updates: &[Value]) -> Option<i64> {
+        let bot = &self.rt.config.bot_id;
+        let _gate = self.rt.gate.lock().unwrap_or_else(|e| e.into_inner());
+        let at = now_ms();
+        let mut highest: Option<i64> = None;
+        for update in updates {
+            let Some(id) = update["update_id"].as_i64() else {
+                log::warn!("bot \"{bot}\": an update without update_id is skipped");
+                continue;
+            };
+            let item = json!({"bot": bot, "update": update, "at": at});
+            if let Err(e) = self.inbound.push(
+                &super::chat_key(bot, &super::update_chat(update)),
+                vec![item],
+            ) {
+                log::error!(
+                    "bot \"{bot}\": cannot spool a Telegram update ({e}); it will be fetched again"
+                );
+                break;
+            }
+            highest = Some(highest.map_or(id, |h| h.max(id)));
+        }
+        let highest = highest?;
+        let record = json!({"update_id": highest, "at": at});
+        if let Err(e) = atomic_write(&self.offset_path, record.to_string().as_bytes()) {
+            log::error!(
+                "bot \"{bot}\": cannot write {} ({e})",
+                self.offset_path.display()
+            );
+        }
+        Some(highest)
+    }
+
+    /// `deleteWebhook`, so that polling works. False when the token is bad (polling ends).
+    fn delete_webhook(&self) -> bool {
+        let bot = &self.rt.config.bot_id;
+        match self.rt.api.call(
+            "deleteWebhook",
+            &json!({"drop_pending_updates": false}),
+            Duration::from_secs(15),
+        ) {
+            Ok(_) => true,
+            Err(e) if e.is_bad_token() => {
+                log::error!(
+                    "bot \"{bot}\": Telegram refused the bot token ({e}); check botToken in data/bots/{bot}/config/channel-telegram.json. Telegram is stopped for this bot."
+                );
+                false
+            }
+            Err(e) => {
+                log::warn!("bot \"{bot}\": deleteWebhook failed ({e}); polling anyway");
+                true
+            }
+        }
+    }
+
+    fn stopped(&self) -> bool {
+        self.stop.load(Ordering::SeqCst)
+    }
+
+    fn sleep(&self, d: Duration) {
+        let until = Instant::now() + d;
+        while !self.stopped() {
+            let left = until.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            std::thread::sleep(left.min(Duration::from_millis(100)));
+        }
+    }
+}
+
+/// The later of the stored offset and the newest spooled update; within one batch (same
+/// time) the higher id.
+fn latest(stored: Option<Resume>, spooled: Option<Resume>) -> Option<Resume> {
+    match (stored, spooled) {
+        (Some(a), Some(b)) => Some(if (b.at_ms, b.update_id) > (a.at_ms, a.update_id) {
+            b
+        } else {
+            a
+        }),
+        (a, b) => a.or(b),
+    }
+}
+
+/// Could Telegram still hold updates below this one unconfirmed? (It keeps them 24 h.)
+fn is_fresh(r: Resume, now_ms: i64) -> bool {
+    now_ms - r.at_ms < RETENTION.as_millis() as i64
+}
+
+fn read_offset(path: &std::path::Path) -> Option<Resume> {
+    let bytes = std::fs::read(path).ok()?;
+    let v: Value = serde_json::from_slice(&bytes).ok()?;
+    Some(Resume {
+        update_id: v["update_id"].as_i64()?,
+        at_ms: v["at"].as_i64().unwrap_or(0),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resume_point() {
+        let r = |update_id, at_ms| Resume { update_id, at_ms };
+        // A crash between spooling a batch and writing offset.json: the spool is newer.
+        assert_eq!(
+            latest(Some(r(10, 1_000)), Some(r(15, 2_000))),
+            Some(r(15, 2_000))
+        );
+        // Normal: the file is as new as anything spooled.
+        assert_eq!(
+            latest(Some(r(15, 2_000)), Some(r(12, 2_000))),
+            Some(r(15, 2_000))
+        );
+        // After a random reset the newer record wins even with a lower id.
+        assert_eq!(
+            latest(Some(r(900, 1_000)), Some(r(7, 5_000))),
+            Some(r(7, 5_000))
+        );
+        assert_eq!(latest(None, Some(r(7, 5))), Some(r(7, 5)));
+        assert_eq!(latest(None, None), None);
+        let day = RETENTION.as_millis() as i64;
+        assert!(is_fresh(r(1, 0), day - 1));
+        assert!(!is_fresh(r(1, 0), day));
+    }
+
+    #[test]
+    fn offsets_read_back() {
+        let dir = std::env::temp_dir().join(format!("botd-tg-offset-{}", std::process::id()));
+        let path = dir.join("offset.json");
+        assert_eq!(read_offset(&path), None);
+        atomic_write(&path, br#"{"update_id": 42, "at": 7}"#).unwrap();
+        assert_eq!(
+            read_offset(&path),
+            Some(Resume {
+                update_id: 42,
+                at_ms: 7
+            })
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

@@ -1,0 +1,493 @@
+//! Sending (§5.3, with the 11.8.1 quirks fixed): the payloads a turn rendered for `telegram`
+//! become a list of Bot API calls ("steps"), pushed in order on the outbound [`Delivery`]
+//! keyed by chat; [`send_step`] performs one of them.
+//!
+//! - `typing` → `sendChatAction(typing)`, then a pause of the Botpress delay (1000 ms when the
+//!   value is missing or not a number, else at least 500 ms; `true` is 500 ms), renewed every
+//!   4.5 s for long delays, capped at 30 s; no pause when `typingDelay` is false.
+//! - text → `sendMessage` with `parse_mode` (unless `markdown: false`), quick replies as a
+//!   one-time reply keyboard; no `reply_markup` without quick replies; texts over 4096
+//!   characters are split.
+//! - carousel/card → for every card: `sendPhoto` (`sendAnimation` for a .gif) when it has a
+//!   picture, then `*title*\nsubtitle` with an inline keyboard (url buttons; postback and
+//!   say-something buttons as `callback_data`, at most 64 bytes).
+//! - image → `sendPhoto` (`sendAnimation` for a .gif) with the title as caption.
+//!
+//! [`Delivery`]: crate::channels::delivery::Delivery
+
+use super::api::{Api, ApiError};
+use super::throttle::Throttle;
+use super::BotConfig;
+use crate::channels::delivery::Outcome;
+use crate::engine::event::now_ms;
+use serde_json::{json, Value};
+use std::time::{Duration, Instant};
+
+/// Longest Telegram text message, in characters.
+const MAX_TEXT: usize = 4096;
+/// Longest `callback_data`, in bytes.
+const MAX_CALLBACK_DATA: usize = 64;
+/// A chat action shows for about 5 s; longer delays renew it this often.
+const TYPING_RENEW: Duration = Duration::from_millis(4500);
+const MAX_TYPING: Duration = Duration::from_secs(30);
+/// A reply that could not be sent for this long is given up.
+const MAX_AGE_MS: i64 = 24 * 3600 * 1000;
+
+/// The Bot API calls that deliver `responses` to `chat`, in order.
+pub fn plan(cfg: &BotConfig, chat: &str, responses: &[Value]) -> Vec<Value> {
+    let mut steps = Vec::new();
+    let chat_id = chat_id_value(chat);
+    let mut step = |method: &str, params: Value, pause: Duration, fallback: bool| {
+        steps.push(
+            json!({"bot": cfg.bot_id, "chat": chat, "method": method, "params": params,
+            "pause_ms": pause.as_millis() as u64, "fallback": fallback, "at": now_ms()}),
+        );
+    };
+    for payload in responses {
+        let kind = payload["type"].as_str().unwrap_or("text");
+        match kind {
+            "typing" => {
+                let mut left = typing_delay(&payload["value"]).min(MAX_TYPING);
+                loop {
+                    let pause = if cfg.typing_delay {
+                        left.min(TYPING_RENEW)
+                    } else {
+                        Duration::ZERO
+                    };
+                    step(
+                        "sendChatAction",
+                        json!({"chat_id": chat_id, "action": "typing"}),
+                        pause,
+                        false,
+                    );
+                    left = left.saturating_sub(TYPING_RENEW);
+                    if !cfg.typing_delay || left.is_zero() {
+                        break;
+                    }
+                }
+            }
+            "text" | "default" => {
+                let text = payload["text"].as_str().unwrap_or("");
+                if text.trim().is_empty() {
+                    log::debug!(
+                        "bot \"{}\": an empty text is not sent to Telegram",
+                        cfg.bot_id
+                    );
+                    continue;
+                }
+                let parse_mode = if payload["markdown"] == Value::Bool(false) {
+                    ""
+                } else {
+                    cfg.parse_mode.as_str()
+                };
+                let keyboard = reply_keyboard(&payload["quick_replies"]);
+                let chunks = split_text(text, MAX_TEXT);
+                let last = chunks.len() - 1;
+                for (i, chunk) in chunks.into_iter().enumerate() {
+                    let mut params = json!({"chat_id": chat_id, "text": chunk});
+                    if !parse_mode.is_empty() {
+                        params["parse_mode"] = json!(parse_mode);
+                    }
+                    if i == last {
+                        if let Some(k) = &keyboard {
+                            params["reply_markup"] = k.clone();
+                        }
+                    }
+                    step(
+                        "sendMessage",
+                        params,
+                        Duration::ZERO,
+                        !parse_mode.is_empty(),
+                    );
+                }
+            }
+            "carousel" => {
+                for card in payload["elements"].as_array().into_iter().flatten() {
+                    if let Some(picture) = card["picture"].as_str().filter(|p| !p.is_empty()) {
+                        let (method, params) = media(chat_id.clone(), picture, None);
+                        step(method, params, Duration::ZERO, false);
+                    }
+                    let title = card["title"].as_str().unwrap_or("");
+                    let subtitle = card["subtitle"].as_str().unwrap_or("");
+                    let (text, markdown) = match (title.is_empty(), subtitle.is_empty()) {
+                        (false, false) => (format!("*{title}*\n{subtitle}"), true),
+                        (false, true) => (format!("*{title}*"), true),
+                        (true, false) => (subtitle.to_string(), false),
+                        (true, true) => (String::new(), false),
+                    };
+                    let keyboard = inline_keyboard(&card["buttons"]);
+                    if text.is_empty() && keyboard.is_none() {
+                        continue;
+                    }
+                    // A keyboard needs a text to hang on.
+                    let text = if text.is_empty() {
+                        "\u{2063}".to_string()
+                    } else {
+                        text
+                    };
+                    let mut params = json!({"chat_id": chat_id, "text": text});
+                    if markdown && !cfg.parse_mode.is_empty() {
+                        params["parse_mode"] = json!("Markdown");
+                    }
+                    if let Some(k) = keyboard {
+                        params["reply_markup"] = k;
+                    }
+                    let fallback = params.get("parse_mode").is_some();
+                    step("sendMessage", params, Duration::ZERO, fallback);
+                }
+            }
+            "image" => {
+                let Some(url) = payload["url"].as_str().filter(|u| !u.is_empty()) else {
+                    continue;
+                };
+                let (method, params) = media(chat_id.clone(), url, payload["title"].as_str());
+                step(method, params, Duration::ZERO, false);
+            }
+            other => log::debug!(
+                "bot \"{}\": a \"{other}\" payload has no Telegram form and is not sent",
+                cfg.bot_id
+            ),
+        }
+    }
+    steps
+}
+
+/// The Botpress typing delay: 1000 ms when the value is missing or not a number, else at
+/// least 500 ms (so `true`, which counts as 1, is 500 ms).
+pub fn typing_delay(value: &Value) -> Duration {
+    let n = match value {
+        Value::Bool(b) => f64::from(u8::from(*b)),
+        Value::Number(n) => n.as_f64().unwrap_or(f64::NAN),
+        Value::String(s) if s.trim().is_empty() => 0.0,
+        Value::String(s) => s.trim().parse().unwrap_or(f64::NAN),
+        _ => f64::NAN,
+    };
+    if n.is_nan() {
+        Duration::from_millis(1000)
+    } else {
+        Duration::from_millis(n.clamp(500.0, 3_600_000.0) as u64)
+    }
+}
+
+/// A chat id as Telegram wants it: a number when it is one.
+fn chat_id_value(chat: &str) -> Value {
+    chat.parse::<i64>()
+        .map(Value::from)
+        .unwrap_or_else(|_| Value::String(chat.to_string()))
+}
+
+fn media(chat_id: Value, url: &str, caption: Option<&str>) -> (&'static str, Value) {
+    let path = url.split(['?', '#']).next().unwrap_or(url);
+    let (method, field) = if path.to_ascii_lowercase().ends_with(".gif") {
+        ("sendAnimation", "animation")
+    } else {
+        ("sendPhoto", "photo")
+    };
+    let mut params = json!({"chat_id": chat_id});
+    params[field] = json!(url);
+    if let Some(c) = caption.filter(|c| !c.is_empty()) {
+        params["caption"] = json!(truncate_chars(c, 1024));
+    }
+    (method, params)
+}
+
+/// Items as rows: when the first item is itself a list, each item is a row; else one row.
+fn rows(items: &Value) -> Vec<Vec<Value>> {
+    let Some(list) = items.as_array().filter(|l| !l.is_empty()) else {
+        return Vec::new();
+    };
+    if list[0].is_array() {
+        list.iter()
+            .map(|row| row.as_array().cloned().unwrap_or_default())
+            .filter(|r| !r.is_empty())
+            .collect()
+    } else {
+        vec![list.clone()]
+    }
+}
+
+/// Quick replies as a one-time reply keyboard (a tap sends the title back as text).
+fn reply_keyboard(quick_replies: &Value) -> Option<Value> {
+    let keyboard: Vec<Vec<Value>> = rows(quick_replies)
+        .into_iter()
+        .map(|row| {
+            row.iter()
+                .filter_map(|b| b["title"].as_str().filter(|t| !t.is_empty()))
+                .map(|t| json!({"text": t}))
+                .collect::<Vec<_>>()
+        })
+        .filter(|row| !row.is_empty())
+        .collect();
+    (!keyboard.is_empty())
+        .then(|| json!({"keyboard": keyboard, "one_time_keyboard": true, "resize_keyboard": true}))
+}
+
+/// A card's buttons as an inline keyboard: url buttons open the link, the others send
+/// `callback_data` (the postback payload, or the text a say-something button says).
+fn inline_keyboard(buttons: &Value) -> Option<Value> {
+    let keyboard: Vec<Vec<Value>> = rows(buttons)
+        .into_iter()
+        .map(|row| row.iter().filter_map(inline_button).collect::<Vec<_>>())
+        .filter(|row| !row.is_empty())
+        .collect();
+    (!keyboard.is_empty()).then(|| json!({"inline_keyboard": keyboard}))
+}
+
+fn inline_button(button: &Value) -> Option<Value> {
+    let title = button["title"].as_str().filter(|t| !t.is_empty())?;
+    if let Some(url) = button["url"].as_str().filter(|u| !u.is_empty()) {
+        return Some(json!({"text": title, "url": url}));
+    }
+    let data = [&button["payload"], &button["text"]]
+        .into_iter()
+        .find_map(|v| match v {
+            Value::String(s) if !s.is_empty() => Some(s.clone()),
+            Value::Null | Value::String(_) => None,
+            other => Some(other.to_string()),
+        })
+        .unwrap_or_else(|| title.to_string());
+    Some(json!({"text": title, "callback_data": truncate_bytes(&data, MAX_CALLBACK_DATA)}))
+}
+
+/// At most `max` bytes of `s`, cut at a character boundary.
+pub fn truncate_bytes(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+fn truncate_chars(s: &str, max: usize) -> String {
+    s.chars().take(max).collect()
+}
+
+/// `text` in pieces of at most `max` characters (never empty: at least one piece).
+fn split_text(text: &str, max: usize) -> Vec<String> {
+    let chars: Vec<char> = text.chars().collect();
+    if chars.len() <= max {
+        return vec![text.to_string()];
+    }
+    chars.chunks(max).map(|c| c.iter().collect()).collect()
+}
+
+/// Is `method` a message (paced by the throttle), rather than a chat action?
+fn is_message(method: &str) -> bool {
+    method != "sendChatAction"
+}
+
+/// Performs one planned step. `failures` counts this key's failures in a row (for the
+/// back-off); it is reset on success.
+pub fn send_step(
+    api: &Api,
+    throttle: Option<&Throttle>,
+    step: &Value,
+    failures: &mut u32,
+) -> Outcome {
+    let bot = step["bot"].as_str().unwrap_or("");
+    let method = step["method"].as_str().unwrap_or("sendMessage");
+    let mut params = step["params"].clone();
+    if now_ms() - step["at"].as_i64().unwrap_or_else(now_ms) > MAX_AGE_MS {
+        log::warn!("bot \"{bot}\": a {method} could not be sent for 24 hours and is given up");
+        return Outcome::Drop;
+    }
+    if let (Some(throttle), true) = (throttle, is_message(method)) {
+        let chat = params["chat_id"].as_i64().unwrap_or(0);
+        if let Err(wait) = throttle.try_acquire(chat, Instant::now()) {
+            return Outcome::Retry(wait);
+        }
+    }
+    let timeout = Duration::from_secs(30);
+    let mut result = api.call(method, &params, timeout);
+    if let Err(ApiError::Telegram {
+        status: 400,
+        description,
+        ..
+    }) = &result
+    {
+        if step["fallback"].as_bool() == Some(true) {
+            log::debug!("bot \"{bot}\": {method} refused with parse_mode ({description}); sending it as plain text");
+            if let Some(map) = params.as_object_mut() {
+                map.remove("parse_mode");
+            }
+            result = api.call(method, &params, timeout);
+        }
+    }
+    match result {
+        Ok(_) => {
+            *failures = 0;
+            match step["pause_ms"].as_u64().unwrap_or(0) {
+                0 => Outcome::Done,
+                ms => Outcome::Pause(Duration::from_millis(ms)),
+            }
+        }
+        Err(e) => failed(bot, method, &e, failures),
+    }
+}
+
+fn failed(bot: &str, method: &str, error: &ApiError, failures: &mut u32) -> Outcome {
+    match error {
+        ApiError::Telegram {
+            status: 429,
+            retry_after,
+            ..
+        } => {
+            let wait = Duration::from_secs(retry_after.unwrap_or(1).clamp(1, 3600));
+            log::info!(
+                "bot \"{bot}\": Telegram asks to slow down (429); {method} waits {} s",
+                wait.as_secs()
+            );
+            Outcome::Retry(wait)
+        }
+        e if e.is_transient() => {
+            *failures += 1;
+            let wait = backoff(*failures);
+            if *failures == 1 {
+                log::warn!("bot \"{bot}\": {method} failed ({e}); retrying with back-off");
+            } else {
+                log::debug!("bot \"{bot}\": {method} failed again ({e}); next try in {wait:?}");
+            }
+            Outcome::Retry(wait)
+        }
+        e if e.is_bad_token() => {
+            log::error!(
+                "bot \"{bot}\": {method} refused: {e} (is botToken right?); message dropped"
+            );
+            Outcome::Drop
+        }
+        e => {
+            log::warn!("bot \"{bot}\": {method} refused: {e}; message dropped");
+            Outcome::Drop
+        }
+    }
+}
+
+/// 1 s, 2 s, 4 s … capped at 60 s.
+pub fn backoff(failures: u32) -> Duration {
+    Duration::from_secs(1u64 << failures.saturating_sub(1).min(6)).min(Duration::from_secs(60))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(typing: bool) -> BotConfig {
+        BotConfig {
+            bot_id: "welcome-bot".into(),
+            token: "1:A".into(),
+            api_base: "http://x".into(),
+            poll_timeout: Duration::from_secs(25),
+            parse_mode: "Markdown".into(),
+            typing_delay: typing,
+            throttle: true,
+        }
+    }
+
+    #[test]
+    fn typing_delays() {
+        assert_eq!(typing_delay(&Value::Null), Duration::from_millis(1000));
+        assert_eq!(typing_delay(&json!(true)), Duration::from_millis(500));
+        assert_eq!(typing_delay(&json!(200)), Duration::from_millis(500));
+        assert_eq!(typing_delay(&json!(2500)), Duration::from_millis(2500));
+        assert_eq!(typing_delay(&json!("abc")), Duration::from_millis(1000));
+        assert_eq!(typing_delay(&json!("1500")), Duration::from_millis(1500));
+    }
+
+    #[test]
+    fn plans_text_keyboards_and_typing() {
+        let responses = vec![
+            json!({"type": "typing", "value": true}),
+            json!({"type": "text", "markdown": true, "text": "Hi"}),
+            json!({"text": "Pick", "quick_replies": [{"title": "A", "payload": "A"}, {"title": "B", "payload": "B"}], "typing": true}),
+            json!({"type": "text", "markdown": false, "text": "*raw*"}),
+            json!({"type": "typing", "value": 10000}),
+        ];
+        let steps = plan(&cfg(true), "42", &responses);
+        assert_eq!(steps[0]["method"], "sendChatAction");
+        assert_eq!(steps[0]["pause_ms"], 500);
+        assert_eq!(
+            steps[1]["params"],
+            json!({"chat_id": 42, "text": "Hi", "parse_mode": "Markdown"})
+        );
+        assert_eq!(steps[1]["fallback"], true);
+        assert_eq!(
+            steps[2]["params"]["reply_markup"],
+            json!({"keyboard": [[{"text": "A"}, {"text": "B"}]], "one_time_keyboard": true, "resize_keyboard": true})
+        );
+        assert_eq!(steps[3]["params"], json!({"chat_id": 42, "text": "*raw*"}));
+        // 10 s of typing: renewed every 4.5 s.
+        let pauses: Vec<u64> = steps[4..]
+            .iter()
+            .map(|s| s["pause_ms"].as_u64().unwrap())
+            .collect();
+        assert_eq!(pauses, vec![4500, 4500, 1000]);
+        // typingDelay false: one chat action, no pause.
+        let steps = plan(&cfg(false), "42", &responses);
+        assert_eq!(steps.len(), 5);
+        assert!(steps.iter().all(|s| s["pause_ms"] == 0));
+    }
+
+    #[test]
+    fn plans_cards_and_images() {
+        let long = "é".repeat(40);
+        let carousel = json!({"type": "carousel", "text": " ", "elements": [{
+        "title": "Card", "picture": "http://h/p.png", "subtitle": "Sub",
+        "buttons": [
+            {"type": "open_url", "title": "Site", "url": "https://example.org"},
+            {"type": "postback", "title": "Post", "payload": long},
+            {"type": "say_something", "title": "Say", "text": "hello"}
+        ]}]});
+        let steps = plan(
+            &cfg(true),
+            "-100",
+            &[
+                carousel,
+                json!({"type": "image", "url": "http://h/a.GIF", "title": "T"}),
+            ],
+        );
+        assert_eq!(steps[0]["method"], "sendPhoto");
+        assert_eq!(
+            steps[0]["params"],
+            json!({"chat_id": -100, "photo": "http://h/p.png"})
+        );
+        assert_eq!(steps[1]["params"]["text"], "*Card*\nSub");
+        let row = &steps[1]["params"]["reply_markup"]["inline_keyboard"][0];
+        assert_eq!(
+            row[0],
+            json!({"text": "Site", "url": "https://example.org"})
+        );
+        let data = row[1]["callback_data"].as_str().unwrap();
+        assert_eq!(data.len(), 64);
+        assert_eq!(data, "é".repeat(32));
+        assert_eq!(row[2]["callback_data"], "hello");
+        assert_eq!(steps[2]["method"], "sendAnimation");
+        assert_eq!(
+            steps[2]["params"],
+            json!({"chat_id": -100, "animation": "http://h/a.GIF", "caption": "T"})
+        );
+        assert_eq!(truncate_bytes("aé", 2), "a");
+    }
+
+    #[test]
+    fn long_texts_are_split() {
+        let text = "x".repeat(5000);
+        let steps = plan(
+            &cfg(false),
+            "1",
+            &[json!({"type": "text", "text": text, "quick_replies": [{"title": "Q"}]})],
+        );
+        assert_eq!(steps.len(), 2);
+        assert_eq!(steps[0]["params"]["text"].as_str().unwrap().len(), 4096);
+        assert!(steps[0]["params"].get("reply_markup").is_none());
+        assert!(steps[1]["params"].get("reply_markup").is_some());
+    }
+
+    #[test]
+    fn backoff_doubles_to_a_minute() {
+        let got: Vec<u64> = (1..=8).map(|n| backoff(n).as_secs()).collect();
+        assert_eq!(got, vec![1, 2, 4, 8, 16, 32, 60, 60]);
+    }
+}

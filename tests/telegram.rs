@@ -1,0 +1,686 @@
+//! The Telegram channel end to end: the real `botd` binary against a fake Bot API server
+//! (tiny_http on loopback) that does real long polling — waits up to `timeout`, honours
+//! `offset`, gives unconfirmed updates again, answers 409 to a second concurrent poller, 429
+//! with `retry_after` when told to, and 401 to a token it does not know.
+
+mod common;
+
+use common::{add_timeout_node, copy_dir, data_copy, wait_until, write, Server};
+use serde_json::{json, Value};
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+// ---------------------------------------------------------------------------------------
+// The fake Bot API
+// ---------------------------------------------------------------------------------------
+
+#[derive(Clone, Debug)]
+struct Call {
+    token: String,
+    method: String,
+    params: Value,
+    at: Instant,
+}
+
+#[derive(Default)]
+struct Account {
+    queue: Vec<Value>,
+    next_id: i64,
+    polling: bool,
+    /// Answer the next getUpdates with 429 and this retry_after.
+    throttle_next_poll: Option<u64>,
+}
+
+#[derive(Default)]
+struct State {
+    accounts: HashMap<String, Account>,
+    calls: Vec<Call>,
+}
+
+#[derive(Clone)]
+struct FakeTelegram {
+    port: u16,
+    shared: Arc<(Mutex<State>, Condvar)>,
+}
+
+impl FakeTelegram {
+    fn start(tokens: &[&str]) -> FakeTelegram {
+        let server = Arc::new(tiny_http::Server::http("127.0.0.1:0").unwrap());
+        let port = server.server_addr().to_ip().unwrap().port();
+        let mut state = State::default();
+        for t in tokens {
+            state.accounts.insert(
+                t.to_string(),
+                Account {
+                    next_id: 1000,
+                    ..Account::default()
+                },
+            );
+        }
+        let fake = FakeTelegram {
+            port,
+            shared: Arc::new((Mutex::new(state), Condvar::new())),
+        };
+        let f = fake.clone();
+        std::thread::spawn(move || {
+            for request in server.incoming_requests() {
+                let f = f.clone();
+                std::thread::spawn(move || f.handle(request));
+            }
+        });
+        fake
+    }
+
+    fn base(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    fn handle(&self, mut request: tiny_http::Request) {
+        let mut body = String::new();
+        let _ = request.as_reader().read_to_string(&mut body);
+        let params: Value = serde_json::from_str(&body).unwrap_or(json!({}));
+        let url = request.url().to_string();
+        let rest = url.strip_prefix("/bot").unwrap_or("");
+        let (token, method) = rest.rsplit_once('/').unwrap_or(("", ""));
+        let (status, answer) = self.answer(token, method, &params);
+        let response = tiny_http::Response::from_string(answer.to_string())
+            .with_status_code(status)
+            .with_header(
+                "Content-Type: application/json"
+                    .parse::<tiny_http::Header>()
+                    .unwrap(),
+            );
+        let _ = request.respond(response);
+    }
+
+    fn answer(&self, token: &str, method: &str, params: &Value) -> (u16, Value) {
+        let (lock, cv) = &*self.shared;
+        let mut state = lock.lock().unwrap();
+        state.calls.push(Call {
+            token: token.into(),
+            method: method.into(),
+            params: params.clone(),
+            at: Instant::now(),
+        });
+        let Some(account) = state.accounts.get_mut(token) else {
+            return (
+                401,
+                json!({"ok": false, "error_code": 401, "description": "Unauthorized"}),
+            );
+        };
+        match method {
+            "getUpdates" => {
+                if let Some(retry) = account.throttle_next_poll.take() {
+                    return (
+                        429,
+                        json!({"ok": false, "error_code": 429, "description": format!("Too Many Requests: retry after {retry}"), "parameters": {"retry_after": retry}}),
+                    );
+                }
+                if account.polling {
+                    return (
+                        409,
+                        json!({"ok": false, "error_code": 409, "description": "Conflict: terminated by other getUpdates request; make sure that only one bot instance is running"}),
+                    );
+                }
+                if let Some(offset) = params["offset"].as_i64() {
+                    account
+                        .queue
+                        .retain(|u| u["update_id"].as_i64().unwrap() >= offset);
+                }
+                let timeout = Duration::from_secs(params["timeout"].as_u64().unwrap_or(0).min(10));
+                let limit = params["limit"].as_u64().unwrap_or(100) as usize;
+                account.polling = true;
+                let until = Instant::now() + timeout;
+                loop {
+                    let account = state.accounts.get_mut(token).unwrap();
+                    let now = Instant::now();
+                    if !account.queue.is_empty() || now >= until {
+                        account.polling = false;
+                        let batch: Vec<Value> = account.queue.iter().take(limit).cloned().collect();
+                        return (200, json!({"ok": true, "result": batch}));
+                    }
+                    state = cv.wait_timeout(state, until - now).unwrap().0;
+                }
+            }
+            "sendMessage" => {
+                let text = params["text"].as_str().unwrap_or("");
+                if text.contains("BADMD") && params.get("parse_mode").is_some() {
+                    return (
+                        400,
+                        json!({"ok": false, "error_code": 400, "description": "Bad Request: can't parse entities"}),
+                    );
+                }
+                (
+                    200,
+                    json!({"ok": true, "result": {"message_id": 1, "chat": {"id": params["chat_id"]}, "text": text}}),
+                )
+            }
+            _ => (200, json!({"ok": true, "result": true})),
+        }
+    }
+
+    fn push(&self, token: &str, make: impl FnOnce(i64) -> Value) -> i64 {
+        let (lock, cv) = &*self.shared;
+        let mut state = lock.lock().unwrap();
+        let account = state.accounts.get_mut(token).unwrap();
+        let id = account.next_id;
+        account.next_id += 1;
+        account.queue.push(make(id));
+        cv.notify_all();
+        id
+    }
+
+    fn text(&self, token: &str, chat: i64, from: i64, text: &str) -> i64 {
+        self.push(token, |id| {
+            json!({"update_id": id, "message": {"message_id": id, "date": 1_700_000_000,
+                "from": {"id": from, "is_bot": false, "first_name": "T"}, "chat": {"id": chat, "type": "private"}, "text": text}})
+        })
+    }
+
+    fn calls(&self, token: &str) -> Vec<Call> {
+        self.shared
+            .0
+            .lock()
+            .unwrap()
+            .calls
+            .iter()
+            .filter(|c| c.token == token)
+            .cloned()
+            .collect()
+    }
+
+    /// The messages sent to `chat`: `(method, params)`, chat actions left out.
+    fn sent(&self, token: &str, chat: i64) -> Vec<Call> {
+        self.calls(token)
+            .into_iter()
+            .filter(|c| {
+                c.method.starts_with("send")
+                    && c.method != "sendChatAction"
+                    && c.params["chat_id"] == json!(chat)
+            })
+            .filter(|c| {
+                !(c.params["text"].as_str().unwrap_or("").contains("BADMD")
+                    && c.params.get("parse_mode").is_some())
+            })
+            .collect()
+    }
+
+    fn texts(&self, token: &str, chat: i64) -> Vec<String> {
+        self.sent(token, chat)
+            .iter()
+            .filter_map(|c| c.params["text"].as_str().map(str::to_string))
+            .collect()
+    }
+
+    fn wait_texts(&self, token: &str, chat: i64, n: usize, limit: Duration) -> Vec<String> {
+        wait_until(limit, || self.texts(token, chat).len() >= n);
+        self.texts(token, chat)
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Test data
+// ---------------------------------------------------------------------------------------
+
+/// The global channel-telegram file: the fake's address, short polls.
+fn global_config(data: &Path, fake: &FakeTelegram, extra: Value) {
+    let mut config = json!({"apiBase": fake.base(), "pollTimeout": "1s"});
+    for (k, v) in extra.as_object().unwrap() {
+        config[k] = v.clone();
+    }
+    write(
+        data,
+        "global/config/channel-telegram.json",
+        &config.to_string(),
+    );
+}
+
+/// A copy of welcome-bot named `id` whose only flow says what it received, plus a choice,
+/// a card and an image on demand.
+fn echo_bot(data: &Path, id: &str) {
+    let dir = data.join("bots").join(id);
+    copy_dir(&data.join("bots/welcome-bot"), &dir);
+    let config = std::fs::read_to_string(dir.join("bot.config.json"))
+        .unwrap()
+        .replace("\"welcome-bot\"", &format!("\"{id}\""));
+    std::fs::write(dir.join("bot.config.json"), config).unwrap();
+    let _ = std::fs::remove_dir_all(dir.join("flows"));
+    let _ = std::fs::remove_dir_all(dir.join("content-elements"));
+    let _ = std::fs::remove_dir_all(dir.join("intents"));
+    let leaf = |name: &str, say: &str| json!({"id": name, "name": name, "onEnter": [format!("say #!{say}")], "onReceive": null, "next": [{"condition": "true", "node": "END"}]});
+    let flow = json!({"version": "0.0.1", "flow": "main.flow.json", "startNode": "entry", "catchAll": {"onReceive": [], "next": []},
+        "nodes": [
+            {"id": "entry", "name": "entry", "onEnter": [], "onReceive": null, "next": [
+                {"condition": "event.preview === 'choice'", "node": "choice"},
+                {"condition": "event.preview === 'card'", "node": "card"},
+                {"condition": "event.preview === 'image'", "node": "image"},
+                {"condition": "true", "node": "echo"}]},
+            leaf("echo", "builtin_text-echo"), leaf("choice", "builtin_single-choice-c"),
+            leaf("card", "builtin_card-k"), leaf("image", "builtin_image-i")]});
+    write(&dir, "flows/main.flow.json", &flow.to_string());
+    write(&dir, "flows/main.ui.json", r#"{"nodes":[]}"#);
+    let el = |id: &str, form: Value| json!([{"id": id, "formData": form, "createdBy": "t", "createdOn": "2019-04-24T18:00:00.000Z", "modifiedOn": null}]);
+    write(&dir, "content-elements/builtin_text.json", &el("builtin_text-echo",
+        json!({"text$en": "{{{event.type}}}|{{{event.preview}}}|{{{event.target}}}|{{{event.threadId}}}"})).to_string());
+    write(&dir, "content-elements/builtin_single-choice.json", &el("builtin_single-choice-c",
+        json!({"text$en": "Pick one", "choices$en": [{"title": "Red", "value": "red"}, {"title": "Blue", "value": "blue"}], "typing$en": true})).to_string());
+    write(&dir, "content-elements/builtin_card.json", &el("builtin_card-k",
+        json!({"title$en": "Card", "subtitle$en": "Sub", "image$en": "https://example.org/p.png",
+               "actions$en": [{"action": "Open URL", "title": "Site", "url": "https://example.org"},
+                              {"action": "Postback", "title": "Pick", "payload": "PICKED"}]})).to_string());
+    write(
+        &dir,
+        "content-elements/builtin_image.json",
+        &el(
+            "builtin_image-i",
+            json!({"image$en": "https://example.org/cat.gif", "title$en": "A cat"}),
+        )
+        .to_string(),
+    );
+}
+
+fn bot_token(data: &Path, bot: &str, config: Value) {
+    write(
+        data,
+        &format!("bots/{bot}/config/channel-telegram.json"),
+        &config.to_string(),
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// Tests
+// ---------------------------------------------------------------------------------------
+
+/// Every update kind, every payload kind, two bots polling at once and a third with a bad
+/// token that stops alone; the welcome-bot transcript with typing and pacing on.
+#[test]
+fn updates_replies_two_bots_and_a_bad_token() {
+    let (echo_t, welcome_t, bad_t) = ("111:ECHOtoken", "222:WELCOMEtoken", "333:BADtoken");
+    let fake = FakeTelegram::start(&[echo_t, welcome_t]);
+    let data = data_copy("tg-kinds");
+    global_config(data.path(), &fake, json!({}));
+    echo_bot(data.path(), "echo-bot");
+    echo_bot(data.path(), "bad-bot");
+    // The one-line file of the Botpress docs: a botToken and no "enabled" key.
+    bot_token(data.path(), "welcome-bot", json!({"botToken": welcome_t}));
+    bot_token(
+        data.path(),
+        "echo-bot",
+        json!({"botToken": echo_t, "enabled": true, "typingDelay": false}),
+    );
+    bot_token(data.path(), "bad-bot", json!({"botToken": bad_t}));
+    let server = Server::start(data.path(), &[]);
+
+    // Echo bot: one chat, every update kind, in order.
+    let (chat, from) = (100, 500);
+    fake.text(echo_t, chat, from, "/start");
+    fake.text(echo_t, chat, from, "/help@EchoBot");
+    fake.text(echo_t, chat, from, "hello *there*");
+    fake.push(echo_t, |id| {
+        json!({"update_id": id, "callback_query": {"id": "cbq-1", "from": {"id": from}, "data": "PICKED",
+            "message": {"message_id": 9, "chat": {"id": chat, "type": "private"}, "date": 1}}})
+    });
+    fake.push(echo_t, |id| {
+        json!({"update_id": id, "message": {"message_id": id, "date": 1, "from": {"id": from}, "chat": {"id": chat},
+            "photo": [{"file_id": "AgAD", "width": 90, "height": 90}]}})
+    });
+    fake.text(echo_t, chat, from, "BADMD _unclosed");
+    fake.text(echo_t, chat, from, "choice");
+    fake.text(echo_t, chat, from, "card");
+    fake.text(echo_t, chat, from, "image");
+
+    // Welcome bot, at the same time, another chat.
+    let wchat = 200;
+    fake.text(welcome_t, wchat, wchat, "hi");
+    let first = fake.wait_texts(welcome_t, wchat, 1, Duration::from_secs(15));
+    assert_eq!(
+        first,
+        vec!["May I know your name please?"],
+        "{}",
+        server.log()
+    );
+    fake.text(welcome_t, wchat, wchat, "Alice");
+    let texts = fake.wait_texts(welcome_t, wchat, 4, Duration::from_secs(15));
+    assert_eq!(texts.len(), 4, "{texts:?}\n{}", server.log());
+    assert!(texts[1].contains("Alice"), "{texts:?}");
+    assert_eq!(texts[2], "This is the first time we speak 🤖");
+    assert_eq!(texts[3], "Try saying something like \"forget my name\"!");
+    // typing before each text, and at most about one message a second in the chat.
+    let calls: Vec<Call> = fake
+        .calls(welcome_t)
+        .into_iter()
+        .filter(|c| c.params["chat_id"] == json!(wchat))
+        .collect();
+    let methods: Vec<&str> = calls.iter().map(|c| c.method.as_str()).collect();
+    assert_eq!(
+        methods,
+        [
+            "sendChatAction",
+            "sendMessage",
+            "sendChatAction",
+            "sendMessage",
+            "sendChatAction",
+            "sendMessage",
+            "sendChatAction",
+            "sendMessage"
+        ]
+    );
+    assert_eq!(calls[1].params["parse_mode"], "Markdown");
+    let sends: Vec<Instant> = calls
+        .iter()
+        .filter(|c| c.method == "sendMessage")
+        .map(|c| c.at)
+        .collect();
+    for pair in sends[1..].windows(2) {
+        assert!(
+            pair[1] - pair[0] >= Duration::from_millis(900),
+            "paced: {:?}",
+            pair[1] - pair[0]
+        );
+    }
+    // The typing delay (true → 500 ms) is waited after each chat action.
+    assert!(calls[1].at - calls[0].at >= Duration::from_millis(450));
+
+    // The echo bot's chat, in order.
+    let echo = fake.wait_texts(echo_t, chat, 9, Duration::from_secs(15));
+    assert_eq!(
+        &echo[..6],
+        &[
+            "start|/start|500|100",
+            "help|/help@EchoBot|500|100",
+            "message|hello *there*|500|100",
+            "callback|PICKED|500|100",
+            "message||500|100",
+            "message|BADMD _unclosed|500|100",
+        ],
+        "{}",
+        server.log()
+    );
+    let sent = fake.sent(echo_t, chat);
+    // The Markdown fallback: refused with parse_mode, then sent plain.
+    assert!(sent[5].params.get("parse_mode").is_none());
+    assert!(sent[4].params["parse_mode"] == "Markdown");
+    assert!(fake
+        .calls(echo_t)
+        .iter()
+        .any(|c| c.method == "answerCallbackQuery" && c.params["callback_query_id"] == "cbq-1"));
+    // Single choice: a one-time reply keyboard.
+    assert_eq!(sent[6].params["text"], "Pick one");
+    assert_eq!(
+        sent[6].params["reply_markup"]["keyboard"],
+        json!([[{"text": "Red"}, {"text": "Blue"}]])
+    );
+    assert_eq!(sent[6].params["reply_markup"]["one_time_keyboard"], true);
+    assert!(
+        sent[0].params.get("reply_markup").is_none(),
+        "no empty reply_markup"
+    );
+    // Card: photo, then the title text with an inline keyboard.
+    assert_eq!(
+        (sent[7].method.as_str(), &sent[7].params["photo"]),
+        ("sendPhoto", &json!("https://example.org/p.png"))
+    );
+    assert_eq!(sent[8].params["text"], "*Card*\nSub");
+    assert_eq!(
+        sent[8].params["reply_markup"]["inline_keyboard"],
+        json!([[{"text": "Site", "url": "https://example.org"}, {"text": "Pick", "callback_data": "PICKED"}]])
+    );
+    wait_until(Duration::from_secs(10), || {
+        fake.sent(echo_t, chat).len() >= 10
+    });
+    let sent = fake.sent(echo_t, chat);
+    assert_eq!(sent[9].method, "sendAnimation");
+    assert_eq!(sent[9].params["caption"], "A cat");
+
+    // The bad token: one clear line, one call, nothing else stopped, never the token itself.
+    let log = server.log();
+    assert_eq!(log.matches("refused the bot token").count(), 1, "{log}");
+    assert!(log.contains("bad-bot"));
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(fake.calls(bad_t).len(), 1, "the bad-token poller stopped");
+    for t in [echo_t, welcome_t, bad_t] {
+        assert!(!server.log().contains(t), "token {t} in the log");
+    }
+    // Offsets are on disk.
+    assert!(data
+        .path()
+        .join("storage/telegram/echo-bot/offset.json")
+        .is_file());
+}
+
+/// 20 chats × 30 messages to welcome-bot: all answered, each chat in order.
+#[test]
+fn twenty_chats_thirty_messages_in_order() {
+    let token = "444:LOADtoken";
+    let fake = FakeTelegram::start(&[token]);
+    let data = data_copy("tg-load");
+    global_config(
+        data.path(),
+        &fake,
+        json!({"typingDelay": false, "throttle": false}),
+    );
+    bot_token(data.path(), "welcome-bot", json!({"botToken": token}));
+    let server = Server::start(data.path(), &[]);
+    let (chats, messages) = (20i64, 30usize);
+    for i in 0..messages {
+        for c in 0..chats {
+            let chat = 1000 + c;
+            let text = if i == 1 {
+                format!("User{c}")
+            } else {
+                format!("message number {i}")
+            };
+            fake.text(token, chat, chat, &text);
+        }
+    }
+    // Per chat: the question, 3 texts after the name, then 2 per message.
+    let per_chat = 1 + 3 + (messages - 2) * 2;
+    let ok = wait_until(Duration::from_secs(45), || {
+        (0..chats).all(|c| fake.texts(token, 1000 + c).len() >= per_chat)
+    });
+    assert!(
+        ok,
+        "not all answered: {:?}\n{}",
+        (0..chats)
+            .map(|c| fake.texts(token, 1000 + c).len())
+            .collect::<Vec<_>>(),
+        server.log()
+    );
+    for c in 0..chats {
+        let texts = fake.texts(token, 1000 + c);
+        assert_eq!(texts.len(), per_chat, "chat {c}: {texts:?}");
+        assert_eq!(texts[0], "May I know your name please?");
+        assert!(texts[1].contains(&format!("User{c}")), "{texts:?}");
+        let counts: Vec<u64> = texts
+            .iter()
+            .filter_map(|t| {
+                t.strip_prefix("We already spoke ")
+                    .and_then(|r| r.strip_suffix(" times!"))
+                    .and_then(|n| n.parse().ok())
+            })
+            .collect();
+        assert_eq!(
+            counts,
+            (1..=(messages as u64 - 2)).collect::<Vec<_>>(),
+            "chat {c} out of order"
+        );
+    }
+}
+
+/// SIGKILL in the middle of a load, restart: every message answered; a message is answered
+/// twice only if it was in flight at the kill (at most one per worker thread).
+#[test]
+fn sigkill_and_restart_lose_nothing() {
+    let token = "555:KILLtoken";
+    let fake = FakeTelegram::start(&[token]);
+    let data = data_copy("tg-kill");
+    global_config(
+        data.path(),
+        &fake,
+        json!({"typingDelay": false, "throttle": false}),
+    );
+    echo_bot(data.path(), "echo-bot");
+    bot_token(data.path(), "echo-bot", json!({"botToken": token}));
+    let (chats, messages) = (10i64, 25usize);
+    for i in 0..messages {
+        for c in 0..chats {
+            fake.text(token, 2000 + c, 2000 + c, &format!("m{i}"));
+        }
+    }
+    let total = chats as usize * messages;
+    let mut server = Server::start(data.path(), &[]);
+    let sent_count = || {
+        (0..chats)
+            .map(|c| fake.texts(token, 2000 + c).len())
+            .sum::<usize>()
+    };
+    assert!(
+        wait_until(Duration::from_secs(20), || sent_count() >= total / 3),
+        "{}",
+        server.log()
+    );
+    server.kill();
+    let at_kill = sent_count();
+    assert!(at_kill < total, "the kill came too late to test anything");
+    let server = Server::start(data.path(), &[]);
+    let ok = wait_until(Duration::from_secs(40), || {
+        (0..chats).all(|c| {
+            let mut t = fake.texts(token, 2000 + c);
+            t.dedup();
+            t.len() >= messages
+        })
+    });
+    assert!(ok, "lost messages after the restart\n{}", server.log());
+    std::thread::sleep(Duration::from_millis(500));
+    let mut duplicates = 0;
+    for c in 0..chats {
+        let texts = fake.texts(token, 2000 + c);
+        let mut unique = texts.clone();
+        unique.dedup();
+        duplicates += texts.len() - unique.len();
+        let expected: Vec<String> = (0..messages)
+            .map(|i| format!("message|m{i}|{}|{}", 2000 + c, 2000 + c))
+            .collect();
+        assert_eq!(unique, expected, "chat {c}");
+    }
+    // In flight at the kill: at most one turn per inbound worker and one send per outbound
+    // worker (4 + 4).
+    assert!(duplicates <= 8, "{duplicates} duplicates");
+    eprintln!("sent before the kill: {at_kill}/{total}; duplicates: {duplicates}");
+}
+
+/// 409 while another poller holds the token, then 429: logged once, backed off, no spin; the
+/// update waiting meanwhile is still answered.
+#[test]
+fn conflict_and_rate_limit_back_off() {
+    let token = "666:CONFLICTtoken";
+    let fake = FakeTelegram::start(&[token]);
+    let data = data_copy("tg-409");
+    global_config(data.path(), &fake, json!({"typingDelay": false}));
+    echo_bot(data.path(), "echo-bot");
+    bot_token(data.path(), "echo-bot", json!({"botToken": token}));
+    // Another program polls this token for the next 6 seconds.
+    let rogue = {
+        let port = fake.port;
+        std::thread::spawn(move || {
+            common::post_json(
+                port,
+                &format!("/bot{token}/getUpdates"),
+                &json!({"timeout": 6}),
+            );
+        })
+    };
+    std::thread::sleep(Duration::from_millis(200));
+    let started = Instant::now();
+    let server = Server::start(data.path(), &[]);
+    rogue.join().unwrap();
+    let polls_during_conflict = fake
+        .calls(token)
+        .iter()
+        .filter(|c| c.method == "getUpdates" && c.at >= started)
+        .count();
+    // Back-off 1 s, 2 s, 4 s…: a handful of tries in ~6 s, never a spin.
+    assert!(
+        polls_during_conflict <= 6,
+        "{polls_during_conflict} getUpdates in ~6 s"
+    );
+    let log = server.log();
+    assert_eq!(log.matches("409 Conflict").count(), 1, "{log}");
+    assert!(log.contains("another program is polling with this bot token"));
+
+    // Once free, polling resumes (within the back-off) and answers.
+    fake.text(token, 7, 7, "after the conflict");
+    let texts = fake.wait_texts(token, 7, 1, Duration::from_secs(15));
+    assert_eq!(
+        texts,
+        vec!["message|after the conflict|7|7"],
+        "{}",
+        server.log()
+    );
+
+    // 429 on getUpdates: retry_after is waited.
+    fake.shared
+        .0
+        .lock()
+        .unwrap()
+        .accounts
+        .get_mut(token)
+        .unwrap()
+        .throttle_next_poll = Some(2);
+    assert!(wait_until(Duration::from_secs(5), || fake
+        .shared
+        .0
+        .lock()
+        .unwrap()
+        .accounts[token]
+        .throttle_next_poll
+        .is_none()));
+    let limited_at = Instant::now();
+    fake.text(token, 7, 7, "after the 429");
+    let texts = fake.wait_texts(token, 7, 2, Duration::from_secs(15));
+    assert_eq!(texts[1], "message|after the 429|7|7");
+    let next_poll = fake
+        .calls(token)
+        .into_iter()
+        .filter(|c| c.method == "getUpdates" && c.at > limited_at)
+        .map(|c| c.at)
+        .next()
+        .unwrap();
+    assert!(
+        next_poll - limited_at >= Duration::from_millis(1500),
+        "retry_after not honoured"
+    );
+}
+
+/// A conversation left in the middle of a flow times out: the janitor's timeout node
+/// replies through the Telegram outbound delivery (the proactive sink).
+#[test]
+fn janitor_timeout_replies_over_telegram() {
+    let token = "777:TIMEOUTtoken";
+    let fake = FakeTelegram::start(&[token]);
+    let data = data_copy("tg-timeout");
+    global_config(data.path(), &fake, json!({"typingDelay": false}));
+    add_timeout_node(data.path(), "welcome-bot");
+    bot_token(data.path(), "welcome-bot", json!({"botToken": token}));
+    let mut server = Server::start(data.path(), &[]);
+
+    fake.text(token, 9, 9, "hi");
+    let texts = fake.wait_texts(token, 9, 2, Duration::from_secs(15));
+    assert_eq!(
+        texts,
+        vec!["May I know your name please?", "Still there?"],
+        "{}",
+        server.log()
+    );
+
+    // SIGTERM stops promptly even with a poller inside a long poll.
+    let asked = Instant::now();
+    assert!(server.terminate().success());
+    assert!(
+        asked.elapsed() < Duration::from_secs(5),
+        "stop took {:?}",
+        asked.elapsed()
+    );
+}
