@@ -381,7 +381,14 @@ fn footprint_section(o: &Options, r: &mut Results) -> Result<(), String> {
     r.seed_errors += errors;
     r.seed_first_error = r.seed_first_error.take().or(first);
     let seed_fs = r.seed_fs.clone();
-    r.scale.push(scale_row(&botd, &seed_fs, seeded, "a", r.warmup, scale_measure));
+    r.scale.push(scale_row(
+        &botd,
+        &seed_fs,
+        seeded,
+        "a",
+        r.warmup,
+        scale_measure,
+    ));
     let rest = limit.saturating_sub(t0.elapsed());
     let (done, errors, _, first) = footprint::seed(
         botd.port,
@@ -400,7 +407,14 @@ fn footprint_section(o: &Options, r: &mut Results) -> Result<(), String> {
         "  seeded {seeded} in {:.0} s on {seed_fs}, RSS {} kB",
         r.seed_secs, r.rss_after_kb.0
     );
-    r.scale.push(scale_row(&botd, &seed_fs, seeded, "b", r.warmup, scale_measure));
+    r.scale.push(scale_row(
+        &botd,
+        &seed_fs,
+        seeded,
+        "b",
+        r.warmup,
+        scale_measure,
+    ));
     botd.stop();
 
     let disk_fs = r.disk_fs.clone();
@@ -409,8 +423,16 @@ fn footprint_section(o: &Options, r: &mut Results) -> Result<(), String> {
         // the 100 000.
         let fresh = fresh_data(&o.work.join("scale-small"))?;
         let botd = Proc::start(procs::botd_command(&o.botd, &fresh))?;
-        let (done, _, _, _) = footprint::seed(botd.port, "seed", small, 32, Duration::from_secs(60));
-        r.scale.push(scale_row(&botd, &disk_fs, done, "c", r.warmup, scale_measure));
+        let (done, _, _, _) =
+            footprint::seed(botd.port, "seed", small, 32, Duration::from_secs(60));
+        r.scale.push(scale_row(
+            &botd,
+            &disk_fs,
+            done,
+            "c",
+            r.warmup,
+            scale_measure,
+        ));
         botd.stop();
         let copy = o.work.join("scale-large");
         let _ = std::fs::remove_dir_all(&copy);
@@ -425,15 +447,30 @@ fn footprint_section(o: &Options, r: &mut Results) -> Result<(), String> {
     r.restart_first_answer = Some(took);
     std::thread::sleep(Duration::from_secs(2));
     r.restart_rss_kb = botd.rss_kb().0;
-    r.scale.push(scale_row(&botd, &disk_fs, seeded, "d", r.warmup, scale_measure));
+    r.scale.push(scale_row(
+        &botd,
+        &disk_fs,
+        seeded,
+        "d",
+        r.warmup,
+        scale_measure,
+    ));
     botd.stop();
     Ok(())
 }
 
 /// Converse with 1 and with 16 users on a server holding `stored` conversations.
-fn scale_row(botd: &Proc, fs: &str, stored: usize, tag: &str, warmup: Duration, measure: Duration) -> ScaleRow {
+fn scale_row(
+    botd: &Proc,
+    fs: &str,
+    stored: usize,
+    tag: &str,
+    warmup: Duration,
+    measure: Duration,
+) -> ScaleRow {
     let one = footprint::converse_load(botd.port, &format!("scale1{tag}"), 1, warmup / 2, measure);
-    let sixteen = footprint::converse_load(botd.port, &format!("scale16{tag}"), 16, warmup / 2, measure);
+    let sixteen =
+        footprint::converse_load(botd.port, &format!("scale16{tag}"), 16, warmup / 2, measure);
     ScaleRow {
         fs: fs.to_string(),
         stored,

@@ -58,7 +58,10 @@ pub fn callgrind_profile(bin: &Path, work: &Path, shm: Option<&Path>) -> Result<
     };
     // (`callgrind_annotate --version` exits with 255, so only valgrind is asked.)
     if !bin.exists() {
-        return Err(format!("{} is missing (`cargo build --profile profiling --bin botd`)", bin.display()));
+        return Err(format!(
+            "{} is missing (`cargo build --profile profiling --bin botd`)",
+            bin.display()
+        ));
     }
     if !have("valgrind") {
         return Err("valgrind is not installed".into());
@@ -366,11 +369,21 @@ pub fn render(r: &Results) -> String {
         r.seeded, 2 * r.seeded, r.seed_secs, 2.0 * r.seeded as f64 / r.seed_secs.max(1e-9), r.seed_fs, r.seed_errors,
         r.seed_first_error.as_ref().map_or(String::new(), |e| format!(" (first: {e})")));
 
-    let _ = writeln!(m, "## Scale (Converse, new conversations on a server already holding many)\n");
+    let _ = writeln!(
+        m,
+        "## Scale (Converse, new conversations on a server already holding many)\n"
+    );
     let _ = writeln!(m, "| data on | stored conversations | 1 user: req/s | p50 ms | p99 ms | 16 users: req/s | p50 ms | p99 ms |");
     let _ = writeln!(m, "|---|---:|---:|---:|---:|---:|---:|---:|");
     for row in &r.scale {
-        let _ = writeln!(m, "| {} | {} | {} | {} |", row.fs, row.stored, load_cells(&row.one), load_cells(&row.sixteen));
+        let _ = writeln!(
+            m,
+            "| {} | {} | {} | {} |",
+            row.fs,
+            row.stored,
+            load_cells(&row.one),
+            load_cells(&row.sixteen)
+        );
     }
     if r.seed_fs != r.disk_fs {
         let _ = writeln!(m, "\nOn {} the first two rows are one server process, seeded over HTTP; on {} the small row is a fresh folder and the large one a restart on a copy of the {} storage.", r.seed_fs, r.disk_fs, r.seed_fs);
