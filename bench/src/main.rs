@@ -309,7 +309,7 @@ fn channels_section(o: &Options, r: &mut Results) {
         warmup: r.warmup,
         measure: r.measure,
         burst: Duration::from_millis(if o.quick { 1000 } else { 2000 }),
-        telegram_burst: if o.quick { 300 } else { 2000 },
+        telegram_burst: if o.quick { 150 } else { 300 },
     };
     println!("bench: messenger");
     r.messenger = channels::messenger(&s);
