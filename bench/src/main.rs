@@ -437,6 +437,8 @@ fn footprint_section(o: &Options, r: &mut Results) -> Result<(), String> {
         let copy = o.work.join("scale-large");
         let _ = std::fs::remove_dir_all(&copy);
         procs::copy_dir(&data, &copy).map_err(|e| format!("cannot copy the seeded data: {e}"))?;
+        // Let the copy reach the disk before measuring on it.
+        let _ = Command::new("sync").status();
         let _ = std::fs::remove_dir_all(&data);
         copy
     } else {
@@ -447,6 +449,8 @@ fn footprint_section(o: &Options, r: &mut Results) -> Result<(), String> {
     r.restart_first_answer = Some(took);
     std::thread::sleep(Duration::from_secs(2));
     r.restart_rss_kb = botd.rss_kb().0;
+    // The start sweep reads every stored session; measure once it is done (the process idles).
+    procs::wait_idle(&botd, Duration::from_secs(30));
     r.scale.push(scale_row(
         &botd,
         &disk_fs,

@@ -243,3 +243,15 @@ pub fn cpu_seconds(pid: u32) -> f64 {
     // utime and stime are fields 14 and 15 of /proc/pid/stat: 12 and 13 after the ')'.
     (ticks(11) + ticks(12)) / 100.0
 }
+
+/// Waits (at most `limit`) until `proc` uses under 5 % of a core over 300 ms.
+pub fn wait_idle(proc: &Proc, limit: Duration) {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        let before = cpu_seconds(proc.pid());
+        std::thread::sleep(Duration::from_millis(300));
+        if cpu_seconds(proc.pid()) - before < 0.015 {
+            return;
+        }
+    }
+}
