@@ -437,8 +437,17 @@ fn footprint_section(o: &Options, r: &mut Results) -> Result<(), String> {
         let copy = o.work.join("scale-large");
         let _ = std::fs::remove_dir_all(&copy);
         procs::copy_dir(&data, &copy).map_err(|e| format!("cannot copy the seeded data: {e}"))?;
-        // Let the copy reach the disk before measuring on it.
-        let _ = Command::new("sync").status();
+        // Let the copy reach the disk before measuring on it (at most 10 s: `sync -f` flushes
+        // the whole file system, which other work on the machine may share).
+        if let Ok(mut child) = Command::new("sync").arg("-f").arg(&copy).spawn() {
+            let start = Instant::now();
+            while start.elapsed() < Duration::from_secs(10) && matches!(child.try_wait(), Ok(None))
+            {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
         let _ = std::fs::remove_dir_all(&data);
         copy
     } else {
