@@ -41,6 +41,12 @@ install: build
 		echo "now: systemctl enable --now botd"; \
 	fi
 
+## bench: speed, footprint and scale of botd against a bare tiny_http ceiling, written to bench/RESULTS.md
+bench:
+	$(CARGO) build --release --locked --bin botd --example bench --example bench-ceiling
+	$(CARGO) build --profile profiling --locked --bin botd
+	./target/release/examples/bench --botd $(BIN) --profile-botd target/profiling/botd --ceiling target/release/examples/bench-ceiling --out bench/RESULTS.md
+
 ## bench-nlu: NLU accuracy and speed on ../shared/nlu-bench, written to bench/NLU.md
 bench-nlu:
 	$(CARGO) run --release --locked -- nlu-bench --data ../shared/nlu-bench --out bench/NLU.md

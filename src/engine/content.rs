@@ -359,23 +359,39 @@ pub fn truthy(v: &Value) -> bool {
 }
 
 /// Renders a stored element (`say #!id`): translate, template every string, pick a random
-/// variation, render for the channel (§11.1). `scope` holds event/user/session/temp/bot.
+/// variation, render for the channel (§11.1). `scope` holds event/user/session/temp/bot; it
+/// is lent to the templates for the call (its objects are moved, not copied) and is as it
+/// was on return.
 pub fn render_element(
     element: &ContentElement,
     args: &Map<String, Value>,
-    scope: &Value,
+    scope: &mut Value,
     lang: &str,
     default_lang: &str,
     channel: &str,
     bot_url: &str,
 ) -> Result<Vec<Value>, String> {
-    let ctx = template_context(args, scope);
+    let ctx = lend_context(args, scope);
+    let rendered = render_element_in(element, args, &ctx, lang, default_lang, channel, bot_url);
+    give_back(ctx, scope);
+    rendered
+}
+
+fn render_element_in(
+    element: &ContentElement,
+    args: &Map<String, Value>,
+    ctx: &Value,
+    lang: &str,
+    default_lang: &str,
+    channel: &str,
+    bot_url: &str,
+) -> Result<Vec<Value>, String> {
     let form = translate(&element.form_data, lang, default_lang);
-    let mut data = match template::render_value(&Value::Object(form), &ctx) {
+    let mut data = match template::render_value(&Value::Object(form), ctx) {
         Value::Object(m) => m,
         _ => Map::new(),
     };
-    pick_variation(&mut data, &ctx);
+    pick_variation(&mut data, ctx);
     let mut merged = Map::new();
     merged.insert("BOT_URL".into(), Value::String(bot_url.to_string()));
     merged.extend(args.clone());
@@ -402,14 +418,44 @@ pub fn render_type(
     render(content_type, &data, channel, bot_url)
 }
 
+/// The objects of the scope templates see, after the args (which they override).
+const SCOPE_KEYS: [&str; 5] = ["event", "user", "session", "temp", "bot"];
+
 fn template_context(args: &Map<String, Value>, scope: &Value) -> Value {
     let mut ctx = args.clone();
     if let Value::Object(s) = scope {
-        for key in ["event", "user", "session", "temp", "bot"] {
+        for key in SCOPE_KEYS {
             ctx.insert(key.into(), s.get(key).cloned().unwrap_or(Value::Null));
         }
     }
     Value::Object(ctx)
+}
+
+/// The same context as [`template_context`], built by moving the scope's objects out (their
+/// places hold `null` meanwhile) rather than copying them: a turn's scope carries the whole
+/// event with its NLU and the session, and every `say` used to copy all of it.
+fn lend_context(args: &Map<String, Value>, scope: &mut Value) -> Value {
+    let mut ctx = args.clone();
+    if let Value::Object(s) = scope {
+        for key in SCOPE_KEYS {
+            ctx.insert(
+                key.into(),
+                s.get_mut(key).map(Value::take).unwrap_or(Value::Null),
+            );
+        }
+    }
+    Value::Object(ctx)
+}
+
+/// Puts back what [`lend_context`] moved out, each in its own place.
+fn give_back(ctx: Value, scope: &mut Value) {
+    if let (Value::Object(mut ctx), Value::Object(s)) = (ctx, scope) {
+        for key in SCOPE_KEYS {
+            if let (Some(slot), Some(value)) = (s.get_mut(key), ctx.remove(key)) {
+                *slot = value;
+            }
+        }
+    }
 }
 
 /// One of `[text, …variations]`, chosen at random and rendered again, becomes `text`.

@@ -125,7 +125,7 @@ impl<'a> Turn<'a> {
             content::render_element(
                 element,
                 args,
-                &self.scope,
+                &mut self.scope,
                 &lang,
                 &self.bot.default_language,
                 &self.channel,

@@ -1,0 +1,184 @@
+//! The engine without HTTP: turns per second on one thread, NLU time per utterance, and the
+//! cost of one durable write.
+
+use crate::scenario::{is_greeting, ASK_NAME, BOT};
+use botd::config::Settings;
+use botd::engine::{Engine, Event};
+use botd::store::{FileStore, Namespace, Store};
+use serde_json::{json, Value};
+use std::collections::HashMap;
+use std::io;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// A store in memory, to see the engine's own cost.
+#[derive(Default)]
+pub struct MemStore {
+    map: Mutex<HashMap<(Namespace, String, String), Value>>,
+}
+
+impl Store for MemStore {
+    fn get(&self, ns: Namespace, bot: &str, key: &str) -> io::Result<Option<Value>> {
+        let map = self.map.lock().unwrap_or_else(|e| e.into_inner());
+        Ok(map.get(&(ns, bot.to_string(), key.to_string())).cloned())
+    }
+    fn put(&self, ns: Namespace, bot: &str, key: &str, value: &Value) -> io::Result<()> {
+        let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
+        map.insert((ns, bot.to_string(), key.to_string()), value.clone());
+        Ok(())
+    }
+    fn delete(&self, ns: Namespace, bot: &str, key: &str) -> io::Result<()> {
+        let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
+        map.remove(&(ns, bot.to_string(), key.to_string()));
+        Ok(())
+    }
+    fn scan(&self, ns: Namespace, bot: &str, visit: &mut dyn FnMut(&str, Value)) -> io::Result<()> {
+        let map = self.map.lock().unwrap_or_else(|e| e.into_inner());
+        for ((n, b, k), v) in map.iter() {
+            if *n == ns && b == bot {
+                visit(k, v.clone());
+            }
+        }
+        Ok(())
+    }
+}
+
+pub fn engine_on(data: &Path, store: Arc<dyn Store>) -> Result<Engine, String> {
+    let settings = Settings::load(data).map_err(|p| format!("{p:?}"))?;
+    let (engine, _problems) = Engine::new(Arc::new(settings), store);
+    if engine.bot(BOT).is_none() {
+        return Err(format!("{BOT} did not load"));
+    }
+    Ok(engine)
+}
+
+pub fn file_store(data: &Path) -> Arc<dyn Store> {
+    Arc::new(FileStore::new(&data.join("storage")))
+}
+
+fn texts(responses: &[Value]) -> Vec<&str> {
+    responses
+        .iter()
+        .filter(|p| p["type"] == "text")
+        .filter_map(|p| p["text"].as_str())
+        .collect()
+}
+
+/// Whole welcome-bot conversations (two turns each) on this thread for `limit`; turns/s.
+pub fn turns_per_second(engine: &Engine, tag: &str, limit: Duration) -> Result<(f64, u64), String> {
+    let start = Instant::now();
+    let mut turns = 0u64;
+    let mut n = 0u64;
+    while start.elapsed() < limit {
+        n += 1;
+        let user = format!("{tag}-{n}");
+        let name = format!("Eve{n}");
+        let hi = Event::new(
+            BOT,
+            "api",
+            "text",
+            &user,
+            json!({"type": "text", "text": "hi"}),
+        );
+        let out = engine.turn(hi, None).map_err(|e| e.to_string())?;
+        if !texts(&out.responses).contains(&ASK_NAME) {
+            return Err(format!("engine: \"hi\" answered {:?}", out.responses));
+        }
+        let named = Event::new(
+            BOT,
+            "api",
+            "text",
+            &user,
+            json!({"type": "text", "text": name}),
+        );
+        let out = engine.turn(named, None).map_err(|e| e.to_string())?;
+        if !texts(&out.responses)
+            .first()
+            .is_some_and(|g| is_greeting(g, &name))
+        {
+            return Err(format!("engine: \"{name}\" answered {:?}", out.responses));
+        }
+        turns += 2;
+    }
+    Ok((turns as f64 / start.elapsed().as_secs_f64(), turns))
+}
+
+/// Median µs of intent classification and of the whole `understand`, over varied utterances.
+pub fn nlu_us(engine: &Engine, limit: Duration) -> (f64, f64) {
+    let Some(bot) = engine.bot(BOT) else {
+        return (0.0, 0.0);
+    };
+    let utterances = [
+        "hi",
+        "hello there",
+        "forget my name",
+        "Ann",
+        "good morning bot",
+        "please forget who I am",
+        "what is the weather like tomorrow in Paris",
+        "my name is Jean-Pierre and I live at 12 rue de la Paix",
+        "hey robot",
+        "can you remind me to call mum at 5pm on Friday",
+    ];
+    let contexts = vec!["global".to_string()];
+    let mut classify = Vec::new();
+    let mut understand = Vec::new();
+    let start = Instant::now();
+    let half = limit / 2;
+    while start.elapsed() < half {
+        for u in &utterances {
+            let t = Instant::now();
+            let r = bot.nlu.predict_intents(u, &contexts);
+            classify.push(t.elapsed().as_secs_f64() * 1e6);
+            std::hint::black_box(r);
+        }
+    }
+    while start.elapsed() < limit {
+        for u in &utterances {
+            let t = Instant::now();
+            let r = bot.nlu.understand(u, &contexts, 0);
+            understand.push(t.elapsed().as_secs_f64() * 1e6);
+            std::hint::black_box(r);
+        }
+    }
+    (median(&mut classify), median(&mut understand))
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    if v.is_empty() {
+        return 0.0;
+    }
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+/// Median and p99 ms of one atomic durable write (temp file, fsync, rename) of a session-sized
+/// record in `dir`, the way the store writes.
+pub fn durable_write_ms(dir: &Path, count: usize) -> (f64, f64) {
+    let _ = std::fs::create_dir_all(dir);
+    let record = json!({"key": "api::bench", "value": {"context": {}, "temp": {}, "session": {"lastMessages": []}}});
+    let bytes = serde_json::to_vec(&record).unwrap_or_default();
+    let mut times = Vec::with_capacity(count);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    for i in 0..count {
+        if Instant::now() > deadline {
+            break;
+        }
+        let path = dir.join(format!("w{}.json", i % 50));
+        let t = Instant::now();
+        if botd::store::atomic_write(&path, &bytes).is_err() {
+            break;
+        }
+        times.push(t.elapsed().as_secs_f64() * 1000.0);
+    }
+    let _ = std::fs::remove_dir_all(dir);
+    let p99 = {
+        let mut s = times.clone();
+        s.sort_by(f64::total_cmp);
+        s.get(((s.len() as f64 * 0.99).ceil() as usize).saturating_sub(1))
+            .copied()
+            .unwrap_or(0.0)
+    };
+    (median(&mut times), p99)
+}
