@@ -356,6 +356,35 @@ impl Chat {
     }
 }
 
+/// The flowtest bot on a running server, with a token for the secured route.
+struct FlowTest {
+    server: Server,
+    token: String,
+    _data: TempDir,
+}
+
+impl FlowTest {
+    fn start(tag: &str) -> FlowTest {
+        let data = test_bots(tag, &["flowtest"], None);
+        let server = Server::start(data.path(), &[]);
+        let token = token(data.path(), &[]);
+        FlowTest {
+            server,
+            token,
+            _data: data,
+        }
+    }
+
+    fn chat(&self, user: &str) -> Chat {
+        Chat {
+            port: self.server.port,
+            bot: "flowtest".into(),
+            user: user.into(),
+            token: self.token.clone(),
+        }
+    }
+}
+
 fn strings(list: &[&str]) -> Vec<String> {
     list.iter().map(|s| s.to_string()).collect()
 }
@@ -365,15 +394,8 @@ const OOPS: &str =
 
 #[test]
 fn flowtest_sub_flows_return_with_transitions_only() {
-    let data = test_bots("flow-sub", &["flowtest"], None);
-    let server = Server::start(data.path(), &[]);
-    let t = token(data.path(), &[]);
-    let chat = |user: &str| Chat {
-        port: server.port,
-        bot: "flowtest".into(),
-        user: user.into(),
-        token: t.clone(),
-    };
+    let flowtest = FlowTest::start("flow-sub");
+    let chat = |user: &str| flowtest.chat(user);
 
     // `#`: back to the calling node, whose onEnter does not run again; then END keeps temp.
     let c = chat("sub-1");
@@ -450,15 +472,8 @@ fn flowtest_sub_flows_return_with_transitions_only() {
 
 #[test]
 fn flowtest_catch_all_and_no_matching_transition() {
-    let data = test_bots("flow-catch", &["flowtest"], None);
-    let server = Server::start(data.path(), &[]);
-    let t = token(data.path(), &[]);
-    let chat = |user: &str| Chat {
-        port: server.port,
-        bot: "flowtest".into(),
-        user: user.into(),
-        token: t.clone(),
-    };
+    let flowtest = FlowTest::start("flow-catch");
+    let chat = |user: &str| flowtest.chat(user);
 
     // A normal transition.
     let c = chat("c-1");
@@ -495,9 +510,7 @@ fn flowtest_catch_all_and_no_matching_transition() {
 
 #[test]
 fn flowtest_choice_skill() {
-    let data = test_bots("flow-choice", &["flowtest"], None);
-    let server = Server::start(data.path(), &[]);
-    let t = token(data.path(), &[]);
+    let flowtest = FlowTest::start("flow-choice");
     let question = json!({"type": "custom", "module": "channel-web", "component": "QuickReplies",
         "quick_replies": [{"title": "Red", "payload": "RED"}, {"title": "Blue", "payload": "BLUE"}],
         "wrapped": {"type": "text", "text": "Pick a color", "typing": false}});
@@ -515,14 +528,14 @@ fn flowtest_choice_skill() {
         (&["purple", "green", "yellow"], "no choice after 3 tries"),
     ];
     for (i, (answers, outcome)) in cases.iter().enumerate() {
-        let c = Chat {
-            port: server.port,
-            bot: "flowtest".into(),
-            user: format!("choice-{i}"),
-            token: t.clone(),
-        };
+        let c = flowtest.chat(&format!("choice-{i}"));
         c.say("hello");
-        let r = responses(&converse(server.port, "flowtest", &c.user, "go choice"));
+        let r = responses(&converse(
+            flowtest.server.port,
+            "flowtest",
+            &c.user,
+            "go choice",
+        ));
         assert_eq!(r, vec![question.clone()], "case {answers:?}");
         for (k, answer) in answers.iter().enumerate() {
             let (said, state) = c.turn(answer);
@@ -560,15 +573,8 @@ fn flowtest_choice_skill() {
 
 #[test]
 fn flowtest_variables_and_templating() {
-    let data = test_bots("flow-vars", &["flowtest"], None);
-    let server = Server::start(data.path(), &[]);
-    let t = token(data.path(), &[]);
-    let c = Chat {
-        port: server.port,
-        bot: "flowtest".into(),
-        user: "vars-1".into(),
-        token: t.clone(),
-    };
+    let flowtest = FlowTest::start("flow-vars");
+    let c = flowtest.chat("vars-1");
     c.say("hello");
     assert_eq!(c.say("go vars"), strings(&["who are you?"]));
     let (said, state) = c.turn("O'Brien <b>&</b>");
@@ -596,12 +602,7 @@ fn flowtest_variables_and_templating() {
     assert!(state["temp"].get("t").is_none(), "{}", state["temp"]);
 
     // The bot variable is shared by every user of the bot; the conversation counter is per user.
-    let c2 = Chat {
-        port: server.port,
-        bot: "flowtest".into(),
-        user: "vars-2".into(),
-        token: t.clone(),
-    };
+    let c2 = flowtest.chat("vars-2");
     c2.say("hello");
     c2.say("go vars");
     let (said, state) = c2.turn("Zed");
@@ -618,15 +619,8 @@ fn flowtest_variables_and_templating() {
 
 #[test]
 fn flowtest_custom_action_fails_and_saves_nothing() {
-    let data = test_bots("flow-custom", &["flowtest"], None);
-    let server = Server::start(data.path(), &[]);
-    let t = token(data.path(), &[]);
-    let c = Chat {
-        port: server.port,
-        bot: "flowtest".into(),
-        user: "custom-1".into(),
-        token: t.clone(),
-    };
+    let flowtest = FlowTest::start("flow-custom");
+    let c = flowtest.chat("custom-1");
     c.say("hello");
     let (_, before) = c.turn("next");
     assert_eq!(before["context"]["currentNode"], "second");
@@ -638,7 +632,12 @@ fn flowtest_custom_action_fails_and_saves_nothing() {
         v.extend(typed_text(OOPS));
         v
     };
-    let r = responses(&converse(server.port, "flowtest", "custom-1", "go custom"));
+    let r = responses(&converse(
+        flowtest.server.port,
+        "flowtest",
+        "custom-1",
+        "go custom",
+    ));
     assert_eq!(r, before_oops());
     // Nothing of that turn was saved: no user variable, still waiting in `second` (whose
     // `true` transition leads to `third`).
@@ -652,7 +651,12 @@ fn flowtest_custom_action_fails_and_saves_nothing() {
     );
     // The failing node fails every time.
     c.say("hello");
-    let r = responses(&converse(server.port, "flowtest", "custom-1", "go custom"));
+    let r = responses(&converse(
+        flowtest.server.port,
+        "flowtest",
+        "custom-1",
+        "go custom",
+    ));
     assert_eq!(r, before_oops());
     let (said, after) = c.turn("next");
     assert_eq!(said, strings(&["second"]));
