@@ -481,7 +481,14 @@ fn fit_temperature(xs: &[Sparse], ys: &[usize], classes: usize, cfg: &TrainConfi
     Rng::new(cfg.seed ^ 0xca1b).shuffle(&mut order);
     // (held-out margins, gold class)
     let mut held: Vec<(Vec<f32>, usize)> = Vec::with_capacity(xs.len());
-    for f in 0..folds {
+    // With thousands of examples one held-out fold is plenty for a single parameter, and
+    // saves two refits.
+    let rounds = if xs.len() >= CALIB_ONE_FOLD_FROM {
+        1
+    } else {
+        folds
+    };
+    for f in 0..rounds {
         let train_idx: Vec<usize> = order
             .iter()
             .enumerate()
@@ -533,6 +540,9 @@ fn fit_temperature(xs: &[Sparse], ys: &[usize], classes: usize, cfg: &TrainConfi
     }
     ((lo + hi) / 2.0).exp()
 }
+
+/// From this many examples on, the temperature is fitted on one held-out fold only.
+const CALIB_ONE_FOLD_FROM: usize = 2000;
 
 /// Used when there is too little data to hold any out.
 const DEFAULT_TEMPERATURE: f32 = 5.0;
