@@ -15,7 +15,8 @@ const USAGE: &str = "usage:
   botd chat <botId> [--data DIR] [--user ID]   talk to a bot in the terminal
   botd token [--data DIR] [--email E] [--ttl 6h]   print a token for the secured Converse route
   botd nlu-eval --train FILE --test FILE  train the NLU on one labelled set, score it on another
-  botd nlu-bench [--data DIR] [--out FILE]   the NLU benchmark of ../shared/nlu-bench (bench/NLU.md)";
+  botd nlu-bench [--data DIR] [--out FILE]   the NLU benchmark of ../shared/nlu-bench (bench/NLU.md)
+  botd nlu-dev [--data DIR] [--set k=v]...   NLU development scores (no test folds)";
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -26,6 +27,7 @@ fn main() {
         Some("token") => with_options(&args[1..], token),
         Some("nlu-eval") => botd::engine::nlu::eval::cli_nlu_eval(&args[1..]),
         Some("nlu-bench") => botd::engine::nlu::eval::cli_nlu_bench(&args[1..]),
+        Some("nlu-dev") => botd::engine::nlu::eval::cli_nlu_dev(&args[1..]),
         Some("-h") | Some("--help") | Some("help") => {
             println!("{USAGE}");
             0

@@ -1,4 +1,7 @@
-//! Multinomial logistic regression (softmax) over sparse features, trained by SGD with L2.
+//! Linear classifiers over sparse features: multinomial logistic regression (softmax) trained
+//! by SGD with L2, one-vs-rest squared-hinge SVMs trained by dual coordinate descent (their
+//! margins put through a softmax with a temperature fitted on held-out training data), or
+//! both with their probabilities averaged (the default).
 //!
 //! Softmax gives calibrated-ish probabilities that sum to 1 over the classes of one context,
 //! which the confidence threshold of §10 needs. Weights are kept only for feature buckets
@@ -6,9 +9,35 @@
 
 use super::features::Sparse;
 
+/// Which loss the linear model is trained with.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Solver {
+    /// Multinomial logistic regression by SGD.
+    Sgd,
+    /// One-vs-rest L2-regularised squared-hinge SVM by dual coordinate descent (the
+    /// LIBLINEAR / LinearSVC solver), margins turned into probabilities by a softmax whose
+    /// temperature is fitted on held-out training data.
+    Svm,
+    /// Both, probabilities averaged.
+    Both,
+}
+
 /// Training knobs. `l2` is per-example regularisation (λ in `λ/2·|w|²` per example).
 #[derive(Debug, Clone, Copy)]
 pub struct TrainConfig {
+    pub solver: Solver,
+    /// SVM: the cost C of `½|w|² + C·Σ max(0, 1 − y·w·x)²`.
+    pub c: f32,
+    /// SVM: stop when the projected-gradient spread falls below this.
+    pub tol: f32,
+    /// SVM: cap on passes over the data per class.
+    pub max_iter: usize,
+    /// SVM: folds used to fit the softmax temperature (held-out margins).
+    pub calib_folds: usize,
+    /// SVM: when > 0, scale each feature per class by its naive-Bayes log-count ratio
+    /// (NBSVM, Wang & Manning 2012) with this smoothing; `nb_abs` scales by |r| instead of r.
+    pub nb: f32,
+    pub nb_abs: bool,
     pub epochs: usize,
     pub l2: f32,
     pub learning_rate: f32,
@@ -20,6 +49,13 @@ pub struct TrainConfig {
 impl Default for TrainConfig {
     fn default() -> Self {
         TrainConfig {
+            solver: Solver::Both,
+            c: 1.0,
+            tol: 0.1,
+            max_iter: 200,
+            calib_folds: 3,
+            nb: 0.0,
+            nb_abs: false,
             epochs: 20,
             l2: 1e-5,
             learning_rate: 0.5,
@@ -77,6 +113,10 @@ pub struct Softmax {
     /// Row-major `buckets.len() × classes` weights, bfloat16.
     weights: Vec<u16>,
     bias: Vec<f32>,
+    /// Logits are `temperature × (w·x + b)` (1 for SGD; fitted for the SVM).
+    temperature: f32,
+    /// A second model whose probabilities are averaged with this one's.
+    partner: Option<Box<Softmax>>,
 }
 
 impl Softmax {
@@ -84,7 +124,20 @@ impl Softmax {
         self.classes
     }
 
+    /// Trains with the configured solver.
     pub fn train(xs: &[Sparse], ys: &[usize], classes: usize, cfg: &TrainConfig) -> Softmax {
+        match cfg.solver {
+            Solver::Sgd => Softmax::train_sgd(xs, ys, classes, cfg),
+            Solver::Svm => Softmax::train_svm(xs, ys, classes, cfg),
+            Solver::Both => {
+                let mut m = Softmax::train_svm(xs, ys, classes, cfg);
+                m.partner = Some(Box::new(Softmax::train_sgd(xs, ys, classes, cfg)));
+                m
+            }
+        }
+    }
+
+    fn train_sgd(xs: &[Sparse], ys: &[usize], classes: usize, cfg: &TrainConfig) -> Softmax {
         let mut buckets: Vec<u32> = xs.iter().flat_map(|x| x.iter().map(|(b, _)| *b)).collect();
         buckets.sort_unstable();
         buckets.dedup();
@@ -166,11 +219,38 @@ impl Softmax {
             buckets,
             weights: w.iter().map(|&v| to_bf16(v * scale)).collect(),
             bias,
+            temperature: 1.0,
+            partner: None,
+        }
+    }
+
+    /// One-vs-rest SVMs, then a softmax temperature fitted on held-out margins.
+    fn train_svm(xs: &[Sparse], ys: &[usize], classes: usize, cfg: &TrainConfig) -> Softmax {
+        let (buckets, w, bias) = svm_ovr(xs, ys, classes, cfg, None);
+        let temperature = fit_temperature(xs, ys, classes, cfg);
+        Softmax {
+            classes,
+            buckets,
+            weights: w.iter().map(|&v| to_bf16(v)).collect(),
+            bias,
+            temperature,
+            partner: None,
         }
     }
 
     /// Raw scores (logits) of each class.
     pub fn logits(&self, x: &Sparse) -> Vec<f32> {
+        let mut scores = self.margins(x);
+        if self.temperature != 1.0 {
+            for s in scores.iter_mut() {
+                *s *= self.temperature;
+            }
+        }
+        scores
+    }
+
+    /// `w·x + b` of each class, before the temperature.
+    pub fn margins(&self, x: &Sparse) -> Vec<f32> {
         let mut scores = self.bias.clone();
         let c = self.classes;
         for (b, v) in x {
@@ -188,13 +268,284 @@ impl Softmax {
     pub fn predict_proba(&self, x: &Sparse) -> Vec<f32> {
         let mut s = self.logits(x);
         softmax_in_place(&mut s);
+        if let Some(p) = &self.partner {
+            for (a, b) in s.iter_mut().zip(p.predict_proba(x)) {
+                *a = (*a + b) / 2.0;
+            }
+        }
         s
     }
 
     pub fn size_bytes(&self) -> usize {
-        self.buckets.len() * 4 + self.weights.len() * 2 + self.bias.len() * 4
+        self.buckets.len() * 4
+            + self.weights.len() * 2
+            + self.bias.len() * 4
+            + 4
+            + self.partner.as_ref().map_or(0, |p| p.size_bytes())
     }
 }
+
+type Rows = Vec<Vec<(usize, f32)>>;
+
+/// Sorted distinct buckets of `xs` and the examples re-indexed by position in that list.
+fn index_rows(xs: &[Sparse]) -> (Vec<u32>, Rows) {
+    let mut buckets: Vec<u32> = xs.iter().flat_map(|x| x.iter().map(|(b, _)| *b)).collect();
+    buckets.sort_unstable();
+    buckets.dedup();
+    let rows = xs
+        .iter()
+        .map(|x| {
+            x.iter()
+                .map(|(b, v)| (buckets.binary_search(b).unwrap_or(0), *v))
+                .collect()
+        })
+        .collect();
+    (buckets, rows)
+}
+
+/// Per-example cost multipliers: `n / (classes · n_class)` when balancing, else 1.
+fn class_weights(ys: &[usize], classes: usize, balanced: bool) -> Vec<f32> {
+    let mut counts = vec![0usize; classes];
+    for &y in ys {
+        counts[y] += 1;
+    }
+    counts
+        .iter()
+        .map(|&c| {
+            if balanced && c > 0 {
+                ys.len() as f32 / (classes as f32 * c as f32)
+            } else {
+                1.0
+            }
+        })
+        .collect()
+}
+
+/// Trains the one-vs-rest SVMs on the examples in `subset` (all when `None`). Returns the
+/// buckets, row-major `buckets × classes` weights and the biases.
+fn svm_ovr(
+    xs: &[Sparse],
+    ys: &[usize],
+    classes: usize,
+    cfg: &TrainConfig,
+    subset: Option<&[usize]>,
+) -> (Vec<u32>, Vec<f32>, Vec<f32>) {
+    let all: Vec<usize>;
+    let idx: &[usize] = match subset {
+        Some(s) => s,
+        None => {
+            all = (0..xs.len()).collect();
+            &all
+        }
+    };
+    let sub_xs: Vec<Sparse> = idx.iter().map(|&i| xs[i].clone()).collect();
+    let sub_ys: Vec<usize> = idx.iter().map(|&i| ys[i]).collect();
+    let (buckets, rows) = index_rows(&sub_xs);
+    let cw = class_weights(&sub_ys, classes, cfg.balanced);
+    let dim = buckets.len();
+    let mut w = vec![0f32; dim * classes];
+    let mut bias = vec![0f32; classes];
+    let mut wk = vec![0f32; dim];
+    let mut scale = vec![1f32; dim];
+    // Document frequency of each feature per class (for the NB ratios).
+    let mut df: Vec<f32> = Vec::new();
+    let mut total_df = vec![0f32; dim];
+    if cfg.nb > 0.0 {
+        df = vec![0f32; dim * classes];
+        for (x, &y) in rows.iter().zip(&sub_ys) {
+            for &(r, _) in x {
+                df[r * classes + y] += 1.0;
+                total_df[r] += 1.0;
+            }
+        }
+    }
+    for k in 0..classes {
+        wk.iter_mut().for_each(|v| *v = 0.0);
+        // A class with no examples here never wins: a large negative bias.
+        if !sub_ys.contains(&k) {
+            bias[k] = -10.0;
+            continue;
+        }
+        if cfg.nb > 0.0 {
+            let a = cfg.nb;
+            let (mut sp, mut sq) = (0f32, 0f32);
+            for r in 0..dim {
+                let p = df[r * classes + k];
+                sp += p + a;
+                sq += total_df[r] - p + a;
+            }
+            for r in 0..dim {
+                let p = df[r * classes + k];
+                let q = total_df[r] - p;
+                let ratio = ((p + a) / sp).ln() - ((q + a) / sq).ln();
+                scale[r] = if cfg.nb_abs { ratio.abs() } else { ratio };
+            }
+        }
+        let b = svm_binary(&rows, &sub_ys, k, &cw, cfg, &scale, &mut wk);
+        bias[k] = b;
+        for (r, v) in wk.iter().enumerate() {
+            w[r * classes + k] = *v * scale[r];
+        }
+    }
+    (buckets, w, bias)
+}
+
+/// Dual coordinate descent for the L2-regularised squared-hinge loss (Hsieh et al. 2008),
+/// with shrinking; the bias is an extra feature of value 1 (regularised, as in LIBLINEAR).
+/// Positive class: `ys[i] == k`. Writes the weights into `w`, returns the bias.
+fn svm_binary(
+    rows: &Rows,
+    ys: &[usize],
+    k: usize,
+    cw: &[f32],
+    cfg: &TrainConfig,
+    scale: &[f32],
+    w: &mut [f32],
+) -> f32 {
+    let n = rows.len();
+    let mut b = 0f32;
+    let mut alpha = vec![0f32; n];
+    let diag: Vec<f32> = ys.iter().map(|&y| 0.5 / (cfg.c * cw[y])).collect();
+    let qd: Vec<f32> = rows
+        .iter()
+        .zip(&diag)
+        .map(|(x, d)| x.iter().map(|&(r, v)| (v * scale[r]).powi(2)).sum::<f32>() + 1.0 + d)
+        .collect();
+    let sign: Vec<f32> = ys
+        .iter()
+        .map(|&y| if y == k { 1.0 } else { -1.0 })
+        .collect();
+    let mut active: Vec<usize> = (0..n).collect();
+    let mut rng = Rng::new(0x5eed ^ k as u64);
+    // No upper bound on α for the squared hinge, so only the lower-bound shrinking test.
+    let mut pg_max_old = f32::INFINITY;
+    for _ in 0..cfg.max_iter {
+        rng.shuffle(&mut active);
+        let mut pg_max = f32::NEG_INFINITY;
+        let mut pg_min = f32::INFINITY;
+        let mut s = 0;
+        while s < active.len() {
+            let i = active[s];
+            let x = &rows[i];
+            let y = sign[i];
+            let mut dot = b;
+            for &(r, v) in x {
+                dot += w[r] * v * scale[r];
+            }
+            let g = y * dot - 1.0 + diag[i] * alpha[i];
+            let pg = if alpha[i] == 0.0 {
+                if g > pg_max_old {
+                    // Shrink: at the bound and likely to stay there.
+                    active.swap_remove(s);
+                    continue;
+                }
+                g.min(0.0)
+            } else {
+                g
+            };
+            pg_max = pg_max.max(pg);
+            pg_min = pg_min.min(pg);
+            if pg.abs() > 1e-12 {
+                let old = alpha[i];
+                alpha[i] = (old - g / qd[i]).max(0.0);
+                let d = (alpha[i] - old) * y;
+                for &(r, v) in x {
+                    w[r] += d * v * scale[r];
+                }
+                b += d;
+            }
+            s += 1;
+        }
+        if pg_max - pg_min <= cfg.tol {
+            if active.len() == n {
+                break;
+            }
+            // Converged on the active set: check everything once more.
+            active = (0..n).collect();
+            pg_max_old = f32::INFINITY;
+            continue;
+        }
+        pg_max_old = if pg_max <= 0.0 { f32::INFINITY } else { pg_max };
+    }
+    b
+}
+
+/// The softmax temperature that minimises the log-loss of held-out margins: the training
+/// data is split into `cfg.calib_folds` folds, each predicted by SVMs trained on the others.
+fn fit_temperature(xs: &[Sparse], ys: &[usize], classes: usize, cfg: &TrainConfig) -> f32 {
+    let folds = cfg.calib_folds;
+    if folds < 2 || xs.len() < 2 * folds {
+        return DEFAULT_TEMPERATURE;
+    }
+    let mut order: Vec<usize> = (0..xs.len()).collect();
+    Rng::new(cfg.seed ^ 0xca1b).shuffle(&mut order);
+    // (held-out margins, gold class)
+    let mut held: Vec<(Vec<f32>, usize)> = Vec::with_capacity(xs.len());
+    // With thousands of examples one held-out fold is plenty for a single parameter, and
+    // saves two refits.
+    let rounds = if xs.len() >= CALIB_ONE_FOLD_FROM {
+        1
+    } else {
+        folds
+    };
+    for f in 0..rounds {
+        let train_idx: Vec<usize> = order
+            .iter()
+            .enumerate()
+            .filter(|(p, _)| p % folds != f)
+            .map(|(_, &i)| i)
+            .collect();
+        let (buckets, w, bias) = svm_ovr(xs, ys, classes, cfg, Some(&train_idx));
+        let model = Softmax {
+            classes,
+            buckets,
+            weights: w.iter().map(|&v| to_bf16(v)).collect(),
+            bias,
+            temperature: 1.0,
+            partner: None,
+        };
+        for (_, &i) in order.iter().enumerate().filter(|(p, _)| p % folds == f) {
+            held.push((model.margins(&xs[i]), ys[i]));
+        }
+    }
+    let nll = |t: f32| -> f64 {
+        let mut total = 0f64;
+        for (m, y) in &held {
+            let max = m.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
+            let z: f64 = m.iter().map(|v| (((v - max) * t) as f64).exp()).sum();
+            total += z.ln() - ((m[*y] - max) * t) as f64;
+        }
+        total
+    };
+    // Golden-section search on log t over [0.1, 100].
+    let (mut lo, mut hi) = (0.1f32.ln(), 100f32.ln());
+    let phi = 0.618_034f32;
+    let mut a = hi - phi * (hi - lo);
+    let mut bb = lo + phi * (hi - lo);
+    let (mut fa, mut fb) = (nll(a.exp()), nll(bb.exp()));
+    for _ in 0..40 {
+        if fa < fb {
+            hi = bb;
+            bb = a;
+            fb = fa;
+            a = hi - phi * (hi - lo);
+            fa = nll(a.exp());
+        } else {
+            lo = a;
+            a = bb;
+            fa = fb;
+            bb = lo + phi * (hi - lo);
+            fb = nll(bb.exp());
+        }
+    }
+    ((lo + hi) / 2.0).exp()
+}
+
+/// From this many examples on, the temperature is fitted on one held-out fold only.
+const CALIB_ONE_FOLD_FROM: usize = 2000;
+
+/// Used when there is too little data to hold any out.
+const DEFAULT_TEMPERATURE: f32 = 5.0;
 
 pub fn softmax_in_place(s: &mut [f32]) {
     let max = s.iter().cloned().fold(f32::NEG_INFINITY, f32::max);

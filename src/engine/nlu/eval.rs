@@ -947,3 +947,153 @@ fn render_markdown(kf: &KFold, fs: &[FewShot], braun: &[BraunRun], total_secs: f
     m.push_str(TUNING_NOTES);
     m
 }
+
+// ---------------------------------------------------------------------------------------------
+// Development runs (never on test folds)
+
+/// Applies `key=value` overrides to the training options (for `nlu-dev`).
+fn apply_setting(opts: &mut IntentTraining, kv: &str) -> Result<(), String> {
+    use super::classifier::Solver;
+    let (k, v) = kv
+        .split_once('=')
+        .ok_or(format!("expected key=value: {kv}"))?;
+    let f = || v.parse::<f32>().map_err(|e| format!("{kv}: {e}"));
+    let u = || v.parse::<usize>().map_err(|e| format!("{kv}: {e}"));
+    match k {
+        "solver" => {
+            opts.train.solver = match v {
+                "sgd" => Solver::Sgd,
+                "svm" => Solver::Svm,
+                "both" => Solver::Both,
+                _ => return Err(format!("unknown solver {v}")),
+            }
+        }
+        "c" => opts.train.c = f()?,
+        "tol" => opts.train.tol = f()?,
+        "max_iter" => opts.train.max_iter = u()?,
+        "calib" => opts.train.calib_folds = u()?,
+        "nb" => opts.train.nb = f()?,
+        "nb_abs" => opts.train.nb_abs = v == "1",
+        "balanced" => opts.train.balanced = v == "1",
+        "epochs" => opts.train.epochs = u()?,
+        "l2" => opts.train.l2 = f()?,
+        "synth_none" => opts.synth_none = v == "1",
+        "word_weight" => opts.features.word_weight = f()?,
+        "char_weight" => opts.features.char_weight = f()?,
+        "bits" => opts.features.buckets = 1 << u()?,
+        "word_hi" => opts.features.word_ngrams.1 = u()?,
+        "char_lo" => opts.features.char_ngrams.0 = u()?,
+        "char_hi" => opts.features.char_ngrams.1 = u()?,
+        _ => return Err(format!("unknown setting {k}")),
+    }
+    Ok(())
+}
+
+/// `botd nlu-dev [--data DIR] [--set key=value]... [--braun-test]`: development scores that
+/// never look at a test fold. HWU64: inside fold 1's training data, train on folds 2-10
+/// minus v and validate on v = 2, 3, 4 (3,228 utterances). Braun: 5-fold cross-validation
+/// over each corpus' *training* rows. `--braun-test` also prints the Braun test score (for
+/// the final report only).
+pub fn cli_nlu_dev(args: &[String]) -> i32 {
+    let data = arg_value(args, "--data").unwrap_or_else(|| "../shared/nlu-bench".to_string());
+    let data = Path::new(&data);
+    let mut opts = IntentTraining::default();
+    for (i, a) in args.iter().enumerate() {
+        if a == "--set" {
+            if let Some(kv) = args.get(i + 1) {
+                if let Err(e) = apply_setting(&mut opts, kv) {
+                    eprintln!("nlu-dev: {e}");
+                    return 2;
+                }
+            }
+        }
+    }
+    let skip_hwu = args.iter().any(|a| a == "--no-hwu");
+    if !skip_hwu {
+        let rows = match load_examples(&data.join("hwu64/hwu64_folds.jsonl")) {
+            Ok(r) => r,
+            Err(e) => {
+                eprintln!("nlu-dev: {e}");
+                return 1;
+            }
+        };
+        let mut counts = IntentCounts::default();
+        let mut secs = Vec::new();
+        let mut bytes = 0;
+        let mut us = Vec::new();
+        for v in [2u64, 3, 4] {
+            let train: Vec<Example> = rows
+                .iter()
+                .filter(|r| r.fold != Some(1) && r.fold != Some(v))
+                .cloned()
+                .collect();
+            let test: Vec<Example> = rows.iter().filter(|r| r.fold == Some(v)).cloned().collect();
+            let r = run_split(&train, &test, &opts, false);
+            println!("hwu64 dev fold {v}: {:.4}", r.intents.accuracy());
+            counts.merge(&r.intents);
+            secs.push(r.train_secs);
+            bytes = bytes.max(r.model_bytes);
+            us.push(r.intent_us);
+        }
+        println!(
+            "hwu64 dev (3 folds): {:.4}  train {:.2} s  model {:.2} MB  {:.1} µs",
+            counts.accuracy(),
+            mean_std(&secs).0,
+            bytes as f64 / 1e6,
+            median(us)
+        );
+    }
+    let braun_test = args.iter().any(|a| a == "--braun-test");
+    let mut cv = IntentCounts::default();
+    let mut test_counts = IntentCounts::default();
+    for corpus in ["ChatbotCorpus", "AskUbuntuCorpus", "WebApplicationsCorpus"] {
+        let rows = match load_examples(&data.join(format!("braun/{corpus}.json"))) {
+            Ok(r) => r,
+            Err(e) => {
+                eprintln!("nlu-dev: {e}");
+                return 1;
+            }
+        };
+        let train = select(rows.clone(), true, 0);
+        let mut c = IntentCounts::default();
+        for f in 0..5 {
+            let tr: Vec<Example> = train
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| i % 5 != f)
+                .map(|(_, e)| e.clone())
+                .collect();
+            let te: Vec<Example> = train
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| i % 5 == f)
+                .map(|(_, e)| e.clone())
+                .collect();
+            c.merge(&run_split(&tr, &te, &opts, false).intents);
+        }
+        print!("{corpus} train-CV {}/{}", c.correct, c.total);
+        cv.merge(&c);
+        if braun_test {
+            let r = run_split(&train, &select(rows, false, 0), &opts, false);
+            print!("  test {}/{}", r.intents.correct, r.intents.total);
+            test_counts.merge(&r.intents);
+        }
+        println!();
+    }
+    print!(
+        "braun train-CV: {:.4} ({}/{})",
+        cv.accuracy(),
+        cv.correct,
+        cv.total
+    );
+    if braun_test {
+        print!(
+            "  test: {:.4} ({}/{})",
+            test_counts.accuracy(),
+            test_counts.correct,
+            test_counts.total
+        );
+    }
+    println!();
+    0
+}

@@ -71,7 +71,7 @@ pub struct FeatureConfig {
 impl Default for FeatureConfig {
     fn default() -> Self {
         FeatureConfig {
-            buckets: 1 << 15,
+            buckets: 1 << 14,
             word_ngrams: (1, 2),
             char_ngrams: (2, 5),
             // Tuned on fold 1's training folds (train 3-10, validate on 2): 0.7 > 1.0 > 1.5.
