@@ -26,7 +26,7 @@ check:
 
 ## install: binary, systemd unit, and the data folder (an existing one is never overwritten)
 install: build
-	install -D -m 0755 $(BIN) $(DESTDIR)$(PREFIX)/bin/botd
+	install -D -s -m 0755 $(BIN) $(DESTDIR)$(PREFIX)/bin/botd
 	install -d $(DESTDIR)/etc/systemd/system
 	sed -e 's|@PREFIX@|$(PREFIX)|g' -e 's|@DATA_DIR@|$(DATA_DIR)|g' systemd/botd.service > $(DESTDIR)/etc/systemd/system/botd.service
 	@if [ -e "$(DESTDIR)$(DATA_DIR)/bots" ]; then \
@@ -44,8 +44,7 @@ install: build
 ## bench: speed, footprint and scale of botd against a bare tiny_http ceiling, written to bench/RESULTS.md
 bench:
 	$(CARGO) build --release --locked --bin botd --example bench --example bench-ceiling
-	$(CARGO) build --profile profiling --locked --bin botd
-	./target/release/examples/bench --botd $(BIN) --profile-botd target/profiling/botd --ceiling target/release/examples/bench-ceiling --out bench/RESULTS.md
+	./target/release/examples/bench --botd $(BIN) --profile-botd $(BIN) --ceiling target/release/examples/bench-ceiling --out bench/RESULTS.md
 
 ## bench-nlu: NLU accuracy and speed on ../shared/nlu-bench, written to bench/NLU.md
 bench-nlu:

@@ -46,7 +46,7 @@ fn options() -> Result<Options, String> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let mut o = Options {
         botd: root.join("target/release/botd"),
-        profile_botd: root.join("target/profiling/botd"),
+        profile_botd: root.join("target/release/botd"),
         ceiling: root.join("target/release/examples/bench-ceiling"),
         out: root.join("bench/RESULTS.md"),
         users: 100_000,

@@ -59,7 +59,7 @@ pub fn callgrind_profile(bin: &Path, work: &Path, shm: Option<&Path>) -> Result<
     // (`callgrind_annotate --version` exits with 255, so only valgrind is asked.)
     if !bin.exists() {
         return Err(format!(
-            "{} is missing (`cargo build --profile profiling --bin botd`)",
+            "{} is missing (`cargo build --release --bin botd`)",
             bin.display()
         ));
     }
