@@ -773,3 +773,38 @@ fn welcome_bot_1181_first_two_turns() {
         expected
     );
 }
+
+/// A context that times out with no timeout node anywhere: the flow position and temp are
+/// reset, and the session (its turn history) is kept.
+#[test]
+fn timeout_without_a_timeout_node_keeps_the_session() {
+    let data = data_copy("to-plain");
+    write(
+        data.path(),
+        "global/botpress.config.json",
+        &json!({"dialog": {"janitorInterval": "100ms"}}).to_string(),
+    );
+    let config_path = data.path().join("bots/welcome-bot/bot.config.json");
+    let config = std::fs::read_to_string(&config_path)
+        .unwrap()
+        .replace("\"5m\"", "\"300ms\"");
+    std::fs::write(&config_path, config).unwrap();
+    let server = Server::start(data.path(), &[]);
+    let t = token(data.path(), &[]);
+    let hi = json!({"type": "text", "text": "hi"});
+    let a = secured(server.port, "welcome-bot", "idle", &hi, "state", &t).json();
+    assert_eq!(a["state"]["context"]["currentNode"], "ask-name");
+    std::thread::sleep(std::time::Duration::from_millis(1200));
+    // The context is gone: "hello" starts over and the name is asked again, and the turn
+    // history still holds the first "hi".
+    let hello = json!({"type": "text", "text": "hello"});
+    let a = secured(server.port, "welcome-bot", "idle", &hello, "state", &t).json();
+    assert_eq!(a["responses"][1]["text"], "May I know your name please?");
+    let history: Vec<&str> = a["state"]["session"]["lastMessages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|m| m["incomingPreview"].as_str())
+        .collect();
+    assert_eq!(history, ["hi", "hello"]);
+}

@@ -3,8 +3,8 @@
 
 use super::bot::Bot;
 use super::dialog::{self, DialogContext, Turn};
-use super::event::{default_nlu, iso_time, new_event_id, now_ms};
-use super::runtime::{Destination, Engine};
+use super::event::{default_nlu, now_ms, object, Event};
+use super::runtime::{event_json, Destination, Engine};
 use super::state;
 use crate::store::Namespace;
 use serde_json::json;
@@ -111,11 +111,16 @@ impl Engine {
         )
         .map_err(|e| e.to_string())?;
         let user = state::load_user(store, bot_id, &channel, &target).map_err(|e| e.to_string())?;
-        let event = json!({"id": new_event_id(), "type": "timeout", "channel": channel, "direction": "incoming",
-            "target": target, "threadId": thread_id, "botId": bot_id, "payload": {}, "preview": "",
-            "createdOn": iso_time(now), "nlu": default_nlu(&["global".to_string()])});
-        let mut scope =
-            json!({"event": event, "user": user, "session": record.session, "temp": record.temp});
+        let mut timeout = Event::new(bot_id, &channel, "timeout", &target, json!({}))
+            .with_thread(thread_id.clone());
+        let nlu = default_nlu(&timeout.included_contexts);
+        let event = event_json(&bot, &mut timeout, &nlu, now);
+        let mut scope = object([
+            ("event", event),
+            ("user", user),
+            ("session", record.session.clone()),
+            ("temp", record.temp.clone()),
+        ]);
         if let Ok(Some(kv)) = store.get(Namespace::Kv, bot_id, "global") {
             scope["bot"] = kv;
         }

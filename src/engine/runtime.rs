@@ -232,97 +232,25 @@ impl Engine {
         let store = self.store.as_ref();
         let io = |e: std::io::Error| TurnError::Storage(e.to_string());
         let thread = event.thread_id.as_deref();
-        let mut record = state::load_session(
-            store,
-            &bot.id,
-            session_id,
-            &event.channel,
-            &event.target,
-            thread,
-            now,
-        )
-        .map_err(io)?;
-        let user = state::load_user(store, &bot.id, &event.channel, &event.target).map_err(io)?;
+        let (channel, target) = (event.channel.clone(), event.target.clone());
+        let mut record =
+            state::load_session(store, &bot.id, session_id, &channel, &target, thread, now)
+                .map_err(io)?;
+        let user = state::load_user(store, &bot.id, &channel, &target).map_err(io)?;
         let bot_kv = store.get(Namespace::Kv, &bot.id, "global").map_err(io)?;
 
-        // before_incoming: the session's NLU contexts decide what NLU predicts with.
-        let session_contexts = record
-            .session
-            .as_object()
-            .map(context_list)
-            .unwrap_or_default();
-        let included: Vec<String> = if session_contexts.is_empty() {
-            event.included_contexts.clone()
-        } else {
-            session_contexts.iter().map(|(c, _)| c.clone()).collect()
-        };
-        let skip_nlu = event.preview.is_empty()
-            || ["session_reset", "bp_dialog_timeout", "visit", "timeout"]
-                .contains(&event.kind.as_str());
-        let nlu = if skip_nlu {
-            default_nlu(&included)
-        } else {
-            bot.nlu.understand(&event.preview, &included, now)
-        };
-        let mut payload = std::mem::take(&mut event.payload);
-        if !skip_nlu {
-            if let Some(text) = payload.get("text").and_then(Value::as_str) {
-                let masked = bot.nlu.mask_sensitive(text, &nlu);
-                payload["text"] = Value::String(masked);
-            }
-        }
-        let event_json = object([
-            ("id", Value::String(new_event_id())),
-            ("type", Value::String(event.kind.clone())),
-            ("channel", Value::String(event.channel.clone())),
-            ("direction", Value::String("incoming".into())),
-            ("target", Value::String(event.target.clone())),
-            (
-                "threadId",
-                event.thread_id.clone().map_or(Value::Null, Value::String),
-            ),
-            ("botId", Value::String(bot.id.clone())),
-            ("payload", payload),
-            ("preview", Value::String(event.preview.clone())),
-            ("createdOn", Value::String(iso_time(now))),
-            ("nlu", nlu.clone()),
-            (
-                "credentials",
-                event.credentials.take().unwrap_or(Value::Null),
-            ),
-        ]);
+        let nlu = understand(bot, &event, &record.session, now);
         let user_before = user.clone();
         let mut scope = object([
-            ("event", event_json),
+            ("event", event_json(bot, &mut event, &nlu, now)),
             ("user", user),
             ("session", std::mem::take(&mut record.session)),
             ("temp", record.temp.clone()),
         ]);
-        if let Some(kv) = &bot_kv {
-            scope["bot"] = kv.clone();
+        if let Some(kv) = bot_kv {
+            scope["bot"] = kv;
         }
-
-        // after_incoming: contexts lose one turn of life; slots go to the session.
-        if !nlu["errored"].as_bool().unwrap_or(false) {
-            if let Some(session) = scope["session"].as_object_mut() {
-                if session.contains_key("nluContexts") {
-                    let kept = context_list(session)
-                        .into_iter()
-                        .map(|(c, t)| (c, t.saturating_sub(1)))
-                        .filter(|(_, t)| *t > 0)
-                        .collect();
-                    set_context_list(session, kept);
-                }
-            }
-        }
-        if !scope["session"]["extractedSlots"].is_object() {
-            scope["session"]["extractedSlots"] = json!({});
-        }
-        if let Some(slots) = nlu["slots"].as_object() {
-            for (name, slot) in slots {
-                scope["session"]["extractedSlots"][name.as_str()] = slot.clone();
-            }
-        }
+        after_incoming(&mut scope["session"], &nlu);
 
         let in_middle_of_flow = !record.context.is_empty();
         let mut turn = Turn {
@@ -330,72 +258,22 @@ impl Engine {
             store,
             scope,
             context: record.context.clone(),
-            channel: event.channel.clone(),
+            channel: channel.clone(),
             bot_url: self.settings.http.external_url.clone(),
             outputs: Vec::new(),
             kv_writes: Vec::new(),
             deadline,
         };
-
-        // Decision (§9.1).
-        let last_message = turn.scope["session"]["lastMessages"]
-            .as_array()
-            .and_then(|l| l.last())
-            .cloned()
-            .unwrap_or(Value::Null);
-        let (suggestions, elected) = decide(
-            qna::suggest(&bot.qna, &nlu),
-            &last_message,
-            in_middle_of_flow,
-            now,
-        );
-        let mut suggestions_json = Vec::new();
-        let mut decision = default_decision();
-        let mut run_dialog = elected.is_none();
-        let mut save_context = true;
-        for (s, status, reason) in &suggestions {
-            let payloads = self.suggestion_payloads(bot, s, &turn.scope, &event.channel);
-            let json = json!({"confidence": s.confidence, "payloads": payloads, "source": s.source,
-                "sourceDetails": s.source_details, "decision": {"status": status, "reason": reason}});
-            suggestions_json.push(json);
-        }
-        if let Some(i) = elected {
-            let s = &suggestions[i].0;
-            decision = suggestions_json[i].clone();
-            let payloads: Vec<Value> = decision["payloads"]
-                .as_array()
-                .map(|p| {
-                    p.iter()
-                        .filter(|x| x["type"] != "redirect")
-                        .cloned()
-                        .collect()
-                })
-                .unwrap_or_default();
-            turn.push_outputs(payloads);
-            let incoming = turn.scope["event"]["preview"].clone();
-            turn.add_history(json!({
-                "incomingPreview": incoming, "replySource": format!("{} {}", s.source, s.source_details),
-                "replyPreview": s.answer.clone().unwrap_or_default(), "replyConfidence": s.confidence,
-                "replyDate": iso_time(now),
-            }));
-            match &s.redirect {
-                Some((flow, node)) => {
-                    if let Err(e) = dialog::jump_to(bot, &mut turn.context, flow, node.as_deref()) {
-                        return self.failed_turn(turn, e, nlu, suggestions_json);
-                    }
-                    run_dialog = true;
-                    decision = default_decision();
-                }
-                None => save_context = false,
-            }
-        }
-        if ["session_reset", "typing", "visit"].contains(&event.kind.as_str()) {
-            run_dialog = false;
-        }
-        if run_dialog {
-            if let Err(e) = dialog::process(&mut turn) {
-                return self.failed_turn(turn, e, nlu, suggestions_json);
-            }
+        let decided = self.decide_turn(&mut turn, &nlu, in_middle_of_flow, now);
+        let run_dialog = decided.run_dialog
+            && !["session_reset", "typing", "visit"].contains(&event.kind.as_str());
+        let dialog_result = match decided.redirect_error {
+            Some(e) => Err(e),
+            None if run_dialog => dialog::process(&mut turn),
+            None => Ok(()),
+        };
+        if let Err(e) = dialog_result {
+            return self.failed_turn(turn, e, nlu, decided.suggestions);
         }
         if deadline.is_some_and(|d| Instant::now() >= d) {
             return Err(TurnError::Timeout);
@@ -403,21 +281,15 @@ impl Engine {
 
         // Persist: user (when it changed), bot KV, then the session (§8.8).
         if turn.scope["user"] != user_before {
-            state::save_user(
-                store,
-                &bot.id,
-                &event.channel,
-                &event.target,
-                &turn.scope["user"],
-            )
-            .map_err(io)?;
+            state::save_user(store, &bot.id, &channel, &target, &turn.scope["user"]).map_err(io)?;
         }
         for (key, value) in &turn.kv_writes {
             store.put(Namespace::Kv, &bot.id, key, value).map_err(io)?;
         }
         record.session = turn.scope["session"].clone();
         record.session_expiry = now + bot.session_timeout_interval.as_millis() as i64;
-        if save_context {
+        // A QnA answer leaves the stored flow position and temp as they were loaded.
+        if decided.save_context {
             record.context = turn.context.clone();
             record.temp = turn.scope["temp"].clone();
             record.context_expiry = if record.context.is_empty() {
@@ -426,7 +298,6 @@ impl Engine {
                 now + bot.timeout_interval.as_millis() as i64
             };
         }
-        // Otherwise (a QnA answer) the stored flow position and temp stay as they were loaded.
         state::save_session(store, &bot.id, session_id, &record).map_err(io)?;
         self.timeouts.lock().unwrap_or_else(|e| e.into_inner()).set(
             &bot.id,
@@ -450,9 +321,80 @@ impl Engine {
             responses: turn.outputs,
             nlu,
             state: state_json,
-            suggestions: Value::Array(suggestions_json),
-            decision,
+            suggestions: Value::Array(decided.suggestions),
+            decision: decided.decision,
         })
+    }
+
+    /// The decision engine's part of a turn (§9.1): every QnA suggestion with its decision,
+    /// and for an elected one its answer sent and its redirect applied.
+    fn decide_turn(
+        &self,
+        turn: &mut Turn,
+        nlu: &Value,
+        in_middle_of_flow: bool,
+        now: i64,
+    ) -> Decided {
+        let bot = turn.bot;
+        let last_message = turn.scope["session"]["lastMessages"]
+            .as_array()
+            .and_then(|l| l.last())
+            .cloned()
+            .unwrap_or(Value::Null);
+        let (suggestions, elected) = decide(
+            qna::suggest(&bot.qna, nlu),
+            &last_message,
+            in_middle_of_flow,
+            now,
+        );
+        let suggestions_json: Vec<Value> = suggestions
+            .iter()
+            .map(|(s, status, reason)| {
+                let payloads = self.suggestion_payloads(bot, s, &turn.scope, &turn.channel);
+                json!({"confidence": s.confidence, "payloads": payloads, "source": s.source,
+                    "sourceDetails": s.source_details, "decision": {"status": status, "reason": reason}})
+            })
+            .collect();
+        let mut decided = Decided {
+            decision: default_decision(),
+            run_dialog: true,
+            save_context: true,
+            redirect_error: None,
+            suggestions: Vec::new(),
+        };
+        if let Some(i) = elected {
+            let s = &suggestions[i].0;
+            let payloads: Vec<Value> = suggestions_json[i]["payloads"]
+                .as_array()
+                .map(|p| {
+                    p.iter()
+                        .filter(|x| x["type"] != "redirect")
+                        .cloned()
+                        .collect()
+                })
+                .unwrap_or_default();
+            turn.push_outputs(payloads);
+            let incoming = turn.scope["event"]["preview"].clone();
+            turn.add_history(json!({
+                "incomingPreview": incoming, "replySource": format!("{} {}", s.source, s.source_details),
+                "replyPreview": s.answer.clone().unwrap_or_default(), "replyConfidence": s.confidence,
+                "replyDate": iso_time(now),
+            }));
+            match &s.redirect {
+                // A redirect plays the flow from there; the decision shown is the flow's.
+                Some((flow, node)) => {
+                    decided.redirect_error =
+                        dialog::jump_to(bot, &mut turn.context, flow, node.as_deref()).err();
+                }
+                None => {
+                    decided.decision = suggestions_json[i].clone();
+                    decided.run_dialog = false;
+                    decided.save_context = false;
+                }
+            }
+        }
+        decided.suggestions = suggestions_json;
+        decided
     }
 
     /// A failed dialog: the bot's error message is sent and nothing is saved (§9.1).
@@ -516,5 +458,95 @@ impl Engine {
             payloads.push(qna::redirect_payload(flow, node));
         }
         payloads
+    }
+}
+
+/// What the decision engine settled for a turn.
+struct Decided {
+    /// `event.decision`: the elected suggestion, or "execute default flow".
+    decision: Value,
+    /// Every suggestion with its decision, as the secured route shows them.
+    suggestions: Vec<Value>,
+    run_dialog: bool,
+    /// False after a QnA text answer: the flow position and temp are not touched.
+    save_context: bool,
+    /// A redirect to a flow or node that does not exist.
+    redirect_error: Option<DialogError>,
+}
+
+/// before_incoming + NLU (§1.3, §10): the session's NLU contexts, when it has some, decide
+/// what NLU predicts with; events without text, and timeouts, get the default result.
+fn understand(bot: &Bot, event: &Event, session: &Value, now: i64) -> Value {
+    let session_contexts = session.as_object().map(context_list).unwrap_or_default();
+    let included: Vec<String> = if session_contexts.is_empty() {
+        event.included_contexts.clone()
+    } else {
+        session_contexts.into_iter().map(|(c, _)| c).collect()
+    };
+    let skip = event.preview.is_empty()
+        || ["session_reset", "bp_dialog_timeout", "visit", "timeout"]
+            .contains(&event.kind.as_str());
+    if skip {
+        default_nlu(&included)
+    } else {
+        bot.nlu.understand(&event.preview, &included, now)
+    }
+}
+
+/// The `event` conditions and templates see (§1.1), with sensitive entities masked in
+/// `payload.text`. Takes the payload and credentials out of `event`.
+pub(super) fn event_json(bot: &Bot, event: &mut Event, nlu: &Value, now: i64) -> Value {
+    let mut payload = std::mem::take(&mut event.payload);
+    let has_entities = nlu["entities"].as_array().is_some_and(|e| !e.is_empty());
+    if has_entities {
+        if let Some(text) = payload.get("text").and_then(Value::as_str) {
+            let masked = bot.nlu.mask_sensitive(text, nlu);
+            payload["text"] = Value::String(masked);
+        }
+    }
+    object([
+        ("id", Value::String(new_event_id())),
+        ("type", Value::String(event.kind.clone())),
+        ("channel", Value::String(event.channel.clone())),
+        ("direction", Value::String("incoming".into())),
+        ("target", Value::String(event.target.clone())),
+        (
+            "threadId",
+            event.thread_id.clone().map_or(Value::Null, Value::String),
+        ),
+        ("botId", Value::String(bot.id.clone())),
+        ("payload", payload),
+        ("preview", Value::String(event.preview.clone())),
+        ("createdOn", Value::String(iso_time(now))),
+        ("nlu", nlu.clone()),
+        (
+            "credentials",
+            event.credentials.take().unwrap_or(Value::Null),
+        ),
+    ])
+}
+
+/// after_incoming hooks (§1.3): NLU contexts lose one turn of life (unless NLU failed), and
+/// the slots go to `session.extractedSlots`.
+fn after_incoming(session: &mut Value, nlu: &Value) {
+    if !nlu["errored"].as_bool().unwrap_or(false) {
+        if let Some(map) = session.as_object_mut() {
+            if map.contains_key("nluContexts") {
+                let kept = context_list(map)
+                    .into_iter()
+                    .map(|(c, t)| (c, t.saturating_sub(1)))
+                    .filter(|(_, t)| *t > 0)
+                    .collect();
+                set_context_list(map, kept);
+            }
+        }
+    }
+    if !session["extractedSlots"].is_object() {
+        session["extractedSlots"] = json!({});
+    }
+    if let Some(slots) = nlu["slots"].as_object() {
+        for (name, slot) in slots {
+            session["extractedSlots"][name.as_str()] = slot.clone();
+        }
     }
 }
