@@ -37,7 +37,7 @@ pub fn schema(module: &str) -> Option<Value> {
         "nlu" => json!({
             "confidenceTreshold": {"type": "number", "default": 0.7, "description": "Minimum confidence for an intent to be chosen (the misspelling is Botpress's key name)."},
             "ducklingURL": {"type": "string", "default": "https://duckling.botpress.io", "description": "Accepted for compatibility; botd computes system entities itself and never calls Duckling."},
-            "ducklingEnabled": {"type": "boolean", "default": true, "description": "Turns the native system entities (numeral, time, email, …) on or off."},
+            "ducklingEnabled": {"type": "boolean", "default": true, "description": "Turns the system entities (numeral, ordinal, time, duration, email, url, phoneNumber, amountOfMoney, percentage) on or off; botd computes them itself, without Duckling."},
             "autoTrainInterval": {"type": "string", "format": "duration", "default": "30s", "description": "Accepted for compatibility; botd retrains when the bot's files change."},
             "preloadModels": {"type": "boolean", "default": false, "description": "Accepted for compatibility; botd always trains when a bot loads."},
             "languageModel": {"type": "string", "default": "en", "description": "Accepted for compatibility; botd needs no language model download."},

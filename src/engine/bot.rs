@@ -217,7 +217,11 @@ pub fn load_bot(settings: &Settings, id: &str) -> LoadOutcome {
         &intents,
         &entities,
         &NluConfig {
-            confidence_threshold: threshold,
+            system_entities: nlu_config
+                .get("ducklingEnabled")
+                .and_then(Value::as_bool)
+                .unwrap_or(true),
+            ..NluConfig::with_threshold(threshold)
         },
     );
 

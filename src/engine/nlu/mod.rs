@@ -77,12 +77,16 @@ pub struct EntityDef {
 pub struct NluConfig {
     /// `confidenceTreshold` (sic): the lowest confidence an intent is chosen at.
     pub confidence_threshold: f64,
+    /// `ducklingEnabled`: whether the native system entities (numeral, time, email, …) are
+    /// extracted. Botpress got them from Duckling; botd computes them itself.
+    pub system_entities: bool,
 }
 
 impl Default for NluConfig {
     fn default() -> Self {
         NluConfig {
             confidence_threshold: DEFAULT_THRESHOLD,
+            system_entities: true,
         }
     }
 }
@@ -97,6 +101,7 @@ impl NluConfig {
         };
         NluConfig {
             confidence_threshold,
+            system_entities: true,
         }
     }
 }
@@ -713,10 +718,13 @@ impl Nlu {
             .iter()
             .map(|c| ContextModel::train(c, intents, opts, seed_of(c)))
             .collect();
-        let extractor = EntityExtractor::new(entities);
+        let extractor = EntityExtractor::new(entities, config.system_entities);
         let tagger = SlotTagger::train_for_intents(intents, &extractor);
         Nlu {
-            config: NluConfig::with_threshold(config.confidence_threshold),
+            config: NluConfig {
+                system_entities: config.system_entities,
+                ..NluConfig::with_threshold(config.confidence_threshold)
+            },
             contexts,
             intents: intents.to_vec(),
             entities: extractor,

@@ -447,6 +447,30 @@ fn entities_in_understand_have_the_section_10_shape() {
 }
 
 #[test]
+fn system_entities_can_be_turned_off() {
+    let (intents, entities) = booking_bot();
+    let names = |config: &NluConfig| -> Vec<String> {
+        let nlu = Nlu::train(&intents, &entities, config);
+        let v = nlu.understand("to Pariss for $20 tomorrow", &[], 0);
+        v["entities"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["name"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let on = names(&NluConfig::default());
+    assert!(on.contains(&"amountOfMoney".to_string()), "{on:?}");
+    assert!(on.contains(&"time".to_string()), "{on:?}");
+    let off = names(&NluConfig {
+        system_entities: false,
+        ..NluConfig::default()
+    });
+    // The bot's own entities stay; the system ones (ducklingEnabled: false) go.
+    assert_eq!(off, ["city"]);
+}
+
+#[test]
 fn empty_bot_and_empty_text_give_none() {
     let nlu = Nlu::train(&[], &[], &NluConfig::default());
     let v = nlu.understand("hello", &[], 0);

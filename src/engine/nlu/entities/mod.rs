@@ -63,12 +63,14 @@ impl Extracted {
 pub struct EntityExtractor {
     lists: Vec<list::ListEntity>,
     patterns: Vec<pattern::PatternEntity>,
+    /// Whether the system entities are extracted (`ducklingEnabled`).
+    system: bool,
 }
 
 impl EntityExtractor {
     /// Builds the extractors; pattern entities whose regex does not compile are skipped
     /// (the loader reports them as problems).
-    pub fn new(defs: &[EntityDef]) -> EntityExtractor {
+    pub fn new(defs: &[EntityDef], system: bool) -> EntityExtractor {
         let mut lists = Vec::new();
         let mut patterns = Vec::new();
         for d in defs {
@@ -86,7 +88,11 @@ impl EntityExtractor {
                 }
             }
         }
-        EntityExtractor { lists, patterns }
+        EntityExtractor {
+            lists,
+            patterns,
+            system,
+        }
     }
 
     /// Every entity in `text`, in order of position. `now_ms` anchors relative times.
@@ -99,7 +105,9 @@ impl EntityExtractor {
         for p in &self.patterns {
             out.extend(p.extract(text));
         }
-        out.extend(system::extract(text, now_ms));
+        if self.system {
+            out.extend(system::extract(text, now_ms));
+        }
         out.sort_by(|a, b| a.start.cmp(&b.start).then(b.end.cmp(&a.end)));
         out
     }
