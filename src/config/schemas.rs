@@ -49,7 +49,7 @@ pub fn schema(module: &str) -> Option<Value> {
             "exportCsvEncoding": {"type": "string", "default": "utf8", "description": "Accepted for compatibility (no CSV export in botd)."},
             "qnaMakerKnowledgebase": {"type": "string", "default": "botpress", "description": "Accepted for compatibility; Microsoft QnA Maker is not supported."},
             "qnaMakerApiKey": {"type": "string", "description": "Not supported by botd: setting it is reported as an error."},
-            "qnaCategories": {"type": "string", "default": "global", "description": "Comma-separated list of QnA categories (NLU contexts)."}
+            "qnaCategories": {"type": "string", "default": "global", "description": "Accepted for compatibility (the categories the Botpress editor offers); each QnA entry's own category is the NLU context it answers in."}
         }),
         _ => return None,
     };
