@@ -2,7 +2,7 @@
 //! middle of a flow — with their real state and channel — and deletes expired sessions.
 
 use super::bot::Bot;
-use super::dialog::{self, DialogContext, Turn};
+use super::dialog::{self, DialogContext};
 use super::event::{default_nlu, now_ms, object, Event};
 use super::runtime::{event_json, Destination, Engine};
 use super::state;
@@ -124,17 +124,8 @@ impl Engine {
         if let Ok(Some(kv)) = store.get(Namespace::Kv, bot_id, "global") {
             scope["bot"] = kv;
         }
-        let mut turn = Turn {
-            bot: &bot,
-            store,
-            scope,
-            context: record.context.clone(),
-            channel: channel.clone(),
-            bot_url: self.settings.http.external_url.clone(),
-            outputs: Vec::new(),
-            kv_writes: Vec::new(),
-            deadline: Some(Instant::now() + Duration::from_secs(5)),
-        };
+        let deadline = Some(Instant::now() + Duration::from_secs(5));
+        let mut turn = self.new_turn(&bot, scope, record.context.clone(), &channel, deadline);
         let mut ran = false;
         if let Some((flow, node)) = find_timeout_node(&bot, &record.context) {
             dialog::jump_to(&bot, &mut turn.context, &flow, Some(&node))

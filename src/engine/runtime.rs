@@ -4,7 +4,7 @@
 use super::actions::{context_list, set_context_list};
 use super::bot::{self, Bot};
 use super::decision::{decide, default_decision};
-use super::dialog::{self, DialogError, Turn};
+use super::dialog::{self, DialogContext, DialogError, Turn};
 use super::event::{default_nlu, iso_time, new_event_id, now_ms, object, Event};
 use super::janitor::TimeoutIndex;
 use super::locks::ConversationLocks;
@@ -253,17 +253,7 @@ impl Engine {
         after_incoming(&mut scope["session"], &nlu);
 
         let in_middle_of_flow = !record.context.is_empty();
-        let mut turn = Turn {
-            bot,
-            store,
-            scope,
-            context: record.context.clone(),
-            channel: channel.clone(),
-            bot_url: self.settings.http.external_url.clone(),
-            outputs: Vec::new(),
-            kv_writes: Vec::new(),
-            deadline,
-        };
+        let mut turn = self.new_turn(bot, scope, record.context.clone(), &channel, deadline);
         let decided = self.decide_turn(&mut turn, &nlu, in_middle_of_flow, now);
         let run_dialog = decided.run_dialog
             && !["session_reset", "typing", "visit"].contains(&event.kind.as_str());
@@ -324,6 +314,28 @@ impl Engine {
             suggestions: Value::Array(decided.suggestions),
             decision: decided.decision,
         })
+    }
+
+    /// A turn of `bot` starting from `scope` and `context`, rendering for `channel`.
+    pub(super) fn new_turn<'a>(
+        &'a self,
+        bot: &'a Bot,
+        scope: Value,
+        context: DialogContext,
+        channel: &str,
+        deadline: Option<Instant>,
+    ) -> Turn<'a> {
+        Turn {
+            bot,
+            store: self.store.as_ref(),
+            scope,
+            context,
+            channel: channel.to_string(),
+            bot_url: self.settings.http.external_url.clone(),
+            outputs: Vec::new(),
+            kv_writes: Vec::new(),
+            deadline,
+        }
     }
 
     /// The decision engine's part of a turn (§9.1): every QnA suggestion with its decision,
