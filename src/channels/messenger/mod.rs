@@ -371,7 +371,7 @@ pub fn plan(
         if payload.get("type").and_then(Value::as_str) == Some("typing") {
             calls.push(action("typing_on"));
             let pause = if typing_delay {
-                typing_delay_ms(payload.get("value"))
+                crate::channels::typing_delay(payload.get("value")).as_millis() as u64
             } else {
                 0
             };
@@ -389,23 +389,6 @@ pub fn plan(
         flush(&mut calls, 0);
     }
     items
-}
-
-/// Botpress's `delay(value)`: 1000 ms when the value is missing or not a number, else
-/// `max(value, 500)`; `true` counts as 1 and `false` as 0, so both give 500 ms.
-pub fn typing_delay_ms(value: Option<&Value>) -> u64 {
-    let number = match value {
-        None | Some(Value::Null) => None,
-        Some(Value::Bool(b)) => Some(if *b { 1.0 } else { 0.0 }),
-        Some(Value::Number(n)) => n.as_f64(),
-        Some(Value::String(s)) if s.trim().is_empty() => Some(0.0),
-        Some(Value::String(s)) => s.trim().parse::<f64>().ok(),
-        Some(_) => None,
-    };
-    match number {
-        Some(n) if n.is_finite() => n.clamp(500.0, 60_000.0) as u64,
-        _ => 1000,
-    }
 }
 
 /// Inbound handler: plays one event and spools its replies.
@@ -600,17 +583,6 @@ fn sleep_unless(stopping: &AtomicBool, d: Duration) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn typing_delay_rule() {
-        assert_eq!(typing_delay_ms(None), 1000);
-        assert_eq!(typing_delay_ms(Some(&json!(true))), 500);
-        assert_eq!(typing_delay_ms(Some(&json!(false))), 500);
-        assert_eq!(typing_delay_ms(Some(&json!(200))), 500);
-        assert_eq!(typing_delay_ms(Some(&json!(1500))), 1500);
-        assert_eq!(typing_delay_ms(Some(&json!("abc"))), 1000);
-        assert_eq!(typing_delay_ms(Some(&json!("800"))), 800);
-    }
 
     #[test]
     fn plans_calls_in_order() {

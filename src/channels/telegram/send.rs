@@ -47,7 +47,7 @@ pub fn plan(cfg: &BotConfig, chat: &str, responses: &[Value]) -> Vec<Value> {
         let kind = payload["type"].as_str().unwrap_or("text");
         match kind {
             "typing" => {
-                let mut left = typing_delay(&payload["value"]).min(MAX_TYPING);
+                let mut left = crate::channels::typing_delay(payload.get("value")).min(MAX_TYPING);
                 loop {
                     let pause = if cfg.typing_delay {
                         left.min(TYPING_RENEW)
@@ -150,23 +150,6 @@ pub fn plan(cfg: &BotConfig, chat: &str, responses: &[Value]) -> Vec<Value> {
         }
     }
     steps
-}
-
-/// The Botpress typing delay: 1000 ms when the value is missing or not a number, else at
-/// least 500 ms (so `true`, which counts as 1, is 500 ms).
-pub fn typing_delay(value: &Value) -> Duration {
-    let n = match value {
-        Value::Bool(b) => f64::from(u8::from(*b)),
-        Value::Number(n) => n.as_f64().unwrap_or(f64::NAN),
-        Value::String(s) if s.trim().is_empty() => 0.0,
-        Value::String(s) => s.trim().parse().unwrap_or(f64::NAN),
-        _ => f64::NAN,
-    };
-    if n.is_nan() {
-        Duration::from_millis(1000)
-    } else {
-        Duration::from_millis(n.clamp(500.0, 3_600_000.0) as u64)
-    }
 }
 
 /// A chat id as Telegram wants it: a number when it is one.
@@ -384,16 +367,6 @@ mod tests {
             typing_delay: typing,
             throttle: true,
         }
-    }
-
-    #[test]
-    fn typing_delays() {
-        assert_eq!(typing_delay(&Value::Null), Duration::from_millis(1000));
-        assert_eq!(typing_delay(&json!(true)), Duration::from_millis(500));
-        assert_eq!(typing_delay(&json!(200)), Duration::from_millis(500));
-        assert_eq!(typing_delay(&json!(2500)), Duration::from_millis(2500));
-        assert_eq!(typing_delay(&json!("abc")), Duration::from_millis(1000));
-        assert_eq!(typing_delay(&json!("1500")), Duration::from_millis(1500));
     }
 
     #[test]
