@@ -136,6 +136,18 @@ impl Server {
         wait_exit(&mut self.child, Duration::from_secs(20))
     }
 
+    /// SIGTERM, then checks that botd exits with 0 promptly (well under systemd's 30 s).
+    pub fn stop_gracefully(&mut self) {
+        let asked = Instant::now();
+        let status = self.terminate();
+        assert!(status.success(), "exit status {status:?}: {}", self.log());
+        assert!(
+            asked.elapsed() < Duration::from_secs(10),
+            "stop took {:?}",
+            asked.elapsed()
+        );
+    }
+
     pub fn kill(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
