@@ -105,8 +105,10 @@ impl Engine {
         for id in bot::list_bot_dirs(&self.settings.data_dir) {
             let fingerprint = bot::fingerprint(&self.settings.data_dir.join("bots").join(&id));
             let outcome = bot::load_bot(&self.settings, &id);
+            let down = not_loaded(&self.settings, &id, &outcome);
             problems.extend(outcome.errors);
             problems.extend(outcome.warnings);
+            problems.extend(down);
             match outcome.bot {
                 Some(b) => {
                     loaded.insert(id, Arc::new(b));
@@ -156,8 +158,12 @@ impl Engine {
                     .unwrap_or_else(|e| e.into_inner())
                     .insert(id.clone(), fingerprint);
             }
+            // A bot that keeps running its previous version is not "down".
+            let down =
+                not_loaded(&self.settings, id, &outcome).filter(|_| !current.contains_key(id));
             problems.extend(outcome.errors.iter().cloned());
             problems.extend(outcome.warnings);
+            problems.extend(down);
             match (outcome.bot, current.get(id)) {
                 (Some(b), _) => {
                     log::info!("bot \"{id}\" (re)loaded");
@@ -471,6 +477,19 @@ impl Engine {
         }
         payloads
     }
+}
+
+/// The line that says a bot stays down because of the problems reported with it.
+fn not_loaded(settings: &Settings, id: &str, outcome: &bot::LoadOutcome) -> Option<Problem> {
+    (outcome.bot.is_none() && !outcome.disabled).then(|| {
+        Problem::new(
+            format!("{}/bots/{id}", settings.data_dir.display()),
+            format!(
+                "bot \"{id}\" is not loaded because of the {} problem(s) above (`botd check` lists them)",
+                outcome.errors.len()
+            ),
+        )
+    })
 }
 
 /// What the decision engine settled for a turn.
