@@ -177,8 +177,8 @@ fn main() {
         machine: Some(procs::machine()),
         date: botd::engine::event::iso_time(botd::engine::event::now_ms()),
         load_start: procs::load_average(),
-        warmup: Duration::from_millis(if o.quick { 300 } else { 700 }),
-        measure: Duration::from_millis(if o.quick { 1000 } else { 3000 }),
+        warmup: Duration::from_millis(if o.quick { 300 } else { 500 }),
+        measure: Duration::from_millis(if o.quick { 1000 } else { 2000 }),
         target_users: if o.quick { o.users.min(5_000) } else { o.users },
         ..Default::default()
     };
