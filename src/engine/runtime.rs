@@ -95,10 +95,6 @@ impl Engine {
         &self.settings
     }
 
-    pub fn store(&self) -> &Arc<dyn Store> {
-        &self.store
-    }
-
     fn load_bots(&self) -> Vec<Problem> {
         let mut problems = Vec::new();
         let mut loaded = HashMap::new();

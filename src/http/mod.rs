@@ -31,14 +31,6 @@ impl Reply {
         }
     }
 
-    pub fn text(status: u16, text: &str) -> Reply {
-        Reply::bytes(
-            status,
-            "text/plain; charset=utf-8",
-            text.as_bytes().to_vec(),
-        )
-    }
-
     /// Plain text sent as Express does (`text/html; charset=utf-8`), for Botpress-compatible
     /// validation messages.
     pub fn express_text(status: u16, text: &str) -> Reply {
