@@ -138,18 +138,8 @@ impl Softmax {
     }
 
     fn train_sgd(xs: &[Sparse], ys: &[usize], classes: usize, cfg: &TrainConfig) -> Softmax {
-        let mut buckets: Vec<u32> = xs.iter().flat_map(|x| x.iter().map(|(b, _)| *b)).collect();
-        buckets.sort_unstable();
-        buckets.dedup();
         // Re-index examples by row so the training loop does no searching.
-        let rows: Vec<Vec<(usize, f32)>> = xs
-            .iter()
-            .map(|x| {
-                x.iter()
-                    .map(|(b, v)| (buckets.binary_search(b).unwrap_or(0), *v))
-                    .collect()
-            })
-            .collect();
+        let (buckets, rows) = index_rows(xs);
         let mut counts = vec![0usize; classes];
         for &y in ys {
             counts[y] += 1;
