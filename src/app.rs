@@ -59,6 +59,7 @@ pub fn run(data_dir: &Path) -> i32 {
         &settings.http.host,
         settings.http.port,
         settings.http.workers,
+        settings.http.limits.clone(),
     ) {
         Ok(r) => r,
         Err(e) => {

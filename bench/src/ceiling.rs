@@ -1,15 +1,29 @@
-//! The ceiling of `make bench`: a bare tiny_http server built like botd's (tiny_http accepting
-//! connections, a fixed pool of worker threads taking complete requests) that reads the body
-//! and answers one fixed JSON body. Whatever botd does beyond this is the price of being a bot.
+//! The ceiling of `make bench`: a bare server on botd's own HTTP layer (the same acceptor,
+//! connection threads, limits and fixed pool of workers) that reads the body and answers one
+//! fixed JSON body. Whatever botd does beyond this is the price of being a bot.
 //!
 //! `bench-ceiling [--workers N] [--seconds S]`: listens on 127.0.0.1 with an ephemeral port,
 //! logs `listening on http://ADDR` on stderr, and exits after S seconds (default 600) at most.
 
-use std::io::Read;
-use std::time::{Duration, Instant};
+use botd::http::{self, Admission, Handler, Head, Reply, Request};
+use std::sync::Arc;
+use std::time::Duration;
 
 /// The same size and shape as botd's answer to the welcome-bot's first turn.
 const BODY: &[u8] = br#"{"responses":[{"type":"typing","value":true},{"type":"text","markdown":true,"text":"May I know your name please?"}]}"#;
+
+struct Fixed;
+
+impl Handler for Fixed {
+    fn admit(&self, _head: &Head) -> Admission {
+        // botd's default body limit.
+        Admission::Body { limit: 100 * 1024 }
+    }
+
+    fn handle(&self, _request: &Request) -> Reply {
+        Reply::bytes(200, "application/json; charset=utf-8", BODY.to_vec())
+    }
+}
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
@@ -23,8 +37,14 @@ fn main() {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let workers = value("--workers").unwrap_or(2 * cores as u64).max(1) as usize;
     let limit = Duration::from_secs(value("--seconds").unwrap_or(600));
-    let server = match tiny_http::Server::http("127.0.0.1:0") {
-        Ok(s) => s,
+    let running = match http::serve(
+        Arc::new(Fixed),
+        "127.0.0.1",
+        0,
+        workers,
+        http::Limits::default(),
+    ) {
+        Ok(r) => r,
         Err(e) => {
             eprintln!("bench-ceiling: cannot listen: {e}");
             std::process::exit(1);
@@ -32,30 +52,8 @@ fn main() {
     };
     eprintln!(
         "bench-ceiling listening on http://{} ({workers} workers)",
-        server.server_addr()
+        running.addr
     );
-    let started = Instant::now();
-    std::thread::scope(|s| {
-        for _ in 0..workers {
-            s.spawn(|| {
-                while started.elapsed() < limit {
-                    let mut request = match server.recv_timeout(Duration::from_millis(200)) {
-                        Ok(Some(r)) => r,
-                        Ok(None) => continue,
-                        Err(_) => break,
-                    };
-                    let mut body = Vec::new();
-                    let _ = request.as_reader().take(100 * 1024).read_to_end(&mut body);
-                    let mut response = tiny_http::Response::from_data(BODY);
-                    if let Ok(h) = tiny_http::Header::from_bytes(
-                        &b"Content-Type"[..],
-                        &b"application/json; charset=utf-8"[..],
-                    ) {
-                        response.add_header(h);
-                    }
-                    let _ = request.respond(response);
-                }
-            });
-        }
-    });
+    std::thread::sleep(limit);
+    running.stop();
 }

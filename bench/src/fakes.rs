@@ -3,10 +3,8 @@
 
 use serde_json::{json, Value};
 use std::collections::{HashMap, VecDeque};
-use std::io::Read;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 /// Reply texts received per recipient, with their arrival time.
@@ -75,66 +73,50 @@ impl Inbox {
     }
 }
 
-/// A tiny_http server on 127.0.0.1 answering with `handle` on `threads` threads until dropped.
+/// A server on botd's HTTP layer at 127.0.0.1 answering with `handle` on `threads` workers
+/// until dropped.
 pub struct FakeServer {
     pub port: u16,
-    stop: Arc<AtomicBool>,
-    threads: Vec<JoinHandle<()>>,
+    running: Option<botd::http::Running>,
 }
 
 type Handle = dyn Fn(&str, &str, &str, &[u8]) -> Value + Send + Sync;
 
+struct Answering(Arc<Handle>);
+
+impl botd::http::Handler for Answering {
+    fn admit(&self, _head: &botd::http::Head) -> botd::http::Admission {
+        botd::http::Admission::Body { limit: 1 << 20 }
+    }
+
+    fn handle(&self, request: &botd::http::Request) -> botd::http::Reply {
+        let url = request.url();
+        let (path, query) = url.split_once('?').unwrap_or((url, ""));
+        let answer = (self.0)(request.method().as_str(), path, query, &request.body);
+        botd::http::Reply::bytes(200, "application/json", answer.to_string().into_bytes())
+    }
+}
+
 impl FakeServer {
     fn start(threads: usize, handle: Arc<Handle>) -> Result<FakeServer, String> {
-        let server = Arc::new(tiny_http::Server::http("127.0.0.1:0").map_err(|e| e.to_string())?);
-        let port = server
-            .server_addr()
-            .to_ip()
-            .map(|a| a.port())
-            .ok_or("no port")?;
-        let stop = Arc::new(AtomicBool::new(false));
-        let threads = (0..threads)
-            .map(|_| {
-                let (server, stop, handle) = (server.clone(), stop.clone(), handle.clone());
-                std::thread::spawn(move || {
-                    while !stop.load(Ordering::SeqCst) {
-                        let mut request = match server.recv_timeout(Duration::from_millis(100)) {
-                            Ok(Some(r)) => r,
-                            Ok(None) => continue,
-                            Err(_) => break,
-                        };
-                        let mut body = Vec::new();
-                        let _ = request.as_reader().take(1 << 20).read_to_end(&mut body);
-                        let url = request.url().to_string();
-                        let (path, query) = url.split_once('?').unwrap_or((&url, ""));
-                        let method = request.method().as_str().to_string();
-                        let answer = handle(&method, path, query, &body);
-                        let mut response =
-                            tiny_http::Response::from_data(answer.to_string().into_bytes());
-                        if let Ok(h) = tiny_http::Header::from_bytes(
-                            &b"Content-Type"[..],
-                            &b"application/json"[..],
-                        ) {
-                            response.add_header(h);
-                        }
-                        let _ = request.respond(response);
-                    }
-                })
-            })
-            .collect();
-        Ok(FakeServer {
-            port,
-            stop,
+        let running = botd::http::serve(
+            Arc::new(Answering(handle)),
+            "127.0.0.1",
+            0,
             threads,
+            botd::http::Limits::default(),
+        )?;
+        Ok(FakeServer {
+            port: running.addr.port(),
+            running: Some(running),
         })
     }
 }
 
 impl Drop for FakeServer {
     fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        for t in self.threads.drain(..) {
-            let _ = t.join();
+        if let Some(running) = self.running.take() {
+            running.stop();
         }
     }
 }

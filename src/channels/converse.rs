@@ -19,47 +19,58 @@ impl Converse {
     }
 }
 
+/// The bot id, the user id (still percent-encoded) and whether the secured route was asked.
+fn converse_path(path: &str) -> Option<(&str, &str, bool)> {
+    let segments: Vec<&str> = path.split('/').collect();
+    match segments.as_slice() {
+        ["", "api", "v1", "bots", bot, "converse", user] => Some((*bot, *user, false)),
+        ["", "api", "v1", "bots", bot, "converse", user, "secured"] => Some((*bot, *user, true)),
+        _ => None,
+    }
+}
+
 impl Route for Converse {
-    fn handle(&self, request: &mut tiny_http::Request, path: &str) -> Option<Reply> {
-        let segments: Vec<&str> = path.split('/').collect();
-        let (bot_id, user_id, secured) = match segments.as_slice() {
-            ["", "api", "v1", "bots", bot, "converse", user] => (*bot, *user, false),
-            ["", "api", "v1", "bots", bot, "converse", user, "secured"] => (*bot, *user, true),
-            _ => return None,
-        };
-        if *request.method() != tiny_http::Method::Post {
-            return Some(Reply::error(
+    fn admit(&self, head: &http::Head) -> Option<http::Admission> {
+        converse_path(head.path())?;
+        Some(if head.method == http::Method::Post {
+            http::Admission::Body {
+                limit: self.engine.settings().http.body_limit,
+            }
+        } else {
+            http::Admission::Answer(Reply::error(
                 405,
                 "MethodNotAllowed",
                 "Converse only accepts POST",
-            ));
-        }
+            ))
+        })
+    }
+
+    fn handle(&self, request: &http::Request) -> Reply {
+        let Some((bot_id, user_id, secured)) = converse_path(request.head.path()) else {
+            return Reply::not_found("converse route");
+        };
         let Some(user_id) = http::percent_decode(user_id, false) else {
-            return Some(Reply::error(
+            return Reply::error(
                 400,
                 "BadRequestError",
                 "Bad Request: the user id is not valid UTF-8 once percent-decoded",
-            ));
+            );
         };
-        Some(self.converse(request, bot_id, &user_id, secured))
+        self.converse(request, bot_id, &user_id, secured)
     }
 }
 
 impl Converse {
     fn converse(
         &self,
-        request: &mut tiny_http::Request,
+        request: &http::Request,
         bot_id: &str,
         user_id: &str,
         secured: bool,
     ) -> Reply {
         let settings = self.engine.settings();
-        let limit = settings.http.body_limit;
-        let body = match http::read_body(request, limit) {
-            Ok(b) => b,
-            Err(e) => return e.reply(limit),
-        };
-        let json: Value = match serde_json::from_slice(&body) {
+        let body = &request.body;
+        let json: Value = match serde_json::from_slice(body) {
             Ok(v) => v,
             Err(_) if body.is_empty() => Value::Object(Map::new()),
             Err(_) => return http::body_parser_error(400, "entity.parse.failed"),
@@ -232,9 +243,9 @@ fn validate_public(body: &Map<String, Value>) -> Result<(), String> {
 }
 
 /// `Authorization: Bearer <JWT>` with the four 401 answers of §2.3.
-fn authenticate(request: &tiny_http::Request, secret: &str) -> Result<Value, Reply> {
+fn authenticate(request: &http::Request, secret: &str) -> Result<Value, Reply> {
     let unauthorized = |m: &str| Reply::error(401, "UnauthorizedError", m);
-    let Some(header) = http::header(request, "Authorization") else {
+    let Some(header) = request.header("Authorization") else {
         return Err(unauthorized(
             "Unauthorized: Authorization header is missing",
         ));

@@ -34,6 +34,9 @@ pub struct HttpSettings {
     pub body_limit: u64,
     pub external_url: String,
     pub workers: usize,
+    /// Connection limits and timeouts (`httpServer.maxConnections`, `headTimeout`,
+    /// `bodyTimeout`, `keepAliveTimeout`).
+    pub limits: crate::http::Limits,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -148,6 +151,9 @@ impl Settings {
         let host = text(&["httpServer", "host"], "localhost");
         let body_limit = text(&["httpServer", "bodyLimit"], "100kb");
         let external_url = text(&["httpServer", "externalUrl"], "");
+        let head_timeout = text(&["httpServer", "headTimeout"], "10s");
+        let body_timeout = text(&["httpServer", "bodyTimeout"], "30s");
+        let keep_alive_timeout = text(&["httpServer", "keepAliveTimeout"], "60s");
         let janitor = text(&["dialog", "janitorInterval"], "10s");
         let timeout = text(&["dialog", "timeoutInterval"], "2m");
         let session_timeout = text(&["dialog", "sessionTimeoutInterval"], "30m");
@@ -174,6 +180,7 @@ impl Settings {
         };
         let port = number(&["httpServer", "port"], 3000);
         let workers = number(&["httpServer", "workers"], 0);
+        let max_connections = number(&["httpServer", "maxConnections"], 1024);
         let max_len = number(&["converse", "maxMessageLength"], 360);
         let unsecured = match get(&["converse", "enableUnsecuredEndpoint"]) {
             None | Some(Value::Null) => true,
@@ -199,6 +206,13 @@ impl Settings {
             session_timeout_interval: duration(&session_timeout, "dialog.sessionTimeoutInterval"),
         };
         let converse_timeout = duration(&converse_timeout, "converse.timeout");
+        let limits = crate::http::Limits {
+            head_timeout: duration(&head_timeout, "httpServer.headTimeout"),
+            body_timeout: duration(&body_timeout, "httpServer.bodyTimeout"),
+            idle_timeout: duration(&keep_alive_timeout, "httpServer.keepAliveTimeout"),
+            max_connections: (max_connections as usize).max(1),
+            ..crate::http::Limits::default()
+        };
         let jwt_duration = duration(&jwt_duration, "jwtToken.duration");
         let body_limit = units::parse_size(&body_limit).unwrap_or_else(|e| {
             problems.push(Problem::new(&shown, format!("httpServer.bodyLimit: {e}")));
@@ -241,6 +255,7 @@ impl Settings {
                 body_limit,
                 external_url: external_url.trim_end_matches('/').to_string(),
                 workers,
+                limits,
             },
             dialog,
             converse: ConverseSettings {

@@ -23,12 +23,37 @@ pub fn below(n: u64) -> u64 {
         return 0;
     }
     STATE.with(|s| {
-        // xorshift64*
-        let mut x = s.get();
+        let mut rng = XorShift(s.get());
+        let x = rng.next_u64();
+        s.set(rng.0);
+        x % n
+    })
+}
+
+/// xorshift64*: the generator behind `below`, also usable with a fixed seed where a sequence
+/// must repeat (property tests).
+pub struct XorShift(u64);
+
+impl XorShift {
+    pub fn new(seed: u64) -> XorShift {
+        XorShift(seed | 1)
+    }
+
+    pub fn next_u64(&mut self) -> u64 {
+        let mut x = self.0;
         x ^= x >> 12;
         x ^= x << 25;
         x ^= x >> 27;
-        s.set(x);
-        x.wrapping_mul(0x2545_f491_4f6c_dd1d) % n
-    })
+        self.0 = x;
+        x.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    /// A number in `0..n` (0 when `n` is 0).
+    pub fn below(&mut self, n: usize) -> usize {
+        if n == 0 {
+            0
+        } else {
+            (self.next_u64() % n as u64) as usize
+        }
+    }
 }

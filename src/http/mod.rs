@@ -1,24 +1,37 @@
-//! HTTP: the tiny_http server with its fixed pool of worker threads, routing, body limits and
-//! the JSON error envelope of §3.1. Handlers live with their channel; this module only
-//! carries requests to them and answers back.
+//! HTTP: botd's own HTTP/1.1 server (heads parsed by `httparse`, every size and time limited,
+//! a fixed pool of worker threads for handlers), routing, and the JSON error envelope of §3.1.
+//! Handlers live with their channel; this module only carries requests to them and answers
+//! back.
 
+mod body;
+mod connection;
+mod head;
 pub mod jwt;
+mod limits;
 mod router;
 mod server;
 
+pub use head::{Head, Method};
+pub use limits::Limits;
 pub use router::{AppState, Route};
-pub use server::{serve, Running};
+pub use server::{serve, Admission, Handler, Request, Running};
 
 use serde_json::{json, Value};
-use std::io::Read;
 
 /// A complete answer to a request.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Reply {
     pub status: u16,
     pub content_type: String,
-    pub body: Vec<u8>,
+    pub body: Body,
     pub headers: Vec<(String, String)>,
+}
+
+/// What an answer carries: bytes, or a file streamed from disk with its length.
+#[derive(Debug)]
+pub enum Body {
+    Bytes(Vec<u8>),
+    File { file: std::fs::File, len: u64 },
 }
 
 impl Reply {
@@ -26,7 +39,7 @@ impl Reply {
         Reply {
             status,
             content_type: "application/json; charset=utf-8".into(),
-            body: serde_json::to_vec(value).unwrap_or_default(),
+            body: Body::Bytes(serde_json::to_vec(value).unwrap_or_default()),
             headers: Vec::new(),
         }
     }
@@ -41,7 +54,7 @@ impl Reply {
         Reply {
             status,
             content_type: content_type.into(),
-            body,
+            body: Body::Bytes(body),
             headers: Vec::new(),
         }
     }
@@ -57,6 +70,7 @@ impl Reply {
             409 => "BP_0049",
             413 => "BP_0413",
             500 => "BP_0050",
+            503 => "BP_0503",
             504 => "BP_0504",
             _ => "BP_000",
         };
@@ -84,47 +98,6 @@ pub fn body_parser_error(status: u16, kind: &str) -> Reply {
         status,
         &json!({"statusCode": status, "errorCode": "BP_000", "type": kind, "message": "Unexpected error", "docs": "https://botpress.io/docs"}),
     )
-}
-
-/// Why a body could not be read.
-#[derive(Debug)]
-pub enum BodyError {
-    TooLarge,
-    Io(std::io::Error),
-}
-
-impl BodyError {
-    pub fn reply(&self, limit: u64) -> Reply {
-        match self {
-            BodyError::TooLarge => {
-                log::debug!("request body over the limit of {limit} bytes");
-                body_parser_error(413, "entity.too.large")
-            }
-            BodyError::Io(e) => Reply::error(
-                400,
-                "BadRequestError",
-                &format!("Bad Request: could not read the body: {e}"),
-            ),
-        }
-    }
-}
-
-/// Reads a request body of at most `limit` bytes. A declared length over the limit is refused
-/// before anything is read; a chunked body is cut off one byte past it.
-pub fn read_body(request: &mut tiny_http::Request, limit: u64) -> Result<Vec<u8>, BodyError> {
-    if request.body_length().is_some_and(|n| n as u64 > limit) {
-        return Err(BodyError::TooLarge);
-    }
-    let mut body = Vec::new();
-    request
-        .as_reader()
-        .take(limit + 1)
-        .read_to_end(&mut body)
-        .map_err(BodyError::Io)?;
-    if body.len() as u64 > limit {
-        return Err(BodyError::TooLarge);
-    }
-    Ok(body)
 }
 
 /// Decodes `%XX` escapes of a path segment or query value (`+` is a space in queries only).
@@ -171,15 +144,6 @@ pub fn query_pairs(url: &str) -> Vec<(String, String)> {
             (decode(k), decode(v))
         })
         .collect()
-}
-
-/// The value of a request header, by case-insensitive name.
-pub fn header(request: &tiny_http::Request, name: &str) -> Option<String> {
-    request
-        .headers()
-        .iter()
-        .find(|h| h.field.as_str().as_str().eq_ignore_ascii_case(name))
-        .map(|h| h.value.as_str().to_string())
 }
 
 #[cfg(test)]

@@ -1,7 +1,7 @@
 //! Routing: the server's own routes (`/status`, module schemas, bot media) and the routes
 //! channels register (Converse, the Messenger webhook).
 
-use super::Reply;
+use super::{Admission, Handler, Head, Method, Reply, Request};
 use crate::config::schemas;
 use crate::engine::Engine;
 use serde_json::json;
@@ -10,8 +10,11 @@ use std::time::Instant;
 
 /// A channel's HTTP entry point.
 pub trait Route: Send + Sync {
-    /// Answers the request when `path` (without the query) is this route's; `None` otherwise.
-    fn handle(&self, request: &mut tiny_http::Request, path: &str) -> Option<Reply>;
+    /// `None` when the request is not this route's; otherwise how it is taken, decided from
+    /// the head alone (quick: it runs on the connection's thread).
+    fn admit(&self, head: &Head) -> Option<Admission>;
+    /// Answers a request this route admitted.
+    fn handle(&self, request: &Request) -> Reply;
 }
 
 /// What every request handler can reach.
@@ -21,55 +24,109 @@ pub struct AppState {
     pub routes: Vec<Arc<dyn Route>>,
 }
 
-pub fn route(state: &AppState, request: &mut tiny_http::Request) -> Reply {
-    let url = request.url().to_string();
-    let path = url.split('?').next().unwrap_or("").to_string();
-    let method = request.method().clone();
-    if method == tiny_http::Method::Options {
-        return Reply::bytes(204, "text/plain", Vec::new())
-            .with_header("Access-Control-Allow-Methods", "GET, POST, OPTIONS")
-            .with_header(
-                "Access-Control-Allow-Headers",
-                "Content-Type, Authorization, X-BP-ExternalAuth",
-            );
-    }
-    if method == tiny_http::Method::Get {
-        if path == "/status" {
-            let engine = &state.engine;
-            return Reply::json(
-                200,
-                &json!({"status": "ok", "version": env!("CARGO_PKG_VERSION"),
-                        "uptimeSeconds": state.started.elapsed().as_secs(), "bots": engine.bot_ids()}),
-            );
+/// The server's own routes take no body.
+const NO_BODY: Admission = Admission::Body { limit: 0 };
+
+impl Handler for AppState {
+    fn admit(&self, head: &Head) -> Admission {
+        if head.method == Method::Options || own_route(head).is_some() {
+            return NO_BODY;
         }
-        if let Some(module) = path
-            .strip_prefix("/assets/modules/")
-            .and_then(|r| r.strip_suffix("/config.schema.json"))
-        {
-            return match schemas::schema(module) {
-                Some(schema) => Reply::json(200, &schema),
-                None => Reply::not_found(&format!("no module \"{module}\"")),
+        self.routes
+            .iter()
+            .find_map(|r| r.admit(head))
+            .unwrap_or_else(|| Admission::Answer(not_found(head)))
+    }
+
+    fn handle(&self, request: &Request) -> Reply {
+        let head = &request.head;
+        if head.method == Method::Options {
+            return Reply::bytes(204, "text/plain", Vec::new())
+                .with_header("Access-Control-Allow-Methods", "GET, POST, OPTIONS")
+                .with_header(
+                    "Access-Control-Allow-Headers",
+                    "Content-Type, Authorization, X-BP-ExternalAuth",
+                );
+        }
+        if let Some(own) = own_route(head) {
+            return match own {
+                Own::Status => Reply::json(
+                    200,
+                    &json!({"status": "ok", "version": env!("CARGO_PKG_VERSION"),
+                            "uptimeSeconds": self.started.elapsed().as_secs(), "bots": self.engine.bot_ids()}),
+                ),
+                Own::Schema(module) => match schemas::schema(module) {
+                    Some(schema) => Reply::json(200, &schema),
+                    None => Reply::not_found(&format!("no module \"{module}\"")),
+                },
+                Own::Media(bot_id, file) => media(&self.engine, bot_id, file),
             };
         }
-        let segments: Vec<&str> = path.split('/').collect();
-        if let ["", "api", "v1", "bots", bot_id, "media", file] = segments.as_slice() {
-            return media(&state.engine, bot_id, file);
+        for r in &self.routes {
+            if r.admit(head).is_some() {
+                return r.handle(request);
+            }
         }
+        not_found(head)
     }
-    for r in &state.routes {
-        if let Some(reply) = r.handle(request, &path) {
-            return reply;
-        }
+}
+
+fn not_found(head: &Head) -> Reply {
+    Reply::not_found(&format!("{} {}", head.method.as_str(), head.path()))
+}
+
+/// The routes the server answers itself (`HEAD` as `GET`).
+enum Own<'h> {
+    Status,
+    Schema(&'h str),
+    Media(&'h str, &'h str),
+}
+
+fn own_route(head: &Head) -> Option<Own<'_>> {
+    if !matches!(head.method, Method::Get | Method::Head) {
+        return None;
     }
-    Reply::not_found(&format!("{} {path}", method.as_str()))
+    let path = head.path();
+    if path == "/status" {
+        return Some(Own::Status);
+    }
+    if let Some(module) = path
+        .strip_prefix("/assets/modules/")
+        .and_then(|r| r.strip_suffix("/config.schema.json"))
+    {
+        return Some(Own::Schema(module));
+    }
+    let mut segments = path.split('/');
+    match (
+        segments.next(),
+        segments.next(),
+        segments.next(),
+        segments.next(),
+        segments.next(),
+        segments.next(),
+        segments.next(),
+        segments.next(),
+    ) {
+        (
+            Some(""),
+            Some("api"),
+            Some("v1"),
+            Some("bots"),
+            Some(bot),
+            Some("media"),
+            Some(file),
+            None,
+        ) => Some(Own::Media(bot, file)),
+        _ => None,
+    }
 }
 
 /// `GET /api/v1/bots/{botId}/media/{file}`: a file of `data/bots/<id>/media/`, nothing else.
 fn media(engine: &Engine, bot_id: &str, file: &str) -> Reply {
-    let file = super::percent_decode(file, false).unwrap_or_default();
-    let safe = !file.is_empty()
-        && !file.starts_with('.')
-        && !file.contains(['/', '\\', '\0'])
+    let file_name = super::percent_decode(file, false).unwrap_or_default();
+    let safe = !file_name.is_empty()
+        && !file_name.starts_with('.')
+        && !file_name.contains(['/', '\\', '\0'])
         && crate::store::is_valid_bot_id(bot_id);
     if !safe {
         return Reply::not_found("media file");
@@ -80,15 +137,28 @@ fn media(engine: &Engine, bot_id: &str, file: &str) -> Reply {
         .join("bots")
         .join(bot_id)
         .join("media");
-    let path = dir.join(&file);
+    let path = dir.join(&file_name);
     // Refuse symlinks that lead out of the media folder.
     let inside = match (dir.canonicalize(), path.canonicalize()) {
         (Ok(d), Ok(p)) => p.starts_with(d),
         _ => false,
     };
-    match std::fs::read(&path) {
-        Ok(bytes) if inside => Reply::bytes(200, content_type(&file), bytes)
-            .with_header("Cache-Control", "public, max-age=3600"),
+    if !inside {
+        return Reply::not_found("media file");
+    }
+    // Streamed from disk by the connection: a large file never sits in memory whole.
+    let opened = std::fs::File::open(&path).and_then(|f| Ok((f.metadata()?, f)));
+    match opened {
+        Ok((meta, file)) if meta.is_file() => Reply {
+            status: 200,
+            content_type: content_type(&file_name).into(),
+            body: super::Body::File {
+                file,
+                len: meta.len(),
+            },
+            headers: Vec::new(),
+        }
+        .with_header("Cache-Control", "public, max-age=3600"),
         _ => Reply::not_found("media file"),
     }
 }

@@ -1,30 +1,89 @@
-//! The tiny_http server and its fixed pool of worker threads. tiny_http accepts connections on
-//! its own threads; our workers take complete requests from it, so no more than `workers`
-//! handlers ever run at once.
+//! The server: one thread accepts connections, one small thread per open connection reads
+//! requests under the limits (so a slow or hostile client only ever holds its own thread), and
+//! a fixed pool of worker threads runs the handlers on complete requests. At most `workers`
+//! handlers run at once, and none of them ever waits on a client.
 
-use super::router::{self, AppState};
+use super::connection;
+use super::head::Head;
+use super::limits::Limits;
 use super::Reply;
-use std::net::{SocketAddr, ToSocketAddrs};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::io::Write;
+use std::net::{SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::mpsc::{self, Receiver, Sender, SyncSender};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::Instant;
+use std::time::{Duration, Instant};
+
+/// A complete request, as a handler sees it.
+#[derive(Debug)]
+pub struct Request {
+    pub head: Head,
+    pub body: Vec<u8>,
+    pub peer: SocketAddr,
+}
+
+impl Request {
+    pub fn method(&self) -> &super::Method {
+        &self.head.method
+    }
+
+    /// The target as sent: path and query.
+    pub fn url(&self) -> &str {
+        &self.head.target
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.head.header(name)
+    }
+}
+
+/// How a request is taken, decided from its head before any of its body is read.
+pub enum Admission {
+    /// Read a body of at most this many bytes (413 above it), then handle the request.
+    Body { limit: u64 },
+    /// Answer this without reading the body (and close the connection if one was declared).
+    Answer(Reply),
+}
+
+/// What the server runs requests through.
+pub trait Handler: Send + Sync {
+    /// Runs on the connection's thread: must be quick and must not block.
+    fn admit(&self, head: &Head) -> Admission;
+    /// Runs on a worker thread; may block (a dialog turn, a disk write).
+    fn handle(&self, request: &Request) -> Reply;
+}
+
+pub(super) enum Job {
+    Handle(Request, SyncSender<Reply>),
+    Exit,
+}
+
+/// What the acceptor, the connections and the workers share.
+pub(super) struct Shared {
+    pub handler: Arc<dyn Handler>,
+    pub limits: Limits,
+    pub stopping: AtomicBool,
+    /// Open connections, counted by the acceptor and released by each connection's thread.
+    pub open: AtomicUsize,
+    pub jobs: Sender<Job>,
+}
 
 /// A running server; `stop` lets requests in flight finish.
 pub struct Running {
-    server: Arc<tiny_http::Server>,
+    shared: Arc<Shared>,
     workers: Vec<JoinHandle<()>>,
-    stopping: Arc<AtomicBool>,
     pub addr: SocketAddr,
 }
 
-/// Binds `host:port` (`localhost` means 127.0.0.1; port 0 picks a free one) and starts
-/// `workers` threads answering requests.
+/// Binds `host:port` (`localhost` means 127.0.0.1; port 0 picks a free one) and starts the
+/// acceptor and `workers` handler threads.
 pub fn serve(
-    state: Arc<AppState>,
+    handler: Arc<dyn Handler>,
     host: &str,
     port: u16,
     workers: usize,
+    limits: Limits,
 ) -> Result<Running, String> {
     let host = if host == "localhost" {
         "127.0.0.1"
@@ -36,76 +95,176 @@ pub fn serve(
         .map_err(|e| format!("cannot resolve host \"{host}\": {e}"))?
         .next()
         .ok_or_else(|| format!("host \"{host}\" has no address"))?;
-    let server =
-        tiny_http::Server::http(addr).map_err(|e| format!("cannot listen on {addr}: {e}"))?;
-    let addr = server
-        .server_addr()
-        .to_ip()
-        .ok_or("the server is not listening on an IP address")?;
-    let server = Arc::new(server);
-    let stopping = Arc::new(AtomicBool::new(false));
+    let listener = TcpListener::bind(addr).map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+    let addr = listener
+        .local_addr()
+        .map_err(|e| format!("cannot read the listening address: {e}"))?;
+    let (jobs, queue) = mpsc::channel();
+    let shared = Arc::new(Shared {
+        handler,
+        limits,
+        stopping: AtomicBool::new(false),
+        open: AtomicUsize::new(0),
+        jobs,
+    });
+    let queue = Arc::new(Mutex::new(queue));
     let workers = (0..workers.max(1))
         .map(|i| {
-            let (server, state, stopping) = (server.clone(), state.clone(), stopping.clone());
+            let (shared, queue) = (shared.clone(), queue.clone());
             std::thread::Builder::new()
                 .name(format!("http-{i}"))
-                .spawn(move || work(&server, &state, &stopping))
+                .spawn(move || work(&shared, &queue))
                 .map_err(|e| format!("cannot start a worker thread: {e}"))
         })
         .collect::<Result<Vec<_>, _>>()?;
+    {
+        let shared = shared.clone();
+        std::thread::Builder::new()
+            .name("http-accept".into())
+            .spawn(move || accept(&listener, &shared))
+            .map_err(|e| format!("cannot start the accepting thread: {e}"))?;
+    }
     Ok(Running {
-        server,
+        shared,
         workers,
-        stopping,
         addr,
     })
 }
 
-fn work(server: &tiny_http::Server, state: &AppState, stopping: &AtomicBool) {
-    while !stopping.load(Ordering::SeqCst) {
-        let mut request = match server.recv() {
-            Ok(r) => r,
-            Err(_) => break,
+/// Status line and body of the answer to a connection over the cap, written without waiting.
+const BUSY: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json; charset=utf-8\r\nContent-Length: 127\r\nRetry-After: 1\r\nConnection: close\r\n\r\n{\"statusCode\":503,\"errorCode\":\"BP_0503\",\"type\":\"ServiceUnavailable\",\"message\":\"Too many open connections\",\"docs\":\"https://botpress.io/docs\"}";
+
+fn accept(listener: &TcpListener, shared: &Arc<Shared>) {
+    let mut errors = ErrorLog::default();
+    for stream in listener.incoming() {
+        if shared.stopping.load(Ordering::SeqCst) {
+            break;
+        }
+        let stream = match stream {
+            Ok(s) => s,
+            Err(e) => {
+                // EMFILE, ENFILE, ENOBUFS, ECONNABORTED…: the listener is fine, the moment is
+                // not. Pause briefly so a full descriptor table does not become a busy loop.
+                errors.note(&e);
+                std::thread::sleep(Duration::from_millis(50));
+                continue;
+            }
         };
-        let started = Instant::now();
-        // A bug in a handler answers 500 instead of taking a worker out of the fixed pool.
-        let reply = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            router::route(state, &mut request)
-        }))
-        .unwrap_or_else(|_| Reply::error(500, "InternalError", "Unexpected error"));
-        respond(request, reply, started);
+        let open = shared.open.fetch_add(1, Ordering::SeqCst);
+        if open >= shared.limits.max_connections {
+            shared.open.fetch_sub(1, Ordering::SeqCst);
+            log::debug!("connection refused: {open} open, the cap");
+            refuse_busy(stream);
+            continue;
+        }
+        let peer = stream
+            .peer_addr()
+            .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
+        let conn_shared = shared.clone();
+        let started = std::thread::Builder::new()
+            .name("http-conn".into())
+            // Connections only read, parse and write: handlers run on the workers.
+            .stack_size(256 * 1024)
+            .spawn(move || {
+                let _open = OpenGuard(&conn_shared.open);
+                connection::serve(stream, peer, &conn_shared);
+            });
+        if let Err(e) = started {
+            shared.open.fetch_sub(1, Ordering::SeqCst);
+            log::warn!("cannot start a connection thread: {e}");
+        }
     }
 }
 
-fn respond(request: tiny_http::Request, reply: Reply, started: Instant) {
-    let mut response = tiny_http::Response::from_data(reply.body).with_status_code(reply.status);
-    let elapsed = started.elapsed().as_secs_f64() * 1000.0;
-    let mut headers = vec![
-        ("Content-Type".to_string(), reply.content_type),
-        ("X-Response-Time".to_string(), format!("{elapsed:.3}ms")),
-        ("Access-Control-Allow-Origin".to_string(), "*".to_string()),
-    ];
-    headers.extend(reply.headers);
-    for (name, value) in headers {
-        if let Ok(h) = tiny_http::Header::from_bytes(name.as_bytes(), value.as_bytes()) {
-            response.add_header(h);
+fn refuse_busy(mut stream: TcpStream) {
+    let _ = stream.set_nonblocking(true);
+    let _ = stream.write(BUSY);
+}
+
+/// Releases a connection's place when its thread ends, however it ends.
+struct OpenGuard<'a>(&'a AtomicUsize);
+
+impl Drop for OpenGuard<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// Accept errors, logged at most once every ten seconds with how many there were.
+#[derive(Default)]
+struct ErrorLog {
+    last: Option<Instant>,
+    unlogged: u64,
+}
+
+impl ErrorLog {
+    fn note(&mut self, e: &std::io::Error) {
+        self.unlogged += 1;
+        if self
+            .last
+            .is_none_or(|t| t.elapsed() >= Duration::from_secs(10))
+        {
+            log::warn!(
+                "accepting connections failed ({} time(s) since the last report): {e}; still accepting",
+                self.unlogged
+            );
+            self.last = Some(Instant::now());
+            self.unlogged = 0;
         }
     }
-    if let Err(e) = request.respond(response) {
-        log::debug!("client went away before the answer was sent: {e}");
+}
+
+fn work(shared: &Shared, queue: &Mutex<Receiver<Job>>) {
+    loop {
+        let job = match queue.lock() {
+            Ok(q) => q.recv(),
+            Err(_) => return,
+        };
+        match job {
+            Ok(Job::Handle(request, answer)) => {
+                // A bug in a handler answers 500 instead of taking a worker out of the pool.
+                let reply = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    shared.handler.handle(&request)
+                }))
+                .unwrap_or_else(|_| Reply::error(500, "InternalError", "Unexpected error"));
+                let _ = answer.send(reply);
+            }
+            Ok(Job::Exit) | Err(_) => return,
+        }
     }
 }
 
 impl Running {
-    /// Stops taking requests, lets the workers finish what they are doing, and returns when
-    /// they have.
+    /// Stops accepting, closes idle connections, lets requests in flight finish and their
+    /// answers go out (for at most the stop grace, whatever clients do), then stops the
+    /// workers.
     pub fn stop(self) {
-        self.stopping.store(true, Ordering::SeqCst);
-        for _ in &self.workers {
-            self.server.unblock();
+        let shared = &self.shared;
+        shared.stopping.store(true, Ordering::SeqCst);
+        // Wake the acceptor out of accept().
+        let wake = match self.addr {
+            SocketAddr::V4(a) if a.ip().is_unspecified() => {
+                SocketAddr::from(([127, 0, 0, 1], a.port()))
+            }
+            SocketAddr::V6(a) if a.ip().is_unspecified() => {
+                SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, a.port()))
+            }
+            other => other,
+        };
+        let _ = TcpStream::connect_timeout(&wake, Duration::from_millis(200));
+        let deadline = Instant::now() + shared.limits.stop_grace;
+        while shared.open.load(Ordering::SeqCst) > 0 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
         }
-        for w in self.workers {
-            let _ = w.join();
+        for _ in &self.workers {
+            let _ = shared.jobs.send(Job::Exit);
+        }
+        while self.workers.iter().any(|w| !w.is_finished()) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let left = shared.open.load(Ordering::SeqCst);
+        if left > 0 {
+            log::warn!("stopped with {left} connection(s) still open past the stop grace");
         }
     }
 }

@@ -7,17 +7,23 @@ use hmac::{Hmac, Mac};
 use sha1::Sha1;
 use sha2::{Digest, Sha256};
 
-/// Checks the signature headers of a webhook call. `sha256` is the value of
+/// The signature a webhook call claims, read from its headers before its body arrives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Claimed {
+    Sha256(Vec<u8>),
+    Sha1(Vec<u8>),
+}
+
+/// Reads the signature headers of a webhook call. `sha256` is the value of
 /// `X-Hub-Signature-256`, `sha1` that of `X-Hub-Signature`. When the SHA-256 header is present
 /// it alone decides; the SHA-1 header is used only without it, and not at all when
 /// `require_sha256` is set. The error says why, for the log (never the expected value).
-pub fn verify(
+pub fn claimed(
     secret: &str,
-    body: &[u8],
     sha256: Option<&str>,
     sha1: Option<&str>,
     require_sha256: bool,
-) -> Result<(), &'static str> {
+) -> Result<Claimed, &'static str> {
     if secret.is_empty() {
         return Err("no appSecret is configured");
     }
@@ -27,11 +33,7 @@ pub fn verify(
             .strip_prefix("sha256=")
             .ok_or("X-Hub-Signature-256 does not start with sha256=")?;
         let tag = decode(hex_part, 32).ok_or("X-Hub-Signature-256 is not 64 hex digits")?;
-        let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).map_err(|_| "bad key")?;
-        mac.update(body);
-        return mac
-            .verify_slice(&tag)
-            .map_err(|_| "X-Hub-Signature-256 does not match the body");
+        return Ok(Claimed::Sha256(tag));
     }
     if require_sha256 {
         return Err("X-Hub-Signature-256 is missing (requireSha256 is on)");
@@ -42,10 +44,40 @@ pub fn verify(
         .strip_prefix("sha1=")
         .ok_or("X-Hub-Signature does not start with sha1=")?;
     let tag = decode(hex_part, 20).ok_or("X-Hub-Signature is not 40 hex digits")?;
-    let mut mac = Hmac::<Sha1>::new_from_slice(secret.as_bytes()).map_err(|_| "bad key")?;
-    mac.update(body);
-    mac.verify_slice(&tag)
-        .map_err(|_| "X-Hub-Signature does not match the body")
+    Ok(Claimed::Sha1(tag))
+}
+
+impl Claimed {
+    /// Whether the claimed HMAC is the body's, compared in constant time.
+    pub fn matches(&self, secret: &str, body: &[u8]) -> Result<(), &'static str> {
+        match self {
+            Claimed::Sha256(tag) => {
+                let mut mac =
+                    Hmac::<Sha256>::new_from_slice(secret.as_bytes()).map_err(|_| "bad key")?;
+                mac.update(body);
+                mac.verify_slice(tag)
+                    .map_err(|_| "X-Hub-Signature-256 does not match the body")
+            }
+            Claimed::Sha1(tag) => {
+                let mut mac =
+                    Hmac::<Sha1>::new_from_slice(secret.as_bytes()).map_err(|_| "bad key")?;
+                mac.update(body);
+                mac.verify_slice(tag)
+                    .map_err(|_| "X-Hub-Signature does not match the body")
+            }
+        }
+    }
+}
+
+/// Both steps at once: the headers, then the body.
+pub fn verify(
+    secret: &str,
+    body: &[u8],
+    sha256: Option<&str>,
+    sha1: Option<&str>,
+    require_sha256: bool,
+) -> Result<(), &'static str> {
+    claimed(secret, sha256, sha1, require_sha256)?.matches(secret, body)
 }
 
 fn decode(hex_text: &str, len: usize) -> Option<Vec<u8>> {

@@ -118,25 +118,49 @@ fn id_text(v: &Value) -> Option<String> {
 type Spooled = (i64, String, Value);
 
 impl Route for Webhook {
-    fn handle(&self, request: &mut tiny_http::Request, path: &str) -> Option<Reply> {
-        if !is_webhook_path(path) {
+    fn admit(&self, head: &http::Head) -> Option<http::Admission> {
+        if !is_webhook_path(head.path()) {
             return None;
         }
-        Some(match request.method() {
-            tiny_http::Method::Get => self.verify(request),
-            tiny_http::Method::Post => self.receive(request),
-            _ => Reply::error(
+        Some(match head.method {
+            http::Method::Get => http::Admission::Body { limit: 0 },
+            // The signature headers are checked before any of the body is read: an unsigned
+            // call costs nothing but its head.
+            http::Method::Post => match signature::claimed(
+                &self.config.app_secret,
+                head.header("X-Hub-Signature-256"),
+                head.header("X-Hub-Signature"),
+                self.config.require_sha256,
+            ) {
+                Ok(_) => http::Admission::Body {
+                    limit: self.config.max_body,
+                },
+                Err(why) => http::Admission::Answer(refused(why)),
+            },
+            _ => http::Admission::Answer(Reply::error(
                 405,
                 "MethodNotAllowed",
                 "the Messenger webhook takes GET and POST",
-            ),
+            )),
         })
     }
+
+    fn handle(&self, request: &http::Request) -> Reply {
+        match request.method() {
+            http::Method::Post => self.receive(request),
+            _ => self.verify(request),
+        }
+    }
+}
+
+fn refused(why: &str) -> Reply {
+    log::warn!("Messenger: webhook call refused: {why}");
+    Reply::error(403, "entity.verify.failed", &format!("Forbidden: {why}"))
 }
 
 impl Webhook {
     /// The subscription handshake.
-    fn verify(&self, request: &tiny_http::Request) -> Reply {
+    fn verify(&self, request: &http::Request) -> Reply {
         let query = http::query_pairs(request.url());
         let get = |name: &str| {
             query
@@ -160,25 +184,18 @@ impl Webhook {
         }
     }
 
-    fn receive(&self, request: &mut tiny_http::Request) -> Reply {
-        let limit = self.config.max_body;
-        let body = match http::read_body(request, limit) {
-            Ok(b) => b,
-            Err(e) => return e.reply(limit),
-        };
-        let sha256 = http::header(request, "X-Hub-Signature-256");
-        let sha1 = http::header(request, "X-Hub-Signature");
+    fn receive(&self, request: &http::Request) -> Reply {
+        let body = &request.body;
         if let Err(why) = signature::verify(
             &self.config.app_secret,
-            &body,
-            sha256.as_deref(),
-            sha1.as_deref(),
+            body,
+            request.header("X-Hub-Signature-256"),
+            request.header("X-Hub-Signature"),
             self.config.require_sha256,
         ) {
-            log::warn!("Messenger: webhook call refused: {why}");
-            return Reply::error(403, "entity.verify.failed", &format!("Forbidden: {why}"));
+            return refused(why);
         }
-        let json: Value = match serde_json::from_slice(&body) {
+        let json: Value = match serde_json::from_slice(body) {
             Ok(v) => v,
             Err(e) => {
                 return Reply::error(
