@@ -1,5 +1,5 @@
 //! `make bench`: how fast and how small botd is, measured against the machine's own ceiling (a
-//! bare tiny_http server answering a fixed JSON body, driven by the same load generator in
+//! bare server on botd's own HTTP layer answering a fixed JSON body, driven by the same load generator in
 //! the same run). Writes the table to bench/RESULTS.md.
 //!
 //! `bench [--botd PATH] [--profile-botd PATH] [--ceiling PATH] [--out FILE] [--users N] [--work DIR] [--quick]

@@ -73,7 +73,7 @@ pub fn callgrind_profile(bin: &Path, work: &Path, shm: Option<&Path>) -> Result<
     let _ = std::fs::remove_file(&out);
     let mut cmd = Command::new("valgrind");
     // Only what runs inside request routing (Converse, the engine, the store) is counted:
-    // not the start, not tiny_http's connection threads (which the ceiling has too).
+    // not the start, not the HTTP layer's connection threads (which the ceiling has too).
     cmd.arg("--tool=callgrind")
         .arg("--toggle-collect=botd::http::router::route*")
         .arg(format!("--callgrind-out-file={}", out.display()))
@@ -128,9 +128,7 @@ pub fn callgrind_profile(bin: &Path, work: &Path, shm: Option<&Path>) -> Result<
         top: top.into_iter().take(15).collect(),
         inclusive: inclusive
             .into_iter()
-            .filter(|(_, _, f)| {
-                f.contains("botd::") || f.contains("tiny_http") || f.contains("serde_json")
-            })
+            .filter(|(_, _, f)| f.contains("botd::") || f.contains("serde_json"))
             .take(20)
             .collect(),
     })
@@ -225,7 +223,7 @@ pub fn render(r: &Results) -> String {
     );
     let _ = writeln!(
         m,
-        "Data folders on **{}** (primary numbers: every state write is fsynced){}. Each load row: {} ms warm-up, then {} ms measured; closed loop, one keep-alive connection per user, each user sends its next request when the previous answer arrived. Servers run {} HTTP workers (botd's default, 2 per core); the ceiling is `bench-ceiling`, a bare tiny_http server with the same worker pool answering one fixed JSON body of the same size as botd's first answer.\n",
+        "Data folders on **{}** (primary numbers: every state write is fsynced){}. Each load row: {} ms warm-up, then {} ms measured; closed loop, one keep-alive connection per user, each user sends its next request when the previous answer arrived. Servers run {} HTTP workers (botd's default, 2 per core); the ceiling is `bench-ceiling`, a bare server on botd's own HTTP layer (same acceptor, connection threads, limits and worker pool) answering one fixed JSON body of the same size as botd's first answer.\n",
         r.disk_fs,
         if r.shm.is_some() { "; rows marked *tmpfs* run the same thing on /dev/shm" } else { "" },
         r.warmup.as_millis(),
@@ -506,10 +504,7 @@ pub fn render(r: &Results) -> String {
         for (n, share, f) in &p.top {
             let _ = writeln!(m, "| {n} | {share:.1} % | `{}` |", f.replace('|', "\\|"));
         }
-        let _ = writeln!(
-            m,
-            "\nInclusive cost, botd / tiny_http / serde_json functions:\n"
-        );
+        let _ = writeln!(m, "\nInclusive cost, botd / serde_json functions:\n");
         let _ = writeln!(m, "| instructions | share | function |");
         let _ = writeln!(m, "|---:|---:|---|");
         for (n, share, f) in &p.inclusive {

@@ -18,13 +18,12 @@ const TICK: Duration = Duration::from_millis(500);
 const READ_CHUNK: usize = 16 * 1024;
 
 pub(super) fn serve(stream: TcpStream, peer: SocketAddr, shared: &Shared) {
-    let limits = &shared.limits;
     // Answers go out in one write; without NODELAY a second small write could wait for the
     // client's delayed ACK.
     let setup = stream
         .set_nodelay(true)
         .and_then(|_| stream.set_read_timeout(Some(TICK)))
-        .and_then(|_| stream.set_write_timeout(Some(limits.write_timeout)));
+        .and_then(|_| stream.set_write_timeout(Some(TICK)));
     if let Err(e) = setup {
         log::debug!("connection from {peer} dropped: {e}");
         return;
@@ -107,6 +106,38 @@ impl Connection<'_> {
                 Err(_) => return Err(ReadEnd::Gone),
             }
         }
+    }
+
+    /// Writes all of `bytes`, giving up when the client takes nothing for the write timeout,
+    /// or at once on a stop when `stop_ends` (a file being streamed, not a turn's answer).
+    fn send(&mut self, mut bytes: &[u8], stop_ends: bool) -> io::Result<()> {
+        let stall = self.shared.limits.write_timeout;
+        let mut deadline = Instant::now() + stall;
+        while !bytes.is_empty() {
+            match self.stream.write(bytes) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => {
+                    bytes = &bytes[n..];
+                    deadline = Instant::now() + stall;
+                }
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock
+                            | io::ErrorKind::TimedOut
+                            | io::ErrorKind::Interrupted
+                    ) =>
+                {
+                    if Instant::now() >= deadline
+                        || (stop_ends && self.shared.stopping.load(Ordering::SeqCst))
+                    {
+                        return Err(io::ErrorKind::TimedOut.into());
+                    }
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
     }
 
     /// Waits for the next request's head. `None` when the connection is to close: the client
@@ -192,7 +223,7 @@ impl Connection<'_> {
             }
         }
         if has_body && head.expects_continue() && self.buf.is_empty() {
-            let _ = self.stream.write_all(b"HTTP/1.1 100 Continue\r\n\r\n");
+            let _ = self.send(b"HTTP/1.1 100 Continue\r\n\r\n", true);
         }
         let deadline = Instant::now() + self.shared.limits.body_timeout;
         let body = match framing {
@@ -305,19 +336,26 @@ impl Connection<'_> {
             b"Connection: close\r\n\r\n"
         });
         if head_only {
-            return self.stream.write_all(&out);
+            return self.send(&out, false);
         }
         match reply.body {
             Body::Bytes(bytes) => {
                 out.extend_from_slice(&bytes);
-                self.stream.write_all(&out)
+                self.send(&out, false)
             }
             Body::File { file, len } => {
-                self.stream.write_all(&out)?;
-                let copied = io::copy(&mut file.take(len), &mut self.stream)?;
-                if copied < len {
-                    // The file shrank under us: the length already sent cannot be honoured.
-                    return Err(io::Error::other("file shorter than announced"));
+                self.send(&out, false)?;
+                let mut file = file.take(len);
+                let mut chunk = vec![0u8; 64 * 1024];
+                let mut sent = 0;
+                while sent < len {
+                    let n = file.read(&mut chunk)?;
+                    if n == 0 {
+                        // The file shrank under us: the length already sent cannot be honoured.
+                        return Err(io::Error::other("file shorter than announced"));
+                    }
+                    self.send(&chunk[..n], true)?;
+                    sent += n as u64;
                 }
                 Ok(())
             }

@@ -75,7 +75,20 @@ impl Server {
     /// Starts `botd run --data DIR` with `PORT=0` and the given extra environment; waits until
     /// it logs its address.
     pub fn start(data: &Path, env: &[(&str, &str)]) -> Server {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_botd"));
+        Server::spawn(Command::new(env!("CARGO_BIN_EXE_botd")), data, env)
+    }
+
+    /// Starts botd with at most `files` open descriptors (`ulimit -n`, then exec: the pid is
+    /// botd's).
+    pub fn start_with_open_files(data: &Path, files: u32) -> Server {
+        let mut cmd = Command::new("sh");
+        cmd.arg("-c")
+            .arg(format!("ulimit -n {files} && exec \"$0\" \"$@\""))
+            .arg(env!("CARGO_BIN_EXE_botd"));
+        Server::spawn(cmd, data, &[])
+    }
+
+    fn spawn(mut cmd: Command, data: &Path, env: &[(&str, &str)]) -> Server {
         cmd.arg("run")
             .arg("--data")
             .arg(data)
