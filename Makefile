@@ -5,7 +5,7 @@ DATA_DIR ?= /var/lib/botd
 CARGO    ?= cargo
 BIN      := target/release/botd
 
-.PHONY: run build test check install bench bench-nlu clean
+.PHONY: run build test check install bench bench-nlu pi test-arm smoke-arm clean
 
 ## run: build the release binary and serve ./data on http://localhost:3000
 run: build
@@ -50,6 +50,18 @@ bench:
 ## bench-nlu: NLU accuracy and speed on ../shared/nlu-bench, written to bench/NLU.md
 bench-nlu:
 	$(CARGO) run --release --locked -- nlu-bench --data ../shared/nlu-bench --out bench/NLU.md
+
+## pi: Raspberry Pi builds (aarch64, armv7): .deb packages and tarballs in target/pi/
+pi:
+	packaging/pi build
+
+## test-arm: the whole test suite for aarch64, under qemu-user
+test-arm:
+	packaging/pi test
+
+## smoke-arm: the aarch64 release binary end to end under qemu-user (Converse, Messenger, Telegram, SIGTERM)
+smoke-arm:
+	packaging/pi smoke
 
 clean:
 	$(CARGO) clean

@@ -75,17 +75,20 @@ impl Server {
     /// Starts `botd run --data DIR` with `PORT=0` and the given extra environment; waits until
     /// it logs its address.
     pub fn start(data: &Path, env: &[(&str, &str)]) -> Server {
-        Server::spawn(Command::new(env!("CARGO_BIN_EXE_botd")), data, env)
+        Server::spawn(botd_command(), data, env)
     }
 
     /// Starts botd with at most `files` open descriptors (`ulimit -n`, then exec: the pid is
     /// botd's).
     pub fn start_with_open_files(data: &Path, files: u32) -> Server {
-        let mut cmd = Command::new("sh");
-        cmd.arg("-c")
+        let cmd = botd_command();
+        let mut shell = Command::new("sh");
+        shell
+            .arg("-c")
             .arg(format!("ulimit -n {files} && exec \"$0\" \"$@\""))
-            .arg(env!("CARGO_BIN_EXE_botd"));
-        Server::spawn(cmd, data, &[])
+            .arg(cmd.get_program())
+            .args(cmd.get_args());
+        Server::spawn(shell, data, &[])
     }
 
     fn spawn(mut cmd: Command, data: &Path, env: &[(&str, &str)]) -> Server {
@@ -354,9 +357,24 @@ pub fn typed_text(text: &str) -> Vec<Value> {
     ]
 }
 
+/// The botd binary to test: this build's, or `BOTD_BIN` (an ARM build, `make test-arm`) run
+/// through `BOTD_RUNNER` (qemu-user with its arguments) when that is set.
+pub fn botd_command() -> Command {
+    let bin = std::env::var("BOTD_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_botd").into());
+    match std::env::var("BOTD_RUNNER") {
+        Ok(runner) if !runner.trim().is_empty() => {
+            let mut words = runner.split_whitespace();
+            let mut cmd = Command::new(words.next().unwrap_or_default());
+            cmd.args(words).arg(bin);
+            cmd
+        }
+        _ => Command::new(bin),
+    }
+}
+
 /// Runs `botd <args>` to completion; returns (exit code, stdout, stderr).
 pub fn botd(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_botd"));
+    let mut cmd = botd_command();
     cmd.args(args)
         .env_remove("EXTERNAL_URL")
         .env_remove("BP_HOST")
