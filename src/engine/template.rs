@@ -344,22 +344,27 @@ impl<'v> Renderer<'_, 'v> {
                     let (value, origin) = self.lookup(stack, name);
                     if !matches!(value, JsVal::Undefined | JsVal::Null) {
                         let raw = value.to_js_string();
-                        let text = if escape {
-                            let mut escaped = String::with_capacity(raw.len());
-                            escape_html(&mut escaped, &raw);
-                            std::borrow::Cow::Owned(escaped)
+                        let again = origin == Origin::Author && pass < MAX_PASSES;
+                        let room = self.limit.saturating_sub(self.out.len());
+                        if escape && !again && raw.len().saturating_mul(6) <= room {
+                            // The common case: escaped straight into the output, which has
+                            // room even if every byte became a 6-byte entity.
+                            escape_html(&mut self.out, &raw);
                         } else {
-                            raw
-                        };
-                        // Botpress' next pass re-reads the escaped text; only an author's
-                        // string gets one here.
-                        if origin == Origin::Author
-                            && pass < MAX_PASSES
-                            && looks_like_template(&text)
-                        {
-                            self.render_template(&text, pass + 1);
-                        } else {
-                            self.push(&text);
+                            let text = if escape {
+                                let mut escaped = String::with_capacity(raw.len());
+                                escape_html(&mut escaped, &raw);
+                                std::borrow::Cow::Owned(escaped)
+                            } else {
+                                raw
+                            };
+                            // Botpress' next pass re-reads the escaped text; only an author's
+                            // string gets one here.
+                            if again && looks_like_template(&text) {
+                                self.render_template(&text, pass + 1);
+                            } else {
+                                self.push(&text);
+                            }
                         }
                     }
                 }
