@@ -913,3 +913,29 @@ fn sigkill_under_load_then_restart() {
     let log = restarted.log();
     assert!(!log.contains("TOKEN-"));
 }
+
+/// A user who types a template over Messenger gets it back as typed (issue "Hostile clients",
+/// item 5 on this channel).
+#[test]
+fn templates_typed_over_messenger_are_echoed_literally() {
+    let fake = FakeGraph::start(&[("TOKEN-W", "PW"), ("TOKEN-E", "PE")]);
+    let data = data_dir("mess-tpl", &fake, json!({}));
+    let server = start(data.path());
+    let typed = [
+        "{{event.botId}}",
+        "{{{event.target}}}",
+        "{{#event}}{{channel}}{{/event}}",
+    ];
+    let items: Vec<Value> = typed
+        .iter()
+        .enumerate()
+        .map(|(i, t)| text_event("U-tpl", &format!("mid.tpl{i}"), t))
+        .collect();
+    assert_eq!(
+        post(server.port, &delivery(&[("PE", items)])).text(),
+        "EVENT_RECEIVED"
+    );
+    let texts = fake.wait_texts("U-tpl", typed.len(), Duration::from_secs(15));
+    let expected: Vec<String> = typed.iter().map(|t| format!("message|{t}|")).collect();
+    assert_eq!(texts, expected, "{}", server.log());
+}

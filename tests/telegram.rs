@@ -31,6 +31,8 @@ struct Account {
     polling: bool,
     /// Answer the next getUpdates with 429 and this retry_after.
     throttle_next_poll: Option<u64>,
+    /// Answer every getUpdates with this body at once (a broken or hostile Bot API).
+    canned_poll: Option<Value>,
 }
 
 #[derive(Default)]
@@ -112,6 +114,9 @@ impl FakeTelegram {
         };
         match method {
             "getUpdates" => {
+                if let Some(body) = &account.canned_poll {
+                    return (200, body.clone());
+                }
                 if let Some(retry) = account.throttle_next_poll.take() {
                     return (
                         429,
@@ -124,10 +129,12 @@ impl FakeTelegram {
                         json!({"ok": false, "error_code": 409, "description": "Conflict: terminated by other getUpdates request; make sure that only one bot instance is running"}),
                     );
                 }
+                // Updates without an integer id are never confirmed, so they stay, as they
+                // would on a broken server.
                 if let Some(offset) = params["offset"].as_i64() {
                     account
                         .queue
-                        .retain(|u| u["update_id"].as_i64().unwrap() >= offset);
+                        .retain(|u| u["update_id"].as_i64().is_none_or(|id| id >= offset));
                 }
                 let timeout = Duration::from_secs(params["timeout"].as_u64().unwrap_or(0).min(10));
                 let limit = params["limit"].as_u64().unwrap_or(100) as usize;
@@ -170,6 +177,27 @@ impl FakeTelegram {
         account.queue.push(make(id));
         cv.notify_all();
         id
+    }
+
+    /// Queues `update` as it is, whatever its id.
+    fn push_raw(&self, token: &str, update: Value) {
+        let (lock, cv) = &*self.shared;
+        let mut state = lock.lock().unwrap();
+        state.accounts.get_mut(token).unwrap().queue.push(update);
+        cv.notify_all();
+    }
+
+    fn set_canned_poll(&self, token: &str, body: Option<Value>) {
+        let mut state = self.shared.0.lock().unwrap();
+        state.accounts.get_mut(token).unwrap().canned_poll = body;
+    }
+
+    /// The getUpdates calls of `token` made at or after `since`.
+    fn polls_since(&self, token: &str, since: Instant) -> Vec<Call> {
+        self.calls(token)
+            .into_iter()
+            .filter(|c| c.method == "getUpdates" && c.at >= since)
+            .collect()
     }
 
     fn text(&self, token: &str, chat: i64, from: i64, text: &str) -> i64 {
@@ -677,4 +705,153 @@ fn janitor_timeout_replies_over_telegram() {
 
     // SIGTERM stops promptly even with a poller inside a long poll.
     server.stop_gracefully();
+}
+
+/// Answers that are not a proper update list, given at once: `result` an object, an empty
+/// list well before the long-poll timeout, no `result` at all, a list of numbers. Each bot's
+/// poller backs off (1 s, 2 s, 4 s…) instead of spinning, and polls normally again once the
+/// answers are proper.
+#[test]
+fn odd_get_updates_answers_do_not_spin() {
+    let cases = [
+        ("701:OBJECTtoken", json!({"ok": true, "result": {}})),
+        ("702:EMPTYtoken", json!({"ok": true, "result": []})),
+        ("703:NORESULTtoken", json!({"ok": true})),
+        ("704:NUMBERStoken", json!({"ok": true, "result": [1, 2, 3]})),
+    ];
+    let tokens: Vec<&str> = cases.iter().map(|(t, _)| *t).collect();
+    let fake = FakeTelegram::start(&tokens);
+    let data = data_copy("tg-odd");
+    // A 4 s long poll: an empty answer in well under 2 s did not wait.
+    global_config(
+        data.path(),
+        &fake,
+        json!({"typingDelay": false, "pollTimeout": "4s"}),
+    );
+    for (i, (token, answer)) in cases.iter().enumerate() {
+        fake.set_canned_poll(token, Some(answer.clone()));
+        let bot = format!("odd-bot-{i}");
+        echo_bot(data.path(), &bot);
+        bot_token(data.path(), &bot, json!({"botToken": token}));
+    }
+    let started = Instant::now();
+    let server = Server::start(data.path(), &[]);
+    // A spinning poller makes thousands of calls in this window; a backing-off one a few.
+    std::thread::sleep(Duration::from_secs(4));
+    for (token, answer) in &cases {
+        let polls = fake.polls_since(token, started).len();
+        assert!(
+            (1..=6).contains(&polls),
+            "{polls} getUpdates for {answer} in ~4 s\n{}",
+            server.log()
+        );
+    }
+    let log = server.log();
+    assert!(
+        log.contains("getUpdates answered something that is not a list of updates"),
+        "{log}"
+    );
+    assert!(
+        log.contains("getUpdates answered an empty list at once"),
+        "{log}"
+    );
+    assert!(log.contains("is a number, not an object"), "{log}");
+
+    // Proper answers again: each bot answers its next message.
+    for (i, (token, _)) in cases.iter().enumerate() {
+        fake.set_canned_poll(token, None);
+        fake.text(token, 10 + i as i64, 10 + i as i64, "proper again");
+    }
+    for (i, (token, _)) in cases.iter().enumerate() {
+        let chat = 10 + i as i64;
+        let texts = fake.wait_texts(token, chat, 1, Duration::from_secs(30));
+        assert_eq!(
+            texts,
+            vec![format!("message|proper again|{chat}|{chat}")],
+            "{}",
+            server.log()
+        );
+    }
+}
+
+/// Updates botd cannot use are skipped with a log line while the good ones of the same batch
+/// are answered: one without `update_id`, one whose id is not an integer, and one with
+/// `update_id` = i64::MAX, whose next offset would overflow. No offset sent is negative, and
+/// the bad updates the server keeps giving back do not make the poller spin.
+#[test]
+fn unusable_updates_are_skipped() {
+    let token = "705:SKIPtoken";
+    let fake = FakeTelegram::start(&[token]);
+    let data = data_copy("tg-skip");
+    global_config(data.path(), &fake, json!({"typingDelay": false}));
+    echo_bot(data.path(), "echo-bot");
+    bot_token(data.path(), "echo-bot", json!({"botToken": token}));
+    let message = |text: &str| json!({"message_id": 1, "date": 1, "from": {"id": 7}, "chat": {"id": 7}, "text": text});
+    fake.push_raw(token, json!({"message": message("no id")}));
+    fake.text(token, 7, 7, "first");
+    fake.push_raw(
+        token,
+        json!({"update_id": "12", "message": message("string id")}),
+    );
+    fake.push_raw(
+        token,
+        json!({"update_id": i64::MAX, "message": message("largest id")}),
+    );
+    fake.text(token, 7, 7, "second");
+    let server = Server::start(data.path(), &[]);
+
+    let texts = fake.wait_texts(token, 7, 2, Duration::from_secs(15));
+    assert_eq!(
+        texts,
+        vec!["message|first|7|7", "message|second|7|7"],
+        "{}",
+        server.log()
+    );
+    // The bad updates come back at every poll; the poller backs off instead of spinning.
+    let window = Instant::now();
+    std::thread::sleep(Duration::from_secs(3));
+    let polls = fake.polls_since(token, window).len();
+    assert!(polls <= 4, "{polls} getUpdates in 3 s\n{}", server.log());
+
+    // Still polling: the next message is answered.
+    fake.text(token, 7, 7, "third");
+    let texts = fake.wait_texts(token, 7, 3, Duration::from_secs(30));
+    assert_eq!(texts[2..], ["message|third|7|7"], "{}", server.log());
+    for call in fake.polls_since(token, Instant::now() - Duration::from_secs(3600)) {
+        if let Some(offset) = call.params.get("offset") {
+            let offset = offset.as_i64().unwrap_or(-1);
+            assert!(offset > 0, "getUpdates offset {offset}");
+        }
+    }
+    let log = server.log();
+    assert!(log.contains("has no update_id"), "{log}");
+    assert!(
+        log.contains("has an update_id that is not an integer (\"12\")"),
+        "{log}"
+    );
+    assert!(log.contains("which leaves no next offset"), "{log}");
+    assert_eq!(fake.texts(token, 7).len(), 3, "nothing else was answered");
+}
+
+/// A user who types a template over Telegram gets it back as typed (item 5 on this channel).
+#[test]
+fn templates_typed_over_telegram_are_echoed_literally() {
+    let token = "706:TPLtoken";
+    let fake = FakeTelegram::start(&[token]);
+    let data = data_copy("tg-tpl");
+    global_config(data.path(), &fake, json!({"typingDelay": false}));
+    echo_bot(data.path(), "echo-bot");
+    bot_token(data.path(), "echo-bot", json!({"botToken": token}));
+    let server = Server::start(data.path(), &[]);
+    let typed = [
+        "{{event.botId}}",
+        "{{{event.target}}}",
+        "{{#event}}{{channel}}{{/event}}",
+    ];
+    for text in typed {
+        fake.text(token, 9, 9, text);
+    }
+    let texts = fake.wait_texts(token, 9, typed.len(), Duration::from_secs(15));
+    let expected: Vec<String> = typed.iter().map(|t| format!("message|{t}|9|9")).collect();
+    assert_eq!(texts, expected, "{}", server.log());
 }

@@ -387,11 +387,12 @@ fn render_element_in(
     bot_url: &str,
 ) -> Result<Vec<Value>, String> {
     let form = translate(&element.form_data, lang, default_lang);
-    let mut data = match template::render_value(&Value::Object(form), ctx) {
+    let ctx = template::Context::with_authored(ctx, authored_keys(args));
+    let mut data = match template::render_value(&Value::Object(form), &ctx) {
         Value::Object(m) => m,
         _ => Map::new(),
     };
-    pick_variation(&mut data, ctx);
+    pick_variation(&mut data);
     let mut merged = Map::new();
     merged.insert("BOT_URL".into(), Value::String(bot_url.to_string()));
     merged.extend(args.clone());
@@ -408,18 +409,27 @@ pub fn render_type(
     channel: &str,
     bot_url: &str,
 ) -> Result<Vec<Value>, String> {
-    let ctx = template_context(args, scope);
+    let values = template_context(args, scope);
+    let ctx = template::Context::with_authored(&values, authored_keys(args));
     let mut data = match template::render_value(&Value::Object(args.clone()), &ctx) {
         Value::Object(m) => m,
         _ => Map::new(),
     };
-    pick_variation(&mut data, &ctx);
+    pick_variation(&mut data);
     data.insert("BOT_URL".into(), Value::String(bot_url.to_string()));
     render(content_type, &data, channel, bot_url)
 }
 
 /// The objects of the scope templates see, after the args (which they override).
 const SCOPE_KEYS: [&str; 5] = ["event", "user", "session", "temp", "bot"];
+
+/// The args that templates see: the author wrote them in the flow (or the QnA file), so a
+/// template among them is rendered in turn, as Botpress' later passes do.
+fn authored_keys(args: &Map<String, Value>) -> impl Iterator<Item = &str> {
+    args.keys()
+        .map(String::as_str)
+        .filter(|k| !SCOPE_KEYS.contains(k))
+}
 
 fn template_context(args: &Map<String, Value>, scope: &Value) -> Value {
     let mut ctx = args.clone();
@@ -458,8 +468,10 @@ fn give_back(ctx: Value, scope: &mut Value) {
     }
 }
 
-/// One of `[text, …variations]`, chosen at random and rendered again, becomes `text`.
-fn pick_variation(data: &mut Map<String, Value>, ctx: &Value) {
+/// One of `[text, …variations]` (already rendered) is chosen at random and becomes `text`.
+/// Botpress renders the choice a second time: for authors' text that only adds depth beyond
+/// the three levels of nesting, and otherwise re-reads what users typed, so it is left out.
+fn pick_variation(data: &mut Map<String, Value>) {
     let mut options: Vec<String> = Vec::new();
     if let Some(t) = data.get("text").and_then(Value::as_str) {
         options.push(t.to_string());
@@ -476,7 +488,7 @@ fn pick_variation(data: &mut Map<String, Value>, ctx: &Value) {
         return;
     }
     let pick = &options[super::random::below(options.len() as u64) as usize];
-    data.insert("text".into(), Value::String(template::render(pick, ctx)));
+    data.insert("text".into(), Value::String(pick.clone()));
 }
 
 #[cfg(test)]

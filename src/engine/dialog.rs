@@ -178,7 +178,8 @@ impl<'a> Turn<'a> {
         match actions::parse_call(text)? {
             Call::Say { reference, args } => self.say(&reference, &args),
             Call::Action { name, args } => {
-                let args = match super::template::render_value(&Value::Object(args), &self.scope) {
+                let ctx = super::template::Context::data(&self.scope);
+                let args = match super::template::render_value(&Value::Object(args), &ctx) {
                     Value::Object(m) => m,
                     _ => Map::new(),
                 };

@@ -1,6 +1,17 @@
 //! Mustache as Botpress 11 renders it (spec §8.9): mustache.js 2.x semantics for variables,
-//! sections, inverted sections and comments, applied up to three times while the text still looks
-//! like a template, because Botpress expands values that themselves contain `{{…}}`.
+//! sections, inverted sections and comments.
+//!
+//! **Only authors' text is a template.** Botpress renders up to three passes so that a template
+//! can name an author-written string that is itself a template (an element's `{{text}}` naming
+//! the `say` instruction's `"text": "Hi {{user.nickname}}"` argument). Its later passes also
+//! re-parse whatever the first one pasted in, so a user who typed `{{bot.x}}` read the bot's
+//! store, and a message of `{{{event.preview}}}`s multiplied itself. Here the passes follow
+//! where the text came from instead: a value is pasted in literally, and only a value of a
+//! [`Context`]'s author-written keys is rendered again, up to the third pass as in Botpress.
+//!
+//! **Bounded.** One render writes at most [`output_limit`] bytes (the rest is cut, with a warning)
+//! and takes a bounded number of steps, so neither a loop over a large list nor any stored value
+//! can grow beyond a fixed multiple of the author's template, turn after turn.
 //!
 //! Not supported: partials (`{{> name}}` renders nothing, as mustache.js does without partials)
 //! and delimiter changes (`{{=<% %>=}}` and the rest of the text are left as they are).
@@ -8,32 +19,91 @@
 use crate::engine::expr::JsVal;
 use serde_json::Value;
 
-/// Botpress renders at most three times.
+/// Botpress renders at most three times: the author's template and two levels of author
+/// strings named from it.
 const MAX_PASSES: usize = 3;
-/// Later passes render text users typed, so nesting and work are bounded: a few nested sections
-/// over arrays would otherwise multiply into billions of steps.
+/// Nesting and work are bounded: a few nested sections over arrays would otherwise multiply
+/// into billions of steps.
 const MAX_SECTION_DEPTH: usize = 32;
 const MAX_STEPS: usize = 100_000;
-const MAX_OUTPUT: usize = 1 << 20;
+/// The output of one render: at least this much…
+const MIN_OUTPUT_LIMIT: usize = 64 * 1024;
+/// …or this many bytes per byte of the template, whichever is more.
+const OUTPUT_PER_TEMPLATE_BYTE: usize = 16;
 
-/// Renders `{{path}}` (HTML-escaped), `{{{path}}}` and `{{& path}}` (raw) against `ctx`,
-/// repeating up to 3 passes while the output still contains "{{".
-///
-/// "Contains" is Botpress' own test, `/{{.*}}/`: an opening `{{` with a `}}` later on the same line.
-pub fn render(template: &str, ctx: &serde_json::Value) -> String {
-    let mut text: Option<String> = None;
-    for _ in 0..MAX_PASSES {
-        let current = text.as_deref().unwrap_or(template);
-        if !looks_like_template(current) {
-            break;
+/// The most bytes rendering `template` writes: max(64 KiB, 16 × its length).
+pub fn output_limit(template: &str) -> usize {
+    MIN_OUTPUT_LIMIT.max(template.len().saturating_mul(OUTPUT_PER_TEMPLATE_BYTE))
+}
+
+/// What a template is rendered against: an object whose values are data, except those under
+/// the top-level keys named as author-written, which are rendered again when they look like
+/// templates.
+pub struct Context<'c> {
+    values: &'c Value,
+    authored: Vec<&'c str>,
+}
+
+impl<'c> Context<'c> {
+    /// Every value is data (action arguments see only event, user, session, temp and bot).
+    pub fn data(values: &'c Value) -> Context<'c> {
+        Context {
+            values,
+            authored: Vec::new(),
         }
-        text = Some(render_once(current, ctx));
     }
-    text.unwrap_or_else(|| template.to_string())
+
+    /// `values`, whose top-level `authored` keys hold the bot author's own strings (a `say`
+    /// instruction's arguments).
+    pub fn with_authored(
+        values: &'c Value,
+        authored: impl IntoIterator<Item = &'c str>,
+    ) -> Context<'c> {
+        Context {
+            values,
+            authored: authored.into_iter().collect(),
+        }
+    }
+
+    fn is_authored(&self, key: &str) -> bool {
+        self.authored.contains(&key)
+    }
+}
+
+/// Renders `{{path}}` (HTML-escaped), `{{{path}}}` and `{{& path}}` (raw) against `ctx`.
+///
+/// Only text that looks like a template is rendered; "looks like" is `/{{.*}}/`: an opening
+/// `{{` with a `}}` later on the same line.
+pub fn render(template: &str, ctx: &Context) -> String {
+    if !looks_like_template(template) {
+        return template.to_string();
+    }
+    let mut renderer = Renderer {
+        ctx,
+        out: String::with_capacity(template.len()),
+        limit: output_limit(template),
+        steps: 0,
+        cut: false,
+    };
+    renderer.render_template(template, 1);
+    if renderer.cut {
+        log::warn!(
+            "a template's output was cut at {} bytes (the limit for a {}-byte template): {:?}",
+            renderer.limit,
+            template.len(),
+            excerpt(template)
+        );
+    } else if renderer.steps > MAX_STEPS {
+        log::warn!(
+            "a template was cut after {MAX_STEPS} steps: {:?}",
+            excerpt(template)
+        );
+    }
+    renderer.out
 }
 
 /// Renders every string inside `value` (objects and arrays recursively), leaving other values alone.
-pub fn render_value(value: &serde_json::Value, ctx: &serde_json::Value) -> serde_json::Value {
+pub fn render_value(value: &Value, ctx: &Context) -> Value {
     match value {
         Value::String(s) => Value::String(render(s, ctx)),
         Value::Array(items) => Value::Array(items.iter().map(|v| render_value(v, ctx)).collect()),
@@ -46,33 +116,20 @@ pub fn render_value(value: &serde_json::Value, ctx: &serde_json::Value) -> serde
     }
 }
 
+/// The start of a template, for a log line.
+fn excerpt(template: &str) -> &str {
+    let end = (0..=template.len().min(80))
+        .rev()
+        .find(|&i| template.is_char_boundary(i))
+        .unwrap_or(0);
+    &template[..end]
+}
+
 fn looks_like_template(s: &str) -> bool {
     s.split(['\n', '\r', '\u{2028}', '\u{2029}']).any(|line| {
         line.find("{{")
             .is_some_and(|i| line[i + 2..].contains("}}"))
     })
-}
-
-/// One pass. A malformed template renders up to the offending tag (or the outermost section that
-/// never closes), and the rest is copied literally, rather than failing the whole message.
-fn render_once(template: &str, ctx: &Value) -> String {
-    let (tokens, rest) = match parse(template) {
-        Ok(tokens) => (tokens, ""),
-        Err(at) => match parse(&template[..at]) {
-            Ok(tokens) => (tokens, &template[at..]),
-            Err(_) => (Vec::new(), template),
-        },
-    };
-    let mut renderer = Renderer {
-        tokens: &tokens,
-        out: String::with_capacity(template.len()),
-        steps: 0,
-    };
-    let mut stack = vec![JsVal::from_json(ctx)];
-    renderer.render(0, tokens.len(), &mut stack);
-    let mut out = renderer.out;
-    out.push_str(rest);
-    out
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -204,35 +261,110 @@ fn parse(template: &str) -> Result<Vec<Token<'_>>, usize> {
     }
 }
 
-struct Renderer<'r, 't> {
-    tokens: &'r [Token<'t>],
-    out: String,
-    steps: usize,
+/// Where a value on the context stack came from.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Origin {
+    /// The context object itself: its author-written keys are [`Origin::Author`].
+    Root,
+    /// Written by the bot's author: rendered again when it looks like a template.
+    Author,
+    /// Anything else (the event, user, session, temp, the bot-wide store): pasted literally.
+    Data,
 }
 
-impl Renderer<'_, '_> {
+/// One context on mustache's stack, with where it came from.
+type Frame<'a> = (JsVal<'a>, Origin);
+
+struct Renderer<'c, 'v> {
+    ctx: &'c Context<'v>,
+    out: String,
+    limit: usize,
+    steps: usize,
+    /// The output reached `limit`.
+    cut: bool,
+}
+
+impl<'v> Renderer<'_, 'v> {
     fn exhausted(&self) -> bool {
-        self.steps > MAX_STEPS || self.out.len() > MAX_OUTPUT
+        self.steps > MAX_STEPS || self.cut
+    }
+
+    /// Appends as much of `s` as the limit leaves room for (on a character boundary).
+    fn push(&mut self, s: &str) {
+        let room = self.limit.saturating_sub(self.out.len());
+        if s.len() <= room {
+            self.out.push_str(s);
+            return;
+        }
+        let end = (0..=room)
+            .rev()
+            .find(|&i| s.is_char_boundary(i))
+            .unwrap_or(0);
+        self.out.push_str(&s[..end]);
+        self.cut = true;
+    }
+
+    /// Renders one author-written template as pass `pass` (1 is the author's template itself).
+    /// A malformed template renders up to the offending tag (or the outermost section that
+    /// never closes), and the rest is copied literally, rather than failing the whole message.
+    fn render_template(&mut self, template: &str, pass: usize) {
+        let (tokens, rest) = match parse(template) {
+            Ok(tokens) => (tokens, ""),
+            Err(at) => match parse(&template[..at]) {
+                Ok(tokens) => (tokens, &template[at..]),
+                Err(_) => (Vec::new(), template),
+            },
+        };
+        // A later pass sees the whole context again, as Botpress' re-render of the text does.
+        let mut stack = vec![(JsVal::from_json(self.ctx.values), Origin::Root)];
+        self.render_tokens(&tokens, 0, tokens.len(), &mut stack, pass);
+        if !self.exhausted() {
+            self.push(rest);
+        }
     }
 
     /// Renders tokens[from..to] with `stack` as the context stack (innermost last).
-    fn render<'a>(&mut self, from: usize, to: usize, stack: &mut Vec<JsVal<'a>>) {
+    fn render_tokens(
+        &mut self,
+        tokens: &[Token],
+        from: usize,
+        to: usize,
+        stack: &mut Vec<Frame<'v>>,
+        pass: usize,
+    ) {
         let mut i = from;
         while i < to {
             self.steps += 1;
             if self.exhausted() {
                 return;
             }
-            match self.tokens[i] {
-                Token::Text(s) => self.out.push_str(s),
+            match tokens[i] {
+                Token::Text(s) => self.push(s),
                 Token::Var { name, escape } => {
-                    let value = lookup(stack, name);
+                    let (value, origin) = self.lookup(stack, name);
                     if !matches!(value, JsVal::Undefined | JsVal::Null) {
-                        let s = value.to_js_string();
-                        if escape {
-                            escape_html(&mut self.out, &s);
+                        let raw = value.to_js_string();
+                        let again = origin == Origin::Author && pass < MAX_PASSES;
+                        let room = self.limit.saturating_sub(self.out.len());
+                        if escape && !again && raw.len().saturating_mul(6) <= room {
+                            // The common case: escaped straight into the output, which has
+                            // room even if every byte became a 6-byte entity.
+                            escape_html(&mut self.out, &raw);
                         } else {
-                            self.out.push_str(&s);
+                            let text = if escape {
+                                let mut escaped = String::with_capacity(raw.len());
+                                escape_html(&mut escaped, &raw);
+                                std::borrow::Cow::Owned(escaped)
+                            } else {
+                                raw
+                            };
+                            // Botpress' next pass re-reads the escaped text; only an author's
+                            // string gets one here.
+                            if again && looks_like_template(&text) {
+                                self.render_template(&text, pass + 1);
+                            } else {
+                                self.push(&text);
+                            }
                         }
                     }
                 }
@@ -241,18 +373,18 @@ impl Renderer<'_, '_> {
                     inverted,
                     end,
                 } => {
-                    let value = lookup(stack, name);
+                    let (value, origin) = self.lookup(stack, name);
                     let empty_list = matches!(value, JsVal::Obj(Value::Array(a)) if a.is_empty());
                     if inverted {
                         if !value.truthy() || empty_list {
-                            self.render(i + 1, end, stack);
+                            self.render_tokens(tokens, i + 1, end, stack, pass);
                         }
                     } else if value.truthy() {
                         match value {
                             JsVal::Obj(Value::Array(items)) => {
                                 for item in items {
-                                    stack.push(JsVal::from_json(item));
-                                    self.render(i + 1, end, stack);
+                                    stack.push((JsVal::from_json(item), origin));
+                                    self.render_tokens(tokens, i + 1, end, stack, pass);
                                     stack.pop();
                                     if self.exhausted() {
                                         break;
@@ -261,10 +393,10 @@ impl Renderer<'_, '_> {
                             }
                             // `true` keeps the current context; objects, strings and numbers
                             // become the context.
-                            JsVal::Bool(_) => self.render(i + 1, end, stack),
+                            JsVal::Bool(_) => self.render_tokens(tokens, i + 1, end, stack, pass),
                             other => {
-                                stack.push(other);
-                                self.render(i + 1, end, stack);
+                                stack.push((other, origin));
+                                self.render_tokens(tokens, i + 1, end, stack, pass);
                                 stack.pop();
                             }
                         }
@@ -276,43 +408,65 @@ impl Renderer<'_, '_> {
             i += 1;
         }
     }
-}
 
-/// mustache.js `Context.lookup`: `.` is the current context; otherwise the innermost context that
-/// has the name wins, and when none has it the value read from the outermost one is used (which
-/// is how `{{text.length}}` on a string still works).
-fn lookup<'a>(stack: &[JsVal<'a>], name: &str) -> JsVal<'a> {
-    if name == "." {
-        return stack.last().cloned().unwrap_or(JsVal::Undefined);
-    }
-    let dotted = name.find('.').is_some_and(|i| i > 0);
-    let mut value = JsVal::Undefined;
-    for view in stack.iter().rev() {
-        let hit;
-        if dotted {
-            let mut current = view.clone();
-            let mut parts = name.split('.').peekable();
-            let mut last_hit = false;
-            while let Some(part) = parts.next() {
-                if matches!(current, JsVal::Undefined | JsVal::Null) {
-                    break;
+    /// mustache.js `Context.lookup`: `.` is the current context; otherwise the innermost context
+    /// that has the name wins, and when none has it the value read from the outermost one is
+    /// used (which is how `{{text.length}}` on a string still works). Also tells where the
+    /// value came from.
+    fn lookup(&self, stack: &[Frame<'v>], name: &str) -> (JsVal<'v>, Origin) {
+        let origin_in = |view: Origin| match view {
+            Origin::Root => {
+                let first = name.split('.').next().unwrap_or(name);
+                if self.ctx.is_authored(first) {
+                    Origin::Author
+                } else {
+                    Origin::Data
                 }
-                if parts.peek().is_none() {
-                    last_hit = current.has_property(part);
-                }
-                current = current.get(part).unwrap_or(JsVal::Undefined);
             }
-            hit = last_hit;
-            value = current;
-        } else {
-            hit = view.has_property(name);
-            value = view.get(name).unwrap_or(JsVal::Undefined);
+            other => other,
+        };
+        if name == "." {
+            return stack
+                .last()
+                .map_or((JsVal::Undefined, Origin::Data), |(v, o)| {
+                    // The context object as a whole is not an author's string.
+                    (
+                        v.clone(),
+                        if *o == Origin::Root { Origin::Data } else { *o },
+                    )
+                });
         }
-        if hit {
-            break;
+        let dotted = name.find('.').is_some_and(|i| i > 0);
+        let mut found = (JsVal::Undefined, Origin::Data);
+        for (view, view_origin) in stack.iter().rev() {
+            let hit;
+            let value;
+            if dotted {
+                let mut current = view.clone();
+                let mut parts = name.split('.').peekable();
+                let mut last_hit = false;
+                while let Some(part) = parts.next() {
+                    if matches!(current, JsVal::Undefined | JsVal::Null) {
+                        break;
+                    }
+                    if parts.peek().is_none() {
+                        last_hit = current.has_property(part);
+                    }
+                    current = current.get(part).unwrap_or(JsVal::Undefined);
+                }
+                hit = last_hit;
+                value = current;
+            } else {
+                hit = view.has_property(name);
+                value = view.get(name).unwrap_or(JsVal::Undefined);
+            }
+            found = (value, origin_in(*view_origin));
+            if hit {
+                break;
+            }
         }
+        found
     }
-    value
 }
 
 /// mustache.js's escape map, character for character.
@@ -354,8 +508,24 @@ mod tests {
                 "people": [{ "name": "Ann", "age": 30 }, { "name": "Cy" }]
             },
             "temp": { "$r": 0, "choice": "memory" },
-            "event": { "payload": { "text": "hi there" } }
+            "event": { "payload": { "text": "hi there {{user.nickname}}" }, "preview": "{{{event.preview}}}" },
+            "bot": { "secret": "s3cr3t" },
+            // Author-written `say` arguments.
+            "loop": "{{loop}}", "indirect": "{{user.nickname}}", "twice": "{{indirect}}",
+            "thrice": "{{twice}}", "raw": "{{{user.html}}}", "html": "<b>{{user.nickname}}</b>",
+            "slash": "{{#user.ok}}yes{{/user.ok}}", "list": ["{{user.age}}", "{{temp.$r}}"],
+            "card": { "title": "{{user.nickname}}", "more": { "deep": "{{indirect}}" } },
+            "bigger": "{{{event.preview}}}{{{event.preview}}}"
         })
+    }
+
+    const AUTHORED: [&str; 10] = [
+        "loop", "indirect", "twice", "thrice", "raw", "html", "slash", "list", "card", "bigger",
+    ];
+
+    /// Renders against `ctx` with [`AUTHORED`] as its author-written keys.
+    fn render_in(template: &str, ctx: &Value) -> String {
+        render(template, &Context::with_authored(ctx, AUTHORED))
     }
 
     #[test]
@@ -370,8 +540,8 @@ mod tests {
             ("Hi {{user.nickname}}!", "Hi Bob!"),
             ("{{ user.nickname }}", "Bob"),
             ("{{temp.$r}}", "0"),
-            ("{{event.payload.text}}", "hi there"),
-            ("{{event.payload.text.length}}", "8"),
+            ("{{event.payload.text}}", "hi there {{user.nickname}}"),
+            ("{{event.payload.text.length}}", "26"),
             ("{{user.tags.1}}", "b"),
             // missing values, null
             ("[{{user.missing}}]", "[]"),
@@ -387,7 +557,6 @@ mod tests {
             ),
             ("{{{user.chars}}}", "&<>\"'/`="),
             ("{{.}}", "[object Object]"),
-            ("{{event.payload.text}}", "hi there"),
             // raw forms
             ("{{{user.name}}}", "O'Brien"),
             ("{{& user.html}}", "<b>&</b>"),
@@ -406,12 +575,35 @@ mod tests {
             ("{{user.nested}}", "1,2,3"),
             ("{{user.none}}", ""),
             ("{{user.obj}}", "[object Object]"),
-            // the three-pass rule
-            ("{{user.indirect}}", "Bob"),
-            ("{{user.twice}}", "Bob"),
-            ("{{user.thrice}}", "{{user.nickname}}"),
+            // the three-pass rule, for author-written strings
+            ("{{indirect}}", "Bob"),
+            ("{{twice}}", "Bob"),
+            ("{{thrice}}", "{{user.nickname}}"),
+            ("{{loop}}", "{{loop}}"),
+            ("{{{raw}}}", "<b>&</b>"),
+            ("{{raw}}", "<b>&</b>"),
+            // Botpress escapes the author's string, then renders what the escaping left.
+            ("{{{html}}}", "<b>Bob</b>"),
+            ("{{html}}", "&lt;b&gt;Bob&lt;&#x2F;b&gt;"),
+            ("{{{slash}}}", "yes"),
+            ("{{slash}}", "{{#user.ok}}yes{{&#x2F;user.ok}}"),
+            ("{{list}}", "3,0"),
+            ("{{card.title}}/{{card.more.deep}}", "Bob/Bob"),
+            ("{{#card}}{{title}}{{/card}}", "Bob"),
+            ("{{#list}}[{{.}}]{{/list}}", "[3][0]"),
+            // … and never for data: a value is pasted as it is, whatever it holds.
+            ("{{user.indirect}}", "{{user.nickname}}"),
+            ("{{user.twice}}", "{{user.indirect}}"),
             ("{{user.loop}}", "{{user.loop}}"),
-            ("{{{user.raw}}}", "<b>&</b>"),
+            ("{{{user.raw}}}", "{{{user.html}}}"),
+            ("{{{event.payload.text}}}", "hi there {{user.nickname}}"),
+            ("{{{event.preview}}}", "{{{event.preview}}}"),
+            (
+                "{{#user.people}}{{{user.indirect}}}{{/user.people}}",
+                "{{user.nickname}}{{user.nickname}}",
+            ),
+            // An author's string that pastes data: the data stays as it is.
+            ("{{{bigger}}}", "{{{event.preview}}}{{{event.preview}}}"),
             // comments
             ("a{{! a comment }}b", "ab"),
             ("a{{!}}b", "ab"),
@@ -469,7 +661,7 @@ mod tests {
             ("{{> partial}}x", "x"),
         ];
         for (template, expected) in cases {
-            assert_eq!(render(template, &ctx), *expected, "{template:?}");
+            assert_eq!(render_in(template, &ctx), *expected, "{template:?}");
         }
     }
 
@@ -484,6 +676,7 @@ mod tests {
             "type": "text", "text": "Hi Bob", "count": 2, "flag": true, "none": null,
             "{{user.nickname}}": ["3", 1, { "deep": "O'Brien" }]
         });
+        let ctx = Context::with_authored(&ctx, AUTHORED);
         assert_eq!(render_value(&value, &ctx), expected);
         assert_eq!(render_value(&json!(5), &ctx), json!(5));
         assert_eq!(
@@ -507,12 +700,16 @@ mod tests {
             assert_eq!(looks_like_template(s), *expected, "{s:?}");
         }
         // A multi-line tag is not a template by Botpress' test, so it is left alone.
-        assert_eq!(render("{{user.nickname\n}}", &ctx()), "{{user.nickname\n}}");
+        assert_eq!(
+            render_in("{{user.nickname\n}}", &ctx()),
+            "{{user.nickname\n}}"
+        );
     }
 
     #[test]
     fn bounds_hostile_templates() {
-        let ctx = json!({ "l": [1, 2, 3, 4, 5, 6, 7, 8, 9, 10] });
+        let values = json!({ "l": [1, 2, 3, 4, 5, 6, 7, 8, 9, 10] });
+        let ctx = Context::data(&values);
         // Ten nested loops over ten items would be 10^10 steps.
         let open = "{{#l}}".repeat(10);
         let close = "{{/l}}".repeat(10);
@@ -524,5 +721,63 @@ mod tests {
         // Many small tags are fine.
         let many = "{{l.0}}".repeat(10_000);
         assert_eq!(render(&many, &ctx), "1".repeat(10_000));
+    }
+
+    #[test]
+    fn output_is_bounded_by_the_template() {
+        let big = "é".repeat(100_000);
+        let values = json!({ "big": big, "l": vec![0; 1000], "author": "{{{big}}}{{{big}}}" });
+        let ctx = Context::with_authored(&values, ["author"]);
+        // A long value is cut at the limit, on a character boundary.
+        let out = render("{{{big}}}", &ctx);
+        assert_eq!(output_limit("{{{big}}}"), 64 * 1024);
+        assert_eq!(out, "é".repeat(32 * 1024));
+        // A loop over a list pastes until the limit, never past it.
+        let template = "{{#l}}{{{big}}}{{/l}}";
+        assert!(render(template, &ctx).len() <= output_limit(template));
+        // The author's nested template shares its parent's budget.
+        assert_eq!(render("{{{author}}}", &ctx).len(), 64 * 1024);
+        // A long template gets room in proportion.
+        let long = format!("{}{{{{{{big}}}}}}", "x".repeat(20_000));
+        assert_eq!(output_limit(&long), 16 * long.len());
+        assert_eq!(render(&long, &ctx).len(), 20_000 + big.len());
+        // Plain text is never cut, whatever its size.
+        let plain = "y".repeat(1 << 20);
+        assert_eq!(render(&plain, &ctx), plain);
+    }
+
+    #[test]
+    fn text_from_users_stays_literal() {
+        let typed = [
+            "{{event.botId}}",
+            "{{{bot.secret}}}",
+            "{{#user}}{{nickname}}{{/user}}",
+            "{{& user.name}} {{> partial}} {{! comment}} {{=<% %>=}}",
+            "{{{event.preview}}}{{{event.preview}}}",
+            "{{#event.l}}{{{event.preview}}}{{/event.l}}",
+        ];
+        for text in typed {
+            let values = json!({
+                "event": { "botId": "b", "preview": text, "payload": { "text": text }, "l": [1, 2, 3] },
+                "user": { "nickname": text, "name": "Bob" }, "bot": { "secret": "s" },
+                "text": "{{{event.payload.text}}}"
+            });
+            let ctx = Context::with_authored(&values, ["text"]);
+            for template in [
+                "{{{event.preview}}}",
+                "{{{event.payload.text}}}",
+                "{{{user.nickname}}}",
+                "{{{text}}}",
+                "{{#user}}{{{nickname}}}{{/user}}",
+            ] {
+                assert_eq!(render(template, &ctx), text, "{template} with {text}");
+            }
+            // Escaped once, and only once.
+            let mut escaped = String::new();
+            escape_html(&mut escaped, text);
+            assert_eq!(render("{{event.preview}}", &ctx), escaped);
+            // The author's `{{{…}}}` inside the escaped author string still decides.
+            assert_eq!(render("{{text}}", &ctx), text);
+        }
     }
 }

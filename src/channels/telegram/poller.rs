@@ -20,6 +20,13 @@
 //! **Errors** never spin: back-off 1 s → 60 s; 429 waits `retry_after`; 409 (another poller
 //! with this token, or a webhook) logs one clear line per episode and keeps backing off; 401
 //! or 404 (bad token) logs once and ends this bot's poller only.
+//!
+//! **Odd answers** get the same back-off, because a server that answers at once would
+//! otherwise be polled thousands of times a second: a `result` that is not a list, a batch in
+//! which no update can be used, and an empty list that came back well before the long-poll
+//! timeout. An update botd cannot use (not an object, no integer `update_id`, or an id that is
+//! negative or leaves no room for the next offset) is skipped with a log line naming why; the
+//! good updates of its batch are handled, and offsets never overflow.
 
 use super::api::ApiError;
 use super::send::backoff;
@@ -35,6 +42,77 @@ use std::time::{Duration, Instant};
 
 /// Telegram keeps an update at most this long.
 pub const RETENTION: Duration = Duration::from_secs(24 * 3600);
+
+/// One update of a `getUpdates` answer that botd can handle and confirm.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Update {
+    pub id: i64,
+    pub body: Value,
+}
+
+impl Update {
+    /// The `offset` that confirms this update: its id plus one (ids are below `i64::MAX`).
+    pub fn next_offset(&self) -> i64 {
+        self.id.saturating_add(1)
+    }
+}
+
+/// A `getUpdates` result, read: the updates to handle, and why each other one was skipped.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Batch {
+    pub updates: Vec<Update>,
+    pub skipped: Vec<String>,
+}
+
+/// Reads a `getUpdates` result. `Err` says why it is not a list of updates at all.
+pub fn parse_batch(result: &Value) -> Result<Batch, String> {
+    let Some(items) = result.as_array() else {
+        return Err(format!("the result is {}, not a list", json_kind(result)));
+    };
+    let mut batch = Batch::default();
+    for (i, item) in items.iter().enumerate() {
+        match usable_id(item) {
+            Ok(id) => batch.updates.push(Update {
+                id,
+                body: item.clone(),
+            }),
+            Err(why) => batch.skipped.push(format!("update {i} of the batch {why}")),
+        }
+    }
+    Ok(batch)
+}
+
+/// The id of an update botd can confirm, or why it cannot.
+fn usable_id(item: &Value) -> Result<i64, String> {
+    if !item.is_object() {
+        return Err(format!("is {}, not an object", json_kind(item)));
+    }
+    let Some(id) = item.get("update_id").and_then(Value::as_i64) else {
+        return Err(match item.get("update_id") {
+            None => "has no update_id".to_string(),
+            Some(v) => format!("has an update_id that is not an integer ({v})"),
+        });
+    };
+    if id < 0 {
+        // A negative offset means "the last N updates" to Telegram, not "after this one".
+        return Err(format!("has a negative update_id ({id})"));
+    }
+    if id == i64::MAX {
+        return Err(format!("has update_id {id}, which leaves no next offset"));
+    }
+    Ok(id)
+}
+
+fn json_kind(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "a list",
+        Value::Object(_) => "an object",
+    }
+}
 
 /// Where polling resumes: the highest `update_id` known durable, and when it was received.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -61,7 +139,7 @@ impl Poller {
         }
         let mut offset = resume
             .filter(|r| is_fresh(*r, now_ms()))
-            .map(|r| r.update_id + 1);
+            .and_then(|r| resume_offset(r.update_id));
         if !self.delete_webhook() {
             return;
         }
@@ -79,18 +157,24 @@ impl Poller {
             if let Some(o) = offset {
                 params["offset"] = json!(o);
             }
+            let asked = Instant::now();
             let answer = self
                 .rt
                 .api
                 .call("getUpdates", &params, poll + Duration::from_secs(15));
-            let updates = match answer {
-                Ok(result) => {
-                    if failures > 0 {
-                        log::info!("bot \"{bot}\": Telegram polling works again");
+            let batch = match answer.map(|result| parse_batch(&result)) {
+                Ok(Ok(batch)) => batch,
+                Ok(Err(why)) => {
+                    failures += 1;
+                    if failures == 1 {
+                        log::warn!(
+                            "bot \"{bot}\": getUpdates answered something that is not a list of updates ({why}); retrying with back-off"
+                        );
+                    } else {
+                        log::debug!("bot \"{bot}\": getUpdates answered no list again ({why})");
                     }
-                    failures = 0;
-                    conflict_logged = false;
-                    result.as_array().cloned().unwrap_or_default()
+                    self.sleep(backoff(failures));
+                    continue;
                 }
                 Err(e) if e.is_bad_token() => {
                     log::error!(
@@ -143,12 +227,38 @@ impl Poller {
                     continue;
                 }
             };
-            if updates.is_empty() {
+            conflict_logged = false;
+            for why in &batch.skipped {
+                log::warn!("bot \"{bot}\": a Telegram update is skipped: it {why}");
+            }
+            if batch.updates.is_empty() {
+                // Nothing usable, or nothing long before the long poll's end: a server that
+                // answers like this at once would be asked again at once.
+                let early = asked.elapsed() < poll / 2;
+                if batch.skipped.is_empty() && !early {
+                    if failures > 0 {
+                        log::info!("bot \"{bot}\": Telegram polling works again");
+                    }
+                    failures = 0;
+                    continue;
+                }
+                failures += 1;
+                if batch.skipped.is_empty() && failures == 1 {
+                    log::warn!(
+                        "bot \"{bot}\": getUpdates answered an empty list at once instead of waiting up to {} s; retrying with back-off",
+                        poll.as_secs()
+                    );
+                }
+                self.sleep(backoff(failures));
                 continue;
             }
+            if failures > 0 {
+                log::info!("bot \"{bot}\": Telegram polling works again");
+            }
+            failures = 0;
             last_batch = Instant::now();
-            match self.accept(&updates) {
-                Some(highest) => offset = Some(highest + 1),
+            match self.accept(&batch.updates) {
+                Some(next) => offset = Some(next),
                 None => {
                     failures += 1;
                     self.sleep(backoff(failures));
@@ -157,21 +267,18 @@ impl Poller {
         }
     }
 
-    /// Spools a batch, then records its highest id, with the gate held. Returns the highest id
-    /// made durable, or `None` when nothing could be (Telegram will give the batch again).
-    fn accept(&self, updates: &[Value]) -> Option<i64> {
+    /// Spools a batch, then records its highest id, with the gate held. Returns the offset that
+    /// confirms what was made durable, or `None` when nothing could be (Telegram will give the
+    /// batch again).
+    fn accept(&self, updates: &[Update]) -> Option<i64> {
         let bot = &self.rt.config.bot_id;
         let _gate = self.rt.gate.lock().unwrap_or_else(|e| e.into_inner());
         let at = now_ms();
-        let mut highest: Option<i64> = None;
+        let mut highest: Option<&Update> = None;
         for update in updates {
-            let Some(id) = update["update_id"].as_i64() else {
-                log::warn!("bot \"{bot}\": an update without update_id is skipped");
-                continue;
-            };
-            let item = json!({"bot": bot, "update": update, "at": at});
+            let item = json!({"bot": bot, "update": update.body, "at": at});
             if let Err(e) = self.inbound.push(
-                &super::chat_key(bot, &super::update_chat(update)),
+                &super::chat_key(bot, &super::update_chat(&update.body)),
                 vec![item],
             ) {
                 log::error!(
@@ -179,9 +286,13 @@ impl Poller {
                 );
                 break;
             }
-            highest = Some(highest.map_or(id, |h| h.max(id)));
+            if highest.is_none_or(|h| update.id > h.id) {
+                highest = Some(update);
+            }
         }
         let highest = highest?;
+        let next = highest.next_offset();
+        let highest = highest.id;
         let record = json!({"update_id": highest, "at": at});
         if let Err(e) = atomic_write(&self.offset_path, record.to_string().as_bytes()) {
             log::error!(
@@ -189,7 +300,7 @@ impl Poller {
                 self.offset_path.display()
             );
         }
-        Some(highest)
+        Some(next)
     }
 
     /// `deleteWebhook`, so that polling works. False when the token is bad (polling ends).
@@ -243,6 +354,12 @@ fn latest(stored: Option<Resume>, spooled: Option<Resume>) -> Option<Resume> {
     }
 }
 
+/// The offset after a stored or spooled id; none for an id no update can have (negative, or
+/// one a damaged file set to the largest integer).
+fn resume_offset(update_id: i64) -> Option<i64> {
+    update_id.checked_add(1).filter(|_| update_id >= 0)
+}
+
 /// Could Telegram still hold updates below this one unconfirmed? (It keeps them 24 h.)
 fn is_fresh(r: Resume, now_ms: i64) -> bool {
     now_ms - r.at_ms < RETENTION.as_millis() as i64
@@ -284,6 +401,62 @@ mod tests {
         let day = RETENTION.as_millis() as i64;
         assert!(is_fresh(r(1, 0), day - 1));
         assert!(!is_fresh(r(1, 0), day));
+    }
+
+    #[test]
+    fn batches_are_read_and_bad_updates_skipped() {
+        let good = json!({"update_id": 5, "message": {"chat": {"id": 1}}});
+        let batch = parse_batch(&json!([
+            good,
+            {"message": {}},
+            {"update_id": "6"},
+            {"update_id": 1.5},
+            {"update_id": -3},
+            {"update_id": i64::MAX},
+            {"update_id": u64::MAX},
+            7,
+            null,
+            {"update_id": i64::MAX - 1}
+        ]))
+        .unwrap();
+        let ids: Vec<i64> = batch.updates.iter().map(|u| u.id).collect();
+        assert_eq!(ids, [5, i64::MAX - 1]);
+        assert_eq!(batch.updates[0].body, good);
+        assert_eq!(batch.updates[1].next_offset(), i64::MAX);
+        assert_eq!(
+            batch.skipped,
+            [
+                "update 1 of the batch has no update_id",
+                "update 2 of the batch has an update_id that is not an integer (\"6\")",
+                "update 3 of the batch has an update_id that is not an integer (1.5)",
+                "update 4 of the batch has a negative update_id (-3)",
+                "update 5 of the batch has update_id 9223372036854775807, which leaves no next offset",
+                "update 6 of the batch has an update_id that is not an integer (18446744073709551615)",
+                "update 7 of the batch is a number, not an object",
+                "update 8 of the batch is null, not an object",
+            ]
+        );
+        assert_eq!(parse_batch(&json!([])), Ok(Batch::default()));
+        for (result, kind) in [
+            (json!({}), "an object"),
+            (json!(null), "null"),
+            (json!("[]"), "a string"),
+            (json!(true), "a boolean"),
+        ] {
+            assert_eq!(
+                parse_batch(&result),
+                Err(format!("the result is {kind}, not a list"))
+            );
+        }
+    }
+
+    #[test]
+    fn resume_offsets_never_overflow() {
+        assert_eq!(resume_offset(41), Some(42));
+        assert_eq!(resume_offset(0), Some(1));
+        assert_eq!(resume_offset(i64::MAX), None);
+        assert_eq!(resume_offset(-1), None);
+        assert_eq!(resume_offset(i64::MIN), None);
     }
 
     #[test]
