@@ -42,8 +42,9 @@ install: build
 		echo "now: systemctl enable --now botd"; \
 	fi
 
-## bench: speed, footprint and scale of botd against a bare tiny_http ceiling, written to bench/RESULTS.md
+## bench: speed, footprint and scale of botd against a bare ceiling on the same HTTP layer (and the ARM binary sizes), written to bench/RESULTS.md
 bench:
+	packaging/pi build
 	$(CARGO) build --release --locked --bin botd --example bench --example bench-ceiling
 	./target/release/examples/bench --botd $(BIN) --profile-botd $(BIN) --ceiling target/release/examples/bench-ceiling --out bench/RESULTS.md
 

@@ -140,6 +140,8 @@ pub struct Results {
     pub write_shm_ms: Option<(f64, f64)>,
     pub binary_bytes: u64,
     pub binary_stripped: bool,
+    /// Stripped sizes of the Raspberry Pi builds `make pi` left in target/pi/ (None: not built).
+    pub arm_binaries: Vec<(&'static str, Option<u64>)>,
     pub rss_idle_kb: u64,
     pub threads_idle: u64,
     pub start_median: Duration,
@@ -357,6 +359,7 @@ fn footprint_section(o: &Options, r: &mut Results) -> Result<(), String> {
     println!("bench: footprint and scale");
     r.binary_bytes = report::stripped_size(&o.botd, &o.work);
     r.binary_stripped = report::is_stripped(&o.botd);
+    r.arm_binaries = report::arm_binaries();
     let (median, max) = footprint::start_times(&o.botd, &o.work, 5)?;
     r.start_median = median;
     r.start_max = max;

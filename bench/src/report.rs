@@ -26,6 +26,20 @@ pub fn is_stripped(bin: &Path) -> bool {
     std::fs::read(bin).is_ok_and(|b| !b.windows(8).any(|w| w == b".symtab\0"))
 }
 
+/// The stripped ARM binaries of `make pi` (its tarball folders under target/pi/stage/), by
+/// architecture.
+pub fn arm_binaries() -> Vec<(&'static str, Option<u64>)> {
+    let stage = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/pi/stage");
+    let version = env!("CARGO_PKG_VERSION");
+    ["aarch64", "armv7"]
+        .into_iter()
+        .map(|arch| {
+            let bin = stage.join(format!("botd-{version}-{arch}-linux/botd"));
+            (arch, std::fs::metadata(bin).ok().map(|m| m.len()))
+        })
+        .collect()
+}
+
 /// Size in bytes of `bin` after `strip` (a copy is stripped), or its own size when `strip`
 /// is missing.
 pub fn stripped_size(bin: &Path, work: &Path) -> u64 {
@@ -332,6 +346,16 @@ pub fn render(r: &Results) -> String {
         },
         r.binary_bytes as f64 / 1048576.0
     );
+    for (arch, bytes) in &r.arm_binaries {
+        let _ = writeln!(
+            m,
+            "| binary size, {arch} Raspberry Pi build (stripped, `make pi`) | {} |",
+            bytes.map_or("not built".to_string(), |b| format!(
+                "{:.2} MB",
+                b as f64 / 1048576.0
+            ))
+        );
+    }
     let _ = writeln!(
         m,
         "| RSS idle, welcome-bot loaded ({} threads) | {} |",
