@@ -346,3 +346,41 @@ fn schema_versions_are_migrated_or_refused() {
         .unwrap();
     assert_eq!(still, newer);
 }
+
+/// `make install` into a staging folder (DESTDIR), with the binary this test run built: the
+/// data folder is created 0700, and the unit sets the umask and the open-file limit.
+#[test]
+fn make_install_keeps_the_data_folder_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let stage = TempDir::new("install");
+    let out = std::process::Command::new("make")
+        .arg("install")
+        .arg(format!("DESTDIR={}", stage.path().display()))
+        .arg("PREFIX=/usr")
+        .arg("DATA_DIR=/var/lib/botd")
+        // The binary is already built: no release build here.
+        .arg("CARGO=true")
+        .arg(format!("BIN={}", env!("CARGO_BIN_EXE_botd")))
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .expect("run make");
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let data = stage.path().join("var/lib/botd");
+    let mode = std::fs::metadata(&data).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o700);
+    assert!(data
+        .join("bots")
+        .join(BOT)
+        .join("bot.config.json")
+        .is_file());
+    let unit =
+        std::fs::read_to_string(stage.path().join("etc/systemd/system/botd.service")).unwrap();
+    let lines: Vec<&str> = unit.lines().map(str::trim).collect();
+    assert!(lines.contains(&"UMask=0077"), "{unit}");
+    assert!(lines.contains(&"LimitNOFILE=4096"), "{unit}");
+}
