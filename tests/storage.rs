@@ -210,6 +210,25 @@ fn secrets_and_conversations_are_private() {
     ] {
         assert_eq!(mode(file), 0o600, "{file}");
     }
+    // Files an older release left world-readable are made private at the next start.
+    drop(server);
+    let set = |rel: &str, m: u32| {
+        std::fs::set_permissions(data.path().join(rel), std::fs::Permissions::from_mode(m)).unwrap()
+    };
+    set("storage", 0o755);
+    set("storage/botd.sqlite", 0o644);
+    set("global/botpress.config.json", 0o644);
+    set("global/config/channel-messenger.json", 0o644);
+    let server = Server::start(data.path(), &[]);
+    assert_eq!(say(server.port, "m-user", "Mallory")[1], FIRST_TIME);
+    assert_eq!(mode("storage"), 0o700);
+    for file in [
+        "storage/botd.sqlite",
+        "global/botpress.config.json",
+        "global/config/channel-messenger.json",
+    ] {
+        assert_eq!(mode(file), 0o600, "{file}");
+    }
 }
 
 /// The previous release's record file for `key`: `bots/<bot>/<ns>/<h[..2]>/<h>.json` with
