@@ -1085,3 +1085,50 @@ fn the_previous_release_spools_and_seen_ids_are_imported() {
     assert!(storage.join("imported-files/messenger/seen.log").is_file());
     assert!(!storage.join("messenger/inbound").exists());
 }
+
+/// A queued event that cannot be read is quarantined at start with a log line, not skipped
+/// and kept forever; the items after it are played.
+#[test]
+fn an_unreadable_queued_event_is_quarantined_at_start() {
+    let fake = FakeGraph::start(&[("TOKEN-W", "PW"), ("TOKEN-E", "PE")]);
+    let data = data_dir("mess-unreadable", &fake, json!({}));
+    drop(start(data.path()));
+    {
+        let db = database(data.path());
+        db.execute(
+            "INSERT INTO queue_items (queue, key, item, created_ms) VALUES ('messenger-in', 'welcome-bot/U-q', '{\"bot\": \"welcome-b', 0)",
+            [],
+        )
+        .unwrap();
+        let good = json!({"bot": "welcome-bot", "psid": "U-q", "kind": "message", "payload": {"mid": "mid.q1", "text": "hi"}});
+        db.execute(
+            "INSERT INTO queue_items (queue, key, item, created_ms) VALUES ('messenger-in', 'welcome-bot/U-q', ?1, 0)",
+            [good.to_string()],
+        )
+        .unwrap();
+    }
+    let server = start(data.path());
+    assert_eq!(
+        fake.wait_texts("U-q", 1, Duration::from_secs(20)),
+        ["May I know your name please?"]
+    );
+    let log = server.log();
+    assert_eq!(
+        log.lines()
+            .filter(|l| l.contains("ERROR") && l.contains("of queue messenger-in"))
+            .count(),
+        1,
+        "{log}"
+    );
+    let kinds: Vec<String> = {
+        let db = database(data.path());
+        let mut stmt = db.prepare("SELECT kind FROM quarantine").unwrap();
+        let rows = stmt.query_map([], |r| r.get(0)).unwrap();
+        rows.map(Result::unwrap).collect()
+    };
+    assert_eq!(kinds, ["queue messenger-in"]);
+    drop(server);
+    // Nothing is left to skip at the next start.
+    let server = start(data.path());
+    assert!(!server.log().contains("cannot be read"), "{}", server.log());
+}

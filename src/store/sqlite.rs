@@ -80,7 +80,14 @@ impl SqliteStore {
         let shown = path.display().to_string();
         let folder = |e: std::io::Error| format!("{}: {e}", storage_dir.display());
         create_dir_durable(storage_dir).map_err(folder)?;
-        restrict_mode(storage_dir, 0o700).map_err(folder)?;
+        // Made by an older release, or by hand: tightened; a folder or file owned by someone
+        // else stays as it is (botd can still use it), with a warning.
+        if let Err(e) = restrict_mode(storage_dir, 0o700) {
+            log::warn!(
+                "{}: cannot make it private (0700): {e}",
+                storage_dir.display()
+            );
+        }
         // SQLite gives its -wal and -shm files the mode of the database file.
         match create_private(&path) {
             Ok(file) => {
@@ -92,12 +99,12 @@ impl SqliteStore {
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
             Err(e) => return Err(format!("{shown}: {e}")),
         }
-        restrict_private(&path).map_err(|e| format!("{shown}: {e}"))?;
+        restrict_private(&path);
         let mut conn = Connection::open(&path).map_err(|e| format!("{shown}: {e}"))?;
         configure(&conn).map_err(|e| format!("{shown}: {e}"))?;
         schema::migrate(&mut conn, &shown)?;
         super::import::import_old_files(&mut conn, storage_dir, &shown)?;
-        restrict_private(&path).map_err(|e| format!("{shown}: {e}"))?;
+        restrict_private(&path);
         Ok(SqliteStore {
             conn: Mutex::new(conn),
             shown,
@@ -156,13 +163,15 @@ fn configure(conn: &Connection) -> rusqlite::Result<()> {
 }
 
 /// The database and its companions 0600 (an older umask may have made them wider).
-fn restrict_private(path: &Path) -> std::io::Result<()> {
+fn restrict_private(path: &Path) {
     for suffix in ["", "-wal", "-shm"] {
         let mut p = path.as_os_str().to_owned();
         p.push(suffix);
-        restrict_mode(&PathBuf::from(p), 0o600)?;
+        let p = PathBuf::from(p);
+        if let Err(e) = restrict_mode(&p, 0o600) {
+            log::warn!("{}: cannot make it private (0600): {e}", p.display());
+        }
     }
-    Ok(())
 }
 
 /// Moves one record into `quarantine`; its id, or `None` when there was no such record.
