@@ -141,6 +141,9 @@ fn check(o: &Options) -> i32 {
     for line in &report.lines {
         println!("{line}");
     }
+    if !report.summary.is_empty() {
+        eprintln!("{}", report.summary);
+    }
     if !report.sound {
         failed += 1;
     }

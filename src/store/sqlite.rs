@@ -432,9 +432,12 @@ impl Store for SqliteStore {
     }
 }
 
-/// What `botd check` says about the database: one line per finding, and whether it is sound.
+/// What `botd check` says about the database: one `path: what is wrong` line per finding
+/// (a damaged database, a quarantined record, a dead letter), a summary, and whether the
+/// database is sound.
 pub struct CheckReport {
     pub lines: Vec<String>,
+    pub summary: String,
     pub sound: bool,
 }
 
@@ -445,12 +448,11 @@ pub fn check_database(storage_dir: &Path) -> CheckReport {
     let shown = path.display().to_string();
     let mut report = CheckReport {
         lines: Vec::new(),
+        summary: String::new(),
         sound: true,
     };
     if !path.exists() {
-        report.lines.push(format!(
-            "{shown}: no database yet (botd creates it at start)"
-        ));
+        report.summary = format!("{shown}: no database yet (botd creates it at start)");
         return report;
     }
     let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
@@ -473,10 +475,10 @@ pub fn check_database(storage_dir: &Path) -> CheckReport {
             return report;
         }
         Ok(v) if v < schema::SCHEMA_VERSION => {
-            report.lines.push(format!(
+            report.summary = format!(
                 "{shown}: schema version {v}; botd migrates it to {} at its next start",
                 schema::SCHEMA_VERSION
-            ));
+            );
             return report;
         }
         Ok(_) => {}
@@ -536,7 +538,19 @@ pub fn check_database(storage_dir: &Path) -> CheckReport {
         Ok(lines)
     })();
     match listed {
-        Ok(lines) => report.lines.extend(lines),
+        Ok(lines) => {
+            let quarantined = lines
+                .iter()
+                .filter(|l| l.contains(": quarantine #"))
+                .count();
+            report.summary = format!(
+                "{shown}: {}, schema version {}, {quarantined} quarantined record(s), {} dead letter(s)",
+                if report.sound { "integrity ok" } else { "integrity check failed" },
+                schema::SCHEMA_VERSION,
+                lines.len() - quarantined
+            );
+            report.lines.extend(lines);
+        }
         Err(e) => fail(&mut report, format!("{shown}: cannot list quarantine: {e}")),
     }
     report
