@@ -151,7 +151,8 @@ impl Engine {
         record.temp = json!({});
         record.context_expiry = 0;
         state::save_session(&mut batch, bot_id, session_id, &record);
-        store.commit(batch).map_err(|e| e.to_string())?;
+        // The timeout's replies are queued in the same commit as its state.
+        let mut after_commit = None;
         if ran && !turn.outputs.is_empty() {
             let destination = Destination {
                 bot_id: bot_id.to_string(),
@@ -166,9 +167,13 @@ impl Engine {
                 .get(&channel)
                 .cloned();
             match sink {
-                Some(sink) => sink(&destination, turn.outputs),
+                Some(sink) => after_commit = Some(sink(&destination, turn.outputs, &mut batch)),
                 None => log::info!("bot \"{bot_id}\": timeout replies for channel {channel} have nowhere to go (Converse cannot push)"),
             }
+        }
+        let committed = store.commit(batch).map_err(|e| e.to_string())?;
+        if let Some(schedule) = after_commit {
+            schedule(&committed);
         }
         Ok(())
     }

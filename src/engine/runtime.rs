@@ -59,8 +59,14 @@ pub struct Destination {
     pub thread_id: Option<String>,
 }
 
-/// Delivers payloads the engine produces on its own (timeout nodes) to a channel.
-pub type ProactiveSink = Arc<dyn Fn(&Destination, Vec<Value>) + Send + Sync>;
+/// Queues payloads the engine produces on its own (timeout nodes) for a channel: the sink
+/// adds them to the batch that also holds the conversation's state, and the function it
+/// returns schedules them once that batch is committed.
+pub type ProactiveSink =
+    Arc<dyn Fn(&Destination, Vec<Value>, &mut Batch) -> AfterCommit + Send + Sync>;
+
+/// What to do once a batch is committed (schedule the items it queued).
+pub type AfterCommit = Box<dyn FnOnce(&Committed) + Send>;
 
 pub struct Engine {
     pub(super) settings: Arc<Settings>,

@@ -25,7 +25,7 @@ use crate::config::units;
 use crate::engine::runtime::Destination;
 use crate::engine::{Engine, Event, TurnError};
 use crate::http::Route;
-use crate::store::{Queue, Store};
+use crate::store::{Batch, Committed, Queue, Store};
 use graph::{backoff, Failure, Graph};
 use serde_json::{json, Map, Value};
 use std::collections::HashMap;
@@ -291,19 +291,24 @@ impl Messenger {
         self.route.clone().map(|r| r as Arc<dyn Route>)
     }
 
-    /// Where the engine's proactive replies (timeouts) for `messenger` go: the outbound queue.
+    /// Where the engine's proactive replies (timeouts) for `messenger` go: the outbound
+    /// queue, in the commit of the timeout's state.
     pub fn proactive_sink(&self) -> crate::engine::runtime::ProactiveSink {
         let (core, outbound) = (self.core.clone(), self.outbound.clone());
-        Arc::new(move |dest: &Destination, payloads: Vec<Value>| {
-            let typing = core.bots.get(&dest.bot_id).is_none_or(|b| b.typing_delay);
-            let items = plan(&dest.bot_id, &dest.target, &payloads, false, typing);
-            if let Err(e) = outbound.push(&conversation_key(&dest.bot_id, &dest.target), items) {
-                log::error!(
-                    "Messenger: cannot queue a timeout reply for bot \"{}\": {e}",
-                    dest.bot_id
-                );
-            }
-        })
+        Arc::new(
+            move |dest: &Destination, payloads: Vec<Value>, batch: &mut Batch| {
+                let typing = core.bots.get(&dest.bot_id).is_none_or(|b| b.typing_delay);
+                let key = conversation_key(&dest.bot_id, &dest.target);
+                let mut staged = outbound.staged();
+                for item in plan(&dest.bot_id, &dest.target, &payloads, false, typing) {
+                    outbound.stage(&mut staged, batch, &key, item, None);
+                }
+                let outbound = outbound.clone();
+                Box::new(move |committed: &Committed| {
+                    outbound.schedule(staged, committed);
+                })
+            },
+        )
     }
 
     /// Items not finished yet: (events to play, Graph calls to make).

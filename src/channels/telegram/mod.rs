@@ -22,7 +22,7 @@ pub mod throttle;
 use crate::channels::delivery::{Delivery, Job, Outcome};
 use crate::config::{units, Settings};
 use crate::engine::{Destination, Engine, Event, TurnError};
-use crate::store::Queue;
+use crate::store::{Batch, Committed, Queue};
 use api::Api;
 use serde_json::{json, Map, Value};
 use std::collections::HashMap;
@@ -233,18 +233,21 @@ impl Telegram {
             let (runtimes, outbound) = (runtimes.clone(), outbound.clone());
             engine.set_proactive_sink(
                 "telegram",
-                Arc::new(move |dest: &Destination, payloads: Vec<Value>| {
-                    let Some(rt) = runtimes.get(&dest.bot_id) else {
-                        log::info!("bot \"{}\": timeout replies for Telegram are dropped: Telegram is not enabled for this bot", dest.bot_id);
-                        return;
-                    };
-                    let chat = dest.thread_id.clone().unwrap_or_else(|| dest.target.clone());
-                    let steps = send::plan(&rt.config, &chat, &payloads);
-                    if !steps.is_empty() {
-                        if let Err(e) = outbound.push(&chat_key(&dest.bot_id, &chat), steps) {
-                            log::error!("bot \"{}\": cannot spool Telegram replies: {e}", dest.bot_id);
+                Arc::new(move |dest: &Destination, payloads: Vec<Value>, batch: &mut Batch| {
+                    let mut staged = outbound.staged();
+                    match runtimes.get(&dest.bot_id) {
+                        Some(rt) => {
+                            let chat = dest.thread_id.clone().unwrap_or_else(|| dest.target.clone());
+                            for step in send::plan(&rt.config, &chat, &payloads) {
+                                outbound.stage(&mut staged, batch, &chat_key(&dest.bot_id, &chat), step, None);
+                            }
                         }
+                        None => log::info!("bot \"{}\": timeout replies for Telegram are dropped: Telegram is not enabled for this bot", dest.bot_id),
                     }
+                    let outbound = outbound.clone();
+                    Box::new(move |committed: &Committed| {
+                        outbound.schedule(staged, committed);
+                    })
                 }),
             );
         }
