@@ -340,6 +340,18 @@ mod tests {
             ),
         );
         write(&dir, "telegram/echo-bot/offset.json", "{\"update_id\": 4}");
+        write(
+            &dir,
+            "telegram/inbound/00000000000000000009.json",
+            &json!({"key": "echo-bot/7", "item": {"bot": "echo-bot", "update": {"update_id": 4}, "at": 1}})
+                .to_string(),
+        );
+        write(
+            &dir,
+            "telegram/outbound/00000000000000000010.json",
+            &json!({"key": "echo-bot/7", "item": {"bot": "echo-bot", "method": "sendMessage"}})
+                .to_string(),
+        );
         let store = SqliteStore::open(&dir).unwrap();
         assert_eq!(
             store
@@ -361,6 +373,14 @@ mod tests {
             .map(|i| i.item["n"].clone())
             .collect();
         assert_eq!(items, vec![json!(1), json!(2)]);
+        let tg_in = store.pending(Queue::TelegramIn).unwrap();
+        assert_eq!(tg_in.len(), 1);
+        assert_eq!(
+            (tg_in[0].key.as_str(), &tg_in[0].item["update"]["update_id"]),
+            ("echo-bot/7", &json!(4))
+        );
+        assert_eq!(store.pending(Queue::TelegramOut).unwrap().len(), 1);
+        assert!(!dir.join("telegram/inbound").exists() && !dir.join("telegram/outbound").exists());
         assert!(dir.join("imported-files/bots/welcome-bot").is_dir());
         assert!(dir.join("imported-files/messenger/seen.log").is_file());
         assert!(!dir.join("bots").exists() && !dir.join("messenger/inbound").exists());

@@ -277,6 +277,7 @@ pub trait Store: Send + Sync {
     /// A record; `None` when absent (or just quarantined because it does not parse).
     fn get(&self, ns: Namespace, bot: &str, key: &str) -> Result<Option<Value>, StoreError>;
     /// Calls `visit(key, value)` for every readable record of `ns` for `bot` (the janitor).
+    /// `visit` runs while the store is busy reading: it must not call the store itself.
     fn scan(
         &self,
         ns: Namespace,
