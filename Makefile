@@ -24,7 +24,7 @@ check:
 	$(CARGO) clippy --locked --all-targets -- -D warnings
 	$(CARGO) run --locked --quiet -- check --data ./data
 
-## install: binary, systemd unit, and the data folder (an existing one is never overwritten)
+## install: binary, systemd unit, and the data folder, 0700 (an existing one is never overwritten)
 install: build
 	install -D -s -m 0755 $(BIN) $(DESTDIR)$(PREFIX)/bin/botd
 	install -D -m 0644 README.md $(DESTDIR)$(PREFIX)/share/doc/botd/README.md
@@ -33,11 +33,12 @@ install: build
 	@if [ -e "$(DESTDIR)$(DATA_DIR)/bots" ]; then \
 		echo "$(DESTDIR)$(DATA_DIR) exists: left as it is"; \
 	else \
-		install -d $(DESTDIR)$(DATA_DIR) && cp -R data/bots $(DESTDIR)$(DATA_DIR)/bots && echo "installed the bundled bots into $(DESTDIR)$(DATA_DIR)"; \
+		install -d -m 0700 $(DESTDIR)$(DATA_DIR) && cp -R data/bots $(DESTDIR)$(DATA_DIR)/bots && echo "installed the bundled bots into $(DESTDIR)$(DATA_DIR)"; \
 	fi
 	@if [ -z "$(DESTDIR)" ] && [ "$$(id -u)" = 0 ]; then \
 		id -u botd >/dev/null 2>&1 || useradd --system --home-dir $(DATA_DIR) --shell /usr/sbin/nologin botd; \
 		chown -R botd:botd $(DATA_DIR); \
+		chmod 0700 $(DATA_DIR); \
 		systemctl daemon-reload; \
 		echo "now: systemctl enable --now botd"; \
 	fi

@@ -7,7 +7,7 @@ use crate::channels::telegram::Telegram;
 use crate::config::Settings;
 use crate::engine::Engine;
 use crate::http::{self, AppState, Route};
-use crate::store::FileStore;
+use crate::store::SqliteStore;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -34,7 +34,13 @@ pub fn run(data_dir: &Path) -> i32 {
     };
     init_logging(settings.env.get("RUST_LOG"));
     let started = Instant::now();
-    let store = Arc::new(FileStore::new(&data_dir.join("storage")));
+    let store = match SqliteStore::open(&data_dir.join("storage")) {
+        Ok(s) => Arc::new(s),
+        Err(e) => {
+            log::error!("{e}");
+            return 1;
+        }
+    };
     let (engine, problems) = Engine::new(settings.clone(), store);
     for p in &problems {
         log::warn!("{p}");

@@ -3,7 +3,7 @@
 use botd::config::{units, Settings};
 use botd::engine::{bot, Engine, Event};
 use botd::http::jwt;
-use botd::store::FileStore;
+use botd::store::SqliteStore;
 use serde_json::Value;
 use std::io::{BufRead, Write};
 use std::path::PathBuf;
@@ -100,8 +100,9 @@ fn load_settings(o: &Options) -> Option<Settings> {
     }
 }
 
-/// `botd check`: every problem of every bot as `path: what is wrong`; non-zero when a bot
-/// cannot load.
+/// `botd check`: every problem of every bot as `path: what is wrong`, then the database's
+/// integrity check, quarantined records and dead letters; non-zero when a bot cannot load or
+/// the database is not sound.
 fn check(o: &Options) -> i32 {
     let Some(settings) = load_settings(o) else {
         return 1;
@@ -136,6 +137,16 @@ fn check(o: &Options) -> i32 {
             failed += 1;
         }
     }
+    let report = botd::store::check_database(&o.data.join("storage"));
+    for line in &report.lines {
+        println!("{line}");
+    }
+    if !report.summary.is_empty() {
+        eprintln!("{}", report.summary);
+    }
+    if !report.sound {
+        failed += 1;
+    }
     i32::from(failed > 0)
 }
 
@@ -149,7 +160,13 @@ fn chat(o: &Options) -> i32 {
         return 1;
     };
     botd::app::init_logging(Some("warn"));
-    let store = Arc::new(FileStore::new(&o.data.join("storage")));
+    let store = match SqliteStore::open(&o.data.join("storage")) {
+        Ok(s) => Arc::new(s),
+        Err(e) => {
+            eprintln!("botd: {e}");
+            return 1;
+        }
+    };
     let (engine, problems) = Engine::new(Arc::new(settings), store);
     for p in problems {
         eprintln!("{p}");

@@ -1194,10 +1194,7 @@ fn converse_timeout_answers_504_and_saves_nothing() {
     assert_envelope(&converse(p, "welcome-bot", "slow", "hi"), expected.clone());
     assert_envelope(&converse(p, "welcome-bot", "slow", "Sylvain"), expected);
     drop(server);
-    assert!(!data
-        .path()
-        .join("storage/bots/welcome-bot/sessions")
-        .exists());
+    assert_eq!(rows_of(data.path(), "sessions", "welcome-bot"), 0);
     write(
         data.path(),
         "global/botpress.config.json",

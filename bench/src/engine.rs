@@ -4,36 +4,33 @@
 use crate::scenario::{is_greeting, ASK_NAME, BOT};
 use botd::config::Settings;
 use botd::engine::{Engine, Event};
-use botd::store::{FileStore, Namespace, Store};
+use botd::store::{
+    Batch, Committed, Namespace, Op, Queue, QueuedItem, SqliteStore, Store, StoreError,
+};
 use serde_json::{json, Value};
 use std::collections::HashMap;
-use std::io;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-/// A store in memory, to see the engine's own cost.
+/// A store in memory, to see the engine's own cost. Queues are not kept (the engine bench
+/// plays turns only).
 #[derive(Default)]
 pub struct MemStore {
     map: Mutex<HashMap<(Namespace, String, String), Value>>,
 }
 
 impl Store for MemStore {
-    fn get(&self, ns: Namespace, bot: &str, key: &str) -> io::Result<Option<Value>> {
+    fn get(&self, ns: Namespace, bot: &str, key: &str) -> Result<Option<Value>, StoreError> {
         let map = self.map.lock().unwrap_or_else(|e| e.into_inner());
         Ok(map.get(&(ns, bot.to_string(), key.to_string())).cloned())
     }
-    fn put(&self, ns: Namespace, bot: &str, key: &str, value: &Value) -> io::Result<()> {
-        let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
-        map.insert((ns, bot.to_string(), key.to_string()), value.clone());
-        Ok(())
-    }
-    fn delete(&self, ns: Namespace, bot: &str, key: &str) -> io::Result<()> {
-        let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
-        map.remove(&(ns, bot.to_string(), key.to_string()));
-        Ok(())
-    }
-    fn scan(&self, ns: Namespace, bot: &str, visit: &mut dyn FnMut(&str, Value)) -> io::Result<()> {
+    fn scan(
+        &self,
+        ns: Namespace,
+        bot: &str,
+        visit: &mut dyn FnMut(&str, Value),
+    ) -> Result<(), StoreError> {
         let map = self.map.lock().unwrap_or_else(|e| e.into_inner());
         for ((n, b, k), v) in map.iter() {
             if *n == ns && b == bot {
@@ -41,6 +38,31 @@ impl Store for MemStore {
             }
         }
         Ok(())
+    }
+    fn commit(&self, batch: Batch) -> Result<Committed, StoreError> {
+        let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
+        let mut ids = Vec::with_capacity(batch.ops.len());
+        for op in batch.ops {
+            match op {
+                Op::Put {
+                    ns,
+                    bot,
+                    key,
+                    value,
+                } => {
+                    map.insert((ns, bot, key), value);
+                }
+                Op::Delete { ns, bot, key } | Op::Quarantine { ns, bot, key, .. } => {
+                    map.remove(&(ns, bot, key));
+                }
+                _ => {}
+            }
+            ids.push(None);
+        }
+        Ok(Committed::new(ids))
+    }
+    fn pending(&self, _queue: Queue) -> Result<Vec<QueuedItem>, StoreError> {
+        Ok(Vec::new())
     }
 }
 
@@ -53,8 +75,15 @@ pub fn engine_on(data: &Path, store: Arc<dyn Store>) -> Result<Engine, String> {
     Ok(engine)
 }
 
-pub fn file_store(data: &Path) -> Arc<dyn Store> {
-    Arc::new(FileStore::new(&data.join("storage")))
+/// The real store of `data` (SQLite under `data/storage/`).
+pub fn disk_store(data: &Path) -> Arc<dyn Store> {
+    match SqliteStore::open(&data.join("storage")) {
+        Ok(s) => Arc::new(s),
+        Err(e) => {
+            eprintln!("bench: {e}; measuring on memory instead");
+            Arc::new(MemStore::default())
+        }
+    }
 }
 
 fn texts(responses: &[Value]) -> Vec<&str> {

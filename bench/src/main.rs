@@ -344,11 +344,11 @@ fn engine_section(o: &Options, r: &mut Results) {
         r.engine_mem = run(&data, store, r);
     }
     if let Ok(data) = fresh_data(&o.work.join("engine-disk")) {
-        r.engine_disk = run(&data, engine::file_store(&data), r);
+        r.engine_disk = run(&data, engine::disk_store(&data), r);
     }
     if let Some(dir) = r.shm.clone() {
         if let Ok(data) = fresh_data(&dir.join("engine")) {
-            r.engine_shm = run(&data, engine::file_store(&data), r);
+            r.engine_shm = run(&data, engine::disk_store(&data), r);
         }
         r.write_shm_ms = Some(engine::durable_write_ms(&dir.join("writes"), 300));
     }

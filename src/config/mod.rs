@@ -97,6 +97,7 @@ impl Settings {
             }
             write_json(&config_path, &config).map_err(|e| vec![Problem::new(&shown, e)])?;
         }
+        keep_private(&config_path);
 
         let mut problems = Vec::new();
         let mut global_modules = Map::new();
@@ -115,6 +116,7 @@ impl Settings {
                     problems.push(Problem::new(path.display().to_string(), e));
                 }
             }
+            keep_private(&path);
             match read_json(&path) {
                 Ok(Value::Object(map)) => {
                     problems.extend(validate_module(module, &map, &path.display().to_string()));
@@ -422,6 +424,14 @@ pub fn read_json(path: &Path) -> Result<Value, Problem> {
     serde_json::from_str(text).map_err(|e| Problem::new(&shown, format!("invalid JSON: {e}")))
 }
 
+/// Global config files hold the appSecret and channel secrets: ones an older release made
+/// world-readable become 0600. A file botd may not chmod (someone else's) is left as its owner
+/// chose; reading it still works.
+fn keep_private(path: &Path) {
+    let _ = crate::store::restrict_mode(path, 0o600);
+}
+
+/// Writes `value` (created 0600, in folders created 0700: see [`atomic_write`]).
 fn write_json(path: &Path, value: &Value) -> Result<(), String> {
     let mut text = serde_json::to_vec_pretty(value).map_err(|e| e.to_string())?;
     text.push(b'\n');

@@ -6,7 +6,7 @@ use super::dialog::{self, DialogContext};
 use super::event::{default_nlu, now_ms, object, Event};
 use super::runtime::{event_json, Destination, Engine};
 use super::state;
-use crate::store::Namespace;
+use crate::store::{Batch, Namespace};
 use serde_json::json;
 use std::collections::{BTreeSet, HashMap};
 use std::time::{Duration, Instant};
@@ -62,7 +62,9 @@ impl Engine {
                     .and_then(|v| v["sessionExpiry"].as_i64())
                     .is_some_and(|e| e != 0 && e <= now);
                 if still_expired {
-                    if let Err(e) = self.store.delete(Namespace::Sessions, &bot_id, &key) {
+                    let mut batch = Batch::new();
+                    batch.delete(Namespace::Sessions, &bot_id, &key);
+                    if let Err(e) = self.store.commit(batch) {
                         log::warn!("bot \"{bot_id}\": cannot delete an expired session: {e}");
                     }
                 }
@@ -121,7 +123,7 @@ impl Engine {
             ("session", record.session.clone()),
             ("temp", record.temp.clone()),
         ]);
-        if let Ok(Some(kv)) = store.get(Namespace::Kv, bot_id, "global") {
+        if let Ok(Some(kv)) = state::load_bot_kv(store, bot_id) {
             scope["bot"] = kv;
         }
         let deadline = Some(Instant::now() + Duration::from_secs(5));
@@ -135,21 +137,22 @@ impl Engine {
                 Err(e) => log::warn!("bot \"{bot_id}\": timeout node failed: {e:?}"),
             }
         }
-        // After timeout handling the conversation starts over: context and temp go.
+        // After timeout handling the conversation starts over: context and temp go. User, bot
+        // KV and session are one commit.
+        let mut batch = Batch::new();
         if ran {
-            state::save_user(store, bot_id, &channel, &target, &turn.scope["user"])
-                .map_err(|e| e.to_string())?;
+            state::save_user(&mut batch, bot_id, &channel, &target, &turn.scope["user"]);
             for (key, value) in &turn.kv_writes {
-                store
-                    .put(Namespace::Kv, bot_id, key, value)
-                    .map_err(|e| e.to_string())?;
+                batch.put(Namespace::Kv, bot_id, key, value.clone());
             }
             record.session = turn.scope["session"].clone();
         }
         record.context = DialogContext::default();
         record.temp = json!({});
         record.context_expiry = 0;
-        state::save_session(store, bot_id, session_id, &record).map_err(|e| e.to_string())?;
+        state::save_session(&mut batch, bot_id, session_id, &record);
+        // The timeout's replies are queued in the same commit as its state.
+        let mut after_commit = None;
         if ran && !turn.outputs.is_empty() {
             let destination = Destination {
                 bot_id: bot_id.to_string(),
@@ -164,9 +167,13 @@ impl Engine {
                 .get(&channel)
                 .cloned();
             match sink {
-                Some(sink) => sink(&destination, turn.outputs),
+                Some(sink) => after_commit = Some(sink(&destination, turn.outputs, &mut batch)),
                 None => log::info!("bot \"{bot_id}\": timeout replies for channel {channel} have nowhere to go (Converse cannot push)"),
             }
+        }
+        let committed = store.commit(batch).map_err(|e| e.to_string())?;
+        if let Some(schedule) = after_commit {
+            schedule(&committed);
         }
         Ok(())
     }

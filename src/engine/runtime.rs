@@ -12,7 +12,7 @@ use super::qna;
 use super::state;
 use super::Problem;
 use crate::config::Settings;
-use crate::store::{Namespace, Store};
+use crate::store::{Batch, Committed, Namespace, Store, StoreError};
 use serde_json::{json, Map, Value};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
@@ -36,8 +36,8 @@ pub enum TurnError {
     UnknownBot(String),
     /// The turn ran past its deadline; nothing was saved.
     Timeout,
-    /// State could not be read or written; nothing was half-saved.
-    Storage(String),
+    /// State could not be read or written; nothing of the turn was saved.
+    Storage(StoreError),
 }
 
 impl std::fmt::Display for TurnError {
@@ -59,8 +59,14 @@ pub struct Destination {
     pub thread_id: Option<String>,
 }
 
-/// Delivers payloads the engine produces on its own (timeout nodes) to a channel.
-pub type ProactiveSink = Arc<dyn Fn(&Destination, Vec<Value>) + Send + Sync>;
+/// Queues payloads the engine produces on its own (timeout nodes) for a channel: the sink
+/// adds them to the batch that also holds the conversation's state, and the function it
+/// returns schedules them once that batch is committed.
+pub type ProactiveSink =
+    Arc<dyn Fn(&Destination, Vec<Value>, &mut Batch) -> AfterCommit + Send + Sync>;
+
+/// What to do once a batch is committed (schedule the items it queued).
+pub type AfterCommit = Box<dyn FnOnce(&Committed) + Send>;
 
 pub struct Engine {
     pub(super) settings: Arc<Settings>,
@@ -93,6 +99,11 @@ impl Engine {
 
     pub fn settings(&self) -> &Settings {
         &self.settings
+    }
+
+    /// The store the channels queue their work in, next to the conversation state.
+    pub fn store(&self) -> Arc<dyn Store> {
+        self.store.clone()
     }
 
     fn load_bots(&self) -> Vec<Problem> {
@@ -209,6 +220,20 @@ impl Engine {
     /// Plays one turn. Turns of one conversation run one at a time, in arrival order; other
     /// conversations run in parallel. `deadline` bounds the turn (Converse's timeout).
     pub fn turn(&self, event: Event, deadline: Option<Instant>) -> Result<TurnOutput, TurnError> {
+        self.turn_with(event, deadline, &mut |_, _| {})
+            .map(|(output, _)| output)
+    }
+
+    /// Plays one turn like [`Engine::turn`]; `then` may add to the turn's batch what must be
+    /// committed with its state (the removal of the queued event that caused it, the replies
+    /// to queue). The whole batch is one transaction: if it fails, nothing of the turn is
+    /// saved. Returns the output and what the commit gave back (ids of queued items).
+    pub fn turn_with(
+        &self,
+        event: Event,
+        deadline: Option<Instant>,
+        then: &mut dyn FnMut(&TurnOutput, &mut Batch),
+    ) -> Result<(TurnOutput, Committed), TurnError> {
         let bot = self
             .bot(&event.bot_id)
             .ok_or_else(|| TurnError::UnknownBot(event.bot_id.clone()))?;
@@ -220,7 +245,7 @@ impl Engine {
         if deadline.is_some_and(|d| Instant::now() >= d) {
             return Err(TurnError::Timeout);
         }
-        self.run_turn(&bot, event, &session_id, deadline)
+        self.run_turn(&bot, event, &session_id, deadline, then)
     }
 
     fn run_turn(
@@ -229,17 +254,18 @@ impl Engine {
         mut event: Event,
         session_id: &str,
         deadline: Option<Instant>,
-    ) -> Result<TurnOutput, TurnError> {
+        then: &mut dyn FnMut(&TurnOutput, &mut Batch),
+    ) -> Result<(TurnOutput, Committed), TurnError> {
         let now = now_ms();
         let store = self.store.as_ref();
-        let io = |e: std::io::Error| TurnError::Storage(e.to_string());
+        let io = TurnError::Storage;
         let thread = event.thread_id.as_deref();
         let (channel, target) = (event.channel.clone(), event.target.clone());
         let mut record =
             state::load_session(store, &bot.id, session_id, &channel, &target, thread, now)
                 .map_err(io)?;
         let user = state::load_user(store, &bot.id, &channel, &target).map_err(io)?;
-        let bot_kv = store.get(Namespace::Kv, &bot.id, "global").map_err(io)?;
+        let bot_kv = state::load_bot_kv(store, &bot.id).map_err(io)?;
 
         let nlu = understand(bot, &event, &record.session, now);
         let user_before = user.clone();
@@ -265,18 +291,19 @@ impl Engine {
             None => Ok(()),
         };
         if let Err(e) = dialog_result {
-            return self.failed_turn(turn, e, nlu, decided.suggestions);
+            return self.failed_turn(turn, e, nlu, decided.suggestions, then);
         }
         if deadline.is_some_and(|d| Instant::now() >= d) {
             return Err(TurnError::Timeout);
         }
 
-        // Persist: user (when it changed), bot KV, then the session (§8.8).
+        // Persist: user (when it changed), bot KV and the session (§8.8), in one batch.
+        let mut batch = Batch::new();
         if turn.scope["user"] != user_before {
-            state::save_user(store, &bot.id, &channel, &target, &turn.scope["user"]).map_err(io)?;
+            state::save_user(&mut batch, &bot.id, &channel, &target, &turn.scope["user"]);
         }
         for (key, value) in &turn.kv_writes {
-            store.put(Namespace::Kv, &bot.id, key, value).map_err(io)?;
+            batch.put(Namespace::Kv, &bot.id, key, value.clone());
         }
         record.session = turn.scope["session"].clone();
         record.session_expiry = now + bot.session_timeout_interval.as_millis() as i64;
@@ -290,12 +317,8 @@ impl Engine {
                 now + bot.timeout_interval.as_millis() as i64
             };
         }
-        state::save_session(store, &bot.id, session_id, &record).map_err(io)?;
-        self.timeouts.lock().unwrap_or_else(|e| e.into_inner()).set(
-            &bot.id,
-            session_id,
-            record.context_expiry,
-        );
+        state::save_session(&mut batch, &bot.id, session_id, &record);
+        let context_expiry = record.context_expiry;
 
         let mut state_json = object([
             ("user", turn.scope["user"].take()),
@@ -309,13 +332,22 @@ impl Engine {
         if let Some(kv) = turn.scope.get_mut("bot") {
             state_json["bot"] = kv.take();
         }
-        Ok(TurnOutput {
+        let output = TurnOutput {
             responses: turn.outputs,
             nlu,
             state: state_json,
             suggestions: Value::Array(decided.suggestions),
             decision: decided.decision,
-        })
+        };
+        then(&output, &mut batch);
+        let committed = store.commit(batch).map_err(io)?;
+        // Indexed only once committed: a timeout must never run for an unsaved context.
+        self.timeouts.lock().unwrap_or_else(|e| e.into_inner()).set(
+            &bot.id,
+            session_id,
+            context_expiry,
+        );
+        Ok((output, committed))
     }
 
     /// A turn of `bot` starting from `scope` and `context`, rendering for `channel`.
@@ -411,14 +443,16 @@ impl Engine {
         decided
     }
 
-    /// A failed dialog: the bot's error message is sent and nothing is saved (§9.1).
+    /// A failed dialog: the bot's error message is sent and nothing of the state is saved
+    /// (§9.1); what `then` adds (the event's removal, the error message queued) is.
     fn failed_turn(
         &self,
         mut turn: Turn,
         error: DialogError,
         nlu: Value,
         suggestions: Vec<Value>,
-    ) -> Result<TurnOutput, TurnError> {
+        then: &mut dyn FnMut(&TurnOutput, &mut Batch),
+    ) -> Result<(TurnOutput, Committed), TurnError> {
         let message = match error {
             DialogError::Timeout => return Err(TurnError::Timeout),
             DialogError::Failed(m) => m,
@@ -436,13 +470,17 @@ impl Engine {
                 });
         turn.push_outputs(rendered);
         let state = json!({"user": turn.scope["user"], "context": turn.context, "session": turn.scope["session"], "temp": turn.scope["temp"]});
-        Ok(TurnOutput {
+        let output = TurnOutput {
             responses: turn.outputs,
             nlu,
             state,
             suggestions: Value::Array(suggestions),
             decision: default_decision(),
-        })
+        };
+        let mut batch = Batch::new();
+        then(&output, &mut batch);
+        let committed = self.store.commit(batch).map_err(TurnError::Storage)?;
+        Ok((output, committed))
     }
 
     fn suggestion_payloads(

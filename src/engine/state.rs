@@ -1,10 +1,10 @@
 //! Conversation state (§8.8): `user`, `session`, `temp`, `context` and the bot KV, loaded
-//! lazily from the store for one turn and saved back when the turn succeeds.
+//! from the store for one turn and saved back, all in one batch, when the turn succeeds.
+//! A stored record of the wrong shape is quarantined and the turn starts from a fresh one.
 
 use super::dialog::DialogContext;
-use crate::store::{Namespace, Store};
+use crate::store::{Batch, Namespace, Store, StoreError};
 use serde_json::{json, Map, Value};
-use std::io;
 
 /// The stored form of a dialog session.
 #[derive(Debug, Clone)]
@@ -65,6 +65,19 @@ fn object_or_empty(v: &Value) -> Value {
     }
 }
 
+/// Moves a record of the wrong shape aside (the store logs it).
+fn quarantine(
+    store: &dyn Store,
+    ns: Namespace,
+    bot: &str,
+    key: &str,
+    reason: &str,
+) -> Result<(), StoreError> {
+    let mut batch = Batch::new();
+    batch.quarantine(ns, bot, key, reason);
+    store.commit(batch).map(|_| ())
+}
+
 /// Loads a session; an expired session comes back fresh, an expired context comes back empty
 /// (the janitor normally handles both first).
 pub fn load_session(
@@ -75,10 +88,23 @@ pub fn load_session(
     target: &str,
     thread_id: Option<&str>,
     now: i64,
-) -> io::Result<SessionRecord> {
-    let record = store
-        .get(Namespace::Sessions, bot, session_id)?
-        .and_then(SessionRecord::from_json);
+) -> Result<SessionRecord, StoreError> {
+    let record = match store.get(Namespace::Sessions, bot, session_id)? {
+        Some(v) => {
+            let parsed = SessionRecord::from_json(v);
+            if parsed.is_none() {
+                quarantine(
+                    store,
+                    Namespace::Sessions,
+                    bot,
+                    session_id,
+                    "not a session record (no channel and target)",
+                )?;
+            }
+            parsed
+        }
+        None => None,
+    };
     let mut record = match record {
         Some(r) if r.session_expiry == 0 || r.session_expiry > now => r,
         _ => SessionRecord::fresh(channel, target, thread_id),
@@ -94,34 +120,46 @@ pub fn load_session(
     Ok(record)
 }
 
-pub fn save_session(
-    store: &dyn Store,
-    bot: &str,
-    session_id: &str,
-    record: &SessionRecord,
-) -> io::Result<()> {
-    store.put(Namespace::Sessions, bot, session_id, &record.to_json())
+/// Adds the session to the turn's batch.
+pub fn save_session(batch: &mut Batch, bot: &str, session_id: &str, record: &SessionRecord) {
+    batch.put(Namespace::Sessions, bot, session_id, record.to_json());
 }
 
 pub fn user_key(channel: &str, target: &str) -> String {
     format!("{channel}::{target}")
 }
 
-pub fn load_user(store: &dyn Store, bot: &str, channel: &str, target: &str) -> io::Result<Value> {
-    Ok(store
-        .get(Namespace::Users, bot, &user_key(channel, target))?
-        .filter(Value::is_object)
-        .unwrap_or_else(|| json!({})))
-}
-
-/// Saves user attributes, dropping null values as Botpress does.
-pub fn save_user(
+pub fn load_user(
     store: &dyn Store,
     bot: &str,
     channel: &str,
     target: &str,
-    user: &Value,
-) -> io::Result<()> {
+) -> Result<Value, StoreError> {
+    let key = user_key(channel, target);
+    match store.get(Namespace::Users, bot, &key)? {
+        Some(v) if v.is_object() => Ok(v),
+        Some(_) => {
+            quarantine(store, Namespace::Users, bot, &key, "not a JSON object")?;
+            Ok(json!({}))
+        }
+        None => Ok(json!({})),
+    }
+}
+
+/// The bot-wide KV entry `global` (`state.bot`), read on every turn.
+pub fn load_bot_kv(store: &dyn Store, bot: &str) -> Result<Option<Value>, StoreError> {
+    match store.get(Namespace::Kv, bot, "global")? {
+        Some(v) if v.is_object() => Ok(Some(v)),
+        Some(_) => {
+            quarantine(store, Namespace::Kv, bot, "global", "not a JSON object")?;
+            Ok(None)
+        }
+        None => Ok(None),
+    }
+}
+
+/// Adds the user attributes to the turn's batch, dropping null values as Botpress does.
+pub fn save_user(batch: &mut Batch, bot: &str, channel: &str, target: &str, user: &Value) {
     let cleaned: Map<String, Value> = user
         .as_object()
         .map(|m| {
@@ -131,10 +169,10 @@ pub fn save_user(
                 .collect()
         })
         .unwrap_or_default();
-    store.put(
+    batch.put(
         Namespace::Users,
         bot,
         &user_key(channel, target),
-        &Value::Object(cleaned),
-    )
+        Value::Object(cleaned),
+    );
 }

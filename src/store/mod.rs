@@ -1,13 +1,18 @@
-//! Persistence behind a narrow interface: JSON records addressed by (namespace, bot, key),
-//! and durable FIFO spools for the channels. The file backend writes atomically (temp file,
-//! fsync, rename) and never uses an external id as a file name: keys are hashed.
+//! Runtime state behind a narrow, transactional interface, shaped for an embedded SQLite
+//! database now and PostgreSQL later: JSON records addressed by typed keys (namespace, bot,
+//! key), FIFO queues per channel with an order that survives restarts, and ids already seen
+//! with an expiry. Every change is an [`Op`] in a [`Batch`]; a batch is committed whole or
+//! not at all, and a batch is plain data, so a writer may later merge several into one commit.
+//!
+//! A record or queue item that does not parse is moved to a quarantine (with one error log
+//! line naming it) and reads as absent, so the conversation goes on from a fresh state.
 
-mod file;
-pub mod seen;
-pub mod spool;
+mod import;
+mod schema;
+mod sqlite;
 
-pub use file::FileStore;
-pub use spool::Spool;
+pub use schema::SCHEMA_VERSION;
+pub use sqlite::{check_database, SqliteStore, DATABASE_FILE};
 
 use serde_json::Value;
 use std::io;
@@ -25,28 +30,270 @@ pub enum Namespace {
 }
 
 impl Namespace {
-    pub fn dir_name(self) -> &'static str {
+    /// The table (and, in the old file store, the folder) of this namespace.
+    pub fn name(self) -> &'static str {
         match self {
             Namespace::Sessions => "sessions",
             Namespace::Users => "users",
             Namespace::Kv => "kv",
         }
     }
+
+    /// What one record is called in log lines.
+    pub fn record_name(self) -> &'static str {
+        match self {
+            Namespace::Sessions => "session",
+            Namespace::Users => "user",
+            Namespace::Kv => "bot KV entry",
+        }
+    }
+
+    pub const ALL: [Namespace; 3] = [Namespace::Sessions, Namespace::Users, Namespace::Kv];
 }
 
-/// Conversation state storage. Implementations must make `put` atomic: after a crash a
-/// record is either the old or the new value, never a mix.
+/// The durable queues of the push channels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Queue {
+    MessengerIn,
+    MessengerOut,
+    TelegramIn,
+    TelegramOut,
+}
+
+impl Queue {
+    pub fn name(self) -> &'static str {
+        match self {
+            Queue::MessengerIn => "messenger-in",
+            Queue::MessengerOut => "messenger-out",
+            Queue::TelegramIn => "telegram-in",
+            Queue::TelegramOut => "telegram-out",
+        }
+    }
+}
+
+/// An id remembered for deduplication until `expires_ms` (unix ms). The id itself is never
+/// stored: only the first 64 bits of its SHA-256, within a scope (e.g. `messenger`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SeenId {
+    pub scope: &'static str,
+    pub hash: i64,
+    pub expires_ms: i64,
+}
+
+impl SeenId {
+    pub fn new(scope: &'static str, id: &str, expires_ms: i64) -> SeenId {
+        SeenId {
+            scope,
+            hash: hash_id(id) as i64,
+            expires_ms,
+        }
+    }
+}
+
+/// The 64-bit hash an id is remembered as (the same as the previous release's `seen.log`).
+pub fn hash_id(id: &str) -> u64 {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(id.as_bytes());
+    u64::from_be_bytes(digest[..8].try_into().expect("8 bytes"))
+}
+
+/// One change. Ids and keys are always bound as parameters, never written into SQL.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Op {
+    Put {
+        ns: Namespace,
+        bot: String,
+        key: String,
+        value: Value,
+    },
+    Delete {
+        ns: Namespace,
+        bot: String,
+        key: String,
+    },
+    /// Appends `item` to `queue` under `key` (a conversation); with `unless_seen`, only when
+    /// that id is not remembered yet (and then it is remembered, in the same commit).
+    Enqueue {
+        queue: Queue,
+        key: String,
+        item: Value,
+        unless_seen: Option<SeenId>,
+    },
+    /// Removes a finished item.
+    Dequeue { queue: Queue, id: u64 },
+    /// Moves an item that failed for good to the dead letters, with why.
+    DeadLetter {
+        queue: Queue,
+        id: u64,
+        reason: String,
+    },
+    /// Moves a record that cannot be used to the quarantine, with why.
+    Quarantine {
+        ns: Namespace,
+        bot: String,
+        key: String,
+        reason: String,
+    },
+}
+
+/// Changes committed together: all of them, or none.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Batch {
+    pub ops: Vec<Op>,
+}
+
+/// Which [`Op::Enqueue`] of a batch an id is asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ticket(usize);
+
+impl Batch {
+    pub fn new() -> Batch {
+        Batch::default()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ops.is_empty()
+    }
+
+    pub fn put(&mut self, ns: Namespace, bot: &str, key: &str, value: Value) {
+        self.ops.push(Op::Put {
+            ns,
+            bot: bot.to_string(),
+            key: key.to_string(),
+            value,
+        });
+    }
+
+    pub fn delete(&mut self, ns: Namespace, bot: &str, key: &str) {
+        self.ops.push(Op::Delete {
+            ns,
+            bot: bot.to_string(),
+            key: key.to_string(),
+        });
+    }
+
+    pub fn enqueue(
+        &mut self,
+        queue: Queue,
+        key: &str,
+        item: Value,
+        unless_seen: Option<SeenId>,
+    ) -> Ticket {
+        self.ops.push(Op::Enqueue {
+            queue,
+            key: key.to_string(),
+            item,
+            unless_seen,
+        });
+        Ticket(self.ops.len() - 1)
+    }
+
+    pub fn dequeue(&mut self, queue: Queue, id: u64) {
+        self.ops.push(Op::Dequeue { queue, id });
+    }
+
+    pub fn dead_letter(&mut self, queue: Queue, id: u64, reason: &str) {
+        self.ops.push(Op::DeadLetter {
+            queue,
+            id,
+            reason: reason.to_string(),
+        });
+    }
+
+    pub fn quarantine(&mut self, ns: Namespace, bot: &str, key: &str, reason: &str) {
+        self.ops.push(Op::Quarantine {
+            ns,
+            bot: bot.to_string(),
+            key: key.to_string(),
+            reason: reason.to_string(),
+        });
+    }
+}
+
+/// What a commit gave back: the id of each enqueued item (`None` when its id was seen).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Committed {
+    ids: Vec<Option<u64>>,
+}
+
+impl Committed {
+    pub fn new(ids: Vec<Option<u64>>) -> Committed {
+        Committed { ids }
+    }
+
+    pub fn id(&self, ticket: Ticket) -> Option<u64> {
+        self.ids.get(ticket.0).copied().flatten()
+    }
+}
+
+/// One item of a queue.
+#[derive(Debug, Clone, PartialEq)]
+pub struct QueuedItem {
+    pub id: u64,
+    pub key: String,
+    pub item: Value,
+}
+
+/// A storage failure. `permanent` when trying again cannot help (a constraint, a damaged
+/// database, a value too big); otherwise (disk full, I/O error, busy) a retry may succeed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoreError {
+    pub message: String,
+    pub permanent: bool,
+}
+
+impl StoreError {
+    pub fn transient(message: impl Into<String>) -> StoreError {
+        StoreError {
+            message: message.into(),
+            permanent: false,
+        }
+    }
+
+    pub fn permanent(message: impl Into<String>) -> StoreError {
+        StoreError {
+            message: message.into(),
+            permanent: true,
+        }
+    }
+}
+
+impl std::fmt::Display for StoreError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for StoreError {}
+
+impl From<StoreError> for io::Error {
+    fn from(e: StoreError) -> io::Error {
+        io::Error::other(e.message)
+    }
+}
+
+/// Conversation state and channel queues. A commit is atomic and durable when it returns.
 pub trait Store: Send + Sync {
-    fn get(&self, ns: Namespace, bot: &str, key: &str) -> io::Result<Option<Value>>;
-    fn put(&self, ns: Namespace, bot: &str, key: &str, value: &Value) -> io::Result<()>;
-    fn delete(&self, ns: Namespace, bot: &str, key: &str) -> io::Result<()>;
-    /// Calls `visit(key, value)` for every record of `ns` for `bot` (used by the janitor).
-    fn scan(&self, ns: Namespace, bot: &str, visit: &mut dyn FnMut(&str, Value)) -> io::Result<()>;
+    /// A record; `None` when absent (or just quarantined because it does not parse).
+    fn get(&self, ns: Namespace, bot: &str, key: &str) -> Result<Option<Value>, StoreError>;
+    /// Calls `visit(key, value)` for every readable record of `ns` for `bot` (the janitor).
+    /// `visit` runs while the store is busy reading: it must not call the store itself.
+    fn scan(
+        &self,
+        ns: Namespace,
+        bot: &str,
+        visit: &mut dyn FnMut(&str, Value),
+    ) -> Result<(), StoreError>;
+    /// Applies every op of `batch` in one transaction.
+    fn commit(&self, batch: Batch) -> Result<Committed, StoreError>;
+    /// Every item of `queue`, oldest first (items that do not parse are quarantined).
+    fn pending(&self, queue: Queue) -> Result<Vec<QueuedItem>, StoreError>;
 }
 
 /// Writes `bytes` to `path` so that readers see either the old file or the new one, and the
 /// new one survives a power cut once this returns: a temp file in the same folder, fsync,
-/// rename, then fsync of the folder (which makes the rename itself durable).
+/// rename, then fsync of the folder (which makes the rename itself durable). The file is
+/// created 0600: what botd writes holds secrets or conversations.
 pub fn atomic_write(path: &Path, bytes: &[u8]) -> io::Result<()> {
     use std::io::Write;
     let dir = path
@@ -60,7 +307,7 @@ pub fn atomic_write(path: &Path, bytes: &[u8]) -> io::Result<()> {
         unique_counter()
     ));
     let result = (|| {
-        let mut file = std::fs::File::create(&tmp)?;
+        let mut file = create_private(&tmp)?;
         file.write_all(bytes)?;
         file.sync_all()?;
         std::fs::rename(&tmp, path)?;
@@ -72,9 +319,20 @@ pub fn atomic_write(path: &Path, bytes: &[u8]) -> io::Result<()> {
     result
 }
 
-/// `create_dir_all`, plus an fsync of every folder that gained an entry, so new folders
-/// survive a power cut too. Costs nothing when `dir` already exists.
+/// A new file readable by its owner only (0600, whatever the umask lets through less).
+pub fn create_private(path: &Path) -> io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+}
+
+/// `create_dir_all` with new folders 0700, plus an fsync of every folder that gained an
+/// entry, so new folders survive a power cut too. Costs nothing when `dir` already exists.
 pub fn create_dir_durable(dir: &Path) -> io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
     if dir.is_dir() {
         return Ok(());
     }
@@ -85,7 +343,10 @@ pub fn create_dir_durable(dir: &Path) -> io::Result<()> {
             break;
         }
     }
-    std::fs::create_dir_all(dir)?;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)?;
     // Sync from the first folder that already existed down to the parent of `dir`.
     let mut to_sync: Vec<&Path> = dir
         .ancestors()
@@ -102,6 +363,19 @@ pub fn create_dir_durable(dir: &Path) -> io::Result<()> {
         std::fs::File::open(folder)?.sync_all()?;
     }
     Ok(())
+}
+
+/// Sets `path` to `mode` when it exists and is more open (files made by an older release).
+pub fn restrict_mode(path: &Path, mode: u32) -> io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    match std::fs::metadata(path) {
+        Ok(meta) if meta.permissions().mode() & 0o777 & !mode != 0 => {
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+        }
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e),
+    }
 }
 
 fn unique_counter() -> u64 {
@@ -121,13 +395,6 @@ pub fn is_valid_bot_id(id: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || *b == b'_' || *b == b'-')
         && bytes[0].is_ascii_alphanumeric()
         && bytes[bytes.len() - 1].is_ascii_alphanumeric()
-}
-
-/// The file-name-safe form of an external id: hex SHA-256, so `../../etc/passwd`, `a/b` or
-/// 4 KB of emoji all become 64 plain characters.
-pub fn hashed_name(key: &str) -> String {
-    use sha2::{Digest, Sha256};
-    hex::encode(Sha256::digest(key.as_bytes()))
 }
 
 #[cfg(test)]
@@ -157,12 +424,19 @@ mod tests {
     }
 
     #[test]
-    fn hashed_names_are_plain() {
-        for key in ["../../etc/passwd", "a/b", &"😀".repeat(1024), ""] {
-            let name = hashed_name(key);
-            assert_eq!(name.len(), 64);
-            assert!(name.bytes().all(|b| b.is_ascii_hexdigit()));
-        }
-        assert_ne!(hashed_name("a"), hashed_name("b"));
+    fn private_files_and_folders() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = std::env::temp_dir().join(format!("botd-modes-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let file = dir.join("a").join("b").join("secret.json");
+        atomic_write(&file, b"{}").unwrap();
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&file), 0o600);
+        assert_eq!(mode(&dir.join("a")), 0o700);
+        assert_eq!(mode(&dir.join("a").join("b")), 0o700);
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
+        restrict_mode(&file, 0o600).unwrap();
+        assert_eq!(mode(&file), 0o600);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

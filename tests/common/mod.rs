@@ -487,3 +487,22 @@ pub fn add_timeout_node(data: &Path, bot: &str) {
     );
     std::fs::write(texts_path, texts.to_string()).unwrap();
 }
+
+/// The store's SQLite database of a data folder (the server may be running: WAL allows it).
+pub fn database(data: &Path) -> rusqlite::Connection {
+    let conn =
+        rusqlite::Connection::open(data.join("storage/botd.sqlite")).expect("open the database");
+    conn.busy_timeout(Duration::from_secs(10)).unwrap();
+    conn
+}
+
+/// How many rows of `table` belong to `bot`.
+pub fn rows_of(data: &Path, table: &str, bot: &str) -> i64 {
+    database(data)
+        .query_row(
+            &format!("SELECT count(*) FROM {table} WHERE bot = ?1"),
+            [bot],
+            |r| r.get(0),
+        )
+        .unwrap()
+}

@@ -1,37 +1,34 @@
 //! Facebook Messenger (§4): the webhook, the page ↔ bot mapping, the Messenger profile and the
 //! Send API, with nothing lost between them.
 //!
-//! The pipeline, each step durable before the next one starts:
-//! 1. the webhook checks the signature, drops duplicates (by `mid`, remembered at least
-//!    [`DEDUPE_WINDOW`]) and writes each new event to the **inbound** spool, then answers
-//!    `200 EVENT_RECEIVED` — it never waits for a turn or a Graph call;
-//! 2. an inbound delivery thread plays the turn (`Engine::turn`) and writes the rendered
-//!    payloads, as Graph calls, to the **outbound** spool, then removes the inbound item;
+//! The pipeline, each step committed to the store before the next one starts:
+//! 1. the webhook checks the signature, and in one transaction queues each event whose id
+//!    (`mid`, remembered [`DEDUPE_WINDOW`]) is new on the **inbound** queue and remembers the
+//!    id, then answers `200 EVENT_RECEIVED` — it never waits for a turn or a Graph call;
+//! 2. an inbound delivery thread plays the turn (`Engine::turn_with`); the turn's state, the
+//!    removal of its inbound item and its rendered payloads, as Graph calls on the
+//!    **outbound** queue, are one transaction;
 //! 3. an outbound delivery thread makes the Graph calls, one conversation strictly in order,
 //!    conversations in parallel; a typing delay is a pause of that conversation only.
 //!
-//! Guarantee (at-least-once): an event answered with 200 is played and its replies are sent,
-//! across restarts and Graph outages. After a crash (power cut, SIGKILL) two things can
-//! repeat: the one Graph call of a conversation that was in flight (sent, but not yet
-//! removed from the spool) is made again, and the one turn of a conversation that was being
-//! played (its state saved, its inbound item not yet removed) is played again. Duplicate
-//! webhook deliveries never play a turn twice.
+//! Guarantee: an event answered with 200 is played exactly once and its replies are sent,
+//! across restarts and Graph outages. After a crash (power cut, SIGKILL) only the one Graph
+//! call of a conversation that was in flight (sent, but not yet removed from the queue) can
+//! be made again. Duplicate webhook deliveries never play a turn twice.
 
 pub mod graph;
 pub mod signature;
 pub mod webhook;
 
-use crate::channels::delivery::{Delivery, Outcome};
+use crate::channels::delivery::{Delivery, Job, Outcome};
 use crate::config::units;
 use crate::engine::runtime::Destination;
 use crate::engine::{Engine, Event, TurnError};
 use crate::http::Route;
-use crate::store::seen::SeenSet;
-use crate::store::Spool;
+use crate::store::{Batch, Committed, Queue, Store};
 use graph::{backoff, Failure, Graph};
 use serde_json::{json, Map, Value};
 use std::collections::HashMap;
-use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
@@ -39,8 +36,8 @@ use webhook::Webhook;
 
 /// How long message ids are remembered (Facebook retries for up to 36 hours).
 pub const DEDUPE_WINDOW: Duration = Duration::from_secs(48 * 3600);
-/// At most this many remembered ids (about 10 MB).
-const DEDUPE_CAP: usize = 250_000;
+/// A turn whose state cannot be committed is tried this many times, then dead-lettered.
+const MAX_STORAGE_ATTEMPTS: u32 = 12;
 /// Threads playing turns, and threads calling the Graph API.
 const INBOUND_THREADS: usize = 4;
 const OUTBOUND_THREADS: usize = 8;
@@ -113,7 +110,7 @@ fn flag(map: &Map<String, Value>, key: &str, default: bool) -> bool {
     map.get(key).and_then(Value::as_bool).unwrap_or(default)
 }
 
-/// The key of one conversation in the spools.
+/// The key of one conversation in the queues.
 pub fn conversation_key(bot: &str, psid: &str) -> String {
     format!("{bot}/{psid}")
 }
@@ -211,7 +208,6 @@ impl Messenger {
             );
         }
 
-        let dir = settings.data_dir.join("storage").join("messenger");
         let core = Arc::new(Core {
             graph: Graph::new(&config.graph_base, &config.graph_version),
             engine: engine.clone(),
@@ -219,14 +215,11 @@ impl Messenger {
             bots,
             pages: RwLock::new(HashMap::new()),
         });
-        let started = Self::start_deliveries(&core, &dir);
-        let (inbound, outbound, seen) = match started {
+        let started = Self::start_deliveries(&core, engine.store());
+        let (inbound, outbound) = match started {
             Ok(parts) => parts,
             Err(e) => {
-                log::error!(
-                    "Messenger: cannot open its spools in {}: {e}; Messenger is off",
-                    dir.display()
-                );
+                log::error!("Messenger: cannot open its queues: {e}; Messenger is off");
                 return None;
             }
         };
@@ -242,7 +235,6 @@ impl Messenger {
             Some(Arc::new(Webhook {
                 core: core.clone(),
                 inbound: inbound.clone(),
-                seen,
                 config: Arc::new(config),
             }))
         } else {
@@ -267,44 +259,31 @@ impl Messenger {
         })
     }
 
-    #[allow(clippy::type_complexity)]
     fn start_deliveries(
         core: &Arc<Core>,
-        dir: &Path,
-    ) -> std::io::Result<(Arc<Delivery>, Arc<Delivery>, Arc<SeenSet>)> {
-        crate::store::create_dir_durable(dir)?;
-        let seen = Arc::new(SeenSet::open(
-            &dir.join("seen.log"),
-            DEDUPE_WINDOW,
-            DEDUPE_CAP,
-        )?);
-        // Events accepted but not played yet stay claimed, whatever the log says.
-        for (_, record) in Spool::open(&dir.join("inbound"))?.pending()? {
-            if let Some(id) = record["item"]["seen"].as_str() {
-                seen.claim(id);
-                seen.commit(id);
-            }
-        }
-        seen.flush()?;
+        store: Arc<dyn Store>,
+    ) -> std::io::Result<(Arc<Delivery>, Arc<Delivery>)> {
         let outbound = {
             let core = core.clone();
             Arc::new(Delivery::start(
-                &dir.join("outbound"),
+                store.clone(),
+                Queue::MessengerOut,
                 OUTBOUND_THREADS,
                 "messenger-out",
-                Box::new(move |_, item, attempt| send(&core, item, attempt)),
+                Box::new(move |job| send(&core, job.item, job.attempt)),
             )?)
         };
         let inbound = {
-            let (core, outbound, seen) = (core.clone(), outbound.clone(), seen.clone());
+            let (core, outbound) = (core.clone(), outbound.clone());
             Arc::new(Delivery::start(
-                &dir.join("inbound"),
+                store,
+                Queue::MessengerIn,
                 INBOUND_THREADS,
                 "messenger-in",
-                Box::new(move |_, item, attempt| play(&core, &outbound, &seen, item, attempt)),
+                Box::new(move |job| play(&core, &outbound, job)),
             )?)
         };
-        Ok((inbound, outbound, seen))
+        Ok((inbound, outbound))
     }
 
     /// The webhook route, when the secrets are set.
@@ -312,19 +291,24 @@ impl Messenger {
         self.route.clone().map(|r| r as Arc<dyn Route>)
     }
 
-    /// Where the engine's proactive replies (timeouts) for `messenger` go: the outbound spool.
+    /// Where the engine's proactive replies (timeouts) for `messenger` go: the outbound
+    /// queue, in the commit of the timeout's state.
     pub fn proactive_sink(&self) -> crate::engine::runtime::ProactiveSink {
         let (core, outbound) = (self.core.clone(), self.outbound.clone());
-        Arc::new(move |dest: &Destination, payloads: Vec<Value>| {
-            let typing = core.bots.get(&dest.bot_id).is_none_or(|b| b.typing_delay);
-            let items = plan(&dest.bot_id, &dest.target, &payloads, false, typing);
-            if let Err(e) = outbound.push(&conversation_key(&dest.bot_id, &dest.target), items) {
-                log::error!(
-                    "Messenger: cannot spool a timeout reply for bot \"{}\": {e}",
-                    dest.bot_id
-                );
-            }
-        })
+        Arc::new(
+            move |dest: &Destination, payloads: Vec<Value>, batch: &mut Batch| {
+                let typing = core.bots.get(&dest.bot_id).is_none_or(|b| b.typing_delay);
+                let key = conversation_key(&dest.bot_id, &dest.target);
+                let mut staged = outbound.staged();
+                for item in plan(&dest.bot_id, &dest.target, &payloads, false, typing) {
+                    outbound.stage(&mut staged, batch, &key, item, None);
+                }
+                let outbound = outbound.clone();
+                Box::new(move |committed: &Committed| {
+                    outbound.schedule(staged, committed);
+                })
+            },
+        )
     }
 
     /// Items not finished yet: (events to play, Graph calls to make).
@@ -332,7 +316,7 @@ impl Messenger {
         (self.inbound.pending(), self.outbound.pending())
     }
 
-    /// Stops after the work in hand; the rest stays spooled for the next start.
+    /// Stops after the work in hand; the rest stays queued for the next start.
     pub fn stop(&self) {
         self.stopping.store(true, Ordering::SeqCst);
         self.inbound.stop();
@@ -340,7 +324,7 @@ impl Messenger {
     }
 }
 
-/// The Graph calls for one turn's payloads, grouped into spool items. Each item makes at most
+/// The Graph calls for one turn's payloads, grouped into queue items. Each item makes at most
 /// one `message` call, last, so that retrying an item can only repeat sender actions. An item
 /// ending in `typing_on` carries the typing pause (§4.5), which holds up only this
 /// conversation.
@@ -391,23 +375,26 @@ pub fn plan(
     items
 }
 
-/// Inbound handler: plays one event and spools its replies.
-fn play(core: &Core, outbound: &Delivery, seen: &SeenSet, item: &Value, attempt: u32) -> Outcome {
+/// Inbound handler: plays one event; its state, its removal from the inbound queue and its
+/// replies on the outbound queue are one commit.
+fn play(core: &Core, outbound: &Delivery, job: &Job) -> Outcome {
+    let item = job.item;
     let bot = item["bot"].as_str().unwrap_or("");
     let psid = item["psid"].as_str().unwrap_or("");
     let kind = item["kind"].as_str().unwrap_or("message");
     let event = Event::new(bot, "messenger", kind, psid, item["payload"].clone());
-    let outcome = match core.engine.turn(event, None) {
-        Ok(out) => {
-            let typing = core.bots.get(bot).is_none_or(|b| b.typing_delay);
-            let items = plan(bot, psid, &out.responses, true, typing);
-            match outbound.push(&conversation_key(bot, psid), items) {
-                Ok(()) => Outcome::Done,
-                Err(e) => {
-                    log::error!("Messenger: cannot spool the replies of bot \"{bot}\" (the turn will be played again): {e}");
-                    Outcome::Retry(backoff(attempt).max(Duration::from_secs(1)))
-                }
-            }
+    let typing = core.bots.get(bot).is_none_or(|b| b.typing_delay);
+    let mut staged = outbound.staged();
+    let played = core.engine.turn_with(event, None, &mut |out, batch| {
+        batch.dequeue(job.queue, job.id);
+        for call in plan(bot, psid, &out.responses, true, typing) {
+            outbound.stage(&mut staged, batch, &conversation_key(bot, psid), call, None);
+        }
+    });
+    match played {
+        Ok((_, committed)) => {
+            outbound.schedule(staged, &committed);
+            Outcome::Removed
         }
         Err(TurnError::UnknownBot(_)) => {
             log::warn!(
@@ -415,21 +402,22 @@ fn play(core: &Core, outbound: &Delivery, seen: &SeenSet, item: &Value, attempt:
             );
             Outcome::Drop
         }
-        Err(e) => {
-            log::error!("Messenger: bot \"{bot}\": {e}; trying again");
-            Outcome::Retry(backoff(attempt).max(Duration::from_secs(1)))
+        Err(TurnError::Storage(e)) if e.permanent || job.attempt >= MAX_STORAGE_ATTEMPTS => {
+            Outcome::DeadLetter(format!(
+                "bot \"{bot}\": the turn cannot be saved after {} attempt(s): {e}",
+                job.attempt
+            ))
         }
-    };
-    if matches!(outcome, Outcome::Done | Outcome::Drop) {
-        // The id must be on disk before the event leaves the inbound spool.
-        if let Err(e) = seen.flush() {
-            log::error!("Messenger: cannot record seen message ids: {e}");
+        Err(e) => {
+            log::error!(
+                "Messenger: bot \"{bot}\": {e}; trying again (nothing of the turn was saved)"
+            );
+            Outcome::Retry(backoff(job.attempt).max(Duration::from_secs(1)))
         }
     }
-    outcome
 }
 
-/// Outbound handler: makes the Graph calls of one spool item.
+/// Outbound handler: makes the Graph calls of one queued item.
 fn send(core: &Core, item: &Value, attempt: u32) -> Outcome {
     let bot = item["bot"].as_str().unwrap_or("");
     let Some(config) = core.bots.get(bot) else {

@@ -1,21 +1,21 @@
 //! The webhook Facebook calls: `GET` for the subscription handshake, `POST` for events. A
-//! `POST` is authenticated over its raw bytes, parsed, deduplicated by message id, and made
-//! durable in the inbound spool before the `200 EVENT_RECEIVED` goes back; the turns and the
-//! Send API calls happen later, on the delivery threads.
+//! `POST` is authenticated over its raw bytes, parsed, and its new events (by message id)
+//! are queued with their ids remembered, all in one transaction, before the
+//! `200 EVENT_RECEIVED` goes back; the turns and the Send API calls happen later, on the
+//! delivery threads.
 //!
 //! Paths: `/api/v1/bots/<any>/mod/channel-messenger/webhook` (as Botpress) and `/webhook`.
 
-use super::{conversation_key, signature, Core, GlobalConfig};
+use super::{conversation_key, signature, Core, GlobalConfig, DEDUPE_WINDOW};
 use crate::channels::delivery::Delivery;
 use crate::http::{self, Reply, Route};
-use crate::store::seen::SeenSet;
+use crate::store::{Batch, SeenId};
 use serde_json::{json, Value};
 use std::sync::Arc;
 
 pub struct Webhook {
     pub(super) core: Arc<Core>,
     pub(super) inbound: Arc<Delivery>,
-    pub(super) seen: Arc<SeenSet>,
     pub(super) config: Arc<GlobalConfig>,
 }
 
@@ -114,7 +114,7 @@ fn id_text(v: &Value) -> Option<String> {
     }
 }
 
-/// One event on its way to the inbound spool: timestamp, dedupe id, spool item.
+/// One event on its way to the inbound queue: timestamp, dedupe id, queue item.
 type Spooled = (i64, String, Value);
 
 impl Route for Webhook {
@@ -215,7 +215,8 @@ impl Webhook {
         self.accept(events)
     }
 
-    /// Spools the new events per conversation (claiming their ids first), then answers.
+    /// Queues the new events per conversation and remembers their ids, in one transaction,
+    /// then answers: the whole delivery is stored, or none of it (and Facebook sends it again).
     fn accept(&self, events: Vec<Incoming>) -> Reply {
         let mut groups: Vec<(String, Vec<Spooled>)> = Vec::new();
         let mut waiting_for_lookup = false;
@@ -231,54 +232,42 @@ impl Webhook {
                 }
                 continue;
             };
-            if !self.seen.claim(&e.dedupe) {
-                log::debug!(
-                    "Messenger: duplicate delivery of an event from {} skipped",
-                    e.psid
-                );
-                continue;
-            }
             let key = conversation_key(&bot, &e.psid);
-            let item = json!({"bot": bot, "psid": e.psid, "kind": e.kind, "payload": e.payload, "seen": e.dedupe});
+            let item = json!({"bot": bot, "psid": e.psid, "kind": e.kind, "payload": e.payload});
             match groups.iter_mut().find(|(k, _)| *k == key) {
                 Some((_, list)) => list.push((e.timestamp, e.dedupe, item)),
                 None => groups.push((key, vec![(e.timestamp, e.dedupe, item)])),
             }
         }
-        let mut failed = None;
+        let expires = crate::engine::event::now_ms() + DEDUPE_WINDOW.as_millis() as i64;
+        let (mut batch, mut staged) = (Batch::new(), self.inbound.staged());
+        let mut offered = 0;
         for (key, mut list) in groups {
-            if failed.is_some() {
-                for (_, dedupe, _) in &list {
-                    self.seen.release(dedupe);
-                }
-                continue;
-            }
             // Facebook does not promise order inside a batch; timestamps do.
             list.sort_by_key(|(t, _, _)| *t);
-            let dedupes: Vec<String> = list.iter().map(|(_, d, _)| d.clone()).collect();
-            let items = list.into_iter().map(|(_, _, item)| item).collect();
-            match self.inbound.push(&key, items) {
-                // Only now may the ids reach the disk: a crash before this line loses the
-                // claim with the event, and Facebook's retry is taken as new.
-                Ok(()) => dedupes.iter().for_each(|d| self.seen.commit(d)),
-                Err(e) => {
-                    dedupes.iter().for_each(|d| self.seen.release(d));
-                    failed = Some(e);
-                }
+            for (_, dedupe, item) in list {
+                let seen = SeenId::new("messenger", &dedupe, expires);
+                self.inbound
+                    .stage(&mut staged, &mut batch, &key, item, Some(seen));
+                offered += 1;
             }
         }
-        if let Err(e) = self.seen.flush() {
-            log::error!("Messenger: cannot record seen message ids: {e}");
-        }
-        if let Some(e) = failed {
-            log::error!(
-                "Messenger: cannot spool a webhook delivery (Facebook will send it again): {e}"
-            );
-            return Reply::error(
-                500,
-                "StorageError",
-                "the delivery could not be stored; send it again",
-            );
+        match self.inbound.commit(batch, staged) {
+            Ok(queued) if queued < offered => log::debug!(
+                "Messenger: duplicate delivery of an event skipped ({} in this call)",
+                offered - queued
+            ),
+            Ok(_) => {}
+            Err(e) => {
+                log::error!(
+                    "Messenger: cannot store a webhook delivery (nothing of it was kept; Facebook will send it again): {e}"
+                );
+                return Reply::error(
+                    500,
+                    "StorageError",
+                    "the delivery could not be stored; send it again",
+                );
+            }
         }
         if waiting_for_lookup {
             return Reply::error(

@@ -8,7 +8,8 @@
 //!            janitor (proactive sink) ──push──▶ outbound Delivery (key bot/chat) ──▶ Bot API
 //! ```
 //!
-//! Both deliveries live in `data/storage/telegram/{inbound,outbound}` and survive a restart.
+//! Both deliveries are queues of the store (`telegram-in`, `telegram-out`) and survive a
+//! restart; a turn's state, the removal of its update and its replies are one commit.
 //! Delivery guarantee (see `docs/telegram.md`): every update Telegram hands out is handled at
 //! least once, and a reply is sent at least once; a crash can repeat only what was in flight
 //! at that moment.
@@ -18,9 +19,10 @@ pub mod poller;
 pub mod send;
 pub mod throttle;
 
-use crate::channels::delivery::{Delivery, Outcome};
+use crate::channels::delivery::{Delivery, Job, Outcome};
 use crate::config::{units, Settings};
 use crate::engine::{Destination, Engine, Event, TurnError};
+use crate::store::{Batch, Committed, Queue};
 use api::Api;
 use serde_json::{json, Map, Value};
 use std::collections::HashMap;
@@ -166,11 +168,11 @@ impl Telegram {
         runtimes: Arc<HashMap<String, Arc<BotRuntime>>>,
         root: &Path,
     ) -> std::io::Result<Telegram> {
-        // What the inbound spool still holds, per bot: where polling resumes after a crash.
-        let inbound_dir = root.join("inbound");
+        // What the inbound queue still holds, per bot: where polling resumes after a crash.
+        let store = engine.store();
         let mut spooled: HashMap<String, poller::Resume> = HashMap::new();
-        for (_, record) in crate::store::Spool::open(&inbound_dir)?.pending()? {
-            let item = &record["item"];
+        for queued in store.pending(Queue::TelegramIn)? {
+            let item = &queued.item;
             if let (Some(bot), Some(update_id)) =
                 (item["bot"].as_str(), item["update"]["update_id"].as_i64())
             {
@@ -189,10 +191,12 @@ impl Telegram {
         let outbound = {
             let runtimes = runtimes.clone();
             Arc::new(Delivery::start(
-                &root.join("outbound"),
+                store.clone(),
+                Queue::TelegramOut,
                 OUTBOUND_THREADS,
                 "tg-send",
-                Box::new(move |key, step, _attempt| {
+                Box::new(move |job| {
+                    let (key, step) = (job.key, job.item);
                     let Some(rt) = step["bot"].as_str().and_then(|b| runtimes.get(b)) else {
                         log::warn!("a Telegram reply for bot {} is dropped: Telegram is not enabled for it", step["bot"]);
                         return Outcome::Drop;
@@ -217,12 +221,11 @@ impl Telegram {
         let inbound = {
             let (runtimes, engine, outbound) = (runtimes.clone(), engine.clone(), outbound.clone());
             Arc::new(Delivery::start(
-                &inbound_dir,
+                store,
+                Queue::TelegramIn,
                 INBOUND_THREADS,
                 "tg-turn",
-                Box::new(move |key, item, attempt| {
-                    handle_update(&engine, &runtimes, &outbound, key, item, attempt)
-                }),
+                Box::new(move |job| handle_update(&engine, &runtimes, &outbound, job)),
             )?)
         };
 
@@ -230,18 +233,21 @@ impl Telegram {
             let (runtimes, outbound) = (runtimes.clone(), outbound.clone());
             engine.set_proactive_sink(
                 "telegram",
-                Arc::new(move |dest: &Destination, payloads: Vec<Value>| {
-                    let Some(rt) = runtimes.get(&dest.bot_id) else {
-                        log::info!("bot \"{}\": timeout replies for Telegram are dropped: Telegram is not enabled for this bot", dest.bot_id);
-                        return;
-                    };
-                    let chat = dest.thread_id.clone().unwrap_or_else(|| dest.target.clone());
-                    let steps = send::plan(&rt.config, &chat, &payloads);
-                    if !steps.is_empty() {
-                        if let Err(e) = outbound.push(&chat_key(&dest.bot_id, &chat), steps) {
-                            log::error!("bot \"{}\": cannot spool Telegram replies: {e}", dest.bot_id);
+                Arc::new(move |dest: &Destination, payloads: Vec<Value>, batch: &mut Batch| {
+                    let mut staged = outbound.staged();
+                    match runtimes.get(&dest.bot_id) {
+                        Some(rt) => {
+                            let chat = dest.thread_id.clone().unwrap_or_else(|| dest.target.clone());
+                            for step in send::plan(&rt.config, &chat, &payloads) {
+                                outbound.stage(&mut staged, batch, &chat_key(&dest.bot_id, &chat), step, None);
+                            }
                         }
+                        None => log::info!("bot \"{}\": timeout replies for Telegram are dropped: Telegram is not enabled for this bot", dest.bot_id),
                     }
+                    let outbound = outbound.clone();
+                    Box::new(move |committed: &Committed| {
+                        outbound.schedule(staged, committed);
+                    })
                 }),
             );
         }
@@ -358,16 +364,16 @@ fn command(text: &str) -> Option<&str> {
     (!name.is_empty()).then_some(name)
 }
 
-/// The inbound handler: one update → one turn → its replies spooled for sending, in order,
-/// on the chat's outbound key.
+/// The inbound handler: one update → one turn → its replies queued for sending, in order,
+/// on the chat's outbound key, in the same commit as the turn's state and the update's
+/// removal.
 fn handle_update(
     engine: &Engine,
     runtimes: &HashMap<String, Arc<BotRuntime>>,
     outbound: &Delivery,
-    key: &str,
-    item: &Value,
-    attempt: u32,
+    job: &Job,
 ) -> Outcome {
+    let (key, item, attempt) = (job.key, job.item, job.attempt);
     let bot = item["bot"].as_str().unwrap_or("");
     let Some(rt) = runtimes.get(bot) else {
         log::warn!(
@@ -396,32 +402,32 @@ fn handle_update(
         .thread_id
         .clone()
         .unwrap_or_else(|| event.target.clone());
-    match engine.turn(event, None) {
-        Ok(out) => {
-            let steps = send::plan(&rt.config, &chat, &out.responses);
-            if !steps.is_empty() {
-                if let Err(e) = outbound.push(key, steps) {
-                    // Keep the update: playing it again later beats losing the replies.
-                    log::error!(
-                        "bot \"{bot}\": cannot spool Telegram replies ({e}); the update is kept and played again"
-                    );
-                    return Outcome::Retry(send::backoff(attempt));
-                }
-            }
-            Outcome::Done
+    let mut staged = outbound.staged();
+    let played = engine.turn_with(event, None, &mut |out, batch| {
+        batch.dequeue(job.queue, job.id);
+        for step in send::plan(&rt.config, &chat, &out.responses) {
+            outbound.stage(&mut staged, batch, key, step, None);
+        }
+    });
+    match played {
+        Ok((_, committed)) => {
+            outbound.schedule(staged, &committed);
+            Outcome::Removed
         }
         Err(TurnError::UnknownBot(_)) => {
             log::warn!("bot \"{bot}\" is not loaded any more; a Telegram update is dropped");
             Outcome::Drop
         }
+        Err(TurnError::Storage(e)) if e.permanent => {
+            Outcome::DeadLetter(format!("bot \"{bot}\": the turn cannot be saved: {e}"))
+        }
         Err(e) if attempt < 8 => {
             log::warn!("bot \"{bot}\": a Telegram turn failed ({e}); trying again");
             Outcome::Retry(send::backoff(attempt))
         }
-        Err(e) => {
-            log::error!("bot \"{bot}\": a Telegram turn failed {attempt} times ({e}); the update is dropped");
-            Outcome::Drop
-        }
+        Err(e) => Outcome::DeadLetter(format!(
+            "bot \"{bot}\": a Telegram turn failed {attempt} times ({e})"
+        )),
     }
 }
 

@@ -1,0 +1,749 @@
+//! The SQLite store: one database file, `data/storage/botd.sqlite`, in WAL mode with
+//! `synchronous=FULL` (a commit that returned survives a power cut). One connection behind a
+//! mutex serves reads and writes: turns are short, and a commit costs one fsync of the WAL
+//! whatever it holds, which is what a later group commit will build on.
+//!
+//! The file and its `-wal`/`-shm` companions are created 0600, the folder 0700: they hold
+//! conversations.
+
+use super::{
+    create_dir_durable, create_private, restrict_mode, schema, Batch, Committed, Namespace, Op,
+    Queue, QueuedItem, SeenId, Store, StoreError,
+};
+use rusqlite::types::ValueRef;
+use rusqlite::{params, Connection, ErrorCode, OpenFlags, OptionalExtension, Transaction};
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Mutex, MutexGuard};
+use std::time::Duration;
+
+/// The database's file name inside `data/storage/`.
+pub const DATABASE_FILE: &str = "botd.sqlite";
+
+/// How long a statement waits for another connection's lock (`botd check`, an operator's
+/// `sqlite3`) before it fails as busy.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+/// Expired seen ids are deleted at most this often, inside a commit that adds some.
+const PRUNE_EVERY_MS: i64 = 60_000;
+
+pub struct SqliteStore {
+    conn: Mutex<Connection>,
+    shown: String,
+    last_prune_ms: AtomicI64,
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// Whether retrying the same statement could ever succeed.
+fn is_permanent(e: &rusqlite::Error) -> bool {
+    match e.sqlite_error_code() {
+        Some(code) => matches!(
+            code,
+            ErrorCode::ConstraintViolation
+                | ErrorCode::DatabaseCorrupt
+                | ErrorCode::NotADatabase
+                | ErrorCode::TooBig
+                | ErrorCode::TypeMismatch
+                | ErrorCode::ApiMisuse
+                | ErrorCode::InternalMalfunction
+        ),
+        // Conversions and misuse on our side: the same input fails the same way.
+        None => true,
+    }
+}
+
+/// The bytes of a stored JSON value, or why it cannot be one.
+fn json_bytes(v: ValueRef<'_>) -> Result<Vec<u8>, String> {
+    match v {
+        ValueRef::Text(b) | ValueRef::Blob(b) => Ok(b.to_vec()),
+        ValueRef::Null => Err("the value is NULL".into()),
+        ValueRef::Integer(_) | ValueRef::Real(_) => Err("the value is a number column".into()),
+    }
+}
+
+fn parse(raw: Result<Vec<u8>, String>) -> Result<Value, String> {
+    let bytes = raw?;
+    serde_json::from_slice(&bytes).map_err(|e| format!("invalid JSON: {e}"))
+}
+
+impl SqliteStore {
+    /// Opens `storage_dir/botd.sqlite`, creating folder and file private, applying the
+    /// migrations, and importing the previous release's file store once. The error is one
+    /// sentence naming the file.
+    pub fn open(storage_dir: &Path) -> Result<SqliteStore, String> {
+        let path = storage_dir.join(DATABASE_FILE);
+        let shown = path.display().to_string();
+        let folder = |e: std::io::Error| format!("{}: {e}", storage_dir.display());
+        create_dir_durable(storage_dir).map_err(folder)?;
+        // Made by an older release, or by hand: tightened; a folder or file owned by someone
+        // else stays as it is (botd can still use it), with a warning.
+        if let Err(e) = restrict_mode(storage_dir, 0o700) {
+            log::warn!(
+                "{}: cannot make it private (0700): {e}",
+                storage_dir.display()
+            );
+        }
+        // SQLite gives its -wal and -shm files the mode of the database file.
+        match create_private(&path) {
+            Ok(file) => {
+                file.sync_all().map_err(|e| format!("{shown}: {e}"))?;
+                std::fs::File::open(storage_dir)
+                    .and_then(|d| d.sync_all())
+                    .map_err(folder)?;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(format!("{shown}: {e}")),
+        }
+        restrict_private(&path);
+        let mut conn = Connection::open(&path).map_err(|e| format!("{shown}: {e}"))?;
+        configure(&conn).map_err(|e| format!("{shown}: {e}"))?;
+        schema::migrate(&mut conn, &shown)?;
+        super::import::import_old_files(&mut conn, storage_dir, &shown)?;
+        restrict_private(&path);
+        Ok(SqliteStore {
+            conn: Mutex::new(conn),
+            shown,
+            last_prune_ms: AtomicI64::new(0),
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Connection> {
+        self.conn.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn err(&self, e: rusqlite::Error) -> StoreError {
+        StoreError {
+            permanent: is_permanent(&e),
+            message: format!("{}: {e}", self.shown),
+        }
+    }
+
+    /// Moves a damaged record aside in its own transaction and says so in one log line.
+    fn quarantine_now(
+        &self,
+        conn: &mut Connection,
+        ns: Namespace,
+        bot: &str,
+        key: &str,
+        reason: &str,
+    ) -> Result<(), StoreError> {
+        let tx = conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(|e| self.err(e))?;
+        let id = quarantine_record(&tx, ns, bot, key, reason, now_ms()).map_err(|e| self.err(e))?;
+        tx.commit().map_err(|e| self.err(e))?;
+        if let Some(id) = id {
+            self.log_quarantine(ns, bot, key, reason, id);
+        }
+        Ok(())
+    }
+
+    fn log_quarantine(&self, ns: Namespace, bot: &str, key: &str, reason: &str, id: i64) {
+        log::error!(
+            "{}: the {} {key:?} of bot \"{bot}\" cannot be used ({reason}); moved to quarantine #{id} (see `botd check`), the conversation goes on from a fresh state",
+            self.shown,
+            ns.record_name()
+        );
+    }
+}
+
+/// WAL, full sync, the busy timeout. Also used by `botd check`.
+fn configure(conn: &Connection) -> rusqlite::Result<()> {
+    conn.busy_timeout(BUSY_TIMEOUT)?;
+    let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        log::warn!("SQLite kept journal mode {mode:?} instead of WAL");
+    }
+    conn.execute_batch("PRAGMA synchronous = FULL")
+}
+
+/// The database and its companions 0600 (an older umask may have made them wider).
+fn restrict_private(path: &Path) {
+    for suffix in ["", "-wal", "-shm"] {
+        let mut p = path.as_os_str().to_owned();
+        p.push(suffix);
+        let p = PathBuf::from(p);
+        if let Err(e) = restrict_mode(&p, 0o600) {
+            log::warn!("{}: cannot make it private (0600): {e}", p.display());
+        }
+    }
+}
+
+/// Moves one record into `quarantine`; its id, or `None` when there was no such record.
+pub(super) fn quarantine_record(
+    tx: &Transaction<'_>,
+    ns: Namespace,
+    bot: &str,
+    key: &str,
+    reason: &str,
+    now: i64,
+) -> rusqlite::Result<Option<i64>> {
+    let table = ns.name();
+    let moved = tx.execute(
+        &format!(
+            "INSERT INTO quarantine (kind, bot, key, raw, reason, at_ms)
+             SELECT ?1, bot, key, CAST(value AS BLOB), ?4, ?5 FROM {table} WHERE bot = ?2 AND key = ?3"
+        ),
+        params![ns.record_name(), bot, key, reason, now],
+    )?;
+    if moved == 0 {
+        return Ok(None);
+    }
+    let id = tx.last_insert_rowid();
+    tx.execute(
+        &format!("DELETE FROM {table} WHERE bot = ?1 AND key = ?2"),
+        params![bot, key],
+    )?;
+    Ok(Some(id))
+}
+
+/// Remembers `seen` unless it is remembered and not expired; true when it was new.
+fn remember(tx: &Transaction<'_>, seen: &SeenId, now: i64) -> rusqlite::Result<bool> {
+    let changed = tx
+        .prepare_cached(
+            "INSERT INTO seen_ids (scope, hash, expires_ms) VALUES (?1, ?2, ?3)
+         ON CONFLICT (scope, hash) DO UPDATE SET expires_ms = excluded.expires_ms
+         WHERE seen_ids.expires_ms <= ?4",
+        )?
+        .execute(params![seen.scope, seen.hash, seen.expires_ms, now])?;
+    Ok(changed > 0)
+}
+
+/// Applies one op; the id of an enqueued item.
+fn apply(
+    tx: &Transaction<'_>,
+    op: &Op,
+    now: i64,
+    quarantined: &mut Vec<(Namespace, String, String, String, i64)>,
+) -> rusqlite::Result<Option<u64>> {
+    match op {
+        Op::Put {
+            ns,
+            bot,
+            key,
+            value,
+        } => {
+            let text = serde_json::to_string(value)
+                .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
+            tx.prepare_cached(&format!(
+                "INSERT INTO {} (bot, key, value, updated_ms) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (bot, key) DO UPDATE SET value = excluded.value, updated_ms = excluded.updated_ms",
+                ns.name()
+            ))?
+            .execute(params![bot, key, text, now])?;
+            Ok(None)
+        }
+        Op::Delete { ns, bot, key } => {
+            tx.prepare_cached(&format!(
+                "DELETE FROM {} WHERE bot = ?1 AND key = ?2",
+                ns.name()
+            ))?
+            .execute(params![bot, key])?;
+            Ok(None)
+        }
+        Op::Enqueue {
+            queue,
+            key,
+            item,
+            unless_seen,
+        } => {
+            if let Some(seen) = unless_seen {
+                if !remember(tx, seen, now)? {
+                    return Ok(None);
+                }
+            }
+            let text = serde_json::to_string(item)
+                .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
+            tx.prepare_cached(
+                "INSERT INTO queue_items (queue, key, item, created_ms) VALUES (?1, ?2, ?3, ?4)",
+            )?
+            .execute(params![queue.name(), key, text, now])?;
+            Ok(Some(tx.last_insert_rowid() as u64))
+        }
+        Op::Dequeue { queue, id } => {
+            tx.prepare_cached("DELETE FROM queue_items WHERE id = ?1 AND queue = ?2")?
+                .execute(params![*id as i64, queue.name()])?;
+            Ok(None)
+        }
+        Op::DeadLetter { queue, id, reason } => {
+            tx.prepare_cached(
+                "INSERT INTO dead_letters (queue, key, item, reason, at_ms)
+                 SELECT queue, key, item, ?3, ?4 FROM queue_items WHERE id = ?1 AND queue = ?2",
+            )?
+            .execute(params![*id as i64, queue.name(), reason, now])?;
+            tx.prepare_cached("DELETE FROM queue_items WHERE id = ?1 AND queue = ?2")?
+                .execute(params![*id as i64, queue.name()])?;
+            Ok(None)
+        }
+        Op::Quarantine {
+            ns,
+            bot,
+            key,
+            reason,
+        } => {
+            if let Some(id) = quarantine_record(tx, *ns, bot, key, reason, now)? {
+                quarantined.push((*ns, bot.clone(), key.clone(), reason.clone(), id));
+            }
+            Ok(None)
+        }
+    }
+}
+
+impl Store for SqliteStore {
+    fn get(&self, ns: Namespace, bot: &str, key: &str) -> Result<Option<Value>, StoreError> {
+        let mut conn = self.lock();
+        let raw = conn
+            .prepare_cached(&format!(
+                "SELECT value FROM {} WHERE bot = ?1 AND key = ?2",
+                ns.name()
+            ))
+            .and_then(|mut s| {
+                s.query_row(params![bot, key], |r| Ok(json_bytes(r.get_ref(0)?)))
+                    .optional()
+            })
+            .map_err(|e| self.err(e))?;
+        match raw.map(parse) {
+            None => Ok(None),
+            Some(Ok(v)) => Ok(Some(v)),
+            Some(Err(why)) => {
+                self.quarantine_now(&mut conn, ns, bot, key, &why)?;
+                Ok(None)
+            }
+        }
+    }
+
+    fn scan(
+        &self,
+        ns: Namespace,
+        bot: &str,
+        visit: &mut dyn FnMut(&str, Value),
+    ) -> Result<(), StoreError> {
+        let mut conn = self.lock();
+        let mut damaged = Vec::new();
+        {
+            let mut stmt = conn
+                .prepare_cached(&format!(
+                    "SELECT key, value FROM {} WHERE bot = ?1",
+                    ns.name()
+                ))
+                .map_err(|e| self.err(e))?;
+            let mut rows = stmt.query(params![bot]).map_err(|e| self.err(e))?;
+            while let Some(row) = rows.next().map_err(|e| self.err(e))? {
+                let key: String = row.get(0).map_err(|e| self.err(e))?;
+                match parse(json_bytes(row.get_ref(1).map_err(|e| self.err(e))?)) {
+                    Ok(v) => visit(&key, v),
+                    Err(why) => damaged.push((key, why)),
+                }
+            }
+        }
+        for (key, why) in damaged {
+            self.quarantine_now(&mut conn, ns, bot, &key, &why)?;
+        }
+        Ok(())
+    }
+
+    fn commit(&self, batch: Batch) -> Result<Committed, StoreError> {
+        if batch.is_empty() {
+            return Ok(Committed::default());
+        }
+        let now = now_ms();
+        let mut conn = self.lock();
+        let mut quarantined = Vec::new();
+        let result = (|| -> rusqlite::Result<Vec<Option<u64>>> {
+            let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            let mut ids = Vec::with_capacity(batch.ops.len());
+            for op in &batch.ops {
+                ids.push(apply(&tx, op, now, &mut quarantined)?);
+            }
+            let remembers = batch.ops.iter().any(|op| {
+                matches!(
+                    op,
+                    Op::Enqueue {
+                        unless_seen: Some(_),
+                        ..
+                    }
+                )
+            });
+            if remembers && now - self.last_prune_ms.load(Ordering::Relaxed) >= PRUNE_EVERY_MS {
+                tx.prepare_cached("DELETE FROM seen_ids WHERE expires_ms <= ?1")?
+                    .execute([now])?;
+                self.last_prune_ms.store(now, Ordering::Relaxed);
+            }
+            tx.commit()?;
+            Ok(ids)
+        })();
+        let ids = result.map_err(|e| self.err(e))?;
+        for (ns, bot, key, reason, id) in quarantined {
+            self.log_quarantine(ns, &bot, &key, &reason, id);
+        }
+        Ok(Committed::new(ids))
+    }
+
+    fn pending(&self, queue: Queue) -> Result<Vec<QueuedItem>, StoreError> {
+        let mut conn = self.lock();
+        let mut out = Vec::new();
+        let mut damaged = Vec::new();
+        {
+            let mut stmt = conn
+                .prepare_cached(
+                    "SELECT id, key, item FROM queue_items WHERE queue = ?1 ORDER BY id",
+                )
+                .map_err(|e| self.err(e))?;
+            let mut rows = stmt.query([queue.name()]).map_err(|e| self.err(e))?;
+            while let Some(row) = rows.next().map_err(|e| self.err(e))? {
+                let id: i64 = row.get(0).map_err(|e| self.err(e))?;
+                let key: String = row.get(1).map_err(|e| self.err(e))?;
+                match parse(json_bytes(row.get_ref(2).map_err(|e| self.err(e))?)) {
+                    Ok(item) => out.push(QueuedItem {
+                        id: id as u64,
+                        key,
+                        item,
+                    }),
+                    Err(why) => damaged.push((id, key, why)),
+                }
+            }
+        }
+        for (id, key, why) in damaged {
+            let moved = (|| -> rusqlite::Result<i64> {
+                let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+                tx.execute(
+                    "INSERT INTO quarantine (kind, bot, key, raw, reason, at_ms)
+                     SELECT 'queue ' || queue, '', key, CAST(item AS BLOB), ?2, ?3 FROM queue_items WHERE id = ?1",
+                    params![id, why, now_ms()],
+                )?;
+                let qid = tx.last_insert_rowid();
+                tx.execute("DELETE FROM queue_items WHERE id = ?1", [id])?;
+                tx.commit()?;
+                Ok(qid)
+            })()
+            .map_err(|e| self.err(e))?;
+            log::error!(
+                "{}: item #{id} of queue {} (conversation {key:?}) cannot be read ({why}); moved to quarantine #{moved} (see `botd check`), the queue goes on",
+                self.shown,
+                queue.name()
+            );
+        }
+        Ok(out)
+    }
+}
+
+/// What `botd check` says about the database: one `path: what is wrong` line per finding
+/// (a damaged database, a quarantined record, a dead letter), a summary, and whether the
+/// database is sound.
+pub struct CheckReport {
+    pub lines: Vec<String>,
+    pub summary: String,
+    pub sound: bool,
+}
+
+/// Checks `storage_dir/botd.sqlite` without changing it: schema version, `PRAGMA
+/// integrity_check`, quarantined records and dead letters.
+pub fn check_database(storage_dir: &Path) -> CheckReport {
+    let path = storage_dir.join(DATABASE_FILE);
+    let shown = path.display().to_string();
+    let mut report = CheckReport {
+        lines: Vec::new(),
+        summary: String::new(),
+        sound: true,
+    };
+    if !path.exists() {
+        report.summary = format!("{shown}: no database yet (botd creates it at start)");
+        return report;
+    }
+    let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let conn = match Connection::open_with_flags(&path, flags) {
+        Ok(c) => c,
+        Err(e) => {
+            report.lines.push(format!("{shown}: cannot open: {e}"));
+            report.sound = false;
+            return report;
+        }
+    };
+    let _ = conn.busy_timeout(BUSY_TIMEOUT);
+    let fail = |report: &mut CheckReport, line: String| {
+        report.lines.push(line);
+        report.sound = false;
+    };
+    match schema::version(&conn) {
+        Ok(v) if v > schema::SCHEMA_VERSION => {
+            fail(&mut report, format!("{shown}: schema version {v} is newer than this botd knows ({}); botd will not start on it", schema::SCHEMA_VERSION));
+            return report;
+        }
+        Ok(v) if v < schema::SCHEMA_VERSION => {
+            report.summary = format!(
+                "{shown}: schema version {v}; botd migrates it to {} at its next start",
+                schema::SCHEMA_VERSION
+            );
+            return report;
+        }
+        Ok(_) => {}
+        Err(e) => {
+            fail(
+                &mut report,
+                format!("{shown}: not a readable database: {e}"),
+            );
+            return report;
+        }
+    }
+    let integrity = (|| -> rusqlite::Result<Vec<String>> {
+        let mut stmt = conn.prepare("PRAGMA integrity_check")?;
+        let rows = stmt.query_map([], |r| r.get::<_, String>(0))?;
+        rows.collect()
+    })();
+    match integrity {
+        Ok(lines) if lines == ["ok"] => {}
+        Ok(lines) => {
+            for l in lines {
+                fail(&mut report, format!("{shown}: integrity check: {l}"));
+            }
+        }
+        Err(e) => fail(&mut report, format!("{shown}: integrity check failed: {e}")),
+    }
+    let listed = (|| -> rusqlite::Result<Vec<String>> {
+        let mut lines = Vec::new();
+        let mut stmt =
+            conn.prepare("SELECT id, kind, bot, key, reason FROM quarantine ORDER BY id")?;
+        let rows = stmt.query_map([], |r| {
+            Ok(format!(
+                "{shown}: quarantine #{}: {} {:?} of bot \"{}\": {}",
+                r.get::<_, i64>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, String>(3)?,
+                r.get::<_, String>(2)?,
+                r.get::<_, String>(4)?
+            ))
+        })?;
+        for row in rows {
+            lines.push(row?);
+        }
+        let mut stmt =
+            conn.prepare("SELECT id, queue, key, reason FROM dead_letters ORDER BY id")?;
+        let rows = stmt.query_map([], |r| {
+            Ok(format!(
+                "{shown}: dead letter #{} of queue {} (conversation {:?}): {}",
+                r.get::<_, i64>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, String>(2)?,
+                r.get::<_, String>(3)?
+            ))
+        })?;
+        for row in rows {
+            lines.push(row?);
+        }
+        Ok(lines)
+    })();
+    match listed {
+        Ok(lines) => {
+            let quarantined = lines
+                .iter()
+                .filter(|l| l.contains(": quarantine #"))
+                .count();
+            report.summary = format!(
+                "{shown}: {}, schema version {}, {quarantined} quarantined record(s), {} dead letter(s)",
+                if report.sound { "integrity ok" } else { "integrity check failed" },
+                schema::SCHEMA_VERSION,
+                lines.len() - quarantined
+            );
+            report.lines.extend(lines);
+        }
+        Err(e) => fail(&mut report, format!("{shown}: cannot list quarantine: {e}")),
+    }
+    report
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn temp(tag: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("botd-sqlite-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        dir
+    }
+
+    #[test]
+    fn records_round_trip_with_hostile_keys() {
+        let dir = temp("records");
+        let store = SqliteStore::open(&dir).unwrap();
+        let keys = [
+            "../../etc/passwd".to_string(),
+            "a'; DROP TABLE sessions; --".to_string(),
+            "😀".repeat(1024),
+            "api::u1".to_string(),
+        ];
+        let mut batch = Batch::new();
+        for (i, key) in keys.iter().enumerate() {
+            batch.put(Namespace::Sessions, "welcome-bot", key, json!({"n": i}));
+        }
+        store.commit(batch).unwrap();
+        for (i, key) in keys.iter().enumerate() {
+            assert_eq!(
+                store.get(Namespace::Sessions, "welcome-bot", key).unwrap(),
+                Some(json!({"n": i}))
+            );
+            assert_eq!(
+                store.get(Namespace::Users, "welcome-bot", key).unwrap(),
+                None
+            );
+            assert_eq!(
+                store.get(Namespace::Sessions, "other-bot", key).unwrap(),
+                None
+            );
+        }
+        let mut seen = Vec::new();
+        store
+            .scan(Namespace::Sessions, "welcome-bot", &mut |k, _| {
+                seen.push(k.to_string())
+            })
+            .unwrap();
+        assert_eq!(seen.len(), keys.len());
+        let mut batch = Batch::new();
+        batch.delete(Namespace::Sessions, "welcome-bot", &keys[0]);
+        store.commit(batch).unwrap();
+        assert_eq!(
+            store
+                .get(Namespace::Sessions, "welcome-bot", &keys[0])
+                .unwrap(),
+            None
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn queues_keep_order_and_seen_ids_dedupe() {
+        let dir = temp("queues");
+        let store = SqliteStore::open(&dir).unwrap();
+        let later = now_ms() + 60_000;
+        let mut batch = Batch::new();
+        let a = batch.enqueue(
+            Queue::MessengerIn,
+            "k",
+            json!("a"),
+            Some(SeenId::new("t", "m1", later)),
+        );
+        let dup = batch.enqueue(
+            Queue::MessengerIn,
+            "k",
+            json!("dup"),
+            Some(SeenId::new("t", "m1", later)),
+        );
+        let b = batch.enqueue(Queue::MessengerIn, "k", json!("b"), None);
+        let committed = store.commit(batch).unwrap();
+        let (a, b) = (committed.id(a).unwrap(), committed.id(b).unwrap());
+        assert!(committed.id(dup).is_none() && b > a);
+        drop(store);
+        let store = SqliteStore::open(&dir).unwrap();
+        let mut batch = Batch::new();
+        assert!(store
+            .commit({
+                let mut x = Batch::new();
+                x.enqueue(
+                    Queue::MessengerIn,
+                    "k",
+                    json!("again"),
+                    Some(SeenId::new("t", "m1", later)),
+                );
+                x
+            })
+            .unwrap()
+            .ids
+            .iter()
+            .all(Option::is_none));
+        // An expired id counts as new.
+        let old = SeenId {
+            expires_ms: now_ms() - 1,
+            ..SeenId::new("t", "m2", 0)
+        };
+        store
+            .commit({
+                let mut x = Batch::new();
+                x.enqueue(Queue::TelegramIn, "z", json!(0), Some(old));
+                x
+            })
+            .unwrap();
+        let c = batch.enqueue(
+            Queue::MessengerIn,
+            "k",
+            json!("c"),
+            Some(SeenId::new("t", "m2", later)),
+        );
+        batch.dequeue(Queue::MessengerIn, a);
+        let committed = store.commit(batch).unwrap();
+        assert!(committed.id(c).unwrap() > b);
+        let items: Vec<Value> = store
+            .pending(Queue::MessengerIn)
+            .unwrap()
+            .into_iter()
+            .map(|i| i.item)
+            .collect();
+        assert_eq!(items, vec![json!("b"), json!("c")]);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn damaged_rows_are_quarantined() {
+        let dir = temp("damaged");
+        let store = SqliteStore::open(&dir).unwrap();
+        let mut batch = Batch::new();
+        batch.put(Namespace::Kv, "welcome-bot", "global", json!({"a": 1}));
+        let t = batch.enqueue(Queue::TelegramOut, "k", json!({"x": 1}), None);
+        let id = store.commit(batch).unwrap().id(t).unwrap();
+        {
+            let conn = store.lock();
+            conn.execute("UPDATE kv SET value = '{\"a\": ' WHERE key = 'global'", [])
+                .unwrap();
+            conn.execute(
+                "UPDATE queue_items SET item = x'00ff' WHERE id = ?1",
+                [id as i64],
+            )
+            .unwrap();
+        }
+        assert_eq!(
+            store.get(Namespace::Kv, "welcome-bot", "global").unwrap(),
+            None
+        );
+        assert!(store.pending(Queue::TelegramOut).unwrap().is_empty());
+        drop(store);
+        let report = check_database(&dir);
+        assert!(report.sound, "{:?}", report.lines);
+        assert_eq!(
+            report
+                .lines
+                .iter()
+                .filter(|l| l.contains("quarantine #"))
+                .count(),
+            2,
+            "{:?}",
+            report.lines
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_failed_batch_leaves_nothing() {
+        let dir = temp("atomic");
+        let store = SqliteStore::open(&dir).unwrap();
+        store
+            .lock()
+            .execute_batch(
+                "CREATE TRIGGER no_users BEFORE INSERT ON users BEGIN SELECT RAISE(ABORT, 'full'); END",
+            )
+            .unwrap();
+        let mut batch = Batch::new();
+        batch.put(Namespace::Sessions, "welcome-bot", "s", json!({}));
+        batch.put(Namespace::Users, "welcome-bot", "u", json!({}));
+        let err = store.commit(batch).unwrap_err();
+        assert!(err.permanent, "{err}");
+        assert_eq!(
+            store.get(Namespace::Sessions, "welcome-bot", "s").unwrap(),
+            None
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
