@@ -33,6 +33,8 @@ struct Account {
     throttle_next_poll: Option<u64>,
     /// Answer every getUpdates with this body at once (a broken or hostile Bot API).
     canned_poll: Option<Value>,
+    /// Give every update again whatever the offset (a broken Bot API).
+    ignore_offset: bool,
 }
 
 #[derive(Default)]
@@ -131,7 +133,7 @@ impl FakeTelegram {
                 }
                 // Updates without an integer id are never confirmed, so they stay, as they
                 // would on a broken server.
-                if let Some(offset) = params["offset"].as_i64() {
+                if let Some(offset) = params["offset"].as_i64().filter(|_| !account.ignore_offset) {
                     account
                         .queue
                         .retain(|u| u["update_id"].as_i64().is_none_or(|id| id >= offset));
@@ -867,4 +869,48 @@ fn templates_typed_over_telegram_are_echoed_literally() {
     let texts = fake.wait_texts(token, 9, typed.len(), Duration::from_secs(15));
     let expected: Vec<String> = typed.iter().map(|t| format!("message|{t}|9|9")).collect();
     assert_eq!(texts, expected, "{}", server.log());
+}
+
+/// A Bot API that ignores `offset` and gives confirmed updates back at once: each is answered
+/// once, and the poller backs off instead of spinning through them.
+#[test]
+fn updates_given_again_below_the_offset_are_not_answered_again() {
+    let token = "708:REPEATtoken";
+    let fake = FakeTelegram::start(&[token]);
+    fake.shared
+        .0
+        .lock()
+        .unwrap()
+        .accounts
+        .get_mut(token)
+        .unwrap()
+        .ignore_offset = true;
+    let data = data_copy("tg-repeat");
+    global_config(data.path(), &fake, json!({"typingDelay": false}));
+    echo_bot(data.path(), "echo-bot");
+    bot_token(data.path(), "echo-bot", json!({"botToken": token}));
+    fake.text(token, 8, 8, "once");
+    let server = Server::start(data.path(), &[]);
+    let texts = fake.wait_texts(token, 8, 1, Duration::from_secs(15));
+    assert_eq!(texts, vec!["message|once|8|8"], "{}", server.log());
+    let window = Instant::now();
+    std::thread::sleep(Duration::from_secs(3));
+    let polls = fake.polls_since(token, window).len();
+    assert!(polls <= 4, "{polls} getUpdates in 3 s\n{}", server.log());
+    // A new update among the old ones is still answered, once.
+    fake.text(token, 8, 8, "twice");
+    let texts = fake.wait_texts(token, 8, 2, Duration::from_secs(30));
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(
+        fake.texts(token, 8),
+        vec!["message|once|8|8", "message|twice|8|8"],
+        "{}",
+        server.log()
+    );
+    assert_eq!(texts.len(), 2);
+    assert!(
+        server.log().contains("below the offset 1001 asked for"),
+        "{}",
+        server.log()
+    );
 }

@@ -64,6 +64,23 @@ pub struct Batch {
     pub skipped: Vec<String>,
 }
 
+impl Batch {
+    /// Moves updates below `offset` to the skipped ones: Telegram only returns ids from the
+    /// offset on, so these were confirmed already, and a server that gives them back anyway
+    /// would have them answered again and again.
+    pub fn skip_below(&mut self, offset: i64) {
+        let (kept, old): (Vec<Update>, Vec<Update>) =
+            self.updates.drain(..).partition(|u| u.id >= offset);
+        self.updates = kept;
+        for u in old {
+            self.skipped.push(format!(
+                "update {} is below the offset {offset} asked for (it was confirmed already)",
+                u.id
+            ));
+        }
+    }
+}
+
 /// Reads a `getUpdates` result. `Err` says why it is not a list of updates at all.
 pub fn parse_batch(result: &Value) -> Result<Batch, String> {
     let Some(items) = result.as_array() else {
@@ -162,7 +179,7 @@ impl Poller {
                 .rt
                 .api
                 .call("getUpdates", &params, poll + Duration::from_secs(15));
-            let batch = match answer.map(|result| parse_batch(&result)) {
+            let mut batch = match answer.map(|result| parse_batch(&result)) {
                 Ok(Ok(batch)) => batch,
                 Ok(Err(why)) => {
                     failures += 1;
@@ -228,8 +245,11 @@ impl Poller {
                 }
             };
             conflict_logged = false;
+            if let Some(o) = offset {
+                batch.skip_below(o);
+            }
             for why in &batch.skipped {
-                log::warn!("bot \"{bot}\": a Telegram update is skipped: it {why}");
+                log::warn!("bot \"{bot}\": a Telegram update is skipped: {why}");
             }
             if batch.updates.is_empty() {
                 // Nothing usable, or nothing long before the long poll's end: a server that
@@ -448,6 +468,19 @@ mod tests {
                 Err(format!("the result is {kind}, not a list"))
             );
         }
+    }
+
+    #[test]
+    fn updates_below_the_offset_are_skipped() {
+        let mut batch =
+            parse_batch(&json!([{"update_id": 9}, {"update_id": 10}, {"update_id": 11}])).unwrap();
+        batch.skip_below(10);
+        let ids: Vec<i64> = batch.updates.iter().map(|u| u.id).collect();
+        assert_eq!(ids, [10, 11]);
+        assert_eq!(
+            batch.skipped,
+            ["update 9 is below the offset 10 asked for (it was confirmed already)"]
+        );
     }
 
     #[test]
