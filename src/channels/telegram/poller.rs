@@ -24,9 +24,10 @@
 //! **Odd answers** get the same back-off, because a server that answers at once would
 //! otherwise be polled thousands of times a second: a `result` that is not a list, a batch in
 //! which no update can be used, and an empty list that came back well before the long-poll
-//! timeout. An update botd cannot use (not an object, no integer `update_id`, or an id that is
-//! negative or leaves no room for the next offset) is skipped with a log line naming why; the
-//! good updates of its batch are handled, and offsets never overflow.
+//! timeout. An update botd cannot use (not an object, no integer `update_id`, an id that is
+//! negative or leaves no room for the next offset, or one below the offset asked for, which a
+//! server ignoring offsets gives back) is skipped with a log line naming why; the good updates
+//! of its batch are handled, and offsets never overflow.
 
 use super::api::ApiError;
 use super::send::backoff;
