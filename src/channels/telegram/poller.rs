@@ -24,9 +24,10 @@
 //! **Odd answers** get the same back-off, because a server that answers at once would
 //! otherwise be polled thousands of times a second: a `result` that is not a list, a batch in
 //! which no update can be used, and an empty list that came back well before the long-poll
-//! timeout. An update botd cannot use (not an object, no integer `update_id`, or an id that is
-//! negative or leaves no room for the next offset) is skipped with a log line naming why; the
-//! good updates of its batch are handled, and offsets never overflow.
+//! timeout. An update botd cannot use (not an object, no integer `update_id`, an id that is
+//! negative or leaves no room for the next offset, or one below the offset asked for, which a
+//! server ignoring offsets gives back) is skipped with a log line naming why; the good updates
+//! of its batch are handled, and offsets never overflow.
 
 use super::api::ApiError;
 use super::send::backoff;
@@ -62,6 +63,23 @@ impl Update {
 pub struct Batch {
     pub updates: Vec<Update>,
     pub skipped: Vec<String>,
+}
+
+impl Batch {
+    /// Moves updates below `offset` to the skipped ones: Telegram only returns ids from the
+    /// offset on, so these were confirmed already, and a server that gives them back anyway
+    /// would have them answered again and again.
+    pub fn skip_below(&mut self, offset: i64) {
+        let (kept, old): (Vec<Update>, Vec<Update>) =
+            self.updates.drain(..).partition(|u| u.id >= offset);
+        self.updates = kept;
+        for u in old {
+            self.skipped.push(format!(
+                "update {} is below the offset {offset} asked for (it was confirmed already)",
+                u.id
+            ));
+        }
+    }
 }
 
 /// Reads a `getUpdates` result. `Err` says why it is not a list of updates at all.
@@ -162,7 +180,7 @@ impl Poller {
                 .rt
                 .api
                 .call("getUpdates", &params, poll + Duration::from_secs(15));
-            let batch = match answer.map(|result| parse_batch(&result)) {
+            let mut batch = match answer.map(|result| parse_batch(&result)) {
                 Ok(Ok(batch)) => batch,
                 Ok(Err(why)) => {
                     failures += 1;
@@ -228,8 +246,11 @@ impl Poller {
                 }
             };
             conflict_logged = false;
+            if let Some(o) = offset {
+                batch.skip_below(o);
+            }
             for why in &batch.skipped {
-                log::warn!("bot \"{bot}\": a Telegram update is skipped: it {why}");
+                log::warn!("bot \"{bot}\": a Telegram update is skipped: {why}");
             }
             if batch.updates.is_empty() {
                 // Nothing usable, or nothing long before the long poll's end: a server that
@@ -448,6 +469,19 @@ mod tests {
                 Err(format!("the result is {kind}, not a list"))
             );
         }
+    }
+
+    #[test]
+    fn updates_below_the_offset_are_skipped() {
+        let mut batch =
+            parse_batch(&json!([{"update_id": 9}, {"update_id": 10}, {"update_id": 11}])).unwrap();
+        batch.skip_below(10);
+        let ids: Vec<i64> = batch.updates.iter().map(|u| u.id).collect();
+        assert_eq!(ids, [10, 11]);
+        assert_eq!(
+            batch.skipped,
+            ["update 9 is below the offset 10 asked for (it was confirmed already)"]
+        );
     }
 
     #[test]
