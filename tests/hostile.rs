@@ -294,7 +294,7 @@ fn both_lengths_and_bad_framing_close_the_connection() {
 fn connections_over_the_cap_get_503_and_the_server_goes_on() {
     let data = data_with_limits("hostile-cap", json!({"maxConnections": 8}));
     let mut server = Server::start(data.path(), &[]);
-    let held: Vec<TcpStream> = (0..8).map(|_| connect(server.port)).collect();
+    let held = hold_places(server.port, 8);
     // The acceptor counts them once it has taken them; give it a moment, boundedly.
     let mut refused = None;
     for _ in 0..50 {
@@ -371,10 +371,14 @@ fn media_is_streamed_to_slow_readers() {
             s
         })
         .collect();
-    let mut first = vec![0u8; 4096];
-    for r in &mut readers {
-        r.read_exact(&mut first).unwrap();
-    }
+    let firsts: Vec<Vec<u8>> = readers
+        .iter_mut()
+        .map(|r| {
+            let mut first = vec![0u8; 4096];
+            r.read_exact(&mut first).unwrap();
+            first
+        })
+        .collect();
     std::thread::sleep(Duration::from_millis(300));
     assert_healthy(&mut server, "during-media");
     let peak = peak_rss_kb(&server);
@@ -383,11 +387,16 @@ fn media_is_streamed_to_slow_readers() {
         "peak RSS {peak} kB for a {size}-byte file"
     );
     // The whole file arrives, with its length.
-    let mut raw = first.clone();
+    let mut raw = firsts[0].clone();
     raw.extend(read_all(&mut readers[0]));
     let answer = parse_answer(&raw);
     assert_eq!(answer.status, 200);
     assert_eq!(answer.header("Content-Length"), Some(size.to_string()));
+    assert_eq!(
+        answer.body.len(),
+        content.len(),
+        "the streamed body is the file"
+    );
     assert!(answer.body == content, "the streamed body is the file");
     server.stop_gracefully();
 }
@@ -417,5 +426,191 @@ fn unsigned_webhook_calls_are_refused_before_the_body() {
     assert!(!raw.is_empty(), "answered within 2 s, without the body");
     assert_eq!(parse_answer(&raw).status, 403);
     assert_healthy(&mut server, "after-webhook");
+    server.stop_gracefully();
+}
+
+/// Chunked framing cannot grow memory: trailer fields and chunk extensions count.
+#[test]
+fn chunk_trailers_and_extensions_are_bounded() {
+    let data = data_copy("hostile-trailers");
+    let mut server = Server::start(data.path(), &[]);
+    let line = format!("X-T: {}\r\n", "a".repeat(8000));
+    let mut s = connect(server.port);
+    s.write_all(b"POST /api/v1/bots/welcome-bot/converse/t1 HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n")
+        .unwrap();
+    // The server refuses after a few of these; what it no longer reads may fail to send.
+    for _ in 0..4000 {
+        if s.write_all(line.as_bytes()).is_err() {
+            break;
+        }
+    }
+    assert_eq!(parse_answer(&read_all(&mut s)).status, 400);
+    // A kilobyte of extension on every one-byte chunk.
+    let mut s = connect(server.port);
+    s.write_all(b"POST /api/v1/bots/welcome-bot/converse/t2 HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n")
+        .unwrap();
+    let chunk = format!("1;{}\r\n \r\n", "e".repeat(1015));
+    for _ in 0..20_000 {
+        if s.write_all(chunk.as_bytes()).is_err() {
+            break;
+        }
+    }
+    assert_eq!(parse_answer(&read_all(&mut s)).status, 413);
+    let peak = peak_rss_kb(&server);
+    assert!(peak < 64 * 1024, "peak RSS {peak} kB");
+    assert_healthy(&mut server, "after-trailers");
+    server.stop_gracefully();
+}
+
+/// A refusal reaches a client that sent its whole request at once: the server does not reset
+/// the connection over the bytes it did not read.
+#[test]
+fn refusals_reach_clients_that_sent_everything_at_once() {
+    let data = data_with_limits("hostile-linger", json!({"maxConnections": 4}));
+    let mut server = Server::start(data.path(), &[]);
+    let mut request = b"POST /api/v1/bots/welcome-bot/converse/l1 HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000\r\n\r\n".to_vec();
+    request.extend(std::iter::repeat_n(b'a', 1_000_000));
+    for round in 0..10 {
+        let mut s = connect(server.port);
+        let writer = {
+            let mut s = s.try_clone().unwrap();
+            let request = request.clone();
+            std::thread::spawn(move || {
+                let _ = s.write_all(&request);
+            })
+        };
+        let raw = read_all(&mut s);
+        assert!(!raw.is_empty(), "round {round}: the 413 was lost");
+        assert_eq!(parse_answer(&raw).status, 413);
+        writer.join().unwrap();
+    }
+    // Over the connection cap, a request sent right after connecting still gets its 503.
+    assert!(wait_until(Duration::from_secs(10), || request_status(
+        server.port
+    ) == Some(200)));
+    let held = hold_places(server.port, 4);
+    let mut seen = Vec::new();
+    assert!(
+        wait_until(Duration::from_secs(5), || {
+            seen.push(request_status(server.port));
+            seen.last() == Some(&Some(503))
+        }),
+        "{seen:?} {}",
+        server.log()
+    );
+    for round in 0..10 {
+        let mut s = connect(server.port);
+        let _ = s.write_all(b"GET /status HTTP/1.1\r\nHost: x\r\n\r\n");
+        let raw = read_all(&mut s);
+        assert!(!raw.is_empty(), "round {round}: the 503 was lost");
+        let answer = parse_answer(&raw);
+        assert_eq!(answer.status, 503, "round {round}: {}", answer.text());
+        assert_eq!(
+            answer.header("Content-Length"),
+            Some(answer.body.len().to_string())
+        );
+    }
+    drop(held);
+    assert!(wait_until(Duration::from_secs(5), || request_status(
+        server.port
+    ) == Some(200)));
+    assert_healthy(&mut server, "after-linger");
+    server.stop_gracefully();
+}
+
+/// `n` connections busy sending a body (slowly), which keep their places for the body timeout.
+/// A connection the server refused (a place still taken by one that was closing) is replaced.
+fn hold_places(port: u16, n: usize) -> Vec<TcpStream> {
+    let mut held = Vec::new();
+    for i in 0..n * 10 {
+        if held.len() == n {
+            break;
+        }
+        let mut s = connect(port);
+        s.write_all(
+            format!("POST /api/v1/bots/welcome-bot/converse/hold{i} HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{{")
+                .as_bytes(),
+        )
+        .unwrap();
+        s.set_read_timeout(Some(Duration::from_millis(300)))
+            .unwrap();
+        let mut byte = [0u8; 1];
+        // Refused at once, or still waiting for its body: only the second holds a place.
+        if s.read(&mut byte).is_err() {
+            s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+            held.push(s);
+        }
+    }
+    assert_eq!(held.len(), n, "could not take {n} places");
+    held
+}
+
+fn request_status(port: u16) -> Option<u16> {
+    let mut s = connect(port);
+    s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    s.write_all(b"GET /status HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .ok()?;
+    let raw = read_all(&mut s);
+    (!raw.is_empty()).then(|| parse_answer(&raw).status)
+}
+
+/// Silent connections that fill most of the places are closed quickly, so they cannot keep
+/// everyone else out for the whole keep-alive timeout.
+#[test]
+fn silent_connections_are_reclaimed_when_places_run_out() {
+    let data = data_with_limits("hostile-crowd", json!({"maxConnections": 8}));
+    let mut server = Server::start(data.path(), &[]);
+    let silent: Vec<TcpStream> = (0..8).map(|_| connect(server.port)).collect();
+    // The keep-alive timeout is 60 s; the crowded one is 2 s.
+    assert!(
+        wait_until(Duration::from_secs(10), || request_status(server.port)
+            == Some(200)),
+        "a new client got in"
+    );
+    drop(silent);
+    assert_healthy(&mut server, "after-crowd");
+    server.stop_gracefully();
+}
+
+#[test]
+fn protocol_corners() {
+    let data = data_copy("hostile-corners");
+    let mut server = Server::start(data.path(), &[]);
+    let exchange = |raw: &[u8]| {
+        let mut s = connect(server.port);
+        s.write_all(raw).unwrap();
+        read_all(&mut s)
+    };
+    // A refused HEAD has no body.
+    let raw = exchange(b"HEAD /status HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\n");
+    let answer = parse_answer(&raw);
+    assert_eq!(answer.status, 501);
+    assert!(answer.body.is_empty(), "{}", answer.text());
+    // HTTP/1.0 with Transfer-Encoding: answered, then closed (faulty framing).
+    let raw = exchange(b"GET /status HTTP/1.0\r\nConnection: keep-alive\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /status HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert_eq!(answers_in(&raw), 1);
+    // Blank lines first do not get a long request line past its limit.
+    let mut padded = b"\r\n".repeat(12);
+    padded.extend_from_slice(
+        format!(
+            "GET /status?{} HTTP/1.1\r\nHost: x\r\n\r\n",
+            "a".repeat(30_000)
+        )
+        .as_bytes(),
+    );
+    assert_eq!(parse_answer(&exchange(&padded)).status, 400);
+    // No Host in HTTP/1.1: 400; absolute-form targets are served.
+    assert_eq!(
+        parse_answer(&exchange(b"GET /status HTTP/1.1\r\n\r\n")).status,
+        400
+    );
+    let raw = exchange(b"GET http://bot.example.com/status HTTP/1.1\r\nHost: bot.example.com\r\nConnection: close\r\n\r\n");
+    assert_eq!(parse_answer(&raw).json()["status"], "ok");
+    // The CORS preflight: 204 without a length.
+    let raw = exchange(b"OPTIONS /api/v1/bots/welcome-bot/converse/u HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    let answer = parse_answer(&raw);
+    assert_eq!(answer.status, 204);
+    assert_eq!(answer.header("Content-Length"), None);
+    assert_healthy(&mut server, "after-corners");
     server.stop_gracefully();
 }

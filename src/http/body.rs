@@ -22,7 +22,15 @@ pub struct ChunkedBody {
     /// How far into the input the decoder has read.
     at: usize,
     state: State,
+    /// Bytes of trailer fields so far.
+    trailers: usize,
 }
+
+/// Framing (size lines, extensions, trailers) allowed beyond the data itself: tiny chunks
+/// with long extensions must not turn a small limit into a large buffer.
+const FRAMING_ALLOWANCE: u64 = 16 * 1024;
+/// All trailer fields together.
+const MAX_TRAILERS: usize = 8 * 1024;
 
 #[derive(Debug, Default, Clone, Copy)]
 enum State {
@@ -39,6 +47,9 @@ impl ChunkedBody {
     /// trailer fields are read and dropped.
     pub fn feed(&mut self, input: &[u8], limit: u64, out: &mut Vec<u8>) -> Chunked {
         loop {
+            if self.at as u64 > limit.saturating_mul(2).saturating_add(FRAMING_ALLOWANCE) {
+                return Chunked::TooLarge;
+            }
             let rest = &input[self.at..];
             match self.state {
                 State::Size => {
@@ -50,12 +61,18 @@ impl ChunkedBody {
                             Chunked::More
                         };
                     };
-                    let text = rest[..len]
-                        .split(|b| *b == b';')
-                        .next()
-                        .unwrap_or_default()
-                        .trim_ascii();
-                    if text.is_empty() || text.len() > 15 || !text.iter().all(u8::is_ascii_hexdigit)
+                    // `1*HEXDIG [BWS ";" extension]`: nothing before the digits, only spaces or
+                    // tabs after them, no stray CR anywhere.
+                    let line = &rest[..len];
+                    let text = line.split(|b| *b == b';').next().unwrap_or_default();
+                    let text = text
+                        .iter()
+                        .rposition(|b| *b != b' ' && *b != b'\t')
+                        .map_or(&text[..0], |end| &text[..=end]);
+                    if text.is_empty()
+                        || text.len() > 15
+                        || !text.iter().all(u8::is_ascii_hexdigit)
+                        || line.contains(&b'\r')
                     {
                         return Chunked::Malformed("bad chunk size");
                     }
@@ -107,6 +124,10 @@ impl ChunkedBody {
                     if len == 0 {
                         return Chunked::Done(self.at);
                     }
+                    self.trailers += len;
+                    if self.trailers > MAX_TRAILERS {
+                        return Chunked::Malformed("trailer fields too large");
+                    }
                 }
             }
         }
@@ -148,6 +169,19 @@ mod tests {
         assert_eq!(out, "Wikipedia");
         assert_eq!(r, Chunked::Done(body.len() - "GET /next".len()));
         assert_eq!(decode("0\r\n\r\n", 0), (Chunked::Done(5), String::new()));
+    }
+
+    #[test]
+    fn framing_and_trailers_are_bounded() {
+        let trailers = format!("0\r\n{}", "X-T: aaaaaaaa\r\n".repeat(1000));
+        assert!(matches!(decode(&trailers, 100).0, Chunked::Malformed(_)));
+        // One byte of data per chunk, a kilobyte of extension each.
+        let ext = format!("1;{}\r\na\r\n", "e".repeat(1000)).repeat(100);
+        assert_eq!(decode(&ext, 100).0, Chunked::TooLarge);
+        assert_eq!(
+            decode("3 ;x=1\r\nabc\r\n0\r\n\r\n", 100),
+            (Chunked::Done(18), "abc".into())
+        );
     }
 
     #[test]

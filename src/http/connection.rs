@@ -16,6 +16,35 @@ use std::time::{Duration, Instant};
 /// Reads wait at most this long, so deadlines and a stop are noticed while a client is silent.
 const TICK: Duration = Duration::from_millis(500);
 const READ_CHUNK: usize = 16 * 1024;
+/// After a refusal: how long, and how much, of what the client still sends is read and dropped.
+const LINGER_TIME: Duration = Duration::from_secs(2);
+const LINGER_BYTES: usize = 4 << 20;
+/// The idle and head timeouts while more than three quarters of the connection places are taken.
+const CROWDED_TIMEOUT: Duration = Duration::from_secs(2);
+/// A buffer grown past this by one request is given back before the next.
+const KEPT_BUFFER: usize = 64 * 1024;
+
+/// Reads and drops what arrives on `stream` until the client closes, `time` passes or `bytes`
+/// were dropped (the stream's read timeout bounds each read).
+pub(super) fn linger(stream: &mut TcpStream, time: Duration, bytes: usize) {
+    let deadline = Instant::now() + time;
+    let mut chunk = [0u8; READ_CHUNK];
+    let mut dropped = 0;
+    while Instant::now() < deadline && dropped < bytes {
+        match stream.read(&mut chunk) {
+            Ok(0) => return,
+            Ok(n) => dropped += n,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock
+                        | io::ErrorKind::TimedOut
+                        | io::ErrorKind::Interrupted
+                ) => {}
+            Err(_) => return,
+        }
+    }
+}
 
 pub(super) fn serve(stream: TcpStream, peer: SocketAddr, shared: &Shared) {
     // Answers go out in one write; without NODELAY a second small write could wait for the
@@ -80,32 +109,49 @@ enum ReadEnd {
 }
 
 impl Connection<'_> {
+    /// One read, waiting at most a tick: `Ok(true)` when bytes arrived, `Ok(false)` when
+    /// none did yet.
+    fn read_once(&mut self) -> Result<bool, ReadEnd> {
+        if self.shared.stopping.load(Ordering::SeqCst) {
+            return Err(ReadEnd::Stopping);
+        }
+        let mut chunk = [0u8; READ_CHUNK];
+        match self.stream.read(&mut chunk) {
+            Ok(0) => Err(ReadEnd::Gone),
+            Ok(n) => {
+                self.buf.extend_from_slice(&chunk[..n]);
+                Ok(true)
+            }
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock
+                        | io::ErrorKind::TimedOut
+                        | io::ErrorKind::Interrupted
+                ) =>
+            {
+                Ok(false)
+            }
+            Err(_) => Err(ReadEnd::Gone),
+        }
+    }
+
     /// Reads once more into the buffer, by `deadline`.
     fn read_more(&mut self, deadline: Instant) -> Result<(), ReadEnd> {
-        let mut chunk = [0u8; READ_CHUNK];
         loop {
-            if self.shared.stopping.load(Ordering::SeqCst) {
-                return Err(ReadEnd::Stopping);
-            }
             if Instant::now() >= deadline {
                 return Err(ReadEnd::Late);
             }
-            match self.stream.read(&mut chunk) {
-                Ok(0) => return Err(ReadEnd::Gone),
-                Ok(n) => {
-                    self.buf.extend_from_slice(&chunk[..n]);
-                    return Ok(());
-                }
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        io::ErrorKind::WouldBlock
-                            | io::ErrorKind::TimedOut
-                            | io::ErrorKind::Interrupted
-                    ) => {}
-                Err(_) => return Err(ReadEnd::Gone),
+            if self.read_once()? {
+                return Ok(());
             }
         }
+    }
+
+    /// Whether most connection places are taken: idle and half-sent connections then get short
+    /// timeouts, so silent sockets cannot keep everyone else out for long.
+    fn crowded(&self) -> bool {
+        self.shared.open.load(Ordering::Relaxed) * 4 > self.shared.limits.max_connections * 3
     }
 
     /// Writes all of `bytes`, giving up when the client takes nothing for the write timeout,
@@ -145,8 +191,8 @@ impl Connection<'_> {
     /// refused (and answered).
     fn next_head(&mut self) -> Option<Head> {
         let limits = &self.shared.limits;
-        let idle_deadline = Instant::now() + limits.idle_timeout;
-        let mut head_deadline = None;
+        let idle_since = Instant::now();
+        let mut head_since = None;
         // Where the search for the end of the head resumes, so a head sent a byte at a time is
         // still scanned once.
         let mut scanned: usize = 0;
@@ -166,38 +212,54 @@ impl Connection<'_> {
                     match head::parse(&self.buf, limits) {
                         Ok(Some((head, n))) => {
                             self.buf.drain(..n);
+                            if self.buf.capacity() > KEPT_BUFFER {
+                                self.buf.shrink_to(self.buf.len().max(READ_CHUNK));
+                            }
                             return Some(head);
                         }
                         Ok(None) => {}
                         Err(refusal) => {
-                            self.refuse(&refusal);
+                            self.refuse(&refusal, false);
                             return None;
                         }
                     }
                 }
             }
+            let crowded = self.crowded();
             let deadline = if self.buf.is_empty() {
-                idle_deadline
+                let limit = if crowded {
+                    limits.idle_timeout.min(CROWDED_TIMEOUT)
+                } else {
+                    limits.idle_timeout
+                };
+                idle_since + limit
             } else {
-                *head_deadline.get_or_insert_with(|| Instant::now() + limits.head_timeout)
+                let limit = if crowded {
+                    limits.head_timeout.min(CROWDED_TIMEOUT)
+                } else {
+                    limits.head_timeout
+                };
+                *head_since.get_or_insert_with(Instant::now) + limit
             };
-            match self.read_more(deadline) {
-                Ok(()) => {}
-                Err(ReadEnd::Late) if !self.buf.is_empty() => {
-                    self.refuse(&Refusal::new(408, "the request head took too long"));
-                    return None;
+            if Instant::now() >= deadline {
+                if !self.buf.is_empty() {
+                    self.refuse(&Refusal::new(408, "the request head took too long"), false);
                 }
-                Err(_) => return None,
+                return None;
+            }
+            if self.read_once().is_err() {
+                return None;
             }
         }
     }
 
     /// Admits the request and reads its body.
     fn read_request(&mut self, head: Head, peer: SocketAddr) -> Next {
+        let head_only = head.method == Method::Head;
         let framing = match head.framing() {
             Ok(f) => f,
             Err(refusal) => {
-                self.refuse(&refusal);
+                self.refuse(&refusal, head_only);
                 return Next::Close;
             }
         };
@@ -206,19 +268,19 @@ impl Connection<'_> {
             Admission::Body { limit } => limit,
             Admission::Answer(reply) => {
                 // The body was not read, so the connection cannot carry another request.
-                let keep = !has_body && head.keep_alive();
-                let head_only = head.method == Method::Head;
-                let ok = self.write(reply, Instant::now(), keep, head_only).is_ok();
-                return if ok && keep {
-                    Next::Answered
-                } else {
-                    Next::Close
+                if has_body || !head.keep_alive() {
+                    self.close_with(reply, head_only);
+                    return Next::Close;
+                }
+                return match self.write(reply, Instant::now(), true, head_only) {
+                    Ok(()) => Next::Answered,
+                    Err(_) => Next::Close,
                 };
             }
         };
         if let Framing::Length(n) = framing {
             if n > limit {
-                self.too_large(limit);
+                self.too_large(limit, head_only);
                 return Next::Close;
             }
         }
@@ -232,7 +294,7 @@ impl Connection<'_> {
                 let n = n as usize;
                 while self.buf.len() < n {
                     if let Err(end) = self.read_more(deadline) {
-                        self.body_ended(end);
+                        self.body_ended(end, head_only);
                         return Next::Close;
                     }
                 }
@@ -246,20 +308,23 @@ impl Connection<'_> {
                     match decoder.feed(&self.buf, limit, &mut body) {
                         Chunked::Done(n) => {
                             self.buf.drain(..n);
+                            if self.buf.capacity() > KEPT_BUFFER {
+                                self.buf.shrink_to(self.buf.len().max(READ_CHUNK));
+                            }
                             break body;
                         }
                         Chunked::More => {
                             if let Err(end) = self.read_more(deadline) {
-                                self.body_ended(end);
+                                self.body_ended(end, head_only);
                                 return Next::Close;
                             }
                         }
                         Chunked::TooLarge => {
-                            self.too_large(limit);
+                            self.too_large(limit, head_only);
                             return Next::Close;
                         }
                         Chunked::Malformed(why) => {
-                            self.refuse(&Refusal::new(400, why));
+                            self.refuse(&Refusal::new(400, why), head_only);
                             return Next::Close;
                         }
                     }
@@ -269,19 +334,21 @@ impl Connection<'_> {
         Next::Handle(Request { head, body, peer })
     }
 
-    fn body_ended(&mut self, end: ReadEnd) {
+    fn body_ended(&mut self, end: ReadEnd, head_only: bool) {
         if let ReadEnd::Late = end {
-            self.refuse(&Refusal::new(408, "the request body took too long"));
+            self.refuse(
+                &Refusal::new(408, "the request body took too long"),
+                head_only,
+            );
         }
     }
 
-    fn too_large(&mut self, limit: u64) {
+    fn too_large(&mut self, limit: u64, head_only: bool) {
         log::debug!("request body over the limit of {limit} bytes: refused unread");
-        let reply = super::body_parser_error(413, "entity.too.large");
-        let _ = self.write(reply, Instant::now(), false, false);
+        self.close_with(super::body_parser_error(413, "entity.too.large"), head_only);
     }
 
-    fn refuse(&mut self, refusal: &Refusal) {
+    fn refuse(&mut self, refusal: &Refusal, head_only: bool) {
         log::debug!("request refused ({}): {}", refusal.status, refusal.why);
         let kind = match refusal.status {
             408 => "RequestTimeout",
@@ -290,8 +357,19 @@ impl Connection<'_> {
             501 => "NotImplemented",
             _ => "BadRequestError",
         };
-        let reply = Reply::error(refusal.status, kind, &refusal.why);
-        let _ = self.write(reply, Instant::now(), false, false);
+        self.close_with(Reply::error(refusal.status, kind, &refusal.why), head_only);
+    }
+
+    /// Answers and closes a connection whose input is not all read. Closing at once would
+    /// make the kernel reset the connection over the unread bytes, and a reset can destroy the
+    /// answer before the client reads it; so the write side is shut first and what the client
+    /// still sends is read and dropped, for a bounded time and amount.
+    fn close_with(&mut self, reply: Reply, head_only: bool) {
+        if self.write(reply, Instant::now(), false, head_only).is_err() {
+            return;
+        }
+        let _ = self.stream.shutdown(std::net::Shutdown::Write);
+        linger(&mut self.stream, LINGER_TIME, LINGER_BYTES);
     }
 
     /// Writes one answer. Small bodies go out with the head in one write; files are streamed.
@@ -316,11 +394,22 @@ impl Connection<'_> {
         let elapsed = started.elapsed().as_secs_f64() * 1000.0;
         let _ = write!(
             out,
-            "HTTP/1.1 {} {}\r\nDate: {}\r\nContent-Type: {}\r\nContent-Length: {len}\r\nX-Response-Time: {elapsed:.3}ms\r\nAccess-Control-Allow-Origin: *\r\n",
+            "HTTP/1.1 {} {}\r\nDate: {}\r\n",
             reply.status,
             reason(reply.status),
             http_date(crate::engine::event::now_ms()),
-            reply.content_type,
+        );
+        // A 204 or 304 has no content, and says nothing of its length (RFC 9110 §8.6).
+        if !matches!(reply.status, 204 | 304) {
+            let _ = write!(
+                out,
+                "Content-Type: {}\r\nContent-Length: {len}\r\n",
+                reply.content_type
+            );
+        }
+        let _ = write!(
+            out,
+            "X-Response-Time: {elapsed:.3}ms\r\nAccess-Control-Allow-Origin: *\r\n"
         );
         for (name, value) in &reply.headers {
             // A header that could split the answer is dropped, never sent.

@@ -77,8 +77,12 @@ impl Head {
             .map(|(_, v)| v.as_str())
     }
 
-    /// Whether the client asked to keep the connection open after this request.
+    /// Whether the client asked to keep the connection open after this request. An HTTP/1.0
+    /// request with `Transfer-Encoding` has faulty framing (RFC 9112 §6.1): never kept.
     pub fn keep_alive(&self) -> bool {
+        if !self.http11 && self.header("Transfer-Encoding").is_some() {
+            return false;
+        }
         let has = |token: &str| {
             self.all("Connection")
                 .flat_map(|v| v.split(','))
@@ -167,16 +171,39 @@ impl Refusal {
     }
 }
 
+/// The path and query of an absolute-form target (`http://host/path?q`, RFC 9112 §3.2.2),
+/// which servers must accept; any other target as it is.
+fn origin_form(target: &str) -> &str {
+    let lower = |p: &str| target.len() >= p.len() && target[..p.len()].eq_ignore_ascii_case(p);
+    let rest = if lower("http://") {
+        &target[7..]
+    } else if lower("https://") {
+        &target[8..]
+    } else {
+        return target;
+    };
+    match rest.find(['/', '?']) {
+        Some(i) if rest.as_bytes()[i] == b'/' => &rest[i..],
+        // `http://host?q` has an empty path: "/" is implied, but the query would be lost with
+        // a borrowed slice; such targets are refused as not a path.
+        Some(_) => "",
+        None => "/",
+    }
+}
+
 /// Parses the head at the start of `buf`. `Ok(None)` asks for more bytes; `Ok(Some((head,
 /// n)))` means the head ended after `n` bytes. Limits are checked on what has arrived, so a
 /// head that will be too long is refused as soon as it is, not once it is complete.
 pub fn parse(buf: &[u8], limits: &Limits) -> Result<Option<(Head, usize)>, Refusal> {
-    // Empty lines before a request line are allowed (RFC 9112 §2.2); only a few.
+    // Empty lines before a request line are allowed (RFC 9112 §2.2); a few, not a way around
+    // the request-line limit.
     let skip = buf
         .iter()
-        .take(8)
         .take_while(|b| **b == b'\r' || **b == b'\n')
         .count();
+    if skip > 16 {
+        return Err(Refusal::new(400, "too many empty lines before the request"));
+    }
     let bytes = &buf[skip..];
     let line_end = bytes.iter().position(|b| *b == b'\n');
     if line_end.unwrap_or(bytes.len()) > limits.max_request_line {
@@ -198,7 +225,7 @@ pub fn parse(buf: &[u8], limits: &Limits) -> Result<Option<(Head, usize)>, Refus
             }
             let head = Head {
                 method: Method::parse(request.method.unwrap_or("")),
-                target: request.path.unwrap_or("").to_string(),
+                target: origin_form(request.path.unwrap_or("")).to_string(),
                 http11: request.version == Some(1),
                 headers: request
                     .headers
@@ -211,8 +238,15 @@ pub fn parse(buf: &[u8], limits: &Limits) -> Result<Option<(Head, usize)>, Refus
                     })
                     .collect(),
             };
-            if !head.target.starts_with('/') && head.method != Method::Options {
+            if !head.target.starts_with('/') && head.target != "*" {
                 return Err(Refusal::new(400, "the request target is not a path"));
+            }
+            // RFC 9112 §3.2: exactly one Host in an HTTP/1.1 request.
+            if head.http11 && head.all("Host").count() != 1 {
+                return Err(Refusal::new(
+                    400,
+                    "an HTTP/1.1 request needs exactly one Host header",
+                ));
             }
             Ok(Some((head, skip + n)))
         }
@@ -280,11 +314,34 @@ mod tests {
         assert_eq!(parse(many.as_bytes(), &l).unwrap_err().status, 431);
         assert_eq!(parse(b"GARBAGE\r\n\r\n", &l).unwrap_err().status, 400);
         assert_eq!(
-            parse(b"GET http://x/ HTTP/1.1\r\n\r\n", &l)
+            parse(b"GET x HTTP/1.1\r\nHost: a\r\n\r\n", &l)
                 .unwrap_err()
                 .status,
             400
         );
+        assert_eq!(
+            parse(b"GET / HTTP/1.1\r\n\r\n", &l).unwrap_err().status,
+            400
+        );
+        assert_eq!(
+            parse(b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", &l)
+                .unwrap_err()
+                .status,
+            400
+        );
+        // Blank lines before the request line do not get a long line past its limit.
+        let padded = format!(
+            "{}GET /{} HTTP/1.1\r\nHost: a\r\n\r\n",
+            "\r\n".repeat(12),
+            "a".repeat(l.max_request_line)
+        );
+        assert_eq!(parse(padded.as_bytes(), &l).unwrap_err().status, 400);
+        let padded = format!(
+            "{}GET /{} HTTP/1.1",
+            "\r\n".repeat(4),
+            "a".repeat(l.max_request_line)
+        );
+        assert_eq!(parse(padded.as_bytes(), &l).unwrap_err().status, 414);
     }
 
     #[test]
@@ -313,17 +370,35 @@ mod tests {
             ("X-Other: 1", Ok(Framing::Length(0))),
         ];
         for (headers, expected) in cases {
-            let h = head(&format!("POST / HTTP/1.1\r\n{headers}\r\n\r\n"));
+            let h = head(&format!("POST / HTTP/1.1\r\nHost: a\r\n{headers}\r\n\r\n"));
             assert_eq!(h.framing().map_err(|r| r.status), expected, "{headers}");
         }
     }
 
     #[test]
+    fn absolute_form_targets_are_read_as_paths() {
+        let h =
+            head("GET http://bot.example.com/status?x=1 HTTP/1.1\r\nHost: bot.example.com\r\n\r\n");
+        assert_eq!(h.target, "/status?x=1");
+        assert_eq!(
+            head("GET HTTPS://h HTTP/1.1\r\nHost: h\r\n\r\n").target,
+            "/"
+        );
+        assert_eq!(head("OPTIONS * HTTP/1.1\r\nHost: h\r\n\r\n").target, "*");
+    }
+
+    #[test]
     fn keep_alive_follows_the_version() {
-        assert!(!head("GET / HTTP/1.1\r\nConnection: close\r\n\r\n").keep_alive());
+        assert!(!head("GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n").keep_alive());
         assert!(!head("GET / HTTP/1.0\r\n\r\n").keep_alive());
         assert!(head("GET / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n").keep_alive());
-        assert!(head("GET / HTTP/1.1\r\nExpect: 100-continue\r\n\r\n").expects_continue());
+        assert!(!head(
+            "GET / HTTP/1.0\r\nConnection: keep-alive\r\nTransfer-Encoding: chunked\r\n\r\n"
+        )
+        .keep_alive());
+        assert!(
+            head("GET / HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\n\r\n").expects_continue()
+        );
     }
 
     /// Random and mutated heads never panic, and whatever is accepted is within the limits.
@@ -338,8 +413,8 @@ mod tests {
         let seeds: [&[u8]; 4] = [
             b"POST /api/v1/bots/b/converse/u HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n\r\nabc",
             b"GET /status HTTP/1.0\r\nConnection: keep-alive\r\n\r\n",
-            b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
-            b"\r\n\r\nOPTIONS * HTTP/1.1\r\n\r\n",
+            b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
+            b"\r\n\r\nOPTIONS * HTTP/1.1\r\nHost: a\r\n\r\n",
         ];
         const NOISE: &[u8] = b"\r\n:; \0\x7f\xff0aZ";
         let mut rng = crate::engine::random::XorShift::new(0x5eed_1234);

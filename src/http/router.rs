@@ -29,8 +29,16 @@ const NO_BODY: Admission = Admission::Body { limit: 0 };
 
 impl Handler for AppState {
     fn admit(&self, head: &Head) -> Admission {
-        if head.method == Method::Options || own_route(head).is_some() {
-            return NO_BODY;
+        // The preflight, `/status` and the schemas cost nothing: they are answered here, on the
+        // connection's thread, so a health check never queues behind turns.
+        if head.method == Method::Options {
+            return Admission::Answer(preflight());
+        }
+        match own_route(head) {
+            Some(Own::Status) => return Admission::Answer(status(self)),
+            Some(Own::Schema(module)) => return Admission::Answer(schema(module)),
+            Some(Own::Media(..)) => return NO_BODY,
+            None => {}
         }
         self.routes
             .iter()
@@ -49,24 +57,12 @@ impl Handler for AppState {
 pub fn route(state: &AppState, request: &Request) -> Reply {
     let head = &request.head;
     if head.method == Method::Options {
-        return Reply::bytes(204, "text/plain", Vec::new())
-            .with_header("Access-Control-Allow-Methods", "GET, POST, OPTIONS")
-            .with_header(
-                "Access-Control-Allow-Headers",
-                "Content-Type, Authorization, X-BP-ExternalAuth",
-            );
+        return preflight();
     }
     if let Some(own) = own_route(head) {
         return match own {
-            Own::Status => Reply::json(
-                200,
-                &json!({"status": "ok", "version": env!("CARGO_PKG_VERSION"),
-                            "uptimeSeconds": state.started.elapsed().as_secs(), "bots": state.engine.bot_ids()}),
-            ),
-            Own::Schema(module) => match schemas::schema(module) {
-                Some(schema) => Reply::json(200, &schema),
-                None => Reply::not_found(&format!("no module \"{module}\"")),
-            },
+            Own::Status => status(state),
+            Own::Schema(module) => schema(module),
             Own::Media(bot_id, file) => media(&state.engine, bot_id, file),
         };
     }
@@ -76,6 +72,30 @@ pub fn route(state: &AppState, request: &Request) -> Reply {
         }
     }
     not_found(head)
+}
+
+fn preflight() -> Reply {
+    Reply::bytes(204, "text/plain", Vec::new())
+        .with_header("Access-Control-Allow-Methods", "GET, POST, OPTIONS")
+        .with_header(
+            "Access-Control-Allow-Headers",
+            "Content-Type, Authorization, X-BP-ExternalAuth",
+        )
+}
+
+fn status(state: &AppState) -> Reply {
+    Reply::json(
+        200,
+        &json!({"status": "ok", "version": env!("CARGO_PKG_VERSION"),
+                "uptimeSeconds": state.started.elapsed().as_secs(), "bots": state.engine.bot_ids()}),
+    )
+}
+
+fn schema(module: &str) -> Reply {
+    match schemas::schema(module) {
+        Some(schema) => Reply::json(200, &schema),
+        None => Reply::not_found(&format!("no module \"{module}\"")),
+    }
 }
 
 fn not_found(head: &Head) -> Reply {

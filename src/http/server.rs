@@ -7,7 +7,7 @@ use super::connection;
 use super::head::Head;
 use super::limits::Limits;
 use super::Reply;
-use std::io::Write;
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender, SyncSender};
@@ -131,11 +131,87 @@ pub fn serve(
     })
 }
 
-/// Status line and body of the answer to a connection over the cap, written without waiting.
-const BUSY: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json; charset=utf-8\r\nContent-Length: 127\r\nRetry-After: 1\r\nConnection: close\r\n\r\n{\"statusCode\":503,\"errorCode\":\"BP_0503\",\"type\":\"ServiceUnavailable\",\"message\":\"Too many open connections\",\"docs\":\"https://botpress.io/docs\"}";
+/// The whole answer to a connection over the cap, written without waiting.
+fn busy_answer() -> Vec<u8> {
+    let reply = Reply::error(503, "ServiceUnavailable", "Too many open connections");
+    let body = match reply.body {
+        super::Body::Bytes(b) => b,
+        super::Body::File { .. } => Vec::new(),
+    };
+    let mut out = format!(
+        "HTTP/1.1 503 Service Unavailable\r\nContent-Type: {}\r\nContent-Length: {}\r\nRetry-After: 1\r\nConnection: close\r\n\r\n",
+        reply.content_type,
+        body.len()
+    )
+    .into_bytes();
+    out.extend_from_slice(&body);
+    out
+}
+
+/// Connections refused over the cap, kept a moment by one thread so their answer is not lost
+/// to a reset: they are read and dropped until the client closes or a second passes.
+struct Refused {
+    streams: Vec<(TcpStream, Instant)>,
+}
+
+/// Refused connections lingering at once; beyond this the oldest is dropped.
+const MAX_LINGERING: usize = 256;
+
+impl Refused {
+    fn start() -> Option<Sender<TcpStream>> {
+        let (tx, rx) = mpsc::channel::<TcpStream>();
+        let spawned = std::thread::Builder::new()
+            .name("http-refused".into())
+            .stack_size(128 * 1024)
+            .spawn(move || {
+                Refused {
+                    streams: Vec::new(),
+                }
+                .run(&rx)
+            });
+        spawned.ok().map(|_| tx)
+    }
+
+    fn run(mut self, rx: &Receiver<TcpStream>) {
+        let mut chunk = [0u8; 4096];
+        loop {
+            let wait = if self.streams.is_empty() {
+                Duration::from_secs(3600)
+            } else {
+                Duration::from_millis(50)
+            };
+            match rx.recv_timeout(wait) {
+                Ok(stream) => {
+                    if self.streams.len() >= MAX_LINGERING {
+                        self.streams.remove(0);
+                    }
+                    self.streams
+                        .push((stream, Instant::now() + Duration::from_secs(1)));
+                }
+                Err(mpsc::RecvTimeoutError::Timeout) => {}
+                Err(mpsc::RecvTimeoutError::Disconnected) => return,
+            }
+            let now = Instant::now();
+            self.streams.retain_mut(|(stream, until)| {
+                if now >= *until {
+                    return false;
+                }
+                loop {
+                    match stream.read(&mut chunk) {
+                        Ok(0) => return false,
+                        Ok(_) => continue,
+                        Err(e) => return e.kind() == std::io::ErrorKind::WouldBlock,
+                    }
+                }
+            });
+        }
+    }
+}
 
 fn accept(listener: &TcpListener, shared: &Arc<Shared>) {
     let mut errors = ErrorLog::default();
+    let busy = busy_answer();
+    let refused = Refused::start();
     for stream in listener.incoming() {
         if shared.stopping.load(Ordering::SeqCst) {
             break;
@@ -154,7 +230,7 @@ fn accept(listener: &TcpListener, shared: &Arc<Shared>) {
         if open >= shared.limits.max_connections {
             shared.open.fetch_sub(1, Ordering::SeqCst);
             log::debug!("connection refused: {open} open, the cap");
-            refuse_busy(stream);
+            refuse_busy(stream, &busy, refused.as_ref());
             continue;
         }
         let peer = stream
@@ -176,9 +252,13 @@ fn accept(listener: &TcpListener, shared: &Arc<Shared>) {
     }
 }
 
-fn refuse_busy(mut stream: TcpStream) {
+fn refuse_busy(mut stream: TcpStream, busy: &[u8], refused: Option<&Sender<TcpStream>>) {
     let _ = stream.set_nonblocking(true);
-    let _ = stream.write(BUSY);
+    let _ = stream.write(busy);
+    let _ = stream.shutdown(std::net::Shutdown::Write);
+    if let Some(refused) = refused {
+        let _ = refused.send(stream);
+    }
 }
 
 /// Releases a connection's place when its thread ends, however it ends.

@@ -154,7 +154,19 @@ impl Route for Webhook {
 }
 
 fn refused(why: &str) -> Reply {
-    log::warn!("Messenger: webhook call refused: {why}");
+    // Anyone can send unsigned calls: one warning per ten seconds at most, the rest at debug,
+    // so the log cannot be grown by an attacker.
+    static LAST_WARNING_MS: std::sync::atomic::AtomicI64 = std::sync::atomic::AtomicI64::new(0);
+    let now = crate::engine::event::now_ms();
+    let last = LAST_WARNING_MS.load(std::sync::atomic::Ordering::Relaxed);
+    if now - last >= 10_000 {
+        LAST_WARNING_MS.store(now, std::sync::atomic::Ordering::Relaxed);
+        log::warn!(
+            "Messenger: webhook call refused: {why} (further refusals for 10 s at debug level)"
+        );
+    } else {
+        log::debug!("Messenger: webhook call refused: {why}");
+    }
     Reply::error(403, "entity.verify.failed", &format!("Forbidden: {why}"))
 }
 
