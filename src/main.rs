@@ -100,8 +100,8 @@ fn load_settings(o: &Options) -> Option<Settings> {
     }
 }
 
-/// `botd check`: every problem of every bot as `path: what is wrong`; non-zero when a bot
-/// cannot load.
+/// `botd check`: every problem of every bot as `path: error: what is wrong` or
+/// `path: warning: what is wrong`; non-zero when a bot cannot load.
 fn check(o: &Options) -> i32 {
     let Some(settings) = load_settings(o) else {
         return 1;
@@ -117,8 +117,12 @@ fn check(o: &Options) -> i32 {
     let mut failed = 0;
     for id in &ids {
         let outcome = bot::load_bot(&settings, id);
-        for p in outcome.errors.iter().chain(&outcome.warnings) {
-            println!("{p}");
+        // Errors keep the bot from loading; warnings name what will fail when a flow gets there.
+        for p in &outcome.errors {
+            println!("{}: error: {}", p.path, p.message);
+        }
+        for p in &outcome.warnings {
+            println!("{}: warning: {}", p.path, p.message);
         }
         if outcome.disabled {
             eprintln!("{id}: disabled");

@@ -1,27 +1,47 @@
-//! The actions botd runs natively (§8.4, §8.6). Custom JavaScript actions cannot run here:
-//! the load report names each one, and calling one fails the turn as an unknown action does
-//! in Botpress.
+//! The actions botd runs natively (§8.4, §8.6): every action of Botpress's `builtin` module
+//! (11.9.7, plus 12's `resetSession`), the choice skill's, the slot and API-call skills' (in
+//! [`super::skills`]) and the analytics module's metrics. Custom JavaScript actions cannot run
+//! here: the load report names each one, and calling one fails the turn as an unknown action
+//! does in Botpress.
 
 use super::content::ContentElement;
 use super::dialog::Turn;
 use super::flow::Flow;
 use super::Problem;
-use serde_json::{Map, Value};
+use serde_json::{json, Map, Value};
 use std::collections::HashMap;
 
 /// Every action botd implements.
-pub const NATIVE_ACTIONS: [&str; 10] = [
+pub const NATIVE_ACTIONS: [&str; 21] = [
     "builtin/setVariable",
     "builtin/setGlobalVariable",
+    "builtin/getGlobalVariable",
+    "builtin/resetGlobalVariable",
     "builtin/incrementNumberOfConversations",
     "builtin/getNumberOfConversations",
     "builtin/appendContext",
     "builtin/removeContext",
     "builtin/resetContext",
+    "builtin/resetSession",
+    "builtin/wait",
     "basic-skills/choice_parse_answer",
     "basic-skills/choice_invalid_answer",
-    "builtin/wait",
+    "basic-skills/slot_fill",
+    "basic-skills/slot_not_found",
+    "basic-skills/slot_reset",
+    "basic-skills/slot_update_contexts",
+    "basic-skills/call_api",
+    "analytics/increment",
+    "analytics/decrement",
+    "analytics/set",
 ];
+
+/// Actions Botpress's own modules ship that botd does not run (they need a service botd
+/// does not have); the load report says so rather than calling them custom JavaScript.
+const MISSING_STANDARD_ACTIONS: [(&str, &str); 1] = [(
+    "basic-skills/send_email",
+    "sends mail through an SMTP server, which botd has no configuration for",
+)];
 
 /// One `onEnter`/`onReceive` item, parsed.
 #[derive(Debug, Clone, PartialEq)]
@@ -100,19 +120,35 @@ pub fn check_flow_calls(
         for (place, text) in catch_all.chain(nodes) {
             match parse_call(text) {
                 Err(e) => problems.push(Problem::new(&shown, format!("{place}: {e}"))),
-                Ok(Call::Action { name, .. }) if !NATIVE_ACTIONS.contains(&name.as_str()) => problems.push(Problem::new(
-                    &shown,
-                    format!("{place}: action \"{name}\" is custom JavaScript, which botd cannot run; this node will fail with the bot's error message"),
-                )),
+                Ok(Call::Action { name, .. }) if !NATIVE_ACTIONS.contains(&name.as_str()) => {
+                    let why = match MISSING_STANDARD_ACTIONS.iter().find(|(n, _)| *n == name) {
+                        Some((_, reason)) => {
+                            format!("is a Botpress action botd does not have (it {reason})")
+                        }
+                        None => "is custom JavaScript, which botd cannot run".to_string(),
+                    };
+                    problems.push(Problem::new(
+                        &shown,
+                        format!("{place}: action \"{name}\" {why}; this node will fail with the bot's error message"),
+                    ))
+                }
                 Ok(Call::Say { reference, .. }) => {
                     if let Some(id) = reference.strip_prefix("#!") {
-                        if !elements.contains_key(id) {
-                            problems.push(Problem::new(&shown, format!("{place}: content element \"{id}\" does not exist")));
+                        match elements.get(id) {
+                            None => problems.push(Problem::new(&shown, format!("{place}: content element \"{id}\" does not exist"))),
+                            Some(e) if !super::content::CONTENT_TYPES.contains(&e.content_type.as_str()) => problems.push(Problem::new(
+                                &shown,
+                                format!("{place}: content element \"{id}\" is a \"{}\", which botd cannot render; this node will fail with the bot's error message", e.content_type),
+                            )),
+                            Some(_) => {}
                         }
                     } else {
                         let t = reference.trim_start_matches('#');
                         if !super::content::CONTENT_TYPES.contains(&t) {
-                            problems.push(Problem::new(&shown, format!("{place}: content type \"{t}\" is not one botd can render")));
+                            problems.push(Problem::new(
+                                &shown,
+                                format!("{place}: content type \"{t}\" is not one botd can render"),
+                            ));
                         }
                     }
                 }
@@ -165,13 +201,104 @@ pub fn run(name: &str, args: &Map<String, Value>, turn: &mut Turn) -> Result<(),
             }
         }
         "builtin/setGlobalVariable" => {
-            let var = text("name").ok_or("setGlobalVariable needs a \"name\"")?;
+            let var = text("name").unwrap_or_else(|| "undefined".into());
             let value = args.get("value").cloned().unwrap_or(Value::Null);
-            turn.kv_set(&format!("global/{var}"), value.clone());
-            if let Some(output) = text("output") {
+            let expiry = text("expiry").unwrap_or_else(|| "never".into());
+            let expiry = if expiry == "never" {
+                Value::String(expiry)
+            } else {
+                let after = crate::config::units::parse_duration(&expiry.replace(' ', ""))
+                    .map_err(|e| format!("setGlobalVariable: expiry \"{expiry}\": {e}"))?;
+                Value::String(super::event::iso_time(
+                    super::event::now_ms() + after.as_millis() as i64,
+                ))
+            };
+            turn.kv_set(
+                &global_storage_key(&var),
+                json!({"value": value, "expiry": expiry}),
+            );
+            if let Some(output) = text("output").filter(|o| !o.is_empty()) {
                 object_mut(&mut turn.scope, "temp").insert(output, value);
             }
         }
+        "builtin/getGlobalVariable" => {
+            let var = text("name").unwrap_or_else(|| "undefined".into());
+            let output = text("output").unwrap_or_else(|| "undefined".into());
+            let value = turn
+                .kv_get(&global_storage_key(&var))
+                .and_then(unbox_with_expiry);
+            let temp = object_mut(&mut turn.scope, "temp");
+            // `temp[output] = undefined` leaves no key once the state is saved as JSON.
+            match value {
+                Some(v) => temp.insert(output, v),
+                None => temp.remove(&output),
+            };
+        }
+        "builtin/resetGlobalVariable" => {
+            let prefix = global_storage_key(&text("name").unwrap_or_else(|| "undefined".into()));
+            let mut keys: Vec<String> = turn
+                .kv_writes
+                .iter()
+                .map(|(k, _)| k.clone())
+                .filter(|k| k.starts_with(&prefix))
+                .collect();
+            turn.store
+                .scan(crate::store::Namespace::Kv, &turn.bot.id, &mut |k, _| {
+                    if k.starts_with(&prefix) {
+                        keys.push(k.to_string());
+                    }
+                })
+                .map_err(|e| format!("resetGlobalVariable: {e}"))?;
+            keys.sort();
+            keys.dedup();
+            // A null entry reads back as no value, as a removed key does.
+            for key in keys {
+                turn.kv_set(&key, Value::Null);
+            }
+        }
+        "builtin/resetSession" => {
+            const KEPT: [&str; 2] = ["lastMessages", "nluContexts"];
+            for part in ["temp", "session"] {
+                object_mut(&mut turn.scope, part).retain(|k, _| KEPT.contains(&k.as_str()));
+            }
+        }
+        "analytics/increment" | "analytics/decrement" | "analytics/set" => {
+            // Botpress posts `{name: "<metric>~<group>", count}` to its analytics module;
+            // botd keeps the metric in the bot's KV store. `increment` names it `name`, the
+            // other two `metric`, as in Botpress.
+            let metric_key = if name == "analytics/increment" {
+                "name"
+            } else {
+                "metric"
+            };
+            let metric = format!(
+                "{}~{}",
+                text(metric_key).unwrap_or_else(|| "undefined".into()),
+                text("group").unwrap_or_else(|| "undefined".into())
+            );
+            let count = match args.get("count") {
+                None | Some(Value::Null) => 1.0,
+                Some(Value::Number(n)) => n.as_f64().unwrap_or(f64::NAN),
+                Some(Value::String(s)) => super::expr::string_to_number(s),
+                Some(_) => f64::NAN,
+            };
+            if !count.is_finite() {
+                return Err(format!("{name}: count must be a number"));
+            }
+            let key = format!("analytics/custom_metrics/{metric}");
+            let current = turn.kv_get(&key).and_then(|v| v.as_f64()).unwrap_or(0.0);
+            let next = match name {
+                "analytics/increment" => current + count,
+                "analytics/decrement" => current - count,
+                _ => count,
+            };
+            turn.kv_set(&key, json!(next));
+        }
+        "basic-skills/slot_fill" => super::skills::slot_fill(args, turn)?,
+        "basic-skills/slot_not_found" => super::skills::slot_not_found(args, turn)?,
+        "basic-skills/slot_reset" => super::skills::slot_reset(args, turn)?,
+        "basic-skills/slot_update_contexts" => super::skills::slot_update_contexts(args, turn)?,
+        "basic-skills/call_api" => super::skills::call_api(args, turn)?,
         "builtin/incrementNumberOfConversations" | "builtin/getNumberOfConversations" => {
             let key = format!("storage/users/{}/numberOfConversations", turn.target());
             let current = turn.kv_get(&key).and_then(|v| v.as_f64());
@@ -363,7 +490,27 @@ fn choice_number(preview: &str) -> Option<usize> {
     }
 }
 
-fn object_mut<'a>(scope: &'a mut Value, key: &str) -> &'a mut Map<String, Value> {
+/// Botpress's `kvs.getGlobalStorageKey`.
+fn global_storage_key(name: &str) -> String {
+    format!("storage/global/{name}")
+}
+
+/// Botpress's `kvs.getStorageWithExpiry`: the boxed value while it has not expired.
+fn unbox_with_expiry(stored: Value) -> Option<Value> {
+    let expiry = stored.get("expiry")?;
+    let alive = match expiry.as_str() {
+        Some("never") => true,
+        Some(at) => super::event::parse_iso_ms(at).is_some_and(|t| t > super::event::now_ms()),
+        None => false,
+    };
+    if alive {
+        stored.get("value").cloned()
+    } else {
+        None
+    }
+}
+
+pub(crate) fn object_mut<'a>(scope: &'a mut Value, key: &str) -> &'a mut Map<String, Value> {
     if !scope[key].is_object() {
         scope[key] = Value::Object(Map::new());
     }

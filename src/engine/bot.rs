@@ -32,6 +32,8 @@ pub struct Bot {
     pub qna: Vec<QnaEntry>,
     pub qna_renderer: String,
     pub nlu: Nlu,
+    /// Each intent's NLU contexts (what `slot_update_contexts` listens to).
+    pub intent_contexts: HashMap<String, Vec<String>>,
     /// A fingerprint of the folder's files, to notice edits and reload.
     pub fingerprint: u64,
 }
@@ -152,9 +154,13 @@ pub fn load_bot(settings: &Settings, id: &str) -> LoadOutcome {
     out.warnings
         .extend(flow::check_references(&flows, &shown_root, &mut conditions));
 
-    let (elements, element_problems) =
-        content::load_elements(&dir.join("content-elements"), &shown_root);
-    out.errors.extend(element_problems);
+    let content::LoadedElements {
+        elements,
+        errors: element_errors,
+        warnings: element_warnings,
+    } = content::load_elements(&dir.join("content-elements"), &shown_root);
+    out.errors.extend(element_errors);
+    out.warnings.extend(element_warnings);
     out.warnings
         .extend(actions::check_flow_calls(&flows, &elements, &shown_root));
 
@@ -180,8 +186,10 @@ pub fn load_bot(settings: &Settings, id: &str) -> LoadOutcome {
         .get("qnaDir")
         .and_then(Value::as_str)
         .unwrap_or("./qna");
-    let (qna_entries, qna_problems) = qna::load(&dir.join(qna_dir), &shown_root, &default_language);
-    out.errors.extend(qna_problems);
+    let loaded_qna = qna::load(&dir.join(qna_dir), &shown_root, &default_language);
+    out.errors.extend(loaded_qna.errors);
+    out.warnings.extend(loaded_qna.warnings);
+    let qna_entries = loaded_qna.entries;
     for entry in &qna_entries {
         if let Some(f) = &entry.redirect_flow {
             let ok = flows.get(f).is_some_and(|flow| {
@@ -202,13 +210,18 @@ pub fn load_bot(settings: &Settings, id: &str) -> LoadOutcome {
         }
     }
 
-    let (mut intents, entities, nlu_file_problems) = nlu::load_bot_nlu_files(&dir);
+    let (mut intents, entities, nlu_file_problems) =
+        nlu::load_bot_nlu_files(&dir, &default_language);
     out.errors.extend(nlu_file_problems);
     intents.retain(|i| !i.name.starts_with(qna::INTENT_PREFIX));
     intents.extend(qna::intents(&qna_entries));
     if !out.errors.is_empty() {
         return out;
     }
+    let intent_contexts = intents
+        .iter()
+        .map(|i| (i.name.clone(), i.contexts.clone()))
+        .collect();
     let threshold = nlu_config
         .get("confidenceTreshold")
         .and_then(Value::as_f64)
@@ -257,6 +270,7 @@ pub fn load_bot(settings: &Settings, id: &str) -> LoadOutcome {
             .trim_start_matches('#')
             .to_string(),
         nlu,
+        intent_contexts,
     });
     out
 }

@@ -24,15 +24,25 @@ pub struct ContentElement {
     pub form_data: Map<String, Value>,
 }
 
+/// What loading `content-elements/` gave: the elements, the errors (unreadable files) and the
+/// warnings (content types botd does not render: their elements load, and saying one fails).
+pub struct LoadedElements {
+    pub elements: HashMap<String, ContentElement>,
+    pub errors: Vec<Problem>,
+    pub warnings: Vec<Problem>,
+}
+
 /// Reads `content-elements/<contentType>.json` files (arrays of `{id, formData, …}`).
-pub fn load_elements(
-    dir: &Path,
-    shown_root: &str,
-) -> (HashMap<String, ContentElement>, Vec<Problem>) {
+pub fn load_elements(dir: &Path, shown_root: &str) -> LoadedElements {
     let mut elements = HashMap::new();
     let mut problems = Vec::new();
+    let mut warnings = Vec::new();
     let Ok(entries) = std::fs::read_dir(dir) else {
-        return (elements, problems);
+        return LoadedElements {
+            elements,
+            errors: problems,
+            warnings,
+        };
     };
     let mut paths: Vec<_> = entries.flatten().map(|e| e.path()).collect();
     paths.sort();
@@ -45,11 +55,10 @@ pub fn load_elements(
         };
         let shown = format!("{shown_root}/content-elements/{file}");
         if !CONTENT_TYPES.contains(&content_type) {
-            problems.push(Problem::new(
+            warnings.push(Problem::new(
                 &shown,
-                format!("content type \"{content_type}\" is not one botd can render"),
+                format!("content type \"{content_type}\" is not one botd can render; a flow that says one of these elements fails with the bot's error message"),
             ));
-            continue;
         }
         let json = match crate::config::read_json(&path) {
             Ok(j) => j,
@@ -83,7 +92,11 @@ pub fn load_elements(
             }
         }
     }
-    (elements, problems)
+    LoadedElements {
+        elements,
+        errors: problems,
+        warnings,
+    }
 }
 
 /// The element's properties for `lang`: `prop$<lang>`, else `prop$<default>`, else the plain

@@ -265,7 +265,7 @@ pub fn process(turn: &mut Turn) -> Result<(), DialogError> {
                 InstructionKind::OnEnter | InstructionKind::OnReceive => {
                     turn.run_call(&function).map_err(|e| {
                         fail(format!(
-                            "Error processing \"{function}\" in {flow_name} / {node_name}: {e}"
+                            "flows/{flow_name}, node \"{node_name}\": error processing \"{function}\": {e}"
                         ))
                     })?;
                 }
@@ -278,7 +278,7 @@ pub fn process(turn: &mut Turn) -> Result<(), DialogError> {
                 InstructionKind::Transition => {
                     let passes = bot.eval_condition(&function, &turn.scope).map_err(|e| {
                         fail(format!(
-                            "Condition `{function}` in {flow_name} / {node_name}: {e}"
+                            "flows/{flow_name}, node \"{node_name}\": condition `{function}`: {e}"
                         ))
                     })?;
                     if passes {

@@ -16,6 +16,7 @@ pub mod nlu;
 pub mod qna;
 pub mod random;
 pub mod runtime;
+pub mod skills;
 pub mod state;
 pub mod template;
 

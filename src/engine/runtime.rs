@@ -568,12 +568,5 @@ fn after_incoming(session: &mut Value, nlu: &Value) {
             }
         }
     }
-    if !session["extractedSlots"].is_object() {
-        session["extractedSlots"] = json!({});
-    }
-    if let Some(slots) = nlu["slots"].as_object() {
-        for (name, slot) in slots {
-            session["extractedSlots"][name.as_str()] = slot.clone();
-        }
-    }
+    super::skills::extract_slots_hook(session, nlu);
 }

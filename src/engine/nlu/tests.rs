@@ -279,7 +279,7 @@ fn loads_bot_files_and_reports_problems() {
         r#"{"name":"badre","type":"pattern","pattern":"(oops"}"#,
     )
     .unwrap();
-    let (intents, entities, problems) = load_bot_nlu_files(&dir);
+    let (intents, entities, problems) = load_bot_nlu_files(&dir, "en");
     let _ = std::fs::remove_dir_all(&dir);
     assert_eq!(intents.len(), 2, "{intents:?}");
     assert_eq!(intents[0].name, "book");
