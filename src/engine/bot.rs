@@ -14,8 +14,35 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
+/// The Botpress release a bot folder was made with: `bot.config.json`'s `version` when it is
+/// 12 or later (Botpress 12 writes its own version there); a Botpress 11 folder holds the
+/// bot's version there (usually "1.0.0"), read as 11.9.7, the last 11.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct BotpressVersion(pub u32, pub u32, pub u32);
+
+impl BotpressVersion {
+    pub fn from_config(version: Option<&str>) -> BotpressVersion {
+        let parsed: Vec<u32> = version
+            .unwrap_or("")
+            .split('.')
+            .map_while(|p| p.parse().ok())
+            .collect();
+        match parsed[..] {
+            [major, minor, patch, ..] if major >= 12 => BotpressVersion(major, minor, patch),
+            [major, minor] if major >= 12 => BotpressVersion(major, minor, 0),
+            _ => BotpressVersion(11, 9, 7),
+        }
+    }
+
+    /// Botpress 12.1.5 added the infinite-loop guard and the error flow.
+    pub fn has_loop_guard(self) -> bool {
+        self >= BotpressVersion(12, 1, 5)
+    }
+}
+
 pub struct Bot {
     pub id: String,
+    pub botpress_version: BotpressVersion,
     pub dir: PathBuf,
     pub name: String,
     pub default_language: String,
@@ -240,6 +267,9 @@ pub fn load_bot(settings: &Settings, id: &str) -> LoadOutcome {
 
     out.bot = Some(Bot {
         id: id.to_string(),
+        botpress_version: BotpressVersion::from_config(
+            config.get("version").and_then(Value::as_str),
+        ),
         name: config
             .get("name")
             .and_then(Value::as_str)

@@ -390,6 +390,32 @@ pub fn render_element(
     rendered
 }
 
+/// Renders a stored element for a QnA answer `#!id`: as Botpress 12 does, the element sees
+/// `user`, `session` and `temp` (not the event).
+pub fn render_answer_element(
+    element: &ContentElement,
+    scope: &Value,
+    lang: &str,
+    default_lang: &str,
+    channel: &str,
+    bot_url: &str,
+) -> Result<Vec<Value>, String> {
+    let mut ctx = Map::new();
+    for key in ["user", "session", "temp"] {
+        ctx.insert(key.into(), scope.get(key).cloned().unwrap_or(json!({})));
+    }
+    let args = ctx.clone();
+    render_element_in(
+        element,
+        &args,
+        &Value::Object(ctx),
+        lang,
+        default_lang,
+        channel,
+        bot_url,
+    )
+}
+
 fn render_element_in(
     element: &ContentElement,
     args: &Map<String, Value>,

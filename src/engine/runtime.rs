@@ -453,7 +453,27 @@ impl Engine {
         channel: &str,
     ) -> Vec<Value> {
         let mut payloads = Vec::new();
-        if let Some(answer) = &s.answer {
+        if let Some(id) = s.answer.as_deref().and_then(|a| a.strip_prefix("#!")) {
+            // Botpress 12: an answer that names a content element renders that element.
+            let rendered = bot
+                .elements
+                .get(id)
+                .ok_or_else(|| format!("content element \"{id}\" does not exist"))
+                .and_then(|element| {
+                    super::content::render_answer_element(
+                        element,
+                        scope,
+                        &bot.default_language,
+                        &bot.default_language,
+                        channel,
+                        &self.settings.http.external_url,
+                    )
+                });
+            match rendered {
+                Ok(p) => payloads.extend(p),
+                Err(e) => log::warn!("bot \"{}\": QnA answer cannot be rendered: {e}", bot.id),
+            }
+        } else if let Some(answer) = &s.answer {
             let mut args = Map::new();
             args.insert("text".into(), Value::String(answer.clone()));
             args.insert("typing".into(), Value::Bool(true));
