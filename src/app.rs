@@ -35,6 +35,7 @@ pub fn run(data_dir: &Path) -> i32 {
     init_logging(settings.env.get("RUST_LOG"));
     let started = Instant::now();
     let store = Arc::new(FileStore::new(&data_dir.join("storage")));
+    crate::channels::render::register_all();
     let (engine, problems) = Engine::new(settings.clone(), store);
     for p in &problems {
         log::warn!("{p}");

@@ -154,6 +154,7 @@ fn chat(o: &Options) -> i32 {
     };
     botd::app::init_logging(Some("warn"));
     let store = Arc::new(FileStore::new(&o.data.join("storage")));
+    botd::channels::render::register_all();
     let (engine, problems) = Engine::new(Arc::new(settings), store);
     for p in problems {
         eprintln!("{p}");

@@ -149,15 +149,11 @@ impl<'a> Turn<'a> {
         Ok(())
     }
 
-    /// Queues payloads, applying the `api` QuickReplies wrapper of §11.4.
+    /// Queues payloads, through the channel's outgoing hook (the `api` QuickReplies wrapper
+    /// of §11.4).
     pub fn push_outputs(&mut self, payloads: Vec<Value>) {
         for p in payloads {
-            let p = if self.channel == "api" {
-                content::wrap_for_api(p)
-            } else {
-                p
-            };
-            self.outputs.push(p);
+            self.outputs.push(content::outgoing(&self.channel, p));
         }
     }
 

@@ -18,6 +18,7 @@
 //! webhook deliveries never play a turn twice.
 
 pub mod graph;
+pub mod render;
 pub mod signature;
 pub mod webhook;
 

@@ -1,0 +1,316 @@
+//! Botpress's `web`/`api` renderers of every content type: what Converse answers, and the form
+//! the Telegram sender reads. Also the `api` channel's outgoing QuickReplies wrapper (§11.4),
+//! and the registration of every channel's renderer with the engine.
+
+use crate::engine::content::{self, resolve_url, truthy, ChannelRenderer, ContentPayload};
+use serde_json::{json, Map, Value};
+
+/// Registers the renderer of every channel botd has. Called once at start, before any turn.
+pub fn register_all() {
+    let api = ChannelRenderer {
+        render: web,
+        outgoing: wrap_quick_replies,
+    };
+    content::register_channel("api", api);
+    content::register_channel("web", api);
+    content::register_channel(
+        "messenger",
+        ChannelRenderer {
+            render: super::messenger::render::render,
+            outgoing: std::convert::identity,
+        },
+    );
+    content::register_channel(
+        "telegram",
+        ChannelRenderer {
+            render: super::telegram::render::render,
+            outgoing: std::convert::identity,
+        },
+    );
+}
+
+/// The typing indicator Botpress's web renderers put first when `typing` is truthy.
+pub fn typing(payload: &ContentPayload, out: &mut Vec<Value>) {
+    let value = payload.get("typing");
+    if truthy(value) {
+        out.push(json!({"type": "typing", "value": value}));
+    }
+}
+
+pub fn bot_url(payload: &ContentPayload) -> &str {
+    payload.text("BOT_URL").unwrap_or("")
+}
+
+/// The web renderer (`render` in Botpress's content types).
+pub fn web(payload: &ContentPayload) -> Result<Vec<Value>, String> {
+    let mut out = Vec::new();
+    match payload.content_type.as_str() {
+        "builtin_text" => {
+            typing(payload, &mut out);
+            out.push(json!({"type": "text", "markdown": true, "text": payload.text("text").unwrap_or("")}));
+        }
+        "builtin_image" => {
+            typing(payload, &mut out);
+            let url = resolve_url(bot_url(payload), payload.text("image").unwrap_or(""));
+            out.push(json!({"type": "file", "url": url}));
+        }
+        "builtin_card" | "builtin_carousel" => {
+            typing(payload, &mut out);
+            let elements = carousel_items(payload)
+                .iter()
+                .map(|card| web_card(card, bot_url(payload)))
+                .collect::<Result<Vec<_>, _>>()?;
+            out.push(json!({"text": " ", "type": "carousel", "elements": elements}));
+        }
+        "builtin_single-choice" => {
+            typing(payload, &mut out);
+            let replies: Vec<Value> = choices(payload)
+                .iter()
+                .map(|c| json!({"title": c["title"], "payload": choice_payload(c)}))
+                .collect();
+            out.push(
+                json!({"text": payload.text("text").unwrap_or(""), "quick_replies": replies,
+                "typing": payload.get("typing")}),
+            );
+        }
+        // Botpress renders action buttons only inside cards.
+        "builtin_action-button" => {}
+        "dropdown" => {
+            typing(payload, &mut out);
+            out.push(json!({"type": "custom", "module": "extensions", "component": "Dropdown",
+                "message": payload.get("message"), "buttonText": payload.get("buttonText"),
+                "displayInKeyboard": payload.get("displayInKeyboard"), "options": payload.get("options"),
+                "allowCreation": payload.get("allowCreation"), "allowMultiple": payload.get("allowMultiple"),
+                "width": payload.get("width")}));
+        }
+        "builtin_video" | "builtin_audio" | "builtin_file" | "builtin_location" => {
+            out.push(universal(payload));
+        }
+        other => return Err(format!("content type \"{other}\" has no web renderer")),
+    }
+    Ok(out)
+}
+
+/// Botpress 12's payload for its later content types (`extractPayload`): the type without
+/// its `builtin_` prefix and the data, less the state and `BOT_URL`.
+pub fn universal(payload: &ContentPayload) -> Value {
+    let mut out = Map::new();
+    out.insert(
+        "type".into(),
+        json!(payload.content_type.trim_start_matches("builtin_")),
+    );
+    for (k, v) in &payload.data {
+        if !["event", "temp", "user", "session", "bot", "BOT_URL", "type"].contains(&k.as_str()) {
+            out.insert(k.clone(), v.clone());
+        }
+    }
+    Value::Object(out)
+}
+
+/// A card is a carousel of one.
+pub fn carousel_items(payload: &ContentPayload) -> Vec<Value> {
+    if payload.content_type == "builtin_card" {
+        vec![Value::Object(payload.data.clone())]
+    } else {
+        payload.get("items").as_array().cloned().unwrap_or_default()
+    }
+}
+
+pub fn choices(payload: &ContentPayload) -> Vec<Value> {
+    payload
+        .get("choices")
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+}
+
+/// A choice's value, upper-cased, as the payload its button sends.
+pub fn choice_payload(choice: &Value) -> Value {
+    match &choice["value"] {
+        Value::String(s) => Value::String(s.to_uppercase()),
+        Value::Null => Value::Null,
+        other => Value::String(other.to_string().to_uppercase()),
+    }
+}
+
+fn web_card(card: &Value, bot_url: &str) -> Result<Value, String> {
+    let picture = card["image"]
+        .as_str()
+        .filter(|s| !s.is_empty())
+        .map(|s| resolve_url(bot_url, s));
+    let mut buttons = Vec::new();
+    for a in card["actions"].as_array().into_iter().flatten() {
+        buttons.push(match a["action"].as_str() {
+            Some("Say something") => {
+                json!({"type": "say_something", "title": a["title"], "text": a["text"]})
+            }
+            Some("Open URL") => json!({"type": "open_url", "title": a["title"],
+                "url": a["url"].as_str().map(|u| u.replace("BOT_URL", bot_url))}),
+            Some("Postback") => {
+                json!({"type": "postback", "title": a["title"], "payload": a["payload"]})
+            }
+            other => {
+                return Err(format!(
+                    "Webchat carousel does not support {other:?} action-buttons"
+                ))
+            }
+        });
+    }
+    Ok(
+        json!({"title": card["title"], "picture": picture, "subtitle": card["subtitle"], "buttons": buttons}),
+    )
+}
+
+/// The channel-web hook of §11.4 for `api`: a payload with `quick_replies` becomes a `custom`
+/// QuickReplies wrapper.
+pub fn wrap_quick_replies(payload: Value) -> Value {
+    let Value::Object(mut map) = payload else {
+        return payload;
+    };
+    let Some(replies) = map.remove("quick_replies") else {
+        return Value::Object(map);
+    };
+    let mut wrapped = Map::new();
+    wrapped.insert(
+        "type".into(),
+        map.remove("type")
+            .unwrap_or_else(|| Value::String("text".into())),
+    );
+    wrapped.extend(map);
+    json!({"type": "custom", "module": "channel-web", "component": "QuickReplies",
+           "quick_replies": replies, "wrapped": wrapped})
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn payload(content_type: &str, data: Value) -> ContentPayload {
+        ContentPayload {
+            content_type: content_type.into(),
+            data: data.as_object().unwrap().clone(),
+        }
+    }
+
+    #[test]
+    fn text_with_and_without_typing() {
+        assert_eq!(
+            web(&payload(
+                "builtin_text",
+                json!({"text": "Hi", "typing": true})
+            ))
+            .unwrap(),
+            vec![
+                json!({"type": "typing", "value": true}),
+                json!({"type": "text", "markdown": true, "text": "Hi"})
+            ]
+        );
+        assert_eq!(
+            web(&payload("builtin_text", json!({"text": "Hi"}))).unwrap(),
+            vec![json!({"type": "text", "markdown": true, "text": "Hi"})]
+        );
+    }
+
+    #[test]
+    fn single_choice_and_the_api_wrapper() {
+        let p = payload(
+            "builtin_single-choice",
+            json!({"text": "What would you like to know?", "typing": true,
+            "choices": [{"title": "What is a Context?", "value": "context"}, {"title": "What is Bot Memory?", "value": "memory"}]}),
+        );
+        let out = web(&p).unwrap();
+        assert_eq!(
+            wrap_quick_replies(out[1].clone()),
+            json!({"type": "custom", "module": "channel-web", "component": "QuickReplies",
+                "quick_replies": [{"title": "What is a Context?", "payload": "CONTEXT"}, {"title": "What is Bot Memory?", "payload": "MEMORY"}],
+                "wrapped": {"type": "text", "text": "What would you like to know?", "typing": true}})
+        );
+        let plain = json!({"type": "text", "text": "x"});
+        assert_eq!(wrap_quick_replies(plain.clone()), plain);
+    }
+
+    #[test]
+    fn images_cards_and_carousels() {
+        let url = "https://bot.example.com";
+        let image = payload(
+            "builtin_image",
+            json!({"image": "/api/v1/bots/b/media/cat.png", "title": "Cat", "typing": false, "BOT_URL": url}),
+        );
+        assert_eq!(
+            web(&image).unwrap(),
+            vec![
+                json!({"type": "file", "url": "https://bot.example.com/api/v1/bots/b/media/cat.png"})
+            ]
+        );
+        let card = payload(
+            "builtin_card",
+            json!({"title": "T", "subtitle": "S", "image": "https://x/y.gif", "BOT_URL": url,
+            "actions": [{"action": "Open URL", "title": "Go", "url": "BOT_URL/page"}, {"action": "Postback", "title": "P", "payload": "PB"},
+                        {"action": "Say something", "title": "S", "text": "hello"}]}),
+        );
+        assert_eq!(
+            web(&card).unwrap(),
+            vec![json!({"text": " ", "type": "carousel", "elements": [{
+                "title": "T", "picture": "https://x/y.gif", "subtitle": "S", "buttons": [
+                    {"type": "open_url", "title": "Go", "url": "https://bot.example.com/page"},
+                    {"type": "postback", "title": "P", "payload": "PB"},
+                    {"type": "say_something", "title": "S", "text": "hello"}]}]})]
+        );
+        let bad = payload(
+            "builtin_carousel",
+            json!({"items": [{"title": "T", "actions": [{"action": "Dance"}]}]}),
+        );
+        assert!(web(&bad).unwrap_err().contains("Dance"));
+        assert_eq!(
+            web(&payload("builtin_action-button", json!({"title": "x"}))).unwrap(),
+            Vec::<Value>::new()
+        );
+    }
+
+    #[test]
+    fn dropdown_is_the_extensions_component() {
+        let p = payload(
+            "dropdown",
+            json!({"message": "Pick", "buttonText": "Go", "options": [{"label": "A", "value": "a"}],
+            "width": 200, "displayInKeyboard": true, "typing": true}),
+        );
+        assert_eq!(
+            web(&p).unwrap(),
+            vec![
+                json!({"type": "typing", "value": true}),
+                json!({"type": "custom", "module": "extensions", "component": "Dropdown",
+                "message": "Pick", "buttonText": "Go", "displayInKeyboard": true,
+                "options": [{"label": "A", "value": "a"}], "allowCreation": null,
+                "allowMultiple": null, "width": 200})
+            ]
+        );
+    }
+
+    #[test]
+    fn botpress_12_media_and_location_are_universal_payloads() {
+        let url = "https://bot.example.com";
+        for (kind, field) in [
+            ("builtin_video", "video"),
+            ("builtin_audio", "audio"),
+            ("builtin_file", "file"),
+        ] {
+            let p = payload(
+                kind,
+                json!({field: "/api/v1/bots/b/media/m.bin", "title": "M", "typing": true, "BOT_URL": url, "user": {}}),
+            );
+            let mut expected = json!({"type": field, "title": "M", "typing": true});
+            expected[field] = json!("/api/v1/bots/b/media/m.bin");
+            assert_eq!(web(&p).unwrap(), vec![expected], "{kind}");
+        }
+        let p = payload(
+            "builtin_location",
+            json!({"latitude": 45.5, "longitude": -73.6, "address": "1 Main St", "title": "Office", "BOT_URL": url}),
+        );
+        assert_eq!(
+            web(&p).unwrap(),
+            vec![
+                json!({"type": "location", "latitude": 45.5, "longitude": -73.6, "address": "1 Main St", "title": "Office"})
+            ]
+        );
+    }
+}
