@@ -115,6 +115,7 @@ pub fn check_flow_calls(
             n.on_enter
                 .iter()
                 .chain(n.on_receive.iter().flatten())
+                .chain(n.say_inline.iter())
                 .map(move |c| (format!("node \"{}\"", n.name), c))
         });
         for (place, text) in catch_all.chain(nodes) {
@@ -143,7 +144,7 @@ pub fn check_flow_calls(
                             Some(_) => {}
                         }
                     } else {
-                        let t = reference.trim_start_matches('#');
+                        let t = reference.trim_start_matches(['#', '@']);
                         if !super::content::CONTENT_TYPES.contains(&t) {
                             problems.push(Problem::new(
                                 &shown,
@@ -348,15 +349,14 @@ pub fn run(name: &str, args: &Map<String, Value>, turn: &mut Turn) -> Result<(),
         "builtin/wait" => {}
         "basic-skills/choice_parse_answer" => choice_parse_answer(args, turn)?,
         "basic-skills/choice_invalid_answer" => {
+            // Skills from Botpress 12.5 on pass a randomId that suffixes the counter.
+            let key = match text("randomId") {
+                Some(id) => format!("skill-choice-invalid-count-{id}"),
+                None => "skill-choice-invalid-count".to_string(),
+            };
             let temp = object_mut(&mut turn.scope, "temp");
-            let count = temp
-                .get("skill-choice-invalid-count")
-                .and_then(Value::as_f64)
-                .unwrap_or(0.0);
-            temp.insert(
-                "skill-choice-invalid-count".into(),
-                Value::from(count as i64 + 1),
-            );
+            let count = temp.get(&key).and_then(Value::as_f64).unwrap_or(0.0);
+            temp.insert(key, Value::from(count as i64 + 1));
         }
         other => {
             return Err(format!(
@@ -445,6 +445,18 @@ fn choice_parse_answer(args: &Map<String, Value>, turn: &mut Turn) -> Result<(),
                     k.get(..7)
                         .is_some_and(|p| p.eq_ignore_ascii_case("intent:"))
                         && k[7..] == intent
+                })
+            })
+            .map(|(v, _)| Value::String(v.clone()));
+    }
+    // Botpress 12.10.8 on looks for a keyword equal to the answer before one it contains.
+    if choice.is_none() && turn.bot.botpress_version >= super::bot::BotpressVersion(12, 10, 8) {
+        choice = keywords
+            .iter()
+            .find(|(_, kws)| {
+                kws.iter().any(|k| {
+                    let k = k.to_lowercase();
+                    preview == k || user_text == k || choice_value == k
                 })
             })
             .map(|(v, _)| Value::String(v.clone()));

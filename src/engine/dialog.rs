@@ -131,6 +131,17 @@ impl<'a> Turn<'a> {
                 &self.channel,
                 &self.bot_url,
             )?
+        } else if let Some(content_type) = reference.strip_prefix('@') {
+            // Inline content of a say_something node: form data with `$lang` keys.
+            let lang = self.language();
+            let form = content::translate(args, &lang, &self.bot.default_language);
+            content::render_type(
+                content_type,
+                &form,
+                &self.scope,
+                &self.channel,
+                &self.bot_url,
+            )?
         } else {
             content::render_type(
                 reference.trim_start_matches('#'),
@@ -215,12 +226,12 @@ impl StackTrace {
         for e in &self.entries {
             if e == looping {
                 seen += 1;
-                if seen > 2 {
-                    break;
-                }
             }
             if seen > 0 {
                 path.push(format!("{} ({})", e.0, e.1));
+            }
+            if seen == 2 {
+                break;
             }
         }
         Some(path.join(" --> "))

@@ -31,6 +31,9 @@ pub struct Node {
     pub next: Vec<Transition>,
     /// The node to go to when the conversation times out here.
     pub timeout: Option<String>,
+    /// A Botpress 12 `say_something` node's inline content, said after onEnter (and after
+    /// the wait and onReceive, when the node has them) as a `say @<type> {formData}`.
+    pub say_inline: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -115,6 +118,9 @@ pub fn build_queue(flow: &Flow, node: &Node, kind: QueueKind) -> Vec<Instruction
             for f in flow.catch_all_on_receive.iter().chain(on_receive) {
                 queue.push(Instruction::call(InstructionKind::OnReceive, f));
             }
+        }
+        if let Some(say) = &node.say_inline {
+            queue.push(Instruction::call(InstructionKind::OnEnter, say));
         }
     }
     queue.extend(
@@ -241,8 +247,26 @@ pub fn parse_flow(name: &str, json: &Value) -> Result<Flow, String> {
         } else {
             None
         };
+        let say_inline = match (n.get("type").and_then(Value::as_str), n.get("content")) {
+            (Some("say_something"), Some(Value::Object(content))) => {
+                let content_type = content
+                    .get("contentType")
+                    .and_then(Value::as_str)
+                    .ok_or_else(|| format!("{label}: content.contentType must be a string"))?;
+                let form = content
+                    .get("formData")
+                    .cloned()
+                    .unwrap_or_else(|| Value::Object(Default::default()));
+                if !form.is_object() {
+                    return Err(format!("{label}: content.formData must be an object"));
+                }
+                Some(format!("say @{content_type} {form}"))
+            }
+            _ => None,
+        };
         nodes.push(Node {
             id: id.to_string(),
+            say_inline,
             name: name.to_string(),
             skill_flow,
             on_enter,

@@ -17,6 +17,8 @@ pub mod qna;
 pub mod random;
 pub mod runtime;
 pub mod skills;
+#[cfg(test)]
+mod standard_actions_tests;
 pub mod state;
 pub mod template;
 
