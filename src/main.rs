@@ -205,7 +205,10 @@ fn describe(p: &Value) -> Vec<String> {
     match p["type"].as_str() {
         Some("typing") => Vec::new(),
         Some("text") => vec![s(&p["text"])],
-        Some("file") | Some("image") => vec![format!("[image] {}", s(&p["url"]))],
+        Some("image") => vec![format!("[image] {}", s(&p["url"]))],
+        // builtin_image renders as a `file` with a url; Botpress 12's builtin_file as `file`.
+        Some("file") if p.get("url").is_some() => vec![format!("[image] {}", s(&p["url"]))],
+        Some("file") => vec![format!("[file] {} {}", s(&p["title"]), s(&p["file"]))],
         Some("custom") if p["component"] == "QuickReplies" => {
             let mut lines = describe(&p["wrapped"]);
             for (i, r) in p["quick_replies"]
@@ -230,6 +233,23 @@ fn describe(p: &Value) -> Vec<String> {
                 lines
             })
             .collect(),
+        Some("custom") if p["component"] == "Dropdown" => {
+            let mut lines = vec![s(&p["message"])];
+            for o in p["options"].as_array().into_iter().flatten() {
+                lines.push(format!("  [v] {}", s(&o["label"])));
+            }
+            lines
+        }
+        Some(kind @ ("video" | "audio")) => {
+            vec![format!("[{kind}] {} {}", s(&p["title"]), s(&p[kind]))]
+        }
+        Some("location") => vec![format!(
+            "[location] {} {} ({}, {})",
+            s(&p["title"]),
+            s(&p["address"]),
+            p["latitude"],
+            p["longitude"]
+        )],
         _ => vec![p.to_string()],
     }
 }

@@ -578,3 +578,65 @@ fn bluebot_qna_answer_then_redirect_to_the_choice() {
         expected
     );
 }
+
+// ------------------------------------------------------------------ run-time failures
+
+#[test]
+fn saying_an_unknown_type_or_calling_a_missing_action_takes_the_error_path() {
+    let data = TempDir::new("runtime-failures");
+    let d = data.path();
+    write(
+        d,
+        "bots/broken-run/bot.config.json",
+        r#"{"name":"b","defaultLanguage":"en","languages":["en"]}"#,
+    );
+    write(
+        d,
+        "bots/broken-run/content-elements/custom_widget.json",
+        r#"[{"id":"custom_widget-1","formData":{"x":1}}]"#,
+    );
+    write(
+        d,
+        "bots/broken-run/flows/main.flow.json",
+        r#"{"version":"0.0.1","startNode":"entry","nodes":[
+            {"id":"n0001","name":"entry","onEnter":["say #builtin_text {\"text\":\"pick\"}"],"onReceive":[],"next":[
+                {"condition":"event.payload.text === 'widget'","node":"widget"},
+                {"condition":"true","node":"custom"}]},
+            {"id":"n0002","name":"widget","onEnter":["say #!custom_widget-1"],"onReceive":null,"next":[]},
+            {"id":"n0003","name":"custom","onEnter":["myModule/doStuff {}"],"onReceive":null,"next":[]}
+        ]}"#,
+    );
+    let (code, out, err) = botd(&["check", "--data", d.to_str().unwrap()], &[]);
+    assert_eq!(code, 0, "only warnings: {out}\n{err}");
+    let flow = format!("{}/bots/broken-run/flows/main.flow.json", d.display());
+    assert!(
+        out.contains(&format!("{flow}: warning: node \"widget\": content element \"custom_widget-1\" is a \"custom_widget\", which botd cannot render")),
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!(
+            "{flow}: warning: node \"custom\": action \"myModule/doStuff\" is custom JavaScript"
+        )),
+        "{out}"
+    );
+    let server = Server::start(d, &[]);
+    let error_message = typed_text(
+        "😯 Oops! We've got a problem. Please try something else while we're fixing it 🔨",
+    );
+    for (user, answer, node) in [("w", "widget", "widget"), ("c", "other", "custom")] {
+        converse(server.port, "broken-run", user, "hi");
+        assert_eq!(
+            say(server.port, "broken-run", user, answer),
+            error_message,
+            "{node}"
+        );
+        let needle = format!("flows/main.flow.json, node \"{node}\"");
+        assert!(
+            wait_until(std::time::Duration::from_secs(5), || server
+                .log()
+                .contains(&needle)),
+            "{needle} in {}",
+            server.log()
+        );
+    }
+}
