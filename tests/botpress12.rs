@@ -200,3 +200,40 @@ fn per_language_qna_answers_with_content_elements_and_empty_categories() {
         vec![json!({"type": "typing", "value": true}), text("Bye!")]
     );
 }
+
+#[test]
+fn check_reports_what_botpress_12_has_and_botd_does_not_run() {
+    let data = TempDir::new("bp12-ndu");
+    let d = data.path();
+    write(
+        d,
+        "bots/ndu-bot/bot.config.json",
+        r#"{"name":"n","version":"12.26.0","defaultLanguage":"en","languages":["en"],"oneflow":true}"#,
+    );
+    write(
+        d,
+        "bots/plain-bot/bot.config.json",
+        r#"{"name":"p","version":"12.26.0","defaultLanguage":"en","languages":["en"]}"#,
+    );
+    write(
+        d,
+        "bots/plain-bot/flows/main.flow.json",
+        r#"{"version":"0.0.1","startNode":"entry","nodes":[
+            {"id":"n0001","name":"entry","type":"trigger","onEnter":[],"onReceive":null,"next":[]}]}"#,
+    );
+    let (code, out, err) = botd(&["check", "--data", d.to_str().unwrap()], &[]);
+    assert_ne!(code, 0, "the NDU bot cannot load: {out}\n{err}");
+    let root = d.display();
+    assert!(
+        out.contains(&format!("{root}/bots/ndu-bot/bot.config.json: error: oneflow: true makes this a Botpress 12 NDU bot")),
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!("{root}/bots/plain-bot/flows/main.flow.json: warning: node \"entry\": type \"trigger\" belongs to Botpress 12's NDU workflows")),
+        "{out}"
+    );
+    assert!(
+        err.contains("ndu-bot: cannot load") && err.contains("plain-bot: ok (1 warnings)"),
+        "{err}"
+    );
+}

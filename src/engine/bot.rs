@@ -122,6 +122,13 @@ pub fn load_bot(settings: &Settings, id: &str) -> LoadOutcome {
         out.disabled = true;
         return out;
     }
+    if config.get("oneflow").and_then(Value::as_bool) == Some(true) {
+        out.errors.push(Problem::new(
+            &config_shown,
+            "oneflow: true makes this a Botpress 12 NDU bot (workflows started by triggers), which botd does not run",
+        ));
+        return out;
+    }
     let default_language = match config.get("defaultLanguage").and_then(Value::as_str) {
         Some(l) => l.to_string(),
         None => {

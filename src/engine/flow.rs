@@ -34,6 +34,9 @@ pub struct Node {
     /// A Botpress 12 `say_something` node's inline content, said after onEnter (and after
     /// the wait and onReceive, when the node has them) as a `say @<type> {formData}`.
     pub say_inline: Option<String>,
+    /// The node's `type` when it is one of the NDU kinds (`trigger`, `success`, `failure`),
+    /// reported at load.
+    pub ndu_kind: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -264,9 +267,15 @@ pub fn parse_flow(name: &str, json: &Value) -> Result<Flow, String> {
             }
             _ => None,
         };
+        let ndu_kind = n
+            .get("type")
+            .and_then(Value::as_str)
+            .filter(|t| ["trigger", "success", "failure"].contains(t))
+            .map(str::to_string);
         nodes.push(Node {
             id: id.to_string(),
             say_inline,
+            ndu_kind,
             name: name.to_string(),
             skill_flow,
             on_enter,
@@ -374,6 +383,12 @@ pub fn check_references(
             check("catchAll", t, &mut problems);
         }
         for node in &flow.nodes {
+            if let Some(kind) = &node.ndu_kind {
+                problems.push(Problem::new(
+                    &shown,
+                    format!("node \"{}\": type \"{kind}\" belongs to Botpress 12's NDU workflows, which botd does not run; it plays as a standard node", node.name),
+                ));
+            }
             for t in &node.next {
                 check(&format!("node \"{}\"", node.name), t, &mut problems);
             }
