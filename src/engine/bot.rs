@@ -34,6 +34,21 @@ impl BotpressVersion {
         }
     }
 
+    /// Where the slot skill keeps slots in the session: Botpress 12 renamed it.
+    pub fn slots_key(self) -> &'static str {
+        if self.0 >= 12 {
+            "slots"
+        } else {
+            "extractedSlots"
+        }
+    }
+
+    /// Botpress 12.20 counts slot retries in `temp.tryFillSlotCount`, which
+    /// `slot_update_contexts` starts at 1.
+    pub fn counts_slot_tries_in_temp(self) -> bool {
+        self >= BotpressVersion(12, 20, 0)
+    }
+
     /// Botpress 12.1.5 added the infinite-loop guard and the error flow.
     pub fn has_loop_guard(self) -> bool {
         self >= BotpressVersion(12, 1, 5)

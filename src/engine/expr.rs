@@ -935,6 +935,16 @@ impl Parser {
                     self.pos += 1;
                     let name = self.next();
                     match name.tok {
+                        // `event.state.user` is `user` itself in Botpress (and so for
+                        // session, temp and bot).
+                        Tok::Ident(n)
+                            if matches!(&expr, Expr::Member(o, Key::Name(s))
+                                if s == "state" && matches!(**o, Expr::Root("event")))
+                                && ROOTS[1..].contains(&n.as_str()) =>
+                        {
+                            let root = ROOTS.iter().find(|r| **r == n).expect("checked above");
+                            expr = Expr::Root(root);
+                        }
                         // Reserved words are fine as property names in JS.
                         Tok::Ident(n) => expr = Expr::Member(Box::new(expr), Key::Name(n)),
                         _ => {
@@ -1307,6 +1317,8 @@ mod tests {
     fn calls_evaluate_like_javascript() {
         let scope = scope();
         let cases: &[(&str, bool)] = &[
+            ("event.state.user.nickname === 'Bob'", true),
+            ("event.state.temp['skill-choice-ret'] === 'memory'", true),
             // What the Botpress 12 choice skill writes.
             (
                 "Number(temp['skill-choice-invalid-count']) >= Number(3)",

@@ -252,7 +252,7 @@ impl Engine {
         if let Some(kv) = bot_kv {
             scope["bot"] = kv;
         }
-        after_incoming(&mut scope["session"], &nlu);
+        after_incoming(bot, &mut scope["session"], &nlu);
 
         let in_middle_of_flow = !record.context.is_empty();
         let mut turn = self.new_turn(bot, scope, record.context.clone(), &channel, deadline);
@@ -574,8 +574,8 @@ pub(super) fn event_json(bot: &Bot, event: &mut Event, nlu: &Value, now: i64) ->
 }
 
 /// after_incoming hooks (§1.3): NLU contexts lose one turn of life (unless NLU failed), and
-/// the slots go to `session.extractedSlots`.
-fn after_incoming(session: &mut Value, nlu: &Value) {
+/// the slots go to `session.extractedSlots` (`session.slots` in Botpress 12).
+fn after_incoming(bot: &Bot, session: &mut Value, nlu: &Value) {
     if !nlu["errored"].as_bool().unwrap_or(false) {
         if let Some(map) = session.as_object_mut() {
             if map.contains_key("nluContexts") {
@@ -588,5 +588,5 @@ fn after_incoming(session: &mut Value, nlu: &Value) {
             }
         }
     }
-    super::skills::extract_slots_hook(session, nlu);
+    super::skills::extract_slots_hook(bot.botpress_version, session, nlu);
 }

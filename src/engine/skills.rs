@@ -1,9 +1,12 @@
 //! The actions of Botpress's `basic-skills` module that the slot and API-call skills generate
 //! (11.8–12.x): `slot_fill`, `slot_not_found`, `slot_reset`, `slot_update_contexts`,
 //! `call_api`, and the slot hook that runs after every incoming message. Each has the
-//! arguments, outputs and state effects of Botpress's JavaScript, read from its source.
+//! arguments, outputs and state effects of Botpress's JavaScript, read from its source, for
+//! the bot's Botpress version: slots live in `session.extractedSlots` in 11 and
+//! `session.slots` in 12, which also adds `turnExpiry` and (12.20) `temp.tryFillSlotCount`.
 
 use super::actions::set_context_list;
+use super::bot::BotpressVersion;
 use super::dialog::Turn;
 use super::event::now_ms;
 use serde_json::{json, Map, Value};
@@ -23,27 +26,29 @@ fn text_arg(args: &Map<String, Value>, key: &str) -> Option<String> {
     }
 }
 
-/// `session.extractedSlots`, made an object if it is not one (the hook does it in Botpress).
-fn extracted_slots(scope: &mut Value) -> &mut Map<String, Value> {
+/// The session's slots (`extractedSlots`, or `slots` in Botpress 12), made an object if they
+/// are not one (the hook does it in Botpress).
+fn extracted_slots(version: BotpressVersion, scope: &mut Value) -> &mut Map<String, Value> {
     if !scope["session"].is_object() {
         scope["session"] = json!({});
     }
     let session = &mut scope["session"];
-    if !session["extractedSlots"].is_object() {
-        session["extractedSlots"] = json!({});
+    let key = version.slots_key();
+    if !session[key].is_object() {
+        session[key] = json!({});
     }
-    session["extractedSlots"]
-        .as_object_mut()
-        .expect("just made an object")
+    session[key].as_object_mut().expect("just made an object")
 }
 
-/// The after-incoming slot hook (`05_extract_slots`): counts a turn on every stored slot, and
-/// stores each slot the NLU filled, unless the stored one says it may not be overwritten.
-pub fn extract_slots_hook(session: &mut Value, nlu: &Value) {
-    if !session["extractedSlots"].is_object() {
-        session["extractedSlots"] = json!({});
+/// The after-incoming slot hook (`05_extract_slots`): counts a turn on every stored slot and
+/// drops those past their `expiresAfterTurns`, then stores each slot the NLU filled, unless
+/// the stored one says it may not be overwritten.
+pub fn extract_slots_hook(version: BotpressVersion, session: &mut Value, nlu: &Value) {
+    let key = version.slots_key();
+    if !session[key].is_object() {
+        session[key] = json!({});
     }
-    let Some(slots) = session["extractedSlots"].as_object_mut() else {
+    let Some(slots) = session[key].as_object_mut() else {
         return;
     };
     for slot in slots.values_mut() {
@@ -51,6 +56,16 @@ pub fn extract_slots_hook(session: &mut Value, nlu: &Value) {
             slot["turns"] = json!(turns + 1.0);
         }
     }
+    // Botpress 12 also ignores a negative expiry.
+    slots.retain(|_, slot| {
+        let (Some(turns), Some(expiry)) = (
+            slot.get("turns").and_then(Value::as_f64),
+            slot.get("expiresAfterTurns").and_then(Value::as_f64),
+        ) else {
+            return true;
+        };
+        (version.0 >= 12 && expiry <= -1.0) || turns < expiry
+    });
     let filled = nlu["slots"]
         .as_object()
         .into_iter()
@@ -118,17 +133,25 @@ pub fn slot_fill(args: &Map<String, Value>, turn: &mut Turn) -> Result<(), Strin
     } else {
         Vec::new()
     };
-    let slots = extracted_slots(&mut turn.scope);
+    let version = turn.bot.botpress_version;
+    // Botpress 12 takes the expiry from the skill (`turnExpiry`); 11 has none.
+    let expiry = if version.0 >= 12 {
+        args.get("turnExpiry").cloned()
+    } else {
+        Some(json!(false))
+    };
+    let slots = extracted_slots(version, &mut turn.scope);
     for entity in candidates {
         if slots.get(&slot_name).is_some_and(super::content::truthy) {
             continue;
         }
         let value = entity["data"]["value"].clone();
-        slots.insert(
-            slot_name.clone(),
-            json!({"name": slot_name, "value": value, "entity": entity, "timestamp": now_ms(),
-                "turns": 0, "overwritable": true, "expiresAfterTurns": false}),
-        );
+        let mut slot = json!({"name": slot_name, "value": value, "entity": entity,
+            "timestamp": now_ms(), "turns": 0, "overwritable": true});
+        if let Some(e) = &expiry {
+            slot["expiresAfterTurns"] = e.clone();
+        }
+        slots.insert(slot_name.clone(), slot);
         slots.insert("notFound".into(), json!(0));
     }
     Ok(())
@@ -145,18 +168,31 @@ pub fn slot_not_found(args: &Map<String, Value>, turn: &mut Turn) -> Result<(), 
         _ => f64::NAN,
     });
     let limit = attempts.min(SLOT_RETRY_HARD_LIMIT);
-    let slots = extracted_slots(&mut turn.scope);
+    let version = turn.bot.botpress_version;
+    let slots = extracted_slots(version, &mut turn.scope);
     let mut count = slots.get("notFound").and_then(Value::as_f64).unwrap_or(0.0);
     if count == 0.0 {
         count = 1.0;
     }
-    // NaN compares false: Botpress then goes straight to "not extracted".
-    if count < limit {
-        slots.insert("notFound".into(), json!(count + 1.0));
+    slots.insert("notFound".into(), json!(count));
+    // From 12.20 the attempts are counted in temp; an unset count compares false.
+    let tries = if version.counts_slot_tries_in_temp() {
+        turn.scope["temp"]["tryFillSlotCount"]
+            .as_f64()
+            .unwrap_or(f64::NAN)
     } else {
-        slots.insert("notFound".into(), json!(count));
-        super::actions::object_mut(&mut turn.scope, "temp")
-            .insert("notExtracted".into(), json!("true"));
+        count
+    };
+    let temp = super::actions::object_mut(&mut turn.scope, "temp");
+    // NaN compares false: Botpress then goes straight to "not extracted".
+    if tries < limit {
+        if version.counts_slot_tries_in_temp() {
+            temp.insert("tryFillSlotCount".into(), json!(tries + 1.0));
+        } else {
+            extracted_slots(version, &mut turn.scope).insert("notFound".into(), json!(count + 1.0));
+        }
+    } else {
+        temp.insert("notExtracted".into(), json!("true"));
     }
     Ok(())
 }
@@ -164,7 +200,7 @@ pub fn slot_not_found(args: &Map<String, Value>, turn: &mut Turn) -> Result<(), 
 /// `basic-skills/slot_reset {slotName}`: forgets the slot.
 pub fn slot_reset(args: &Map<String, Value>, turn: &mut Turn) -> Result<(), String> {
     let slot_name = text_arg(args, "slotName").unwrap_or_else(|| "undefined".into());
-    extracted_slots(&mut turn.scope).remove(&slot_name);
+    extracted_slots(turn.bot.botpress_version, &mut turn.scope).remove(&slot_name);
     Ok(())
 }
 
@@ -180,6 +216,13 @@ pub fn slot_update_contexts(args: &Map<String, Value>, turn: &mut Turn) -> Resul
         .clone();
     let session = super::actions::object_mut(&mut turn.scope, "session");
     set_context_list(session, contexts.into_iter().map(|c| (c, 1000)).collect());
+    if turn.bot.botpress_version.counts_slot_tries_in_temp() {
+        let temp = super::actions::object_mut(&mut turn.scope, "temp");
+        temp.insert("tryFillSlotCount".into(), json!(1));
+        for flag in ["extracted", "notExtracted", "alreadyExtracted"] {
+            temp.insert(flag.into(), json!(false));
+        }
+    }
     Ok(())
 }
 

@@ -324,7 +324,7 @@ fn the_slot_hook_stores_nlu_slots_and_counts_turns() {
         "locked": {"name": "locked", "value": "y"},
         "empty": {"name": "empty", "value": null}
     }});
-    super::skills::extract_slots_hook(&mut session, &nlu);
+    super::skills::extract_slots_hook(bot::BotpressVersion(11, 9, 7), &mut session, &nlu);
     let slots = &session["extractedSlots"];
     assert_eq!(slots["size"]["turns"], 3.0);
     assert_eq!(slots["topping"]["value"], "cheese");
@@ -332,6 +332,64 @@ fn the_slot_hook_stores_nlu_slots_and_counts_turns() {
     assert_eq!(slots["locked"]["value"], "x", "not overwritable");
     assert_eq!(slots.get("empty"), None);
     assert_eq!(slots["notFound"], 0);
+}
+
+#[test]
+fn botpress_12_slots_live_in_session_slots_with_their_expiry() {
+    let f = fixture("slots12", "12.1.6");
+    let mut t = turn(&f, text_event("mushrooms"));
+    run(
+        &mut t,
+        "basic-skills/slot_fill",
+        json!({"slotName": "topping", "entities": "any", "turnExpiry": 2}),
+    );
+    assert_eq!(t.scope["session"].get("extractedSlots"), None);
+    assert_eq!(t.scope["session"]["slots"]["topping"]["value"], "mushrooms");
+    assert_eq!(
+        t.scope["session"]["slots"]["topping"]["expiresAfterTurns"],
+        2
+    );
+    run(
+        &mut t,
+        "basic-skills/slot_not_found",
+        json!({"retryAttempts": 2}),
+    );
+    assert_eq!(t.scope["session"]["slots"]["notFound"], 2.0);
+    // The hook counts turns and drops the slot at its expiry; -1 never expires in 12.
+    let mut session = t.scope["session"].clone();
+    session["slots"]["kept"] = json!({"value": 1, "turns": 5, "expiresAfterTurns": -1});
+    let v12 = bot::BotpressVersion(12, 1, 6);
+    super::skills::extract_slots_hook(v12, &mut session, &json!({"slots": {}}));
+    assert_eq!(session["slots"]["topping"]["turns"], 1.0);
+    super::skills::extract_slots_hook(v12, &mut session, &json!({"slots": {}}));
+    assert_eq!(session["slots"].get("topping"), None);
+    assert_eq!(session["slots"]["kept"]["turns"], 7.0);
+
+    // 12.20: slot_update_contexts starts temp.tryFillSlotCount, slot_not_found counts there.
+    let f = fixture("slots1220", "12.20.0");
+    let mut t = turn(&f, text_event("?"));
+    run(
+        &mut t,
+        "basic-skills/slot_update_contexts",
+        json!({"intentName": "order"}),
+    );
+    assert_eq!(
+        t.scope["temp"],
+        json!({"tryFillSlotCount": 1, "extracted": false, "notExtracted": false, "alreadyExtracted": false})
+    );
+    run(
+        &mut t,
+        "basic-skills/slot_not_found",
+        json!({"retryAttempts": 2}),
+    );
+    assert_eq!(t.scope["temp"]["tryFillSlotCount"], 2.0);
+    assert_eq!(t.scope["temp"]["notExtracted"], false);
+    run(
+        &mut t,
+        "basic-skills/slot_not_found",
+        json!({"retryAttempts": 2}),
+    );
+    assert_eq!(t.scope["temp"]["notExtracted"], "true");
 }
 
 #[test]
