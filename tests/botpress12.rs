@@ -95,6 +95,13 @@ fn qna_bot(data: &std::path::Path) {
             "answers":{"en":["#!builtin_text-hours"],"fr":["#!builtin_text-hours"]},"action":"text","category":"global","enabled":true,
             "redirectFlow":"","redirectNode":""}}"##,
     );
+    // Botpress 12.8 on: `contexts` in place of `category`.
+    write(
+        data,
+        &format!("{bot}/qna/secret.json"),
+        r#"{"id":"secret","data":{"questions":{"en":["Is there a secret menu?","secret menu"]},"answers":{"en":["Ask for the blue pizza."]},
+            "action":"text","contexts":["vip","global"],"enabled":true}}"#,
+    );
     write(
         data,
         &format!("{bot}/qna/bye.json"),
@@ -193,6 +200,13 @@ fn per_language_qna_answers_with_content_elements_and_empty_categories() {
         vec![
             json!({"type": "typing", "value": true}),
             text("We open at 9, .")
+        ]
+    );
+    assert_eq!(
+        responses(&converse(p, "bp12-qna", "q1", "Is there a secret menu?")),
+        vec![
+            json!({"type": "typing", "value": true}),
+            text("Ask for the blue pizza.")
         ]
     );
     assert_eq!(

@@ -15,7 +15,9 @@ pub struct QnaEntry {
     pub action: String,
     pub redirect_flow: Option<String>,
     pub redirect_node: Option<String>,
-    pub category: String,
+    /// The NLU contexts the entry is trained in: Botpress 12.8's `contexts`, or the older
+    /// `category || 'global'`.
+    pub contexts: Vec<String>,
     pub enabled: bool,
 }
 
@@ -118,12 +120,19 @@ pub fn load(dir: &Path, shown_root: &str, lang: &str) -> LoadedQna {
                 .as_str()
                 .filter(|s| !s.is_empty())
                 .map(str::to_string),
-            // Botpress trains an entry in `category || 'global'`.
-            category: data["category"]
-                .as_str()
-                .filter(|c| !c.is_empty())
-                .unwrap_or("global")
-                .to_string(),
+            contexts: match data["contexts"].as_array() {
+                Some(list) => list
+                    .iter()
+                    .filter_map(Value::as_str)
+                    .map(str::to_string)
+                    .collect(),
+                // Botpress trains an entry in `category || 'global'`.
+                None => vec![data["category"]
+                    .as_str()
+                    .filter(|c| !c.is_empty())
+                    .unwrap_or("global")
+                    .to_string()],
+            },
             enabled: data["enabled"].as_bool().unwrap_or(true),
             action,
         };
@@ -165,7 +174,7 @@ pub fn intents(entries: &[QnaEntry]) -> Vec<IntentDef> {
         .filter(|e| e.enabled)
         .map(|e| IntentDef {
             name: format!("{INTENT_PREFIX}{}", e.id),
-            contexts: vec![e.category.clone()],
+            contexts: e.contexts.clone(),
             utterances: e.questions.clone(),
             slots: Vec::new(),
         })
