@@ -640,3 +640,46 @@ fn saying_an_unknown_type_or_calling_a_missing_action_takes_the_error_path() {
         );
     }
 }
+
+#[test]
+fn a_slow_api_call_does_not_hold_up_other_conversations() {
+    // The fake API tells the test a request arrived, then answers only when released.
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let api_port = listener.local_addr().unwrap().port();
+    let (arrived_tx, arrived) = std::sync::mpsc::channel::<()>();
+    let (release, released) = std::sync::mpsc::channel::<()>();
+    std::thread::spawn(move || {
+        if let Some(Ok(mut stream)) = listener.incoming().next() {
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut line = String::new();
+            while reader.read_line(&mut line).is_ok_and(|n| n > 2) {
+                line.clear();
+            }
+            let _ = arrived_tx.send(());
+            let _ = released.recv_timeout(std::time::Duration::from_secs(20));
+            let body = r#"{"promo":"late"}"#;
+            let _ = stream.write_all(
+                format!("HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len())
+                    .as_bytes(),
+            );
+        }
+    });
+    let data = talkativeguy_with_api(api_port);
+    let server = Server::start(data.path(), &[]);
+    let p = server.port;
+    let bot = "talkativeguy";
+    say(p, bot, "slow", "hi");
+    say(p, bot, "slow", "Joe");
+    let pending = std::thread::spawn(move || say(p, bot, "slow", "yes"));
+    arrived
+        .recv_timeout(std::time::Duration::from_secs(20))
+        .expect("the API was called");
+    // While that turn waits on the API, another user talks to the same bot.
+    assert_eq!(
+        say(p, bot, "other", "hi"),
+        typed_text("Hi There! May i get your name?")
+    );
+    assert!(!pending.is_finished(), "the slow turn is still waiting");
+    release.send(()).unwrap();
+    assert_eq!(pending.join().unwrap(), texts_of(&["late", "Goodbye Joe!"]));
+}
