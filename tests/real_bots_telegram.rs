@@ -7,7 +7,6 @@ mod common;
 
 use common::*;
 use serde_json::{json, Value};
-use std::io::Read;
 use std::path::Path;
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
@@ -53,7 +52,7 @@ impl FakeBotApi {
 
     fn handle(&self, mut request: tiny_http::Request) {
         let mut body = String::new();
-        let _ = request.as_reader().read_to_string(&mut body);
+        let _ = std::io::Read::read_to_string(request.as_reader(), &mut body);
         let params: Value = serde_json::from_str(&body).unwrap_or(json!({}));
         let method = request.url().rsplit('/').next().unwrap_or("").to_string();
         let answer = self.answer(&method, &params);
