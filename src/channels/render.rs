@@ -2,6 +2,7 @@
 //! the Telegram sender reads. Also the `api` channel's outgoing QuickReplies wrapper (§11.4),
 //! and the registration of every channel's renderer with the engine.
 
+use crate::engine::bot::BotpressVersion;
 use crate::engine::content::{self, resolve_url, truthy, ChannelRenderer, ContentPayload};
 use serde_json::{json, Map, Value};
 
@@ -52,7 +53,14 @@ pub fn web(payload: &ContentPayload) -> Result<Vec<Value>, String> {
         "builtin_image" => {
             typing(payload, &mut out);
             let url = resolve_url(bot_url(payload), payload.text("image").unwrap_or(""));
-            out.push(json!({"type": "file", "url": url}));
+            let mut file = json!({"type": "file", "url": url});
+            // Botpress 12.1 added the image's title.
+            if payload.botpress >= BotpressVersion(12, 1, 0) {
+                if let Some(title) = payload.data.get("title") {
+                    file["title"] = title.clone();
+                }
+            }
+            out.push(file);
         }
         "builtin_card" | "builtin_carousel" => {
             typing(payload, &mut out);
@@ -189,6 +197,7 @@ mod tests {
         ContentPayload {
             content_type: content_type.into(),
             data: data.as_object().unwrap().clone(),
+            botpress: BotpressVersion(11, 9, 7),
         }
     }
 
@@ -240,6 +249,16 @@ mod tests {
             web(&image).unwrap(),
             vec![
                 json!({"type": "file", "url": "https://bot.example.com/api/v1/bots/b/media/cat.png"})
+            ]
+        );
+        let v12 = ContentPayload {
+            botpress: BotpressVersion(12, 1, 6),
+            ..image
+        };
+        assert_eq!(
+            web(&v12).unwrap(),
+            vec![
+                json!({"type": "file", "title": "Cat", "url": "https://bot.example.com/api/v1/bots/b/media/cat.png"})
             ]
         );
         let card = payload(

@@ -3,6 +3,7 @@
 //! like on a channel is that channel's business: each channel module registers its renderer
 //! ([`register_channel`]), and the engine knows no channel by name.
 
+use super::bot::BotpressVersion;
 use super::template;
 use super::Problem;
 use serde_json::{json, Map, Value};
@@ -136,6 +137,17 @@ pub fn translate(form: &Map<String, Value>, lang: &str, default_lang: &str) -> M
 pub struct ContentPayload {
     pub content_type: String,
     pub data: Map<String, Value>,
+    /// The Botpress release of the bot, whose renderers the channel follows.
+    pub botpress: BotpressVersion,
+}
+
+/// Where rendered content goes: the channel, the bot's public URL (for media), and the
+/// Botpress release whose renderers apply.
+#[derive(Debug, Clone, Copy)]
+pub struct RenderTarget<'a> {
+    pub channel: &'a str,
+    pub bot_url: &'a str,
+    pub botpress: BotpressVersion,
 }
 
 impl ContentPayload {
@@ -183,20 +195,21 @@ fn renderer_for(channel: &str) -> Option<ChannelRenderer> {
 pub fn render(
     content_type: &str,
     data: &Map<String, Value>,
-    channel: &str,
+    target: RenderTarget,
 ) -> Result<Vec<Value>, String> {
     if !CONTENT_TYPES.contains(&content_type) {
         return Err(format!(
             "content type \"{content_type}\" is not one botd can render"
         ));
     }
-    let Some(renderer) = renderer_for(channel) else {
-        log::debug!("no content renderer for channel \"{channel}\"");
+    let Some(renderer) = renderer_for(target.channel) else {
+        log::debug!("no content renderer for channel \"{}\"", target.channel);
         return Ok(Vec::new());
     };
     (renderer.render)(&ContentPayload {
         content_type: content_type.to_string(),
         data: data.clone(),
+        botpress: target.botpress,
     })
 }
 
@@ -253,11 +266,10 @@ pub fn render_element(
     scope: &mut Value,
     lang: &str,
     default_lang: &str,
-    channel: &str,
-    bot_url: &str,
+    target: RenderTarget,
 ) -> Result<Vec<Value>, String> {
     let ctx = lend_context(args, scope);
-    let rendered = render_element_in(element, args, &ctx, lang, default_lang, channel, bot_url);
+    let rendered = render_element_in(element, args, &ctx, lang, default_lang, target);
     give_back(ctx, scope);
     rendered
 }
@@ -269,8 +281,7 @@ pub fn render_answer_element(
     scope: &Value,
     lang: &str,
     default_lang: &str,
-    channel: &str,
-    bot_url: &str,
+    target: RenderTarget,
 ) -> Result<Vec<Value>, String> {
     let mut ctx = Map::new();
     for key in ["user", "session", "temp"] {
@@ -283,8 +294,7 @@ pub fn render_answer_element(
         &Value::Object(ctx),
         lang,
         default_lang,
-        channel,
-        bot_url,
+        target,
     )
 }
 
@@ -294,8 +304,7 @@ fn render_element_in(
     ctx: &Value,
     lang: &str,
     default_lang: &str,
-    channel: &str,
-    bot_url: &str,
+    target: RenderTarget,
 ) -> Result<Vec<Value>, String> {
     let form = translate(&element.form_data, lang, default_lang);
     let mut data = match template::render_value(&Value::Object(form), ctx) {
@@ -304,10 +313,10 @@ fn render_element_in(
     };
     pick_variation(&mut data, ctx);
     let mut merged = Map::new();
-    merged.insert("BOT_URL".into(), Value::String(bot_url.to_string()));
+    merged.insert("BOT_URL".into(), Value::String(target.bot_url.to_string()));
     merged.extend(args.clone());
     merged.extend(data);
-    render(&element.content_type, &merged, channel)
+    render(&element.content_type, &merged, target)
 }
 
 /// Renders a content type directly (`say #builtin_text {args}`): the args' strings are
@@ -316,8 +325,7 @@ pub fn render_type(
     content_type: &str,
     args: &Map<String, Value>,
     scope: &Value,
-    channel: &str,
-    bot_url: &str,
+    target: RenderTarget,
 ) -> Result<Vec<Value>, String> {
     let ctx = template_context(args, scope);
     let mut data = match template::render_value(&Value::Object(args.clone()), &ctx) {
@@ -325,8 +333,8 @@ pub fn render_type(
         _ => Map::new(),
     };
     pick_variation(&mut data, &ctx);
-    data.insert("BOT_URL".into(), Value::String(bot_url.to_string()));
-    render(content_type, &data, channel)
+    data.insert("BOT_URL".into(), Value::String(target.bot_url.to_string()));
+    render(content_type, &data, target)
 }
 
 /// The objects of the scope templates see, after the args (which they override).
@@ -409,11 +417,16 @@ mod tests {
     #[test]
     fn unknown_types_and_channels() {
         let data = map(json!({"text": "Hi"}));
-        assert!(render("custom_widget", &data, "api")
+        let target = |channel| RenderTarget {
+            channel,
+            bot_url: "",
+            botpress: BotpressVersion(11, 9, 7),
+        };
+        assert!(render("custom_widget", &data, target("api"))
             .unwrap_err()
             .contains("\"custom_widget\" is not one botd can render"));
         assert_eq!(
-            render("builtin_text", &data, "no-such-channel").unwrap(),
+            render("builtin_text", &data, target("no-such-channel")).unwrap(),
             Vec::<Value>::new()
         );
     }

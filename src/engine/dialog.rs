@@ -113,6 +113,15 @@ impl<'a> Turn<'a> {
         }
     }
 
+    /// Where this turn's content is rendered.
+    pub fn render_target(&self) -> content::RenderTarget<'_> {
+        content::RenderTarget {
+            channel: &self.channel,
+            bot_url: &self.bot_url,
+            botpress: self.bot.botpress_version,
+        }
+    }
+
     /// Renders `say <reference> {args}` for the turn's channel and queues the payloads.
     pub fn say(&mut self, reference: &str, args: &Map<String, Value>) -> Result<(), String> {
         let payloads = if let Some(id) = reference.strip_prefix("#!") {
@@ -122,33 +131,30 @@ impl<'a> Turn<'a> {
                 .get(id)
                 .ok_or_else(|| format!("Content element \"{id}\" not found"))?;
             let lang = self.language();
+            let target = content::RenderTarget {
+                channel: &self.channel,
+                bot_url: &self.bot_url,
+                botpress: self.bot.botpress_version,
+            };
             content::render_element(
                 element,
                 args,
                 &mut self.scope,
                 &lang,
                 &self.bot.default_language,
-                &self.channel,
-                &self.bot_url,
+                target,
             )?
         } else if let Some(content_type) = reference.strip_prefix('@') {
             // Inline content of a say_something node: form data with `$lang` keys.
             let lang = self.language();
             let form = content::translate(args, &lang, &self.bot.default_language);
-            content::render_type(
-                content_type,
-                &form,
-                &self.scope,
-                &self.channel,
-                &self.bot_url,
-            )?
+            content::render_type(content_type, &form, &self.scope, self.render_target())?
         } else {
             content::render_type(
                 reference.trim_start_matches('#'),
                 args,
                 &self.scope,
-                &self.channel,
-                &self.bot_url,
+                self.render_target(),
             )?
         };
         self.push_outputs(payloads);

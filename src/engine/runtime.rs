@@ -425,15 +425,14 @@ impl Engine {
         };
         log::warn!("bot \"{}\": {message}", turn.bot.id);
         let (kind, args) = &turn.bot.error_content;
-        let rendered =
-            super::content::render_type(kind, args, &turn.scope, &turn.channel, &turn.bot_url)
-                .unwrap_or_else(|e| {
-                    log::warn!(
-                        "bot \"{}\": the error message itself cannot be rendered: {e}",
-                        turn.bot.id
-                    );
-                    Vec::new()
-                });
+        let rendered = super::content::render_type(kind, args, &turn.scope, turn.render_target())
+            .unwrap_or_else(|e| {
+                log::warn!(
+                    "bot \"{}\": the error message itself cannot be rendered: {e}",
+                    turn.bot.id
+                );
+                Vec::new()
+            });
         turn.push_outputs(rendered);
         let state = json!({"user": turn.scope["user"], "context": turn.context, "session": turn.scope["session"], "temp": turn.scope["temp"]});
         Ok(TurnOutput {
@@ -453,6 +452,11 @@ impl Engine {
         channel: &str,
     ) -> Vec<Value> {
         let mut payloads = Vec::new();
+        let target = super::content::RenderTarget {
+            channel,
+            bot_url: &self.settings.http.external_url,
+            botpress: bot.botpress_version,
+        };
         if let Some(id) = s.answer.as_deref().and_then(|a| a.strip_prefix("#!")) {
             // Botpress 12: an answer that names a content element renders that element.
             let rendered = bot
@@ -465,8 +469,7 @@ impl Engine {
                         scope,
                         &bot.default_language,
                         &bot.default_language,
-                        channel,
-                        &self.settings.http.external_url,
+                        target,
                     )
                 });
             match rendered {
@@ -477,13 +480,7 @@ impl Engine {
             let mut args = Map::new();
             args.insert("text".into(), Value::String(answer.clone()));
             args.insert("typing".into(), Value::Bool(true));
-            match super::content::render_type(
-                &bot.qna_renderer,
-                &args,
-                scope,
-                channel,
-                &self.settings.http.external_url,
-            ) {
+            match super::content::render_type(&bot.qna_renderer, &args, scope, target) {
                 Ok(p) => payloads.extend(p),
                 Err(e) => log::warn!("bot \"{}\": QnA answer cannot be rendered: {e}", bot.id),
             }

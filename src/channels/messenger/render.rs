@@ -1,8 +1,9 @@
 //! How each content type looks on Messenger: Botpress's `renderMessenger` of the builtin types
-//! (Send API message bodies, each after a typing payload), and what Messenger cannot show
-//! (dropdowns, locations, media titles) degraded to text and quick replies.
+//! (Send API message bodies after a typing payload: always in 11.8, when `typing` is set in 12,
+//! where images also became image attachments), and what Messenger cannot show (dropdowns,
+//! locations, media titles) degraded to text and quick replies.
 
-use crate::channels::render::{bot_url, carousel_items, choice_payload, choices};
+use crate::channels::render::{bot_url, carousel_items, choice_payload, choices, typing};
 use crate::engine::content::{resolve_url, ContentPayload};
 use serde_json::{json, Value};
 
@@ -11,20 +12,29 @@ const MAX_QUICK_REPLIES: usize = 13;
 const MAX_QUICK_REPLY_TITLE: usize = 20;
 
 pub fn render(payload: &ContentPayload) -> Result<Vec<Value>, String> {
-    // Messenger's renderers always start with a typing payload, `typing: false` included; an
-    // absent value is left out, which the sender reads as the 1000 ms default.
-    let typing = match payload.get("typing") {
-        Value::Null => json!({"type": "typing"}),
-        value => json!({"type": "typing", "value": value}),
-    };
-    let mut out = vec![typing];
+    let botpress_12 = payload.botpress.0 >= 12;
+    let mut out = Vec::new();
+    if botpress_12 {
+        typing(payload, &mut out);
+    } else {
+        // Botpress 11.8's renderers always start with a typing payload, `typing: false`
+        // included; an absent value is left out, which the sender reads as the 1000 ms default.
+        out.push(match payload.get("typing") {
+            Value::Null => json!({"type": "typing"}),
+            value => json!({"type": "typing", "value": value}),
+        });
+    }
     let base = bot_url(payload);
     match payload.content_type.as_str() {
         "builtin_text" => out.push(json!({"text": payload.text("text").unwrap_or("")})),
         "builtin_image" => {
             let url = resolve_url(base, payload.text("image").unwrap_or(""));
-            out.push(json!({"attachment": {"type": "template", "payload": {
-                "template_type": "generic", "elements": [{"title": payload.get("title"), "image_url": url}]}}}));
+            if botpress_12 {
+                out.push(json!({"attachment": {"type": "image", "payload": {"is_reusable": true, "url": url}}}));
+            } else {
+                out.push(json!({"attachment": {"type": "template", "payload": {
+                    "template_type": "generic", "elements": [{"title": payload.get("title"), "image_url": url}]}}}));
+            }
         }
         "builtin_card" | "builtin_carousel" => {
             let elements = carousel_items(payload)
@@ -161,6 +171,7 @@ mod tests {
         ContentPayload {
             content_type: content_type.into(),
             data: data.as_object().unwrap().clone(),
+            botpress: crate::engine::bot::BotpressVersion(11, 9, 7),
         }
     }
 
@@ -180,6 +191,29 @@ mod tests {
         assert_eq!(
             render(&payload("builtin_text", json!({"text": "Hi"}))).unwrap()[0],
             json!({"type": "typing"})
+        );
+    }
+
+    #[test]
+    fn botpress_12_types_only_when_asked_and_sends_image_attachments() {
+        let v12 = |content_type: &str, data: Value| ContentPayload {
+            botpress: crate::engine::bot::BotpressVersion(12, 1, 6),
+            ..payload(content_type, data)
+        };
+        assert_eq!(
+            render(&v12("builtin_text", json!({"text": "Hi"}))).unwrap(),
+            vec![json!({"text": "Hi"})]
+        );
+        assert_eq!(
+            render(&v12(
+                "builtin_image",
+                json!({"image": "/m/c.png", "typing": true, "BOT_URL": "https://b.example"})
+            ))
+            .unwrap(),
+            vec![
+                json!({"type": "typing", "value": true}),
+                json!({"attachment": {"type": "image", "payload": {"is_reusable": true, "url": "https://b.example/m/c.png"}}})
+            ]
         );
     }
 

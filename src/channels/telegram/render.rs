@@ -69,6 +69,7 @@ mod tests {
         ContentPayload {
             content_type: content_type.into(),
             data: data.as_object().unwrap().clone(),
+            botpress: crate::engine::bot::BotpressVersion(11, 9, 7),
         }
     }
 
