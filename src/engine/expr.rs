@@ -427,6 +427,8 @@ fn relational(op: Op, a: &JsVal, b: &JsVal) -> bool {
 #[derive(Debug, Clone)]
 enum Expr {
     Lit(Lit),
+    /// An array literal of constants (`['yes', 'yeah']`), kept as the JSON array it is.
+    Array(Value),
     Root(&'static str),
     Member(Box<Expr>, Key),
     Not(Box<Expr>),
@@ -1074,8 +1076,47 @@ impl Parser {
                 self.expect_punct(")")?;
                 Ok(inner)
             }
+            Tok::Punct("[") => {
+                self.enter()?;
+                let mut items = Vec::new();
+                if !self.eat_punct("]") {
+                    loop {
+                        let item = self.parse_or()?;
+                        items.push(constant_json(&item).ok_or_else(|| {
+                            format!(
+                                "an array literal (column {}) can only hold strings, numbers, booleans and null",
+                                t.col
+                            )
+                        })?);
+                        if self.eat_punct("]") {
+                            break;
+                        }
+                        if self.peek().tok == Tok::End {
+                            return Err("missing ']' at end of condition".into());
+                        }
+                        self.expect_punct(",")?;
+                    }
+                }
+                self.nesting -= 1;
+                Ok(Expr::Array(Value::Array(items)))
+            }
             _ => Err(unexpected(&t)),
         }
+    }
+}
+
+/// A constant expression as JSON: a literal, or a negated number.
+fn constant_json(expr: &Expr) -> Option<Value> {
+    match expr {
+        Expr::Lit(Lit::Null) => Some(Value::Null),
+        Expr::Lit(Lit::Bool(b)) => Some(Value::Bool(*b)),
+        Expr::Lit(Lit::Num(n)) => serde_json::Number::from_f64(*n).map(Value::Number),
+        Expr::Lit(Lit::Str(s)) => Some(Value::String(s.clone())),
+        Expr::Neg(inner) => match constant_json(inner)? {
+            Value::Number(n) => serde_json::Number::from_f64(-n.as_f64()?).map(Value::Number),
+            _ => None,
+        },
+        _ => None,
     }
 }
 
@@ -1092,6 +1133,7 @@ fn lit_value(lit: &Lit) -> JsVal<'_> {
 fn eval<'a>(expr: &'a Expr, scope: &'a Value) -> Result<JsVal<'a>, TypeError> {
     Ok(match expr {
         Expr::Lit(lit) => lit_value(lit),
+        Expr::Array(items) => JsVal::Obj(items),
         Expr::Root(name) => scope.get(*name).map_or(JsVal::Undefined, JsVal::from_json),
         Expr::Member(object, key) => {
             let object = eval(object, scope)?;
@@ -1398,6 +1440,17 @@ mod tests {
             ("user.obj.includes('a')", false),
             ("temp.missing.includes('a')", false),
             ("!temp.missing.trim()", false),
+            // Constant array literals.
+            (
+                "['yes', 'yeah', 'sure'].includes(event.payload.text.replace)",
+                false,
+            ),
+            ("['hello', 'hi'].includes(event.payload.text)", true),
+            ("['hello', 'hi'].indexOf(event.preview) === 0", true),
+            ("[1, -2, 3].includes(-2)", true),
+            ("[].length === 0", true),
+            ("[1, 2].length === 2", true),
+            ("['1'].includes(1)", false),
             // Regex literals.
             ("/^h.l+o$/.test(event.payload.text)", true),
             ("/^HELLO$/i.test(event.payload.text)", true),
@@ -1458,6 +1511,8 @@ mod tests {
             ("/a/.test(user.x", "missing ')'"),
             ("(1)(2)", "only the standard functions and methods can be called"),
             ("Number(1, )", "unexpected token ')'"),
+            ("[user.x].includes(1)", "can only hold strings, numbers, booleans and null"),
+            ("['a', 'b'", "missing ']'"),
             ("user.x ===", "unexpected end of condition"),
             ("user.", "expected a property name after '.' at column 5"),
             ("user[", "unexpected end of condition"),
