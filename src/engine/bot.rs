@@ -49,6 +49,15 @@ impl BotpressVersion {
         self >= BotpressVersion(12, 20, 0)
     }
 
+    /// The least confidence a QnA suggestion needs to be elected.
+    pub fn min_qna_confidence(self) -> f64 {
+        if self.0 >= 12 {
+            0.5
+        } else {
+            0.3
+        }
+    }
+
     /// Botpress 12.1.5 added the infinite-loop guard and the error flow.
     pub fn has_loop_guard(self) -> bool {
         self >= BotpressVersion(12, 1, 5)

@@ -360,6 +360,7 @@ impl Engine {
             &last_message,
             in_middle_of_flow,
             now,
+            bot.botpress_version.min_qna_confidence(),
         );
         let suggestions_json: Vec<Value> = suggestions
             .iter()
