@@ -255,6 +255,35 @@ fn small_talk_answers_its_qna_with_empty_categories() {
     assert_eq!(entries, 17);
 }
 
+#[test]
+fn small_talk_answers_every_entry_by_its_first_question() {
+    let data = data_with("tpl-small-talk");
+    let server = Server::start(data.path(), &[]);
+    let bot = "tpl-small-talk";
+    let mut paths: Vec<PathBuf> = std::fs::read_dir(shared_bot(bot).join("qna"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    paths.sort();
+    for (i, path) in paths.iter().enumerate() {
+        let entry: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+        let question = entry["data"]["questions"][0].as_str().unwrap();
+        let answers: Vec<Vec<Value>> = entry["data"]["answers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| typed_text(a.as_str().unwrap()))
+            .collect();
+        // A user per question: the same answer twice within 20 s is not repeated.
+        let got = say(server.port, bot, &format!("st{i}"), question);
+        assert!(
+            answers.contains(&got),
+            "{}: {question:?} got {got:?}",
+            path.display()
+        );
+    }
+}
+
 // ------------------------------------------------------------------ pizza-bot (slot skill)
 
 const PIZZA_HELLO: [&str; 2] = ["Hello there ! I am your pizza bot", "What you want ??"];
@@ -682,4 +711,63 @@ fn a_slow_api_call_does_not_hold_up_other_conversations() {
     assert!(!pending.is_finished(), "the slow turn is still waiting");
     release.send(()).unwrap();
     assert_eq!(pending.join().unwrap(), texts_of(&["late", "Goodbye Joe!"]));
+}
+
+#[test]
+fn bluebot_every_second_level_choice() {
+    let data = data_with("bluebot");
+    let server = Server::start(data.path(), &[]);
+    let p = server.port;
+    let bot = "bluebot";
+    // Health: documents (2) and renewal (3, a card without typing).
+    for (user, answer, expected) in [
+        (
+            "h2",
+            "2",
+            texts_of(&[
+                "Driving licence copy, Original FIR copy, original keys.",
+                BLUE_QNA_HINT,
+            ]),
+        ),
+        // (Its keyword is "Insurance renuwal " with a trailing space: only the number works.)
+        ("h3", "3", {
+            let mut e = vec![json!({"text": " ", "type": "carousel", "elements": [
+                card("Insurance Renewal", "Please login to your account.")]})];
+            e.extend(typed_text(BLUE_QNA_HINT));
+            e
+        }),
+    ] {
+        say(p, bot, user, "hi");
+        say(p, bot, user, "1");
+        assert_eq!(say(p, bot, user, answer), expected, "{answer}");
+    }
+    // "Back" is a valid choice ("View back.") that no transition of the calling node takes:
+    // its failure transition leads nowhere, so Botpress stops there, says nothing, and meets
+    // the same transition on every later message.
+    say(p, bot, "h4", "hi");
+    say(p, bot, "h4", "1");
+    assert_eq!(say(p, bot, "h4", "Back"), Vec::<Value>::new());
+    assert_eq!(say(p, bot, "h4", "hi"), Vec::<Value>::new());
+
+    // Vehicle: register (a carousel whose buttons have no text) and benefits (cards without
+    // subtitles): the keys JavaScript has as undefined are left out.
+    let register = vec![
+        json!({"type": "typing", "value": true}),
+        json!({"text": " ", "type": "carousel", "elements": [{
+            "title": "Join  Our Community", "picture": null,
+            "subtitle": "Create a account and enjoy all privellages.",
+            "buttons": [{"type": "say_something", "title": "Free Trial for 15 days"},
+                        {"type": "say_something", "title": "Premium Mebership"}]}]}),
+    ];
+    let benefits = vec![
+        json!({"type": "typing", "value": true}),
+        json!({"text": " ", "type": "carousel", "elements": [
+            {"title": "50,000 for fire accidents", "picture": null, "buttons": []},
+            {"title": "30,000 for theft", "picture": null, "buttons": []}]}),
+    ];
+    for (user, answer, expected) in [("v1", "Register", register), ("v3", "3", benefits)] {
+        say(p, bot, user, "hi");
+        say(p, bot, user, "2");
+        assert_eq!(say(p, bot, user, answer), expected, "{answer}");
+    }
 }

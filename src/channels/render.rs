@@ -148,25 +148,45 @@ fn web_card(card: &Value, bot_url: &str) -> Result<Value, String> {
         .map(|s| resolve_url(bot_url, s));
     let mut buttons = Vec::new();
     for a in card["actions"].as_array().into_iter().flatten() {
-        buttons.push(match a["action"].as_str() {
+        let button = match a["action"].as_str() {
             Some("Say something") => {
-                json!({"type": "say_something", "title": a["title"], "text": a["text"]})
+                defined(json!({"type": "say_something"}), a, &["title", "text"])
             }
-            Some("Open URL") => json!({"type": "open_url", "title": a["title"],
-                "url": a["url"].as_str().map(|u| u.replace("BOT_URL", bot_url))}),
-            Some("Postback") => {
-                json!({"type": "postback", "title": a["title"], "payload": a["payload"]})
+            Some("Open URL") => {
+                let mut b = defined(json!({"type": "open_url"}), a, &["title"]);
+                if let Some(url) = a.get("url") {
+                    b["url"] = match url.as_str() {
+                        Some(u) => json!(u.replace("BOT_URL", bot_url)),
+                        None => url.clone(),
+                    };
+                }
+                b
             }
+            Some("Postback") => defined(json!({"type": "postback"}), a, &["title", "payload"]),
             other => {
                 return Err(format!(
                     "Webchat carousel does not support {other:?} action-buttons"
                 ))
             }
-        });
+        };
+        buttons.push(button);
     }
-    Ok(
-        json!({"title": card["title"], "picture": picture, "subtitle": card["subtitle"], "buttons": buttons}),
-    )
+    let mut element = defined(json!({}), card, &["title"]);
+    element["picture"] = json!(picture);
+    element = defined(element, card, &["subtitle"]);
+    element["buttons"] = Value::Array(buttons);
+    Ok(element)
+}
+
+/// `target` with the `keys` that `source` has: JSON.stringify leaves out what JavaScript has
+/// as undefined (a key the file does not have), where serde would write null.
+fn defined(mut target: Value, source: &Value, keys: &[&str]) -> Value {
+    for key in keys {
+        if let Some(v) = source.get(*key) {
+            target[*key] = v.clone();
+        }
+    }
+    target
 }
 
 /// The channel-web hook of §11.4 for `api`: a payload with `quick_replies` becomes a `custom`
