@@ -74,22 +74,34 @@ pub fn web(payload: &ContentPayload) -> Result<Vec<Value>, String> {
             typing(payload, &mut out);
             let replies: Vec<Value> = choices(payload)
                 .iter()
-                .map(|c| json!({"title": c["title"], "payload": choice_payload(c)}))
+                .map(|c| {
+                    let mut reply = defined(json!({}), c, &["title"]);
+                    reply["payload"] = choice_payload(c);
+                    reply
+                })
                 .collect();
-            out.push(
-                json!({"text": payload.text("text").unwrap_or(""), "quick_replies": replies,
-                "typing": payload.get("typing")}),
-            );
+            let data = Value::Object(payload.data.clone());
+            let mut choice = defined(json!({}), &data, &["text"]);
+            choice["quick_replies"] = Value::Array(replies);
+            out.push(defined(choice, &data, &["typing"]));
         }
         // Botpress renders action buttons only inside cards.
         "builtin_action-button" => {}
         "dropdown" => {
             typing(payload, &mut out);
-            out.push(json!({"type": "custom", "module": "extensions", "component": "Dropdown",
-                "message": payload.get("message"), "buttonText": payload.get("buttonText"),
-                "displayInKeyboard": payload.get("displayInKeyboard"), "options": payload.get("options"),
-                "allowCreation": payload.get("allowCreation"), "allowMultiple": payload.get("allowMultiple"),
-                "width": payload.get("width")}));
+            out.push(defined(
+                json!({"type": "custom", "module": "extensions", "component": "Dropdown"}),
+                &Value::Object(payload.data.clone()),
+                &[
+                    "message",
+                    "buttonText",
+                    "displayInKeyboard",
+                    "options",
+                    "allowCreation",
+                    "allowMultiple",
+                    "width",
+                ],
+            ));
         }
         "builtin_video" | "builtin_audio" | "builtin_file" | "builtin_location" => {
             out.push(universal(payload));
@@ -254,6 +266,15 @@ mod tests {
                 "quick_replies": [{"title": "What is a Context?", "payload": "CONTEXT"}, {"title": "What is Bot Memory?", "payload": "MEMORY"}],
                 "wrapped": {"type": "text", "text": "What would you like to know?", "typing": true}})
         );
+        // Without typing, the key is left out (undefined in JavaScript).
+        let quiet = payload(
+            "builtin_single-choice",
+            json!({"text": "Pick", "choices": [{"title": "A", "value": "a"}]}),
+        );
+        assert_eq!(
+            web(&quiet).unwrap(),
+            vec![json!({"text": "Pick", "quick_replies": [{"title": "A", "payload": "A"}]})]
+        );
         let plain = json!({"type": "text", "text": "x"});
         assert_eq!(wrap_quick_replies(plain.clone()), plain);
     }
@@ -319,8 +340,7 @@ mod tests {
                 json!({"type": "typing", "value": true}),
                 json!({"type": "custom", "module": "extensions", "component": "Dropdown",
                 "message": "Pick", "buttonText": "Go", "displayInKeyboard": true,
-                "options": [{"label": "A", "value": "a"}], "allowCreation": null,
-                "allowMultiple": null, "width": 200})
+                "options": [{"label": "A", "value": "a"}], "width": 200})
             ]
         );
     }
