@@ -38,10 +38,24 @@ pub const NATIVE_ACTIONS: [&str; 21] = [
 
 /// Actions Botpress's own modules ship that botd does not run (they need a service botd
 /// does not have); the load report says so rather than calling them custom JavaScript.
-const MISSING_STANDARD_ACTIONS: [(&str, &str); 1] = [(
-    "basic-skills/send_email",
-    "sends mail through an SMTP server, which botd has no configuration for",
-)];
+const MISSING_STANDARD_ACTIONS: [(&str, &str); 4] = [
+    (
+        "basic-skills/send_email",
+        "sends mail through an SMTP server, which botd has no configuration for",
+    ),
+    (
+        "channel-web/sendDataToChat",
+        "talks to Botpress's web chat, a channel botd does not have",
+    ),
+    (
+        "hitlnext/handoff",
+        "hands the conversation to an agent of Botpress's HITL module, which botd does not have",
+    ),
+    (
+        "misunderstood/flag",
+        "flags a message for Botpress's misunderstood-messages module, which botd does not have",
+    ),
+];
 
 /// One `onEnter`/`onReceive` item, parsed.
 #[derive(Debug, Clone, PartialEq)]
