@@ -42,8 +42,16 @@ pub fn bot_url(payload: &ContentPayload) -> &str {
     payload.text("BOT_URL").unwrap_or("")
 }
 
-/// The web renderer (`render` in Botpress's content types).
+/// The web renderer (`render` in Botpress's content types). From Botpress 12.22 every type
+/// but the action button renders as its universal payload.
 pub fn web(payload: &ContentPayload) -> Result<Vec<Value>, String> {
+    if payload.botpress >= BotpressVersion(12, 22, 0) {
+        return Ok(if payload.content_type == "builtin_action-button" {
+            Vec::new()
+        } else {
+            vec![universal(payload)]
+        });
+    }
     let mut out = Vec::new();
     match payload.content_type.as_str() {
         "builtin_text" => {
@@ -111,8 +119,8 @@ pub fn web(payload: &ContentPayload) -> Result<Vec<Value>, String> {
     Ok(out)
 }
 
-/// Botpress 12's payload for its later content types (`extractPayload`): the type without
-/// its `builtin_` prefix and the data, less the state and `BOT_URL`.
+/// Botpress 12's universal payload (`extractPayload`): the type without its `builtin_` prefix
+/// and the data, less the state and `BOT_URL`.
 pub fn universal(payload: &ContentPayload) -> Value {
     let mut out = Map::new();
     out.insert(
@@ -323,6 +331,42 @@ mod tests {
         assert!(web(&bad).unwrap_err().contains("Dance"));
         assert_eq!(
             web(&payload("builtin_action-button", json!({"title": "x"}))).unwrap(),
+            Vec::<Value>::new()
+        );
+    }
+
+    #[test]
+    fn botpress_12_22_renders_universal_payloads() {
+        let v = |content_type: &str, data: Value| ContentPayload {
+            botpress: BotpressVersion(12, 26, 0),
+            ..payload(content_type, data)
+        };
+        assert_eq!(
+            web(&v(
+                "builtin_text",
+                json!({"text": "Hi", "variations": ["Hey"], "typing": true, "BOT_URL": "u", "event": {}, "skill": "x"})
+            ))
+            .unwrap(),
+            vec![
+                json!({"type": "text", "text": "Hi", "variations": ["Hey"], "typing": true, "skill": "x"})
+            ]
+        );
+        assert_eq!(
+            web(&v(
+                "builtin_single-choice",
+                json!({"text": "Pick", "choices": [{"title": "A", "value": "a"}]})
+            ))
+            .unwrap(),
+            vec![
+                json!({"type": "single-choice", "text": "Pick", "choices": [{"title": "A", "value": "a"}]})
+            ]
+        );
+        assert_eq!(
+            web(&v("builtin_card", json!({"title": "T"}))).unwrap(),
+            vec![json!({"type": "card", "title": "T"})]
+        );
+        assert_eq!(
+            web(&v("builtin_action-button", json!({"title": "T"}))).unwrap(),
             Vec::<Value>::new()
         );
     }
