@@ -233,6 +233,15 @@ fn describe(p: &Value) -> Vec<String> {
                 lines
             })
             .collect(),
+        // Botpress 12.22's universal payloads.
+        Some("single-choice") => {
+            let mut lines = vec![s(&p["text"])];
+            for (i, c) in p["choices"].as_array().into_iter().flatten().enumerate() {
+                lines.push(format!("  [{}] {}", i + 1, s(&c["title"])));
+            }
+            lines
+        }
+        Some("card") => vec![format!("[card] {} — {}", s(&p["title"]), s(&p["subtitle"]))],
         Some("custom") if p["component"] == "Dropdown" => {
             let mut lines = vec![s(&p["message"])];
             for o in p["options"].as_array().into_iter().flatten() {
