@@ -222,10 +222,10 @@ pub fn run(name: &str, args: &Map<String, Value>, turn: &mut Turn) -> Result<(),
             let expiry = if expiry == "never" {
                 Value::String(expiry)
             } else {
-                let after = crate::config::units::parse_duration(&expiry.replace(' ', ""))
-                    .map_err(|e| format!("setGlobalVariable: expiry \"{expiry}\": {e}"))?;
-                Value::String(super::event::iso_time(
-                    super::event::now_ms() + after.as_millis() as i64,
+                // An expiry `ms` cannot read makes an invalid date: the value never reads back.
+                Value::String(ms_duration(&expiry).map_or_else(
+                    || "Invalid date".to_string(),
+                    |after| super::event::iso_time(super::event::now_ms() + after),
                 ))
             };
             turn.kv_set(
@@ -516,6 +516,28 @@ fn choice_number(preview: &str) -> Option<usize> {
     }
 }
 
+/// The `ms` package's reading of a duration ("6 hours", "2d", "1.5h", "500"), in milliseconds.
+fn ms_duration(text: &str) -> Option<i64> {
+    let t = text.trim();
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.' || c == '-'))
+        .unwrap_or(t.len());
+    let (number, unit) = t.split_at(split);
+    let n: f64 = number.parse().ok()?;
+    let unit = unit.trim_start_matches(' ').to_ascii_lowercase();
+    let factor = match unit.as_str() {
+        "" | "ms" | "msec" | "msecs" | "millisecond" | "milliseconds" => 1.0,
+        "s" | "sec" | "secs" | "second" | "seconds" => 1e3,
+        "m" | "min" | "mins" | "minute" | "minutes" => 6e4,
+        "h" | "hr" | "hrs" | "hour" | "hours" => 3.6e6,
+        "d" | "day" | "days" => 8.64e7,
+        "w" | "week" | "weeks" => 6.048e8,
+        "y" | "yr" | "yrs" | "year" | "years" => 3.15576e10,
+        _ => return None,
+    };
+    Some((n * factor).round() as i64)
+}
+
 /// Botpress's `kvs.getGlobalStorageKey`.
 fn global_storage_key(name: &str) -> String {
     format!("storage/global/{name}")
@@ -571,6 +593,22 @@ pub fn set_context_list(session: &mut Map<String, Value>, list: Vec<(String, i64
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn durations_read_as_the_ms_package_does() {
+        for (text, ms) in [
+            ("6 hours", Some(21_600_000)),
+            ("2d", Some(172_800_000)),
+            ("1.5h", Some(5_400_000)),
+            ("500", Some(500)),
+            ("10 Minutes", Some(600_000)),
+            ("1 week", Some(604_800_000)),
+            ("soon", None),
+            ("5 fortnights", None),
+        ] {
+            assert_eq!(ms_duration(text), ms, "{text}");
+        }
+    }
 
     #[test]
     fn parses_calls() {
