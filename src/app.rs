@@ -41,6 +41,7 @@ pub fn run(data_dir: &Path) -> i32 {
             return 1;
         }
     };
+    crate::channels::render::register_all();
     let (engine, problems) = Engine::new(settings.clone(), store);
     for p in &problems {
         log::warn!("{p}");

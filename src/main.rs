@@ -100,9 +100,9 @@ fn load_settings(o: &Options) -> Option<Settings> {
     }
 }
 
-/// `botd check`: every problem of every bot as `path: what is wrong`, then the database's
-/// integrity check, quarantined records and dead letters; non-zero when a bot cannot load or
-/// the database is not sound.
+/// `botd check`: every problem of every bot as `path: error: what is wrong` or
+/// `path: warning: what is wrong`, then the database's integrity check, quarantined records and
+/// dead letters; non-zero when a bot cannot load or the database is not sound.
 fn check(o: &Options) -> i32 {
     let Some(settings) = load_settings(o) else {
         return 1;
@@ -118,8 +118,12 @@ fn check(o: &Options) -> i32 {
     let mut failed = 0;
     for id in &ids {
         let outcome = bot::load_bot(&settings, id);
-        for p in outcome.errors.iter().chain(&outcome.warnings) {
-            println!("{p}");
+        // Errors keep the bot from loading; warnings name what will fail when a flow gets there.
+        for p in &outcome.errors {
+            println!("{}: error: {}", p.path, p.message);
+        }
+        for p in &outcome.warnings {
+            println!("{}: warning: {}", p.path, p.message);
         }
         if outcome.disabled {
             eprintln!("{id}: disabled");
@@ -167,6 +171,7 @@ fn chat(o: &Options) -> i32 {
             return 1;
         }
     };
+    botd::channels::render::register_all();
     let (engine, problems) = Engine::new(Arc::new(settings), store);
     for p in problems {
         eprintln!("{p}");
@@ -217,7 +222,10 @@ fn describe(p: &Value) -> Vec<String> {
     match p["type"].as_str() {
         Some("typing") => Vec::new(),
         Some("text") => vec![s(&p["text"])],
-        Some("file") | Some("image") => vec![format!("[image] {}", s(&p["url"]))],
+        Some("image") => vec![format!("[image] {}", s(&p["url"]))],
+        // builtin_image renders as a `file` with a url; Botpress 12's builtin_file as `file`.
+        Some("file") if p.get("url").is_some() => vec![format!("[image] {}", s(&p["url"]))],
+        Some("file") => vec![format!("[file] {} {}", s(&p["title"]), s(&p["file"]))],
         Some("custom") if p["component"] == "QuickReplies" => {
             let mut lines = describe(&p["wrapped"]);
             for (i, r) in p["quick_replies"]
@@ -242,6 +250,32 @@ fn describe(p: &Value) -> Vec<String> {
                 lines
             })
             .collect(),
+        // Botpress 12.22's universal payloads.
+        Some("single-choice") => {
+            let mut lines = vec![s(&p["text"])];
+            for (i, c) in p["choices"].as_array().into_iter().flatten().enumerate() {
+                lines.push(format!("  [{}] {}", i + 1, s(&c["title"])));
+            }
+            lines
+        }
+        Some("card") => vec![format!("[card] {} — {}", s(&p["title"]), s(&p["subtitle"]))],
+        Some("custom") if p["component"] == "Dropdown" => {
+            let mut lines = vec![s(&p["message"])];
+            for o in p["options"].as_array().into_iter().flatten() {
+                lines.push(format!("  [v] {}", s(&o["label"])));
+            }
+            lines
+        }
+        Some(kind @ ("video" | "audio")) => {
+            vec![format!("[{kind}] {} {}", s(&p["title"]), s(&p[kind]))]
+        }
+        Some("location") => vec![format!(
+            "[location] {} {} ({}, {})",
+            s(&p["title"]),
+            s(&p["address"]),
+            p["latitude"],
+            p["longitude"]
+        )],
         _ => vec![p.to_string()],
     }
 }

@@ -284,10 +284,13 @@ fn check_reports_each_problem_on_one_line() {
             "expected one line `{prefix}` with {needles:?} in:\n{out}"
         );
     };
-    find(&format!("{root}/broken.flow.json: invalid JSON"), &[]);
+    find(
+        &format!("{root}/broken.flow.json: error: invalid JSON"),
+        &[],
+    );
     find(
         &format!("{root}/main.flow.json: "),
-        &["node \"entry\"", "\"nowhere\"", "does not exist"],
+        &["warning: node \"entry\"", "\"nowhere\"", "does not exist"],
     );
     find(
         &format!("{root}/main.flow.json: "),
@@ -295,7 +298,11 @@ fn check_reports_each_problem_on_one_line() {
     );
     find(
         &format!("{root}/main.flow.json: "),
-        &["node \"custom\"", "myActions/doStuff", "custom JavaScript"],
+        &[
+            "warning: node \"custom\"",
+            "myActions/doStuff",
+            "custom JavaScript",
+        ],
     );
 }
 

@@ -68,6 +68,7 @@ impl Store for MemStore {
 
 pub fn engine_on(data: &Path, store: Arc<dyn Store>) -> Result<Engine, String> {
     let settings = Settings::load(data).map_err(|p| format!("{p:?}"))?;
+    botd::channels::render::register_all();
     let (engine, _problems) = Engine::new(Arc::new(settings), store);
     if engine.bot(BOT).is_none() {
         return Err(format!("{BOT} did not load"));

@@ -1,26 +1,60 @@
-//! The actions botd runs natively (§8.4, §8.6). Custom JavaScript actions cannot run here:
-//! the load report names each one, and calling one fails the turn as an unknown action does
-//! in Botpress.
+//! The actions botd runs natively (§8.4, §8.6): every action of Botpress's `builtin` module
+//! (11.9.7, plus 12's `resetSession`), the choice skill's, the slot and API-call skills' (in
+//! [`super::skills`]) and the analytics module's metrics. Custom JavaScript actions cannot run
+//! here: the load report names each one, and calling one fails the turn as an unknown action
+//! does in Botpress.
 
 use super::content::ContentElement;
 use super::dialog::Turn;
 use super::flow::Flow;
 use super::Problem;
-use serde_json::{Map, Value};
+use serde_json::{json, Map, Value};
 use std::collections::HashMap;
 
 /// Every action botd implements.
-pub const NATIVE_ACTIONS: [&str; 10] = [
+pub const NATIVE_ACTIONS: [&str; 21] = [
     "builtin/setVariable",
     "builtin/setGlobalVariable",
+    "builtin/getGlobalVariable",
+    "builtin/resetGlobalVariable",
     "builtin/incrementNumberOfConversations",
     "builtin/getNumberOfConversations",
     "builtin/appendContext",
     "builtin/removeContext",
     "builtin/resetContext",
+    "builtin/resetSession",
+    "builtin/wait",
     "basic-skills/choice_parse_answer",
     "basic-skills/choice_invalid_answer",
-    "builtin/wait",
+    "basic-skills/slot_fill",
+    "basic-skills/slot_not_found",
+    "basic-skills/slot_reset",
+    "basic-skills/slot_update_contexts",
+    "basic-skills/call_api",
+    "analytics/increment",
+    "analytics/decrement",
+    "analytics/set",
+];
+
+/// Actions Botpress's own modules ship that botd does not run (they need a service botd
+/// does not have); the load report says so rather than calling them custom JavaScript.
+const MISSING_STANDARD_ACTIONS: [(&str, &str); 4] = [
+    (
+        "basic-skills/send_email",
+        "sends mail through an SMTP server, which botd has no configuration for",
+    ),
+    (
+        "channel-web/sendDataToChat",
+        "talks to Botpress's web chat, a channel botd does not have",
+    ),
+    (
+        "hitlnext/handoff",
+        "hands the conversation to an agent of Botpress's HITL module, which botd does not have",
+    ),
+    (
+        "misunderstood/flag",
+        "flags a message for Botpress's misunderstood-messages module, which botd does not have",
+    ),
 ];
 
 /// One `onEnter`/`onReceive` item, parsed.
@@ -95,24 +129,41 @@ pub fn check_flow_calls(
             n.on_enter
                 .iter()
                 .chain(n.on_receive.iter().flatten())
+                .chain(n.say_inline.iter())
                 .map(move |c| (format!("node \"{}\"", n.name), c))
         });
         for (place, text) in catch_all.chain(nodes) {
             match parse_call(text) {
                 Err(e) => problems.push(Problem::new(&shown, format!("{place}: {e}"))),
-                Ok(Call::Action { name, .. }) if !NATIVE_ACTIONS.contains(&name.as_str()) => problems.push(Problem::new(
-                    &shown,
-                    format!("{place}: action \"{name}\" is custom JavaScript, which botd cannot run; this node will fail with the bot's error message"),
-                )),
+                Ok(Call::Action { name, .. }) if !NATIVE_ACTIONS.contains(&name.as_str()) => {
+                    let why = match MISSING_STANDARD_ACTIONS.iter().find(|(n, _)| *n == name) {
+                        Some((_, reason)) => {
+                            format!("is a Botpress action botd does not have (it {reason})")
+                        }
+                        None => "is custom JavaScript, which botd cannot run".to_string(),
+                    };
+                    problems.push(Problem::new(
+                        &shown,
+                        format!("{place}: action \"{name}\" {why}; this node will fail with the bot's error message"),
+                    ))
+                }
                 Ok(Call::Say { reference, .. }) => {
                     if let Some(id) = reference.strip_prefix("#!") {
-                        if !elements.contains_key(id) {
-                            problems.push(Problem::new(&shown, format!("{place}: content element \"{id}\" does not exist")));
+                        match elements.get(id) {
+                            None => problems.push(Problem::new(&shown, format!("{place}: content element \"{id}\" does not exist"))),
+                            Some(e) if !super::content::CONTENT_TYPES.contains(&e.content_type.as_str()) => problems.push(Problem::new(
+                                &shown,
+                                format!("{place}: content element \"{id}\" is a \"{}\", which botd cannot render; this node will fail with the bot's error message", e.content_type),
+                            )),
+                            Some(_) => {}
                         }
                     } else {
-                        let t = reference.trim_start_matches('#');
+                        let t = reference.trim_start_matches(['#', '@']);
                         if !super::content::CONTENT_TYPES.contains(&t) {
-                            problems.push(Problem::new(&shown, format!("{place}: content type \"{t}\" is not one botd can render")));
+                            problems.push(Problem::new(
+                                &shown,
+                                format!("{place}: content type \"{t}\" is not one botd can render"),
+                            ));
                         }
                     }
                 }
@@ -165,13 +216,104 @@ pub fn run(name: &str, args: &Map<String, Value>, turn: &mut Turn) -> Result<(),
             }
         }
         "builtin/setGlobalVariable" => {
-            let var = text("name").ok_or("setGlobalVariable needs a \"name\"")?;
+            let var = text("name").unwrap_or_else(|| "undefined".into());
             let value = args.get("value").cloned().unwrap_or(Value::Null);
-            turn.kv_set(&format!("global/{var}"), value.clone());
-            if let Some(output) = text("output") {
+            let expiry = text("expiry").unwrap_or_else(|| "never".into());
+            let expiry = if expiry == "never" {
+                Value::String(expiry)
+            } else {
+                // An expiry `ms` cannot read makes an invalid date: the value never reads back.
+                Value::String(ms_duration(&expiry).map_or_else(
+                    || "Invalid date".to_string(),
+                    |after| super::event::iso_time(super::event::now_ms() + after),
+                ))
+            };
+            turn.kv_set(
+                &global_storage_key(&var),
+                json!({"value": value, "expiry": expiry}),
+            );
+            if let Some(output) = text("output").filter(|o| !o.is_empty()) {
                 object_mut(&mut turn.scope, "temp").insert(output, value);
             }
         }
+        "builtin/getGlobalVariable" => {
+            let var = text("name").unwrap_or_else(|| "undefined".into());
+            let output = text("output").unwrap_or_else(|| "undefined".into());
+            let value = turn
+                .kv_get(&global_storage_key(&var))
+                .and_then(unbox_with_expiry);
+            let temp = object_mut(&mut turn.scope, "temp");
+            // `temp[output] = undefined` leaves no key once the state is saved as JSON.
+            match value {
+                Some(v) => temp.insert(output, v),
+                None => temp.remove(&output),
+            };
+        }
+        "builtin/resetGlobalVariable" => {
+            let prefix = global_storage_key(&text("name").unwrap_or_else(|| "undefined".into()));
+            let mut keys: Vec<String> = turn
+                .kv_writes
+                .iter()
+                .map(|(k, _)| k.clone())
+                .filter(|k| k.starts_with(&prefix))
+                .collect();
+            turn.store
+                .scan(crate::store::Namespace::Kv, &turn.bot.id, &mut |k, _| {
+                    if k.starts_with(&prefix) {
+                        keys.push(k.to_string());
+                    }
+                })
+                .map_err(|e| format!("resetGlobalVariable: {e}"))?;
+            keys.sort();
+            keys.dedup();
+            // A null entry reads back as no value, as a removed key does.
+            for key in keys {
+                turn.kv_set(&key, Value::Null);
+            }
+        }
+        "builtin/resetSession" => {
+            const KEPT: [&str; 2] = ["lastMessages", "nluContexts"];
+            for part in ["temp", "session"] {
+                object_mut(&mut turn.scope, part).retain(|k, _| KEPT.contains(&k.as_str()));
+            }
+        }
+        "analytics/increment" | "analytics/decrement" | "analytics/set" => {
+            // Botpress posts `{name: "<metric>~<group>", count}` to its analytics module;
+            // botd keeps the metric in the bot's KV store. `increment` names it `name`, the
+            // other two `metric`, as in Botpress.
+            let metric_key = if name == "analytics/increment" {
+                "name"
+            } else {
+                "metric"
+            };
+            let metric = format!(
+                "{}~{}",
+                text(metric_key).unwrap_or_else(|| "undefined".into()),
+                text("group").unwrap_or_else(|| "undefined".into())
+            );
+            let count = match args.get("count") {
+                None | Some(Value::Null) => 1.0,
+                Some(Value::Number(n)) => n.as_f64().unwrap_or(f64::NAN),
+                Some(Value::String(s)) => super::expr::string_to_number(s),
+                Some(_) => f64::NAN,
+            };
+            if !count.is_finite() {
+                return Err(format!("{name}: count must be a number"));
+            }
+            let key = format!("analytics/custom_metrics/{metric}");
+            let current = turn.kv_get(&key).and_then(|v| v.as_f64()).unwrap_or(0.0);
+            let next = match name {
+                "analytics/increment" => current + count,
+                "analytics/decrement" => current - count,
+                _ => count,
+            };
+            turn.kv_set(&key, json!(next));
+        }
+        "basic-skills/slot_fill" => super::skills::slot_fill(args, turn)?,
+        "basic-skills/slot_not_found" => super::skills::slot_not_found(args, turn)?,
+        "basic-skills/slot_reset" => super::skills::slot_reset(args, turn)?,
+        "basic-skills/slot_update_contexts" => super::skills::slot_update_contexts(args, turn)?,
+        "basic-skills/call_api" => super::skills::call_api(args, turn)?,
         "builtin/incrementNumberOfConversations" | "builtin/getNumberOfConversations" => {
             let key = format!("storage/users/{}/numberOfConversations", turn.target());
             let current = turn.kv_get(&key).and_then(|v| v.as_f64());
@@ -221,15 +363,14 @@ pub fn run(name: &str, args: &Map<String, Value>, turn: &mut Turn) -> Result<(),
         "builtin/wait" => {}
         "basic-skills/choice_parse_answer" => choice_parse_answer(args, turn)?,
         "basic-skills/choice_invalid_answer" => {
+            // Skills from Botpress 12.5 on pass a randomId that suffixes the counter.
+            let key = match text("randomId") {
+                Some(id) => format!("skill-choice-invalid-count-{id}"),
+                None => "skill-choice-invalid-count".to_string(),
+            };
             let temp = object_mut(&mut turn.scope, "temp");
-            let count = temp
-                .get("skill-choice-invalid-count")
-                .and_then(Value::as_f64)
-                .unwrap_or(0.0);
-            temp.insert(
-                "skill-choice-invalid-count".into(),
-                Value::from(count as i64 + 1),
-            );
+            let count = temp.get(&key).and_then(Value::as_f64).unwrap_or(0.0);
+            temp.insert(key, Value::from(count as i64 + 1));
         }
         other => {
             return Err(format!(
@@ -322,6 +463,18 @@ fn choice_parse_answer(args: &Map<String, Value>, turn: &mut Turn) -> Result<(),
             })
             .map(|(v, _)| Value::String(v.clone()));
     }
+    // Botpress 12.10.8 on looks for a keyword equal to the answer before one it contains.
+    if choice.is_none() && turn.bot.botpress_version >= super::bot::BotpressVersion(12, 10, 8) {
+        choice = keywords
+            .iter()
+            .find(|(_, kws)| {
+                kws.iter().any(|k| {
+                    let k = k.to_lowercase();
+                    preview == k || user_text == k || choice_value == k
+                })
+            })
+            .map(|(v, _)| Value::String(v.clone()));
+    }
     if choice.is_none() {
         choice = keywords
             .iter()
@@ -363,7 +516,49 @@ fn choice_number(preview: &str) -> Option<usize> {
     }
 }
 
-fn object_mut<'a>(scope: &'a mut Value, key: &str) -> &'a mut Map<String, Value> {
+/// The `ms` package's reading of a duration ("6 hours", "2d", "1.5h", "500"), in milliseconds.
+fn ms_duration(text: &str) -> Option<i64> {
+    let t = text.trim();
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.' || c == '-'))
+        .unwrap_or(t.len());
+    let (number, unit) = t.split_at(split);
+    let n: f64 = number.parse().ok()?;
+    let unit = unit.trim_start_matches(' ').to_ascii_lowercase();
+    let factor = match unit.as_str() {
+        "" | "ms" | "msec" | "msecs" | "millisecond" | "milliseconds" => 1.0,
+        "s" | "sec" | "secs" | "second" | "seconds" => 1e3,
+        "m" | "min" | "mins" | "minute" | "minutes" => 6e4,
+        "h" | "hr" | "hrs" | "hour" | "hours" => 3.6e6,
+        "d" | "day" | "days" => 8.64e7,
+        "w" | "week" | "weeks" => 6.048e8,
+        "y" | "yr" | "yrs" | "year" | "years" => 3.15576e10,
+        _ => return None,
+    };
+    Some((n * factor).round() as i64)
+}
+
+/// Botpress's `kvs.getGlobalStorageKey`.
+fn global_storage_key(name: &str) -> String {
+    format!("storage/global/{name}")
+}
+
+/// Botpress's `kvs.getStorageWithExpiry`: the boxed value while it has not expired.
+fn unbox_with_expiry(stored: Value) -> Option<Value> {
+    let expiry = stored.get("expiry")?;
+    let alive = match expiry.as_str() {
+        Some("never") => true,
+        Some(at) => super::event::parse_iso_ms(at).is_some_and(|t| t > super::event::now_ms()),
+        None => false,
+    };
+    if alive {
+        stored.get("value").cloned()
+    } else {
+        None
+    }
+}
+
+pub(crate) fn object_mut<'a>(scope: &'a mut Value, key: &str) -> &'a mut Map<String, Value> {
     if !scope[key].is_object() {
         scope[key] = Value::Object(Map::new());
     }
@@ -398,6 +593,22 @@ pub fn set_context_list(session: &mut Map<String, Value>, list: Vec<(String, i64
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn durations_read_as_the_ms_package_does() {
+        for (text, ms) in [
+            ("6 hours", Some(21_600_000)),
+            ("2d", Some(172_800_000)),
+            ("1.5h", Some(5_400_000)),
+            ("500", Some(500)),
+            ("10 Minutes", Some(600_000)),
+            ("1 week", Some(604_800_000)),
+            ("soon", None),
+            ("5 fortnights", None),
+        ] {
+            assert_eq!(ms_duration(text), ms, "{text}");
+        }
+    }
 
     #[test]
     fn parses_calls() {

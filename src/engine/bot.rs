@@ -14,8 +14,59 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
+/// The Botpress release a bot folder was made with: `bot.config.json`'s `version` when it is
+/// 12 or later (Botpress 12 writes its own version there); a Botpress 11 folder holds the
+/// bot's version there (usually "1.0.0"), read as 11.9.7, the last 11.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct BotpressVersion(pub u32, pub u32, pub u32);
+
+impl BotpressVersion {
+    pub fn from_config(version: Option<&str>) -> BotpressVersion {
+        let parsed: Vec<u32> = version
+            .unwrap_or("")
+            .split('.')
+            .map_while(|p| p.parse().ok())
+            .collect();
+        match parsed[..] {
+            [major, minor, patch, ..] if major >= 12 => BotpressVersion(major, minor, patch),
+            [major, minor] if major >= 12 => BotpressVersion(major, minor, 0),
+            _ => BotpressVersion(11, 9, 7),
+        }
+    }
+
+    /// Where the slot skill keeps slots in the session: Botpress 12 renamed it.
+    pub fn slots_key(self) -> &'static str {
+        if self.0 >= 12 {
+            "slots"
+        } else {
+            "extractedSlots"
+        }
+    }
+
+    /// Botpress 12.20 counts slot retries in `temp.tryFillSlotCount`, which
+    /// `slot_update_contexts` starts at 1.
+    pub fn counts_slot_tries_in_temp(self) -> bool {
+        self >= BotpressVersion(12, 20, 0)
+    }
+
+    /// The least confidence a QnA suggestion needs to be elected.
+    pub fn min_qna_confidence(self) -> f64 {
+        if self.0 >= 12 {
+            0.5
+        } else {
+            0.3
+        }
+    }
+
+    /// Botpress 12.1.5 added the infinite-loop guard and the error flow.
+    pub fn has_loop_guard(self) -> bool {
+        self >= BotpressVersion(12, 1, 5)
+    }
+}
+
 pub struct Bot {
     pub id: String,
+    pub botpress_version: BotpressVersion,
     pub dir: PathBuf,
     pub name: String,
     pub default_language: String,
@@ -32,6 +83,8 @@ pub struct Bot {
     pub qna: Vec<QnaEntry>,
     pub qna_renderer: String,
     pub nlu: Nlu,
+    /// Each intent's NLU contexts (what `slot_update_contexts` listens to).
+    pub intent_contexts: HashMap<String, Vec<String>>,
     /// A fingerprint of the folder's files, to notice edits and reload.
     pub fingerprint: u64,
 }
@@ -93,6 +146,13 @@ pub fn load_bot(settings: &Settings, id: &str) -> LoadOutcome {
         out.disabled = true;
         return out;
     }
+    if config.get("oneflow").and_then(Value::as_bool) == Some(true) {
+        out.errors.push(Problem::new(
+            &config_shown,
+            "oneflow: true makes this a Botpress 12 NDU bot (workflows started by triggers), which botd does not run",
+        ));
+        return out;
+    }
     let default_language = match config.get("defaultLanguage").and_then(Value::as_str) {
         Some(l) => l.to_string(),
         None => {
@@ -152,9 +212,13 @@ pub fn load_bot(settings: &Settings, id: &str) -> LoadOutcome {
     out.warnings
         .extend(flow::check_references(&flows, &shown_root, &mut conditions));
 
-    let (elements, element_problems) =
-        content::load_elements(&dir.join("content-elements"), &shown_root);
-    out.errors.extend(element_problems);
+    let content::LoadedElements {
+        elements,
+        errors: element_errors,
+        warnings: element_warnings,
+    } = content::load_elements(&dir.join("content-elements"), &shown_root);
+    out.errors.extend(element_errors);
+    out.warnings.extend(element_warnings);
     out.warnings
         .extend(actions::check_flow_calls(&flows, &elements, &shown_root));
 
@@ -180,8 +244,10 @@ pub fn load_bot(settings: &Settings, id: &str) -> LoadOutcome {
         .get("qnaDir")
         .and_then(Value::as_str)
         .unwrap_or("./qna");
-    let (qna_entries, qna_problems) = qna::load(&dir.join(qna_dir), &shown_root, &default_language);
-    out.errors.extend(qna_problems);
+    let loaded_qna = qna::load(&dir.join(qna_dir), &shown_root, &default_language);
+    out.errors.extend(loaded_qna.errors);
+    out.warnings.extend(loaded_qna.warnings);
+    let qna_entries = loaded_qna.entries;
     for entry in &qna_entries {
         if let Some(f) = &entry.redirect_flow {
             let ok = flows.get(f).is_some_and(|flow| {
@@ -202,13 +268,18 @@ pub fn load_bot(settings: &Settings, id: &str) -> LoadOutcome {
         }
     }
 
-    let (mut intents, entities, nlu_file_problems) = nlu::load_bot_nlu_files(&dir);
+    let (mut intents, entities, nlu_file_problems) =
+        nlu::load_bot_nlu_files(&dir, &default_language);
     out.errors.extend(nlu_file_problems);
     intents.retain(|i| !i.name.starts_with(qna::INTENT_PREFIX));
     intents.extend(qna::intents(&qna_entries));
     if !out.errors.is_empty() {
         return out;
     }
+    let intent_contexts = intents
+        .iter()
+        .map(|i| (i.name.clone(), i.contexts.clone()))
+        .collect();
     let threshold = nlu_config
         .get("confidenceTreshold")
         .and_then(Value::as_f64)
@@ -227,6 +298,9 @@ pub fn load_bot(settings: &Settings, id: &str) -> LoadOutcome {
 
     out.bot = Some(Bot {
         id: id.to_string(),
+        botpress_version: BotpressVersion::from_config(
+            config.get("version").and_then(Value::as_str),
+        ),
         name: config
             .get("name")
             .and_then(Value::as_str)
@@ -257,6 +331,7 @@ pub fn load_bot(settings: &Settings, id: &str) -> LoadOutcome {
             .trim_start_matches('#')
             .to_string(),
         nlu,
+        intent_contexts,
     });
     out
 }

@@ -1,20 +1,30 @@
-//! Content (§11): stored content elements, the builtin content types and their renderers for
-//! the `api`, `messenger` and `telegram` channels, and the `api` QuickReplies wrapper (§11.4).
+//! Content (§11): stored content elements, the content types botd knows, and the work every
+//! channel shares: translation, templating, variations, media URLs. What a content type looks
+//! like on a channel is that channel's business: each channel module registers its renderer
+//! ([`register_channel`]), and the engine knows no channel by name.
 
+use super::bot::BotpressVersion;
 use super::template;
 use super::Problem;
 use serde_json::{json, Map, Value};
 use std::collections::HashMap;
 use std::path::Path;
+use std::sync::{OnceLock, RwLock};
 
-/// The content types botd renders.
-pub const CONTENT_TYPES: [&str; 6] = [
+/// The content types botd renders: Botpress 11.9's builtin ones, the extensions module's
+/// `dropdown`, and Botpress 12's video, audio, file and location.
+pub const CONTENT_TYPES: [&str; 11] = [
     "builtin_text",
     "builtin_image",
     "builtin_card",
     "builtin_carousel",
     "builtin_single-choice",
     "builtin_action-button",
+    "dropdown",
+    "builtin_video",
+    "builtin_audio",
+    "builtin_file",
+    "builtin_location",
 ];
 
 #[derive(Debug, Clone)]
@@ -24,15 +34,25 @@ pub struct ContentElement {
     pub form_data: Map<String, Value>,
 }
 
+/// What loading `content-elements/` gave: the elements, the errors (unreadable files) and the
+/// warnings (content types botd does not render: their elements load, and saying one fails).
+pub struct LoadedElements {
+    pub elements: HashMap<String, ContentElement>,
+    pub errors: Vec<Problem>,
+    pub warnings: Vec<Problem>,
+}
+
 /// Reads `content-elements/<contentType>.json` files (arrays of `{id, formData, …}`).
-pub fn load_elements(
-    dir: &Path,
-    shown_root: &str,
-) -> (HashMap<String, ContentElement>, Vec<Problem>) {
+pub fn load_elements(dir: &Path, shown_root: &str) -> LoadedElements {
     let mut elements = HashMap::new();
     let mut problems = Vec::new();
+    let mut warnings = Vec::new();
     let Ok(entries) = std::fs::read_dir(dir) else {
-        return (elements, problems);
+        return LoadedElements {
+            elements,
+            errors: problems,
+            warnings,
+        };
     };
     let mut paths: Vec<_> = entries.flatten().map(|e| e.path()).collect();
     paths.sort();
@@ -45,11 +65,10 @@ pub fn load_elements(
         };
         let shown = format!("{shown_root}/content-elements/{file}");
         if !CONTENT_TYPES.contains(&content_type) {
-            problems.push(Problem::new(
+            warnings.push(Problem::new(
                 &shown,
-                format!("content type \"{content_type}\" is not one botd can render"),
+                format!("content type \"{content_type}\" is not one botd can render; a flow that says one of these elements fails with the bot's error message"),
             ));
-            continue;
         }
         let json = match crate::config::read_json(&path) {
             Ok(j) => j,
@@ -83,7 +102,11 @@ pub fn load_elements(
             }
         }
     }
-    (elements, problems)
+    LoadedElements {
+        elements,
+        errors: problems,
+        warnings,
+    }
 }
 
 /// The element's properties for `lang`: `prop$<lang>`, else `prop$<default>`, else the plain
@@ -108,199 +131,94 @@ pub fn translate(form: &Map<String, Value>, lang: &str, default_lang: &str) -> M
     out
 }
 
-/// Renders `data` (formData merged with args) as `content_type` for `channel` (§11.3).
-/// `bot_url` is EXTERNAL_URL, used to make media paths absolute.
+/// Content ready for a channel: its type and its data (form data translated and templated,
+/// a variation picked, the say's args and `BOT_URL` merged in). Channels render it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ContentPayload {
+    pub content_type: String,
+    pub data: Map<String, Value>,
+    /// The Botpress release of the bot, whose renderers the channel follows.
+    pub botpress: BotpressVersion,
+}
+
+/// Where rendered content goes: the channel, the bot's public URL (for media), and the
+/// Botpress release whose renderers apply.
+#[derive(Debug, Clone, Copy)]
+pub struct RenderTarget<'a> {
+    pub channel: &'a str,
+    pub bot_url: &'a str,
+    pub botpress: BotpressVersion,
+}
+
+impl ContentPayload {
+    pub fn text(&self, key: &str) -> Option<&str> {
+        self.data.get(key).and_then(Value::as_str)
+    }
+
+    pub fn get(&self, key: &str) -> &Value {
+        self.data.get(key).unwrap_or(&Value::Null)
+    }
+}
+
+/// How one channel shows content, registered by the channel's module: Botpress's renderer of
+/// each content type for that channel, and the channel's outgoing hook (the `api` channel
+/// wraps quick replies).
+#[derive(Clone, Copy)]
+pub struct ChannelRenderer {
+    pub render: fn(&ContentPayload) -> Result<Vec<Value>, String>,
+    pub outgoing: fn(Value) -> Value,
+}
+
+fn renderers() -> &'static RwLock<HashMap<String, ChannelRenderer>> {
+    static RENDERERS: OnceLock<RwLock<HashMap<String, ChannelRenderer>>> = OnceLock::new();
+    RENDERERS.get_or_init(|| RwLock::new(HashMap::new()))
+}
+
+/// Makes `renderer` the way content is shown on `channel`.
+pub fn register_channel(channel: &str, renderer: ChannelRenderer) {
+    renderers()
+        .write()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(channel.to_string(), renderer);
+}
+
+fn renderer_for(channel: &str) -> Option<ChannelRenderer> {
+    renderers()
+        .read()
+        .unwrap_or_else(|e| e.into_inner())
+        .get(channel)
+        .copied()
+}
+
+/// Renders `data` as `content_type` for `channel` (§11.3), with the channel's registered
+/// renderer; a channel without one shows nothing.
 pub fn render(
     content_type: &str,
     data: &Map<String, Value>,
-    channel: &str,
-    bot_url: &str,
+    target: RenderTarget,
 ) -> Result<Vec<Value>, String> {
-    let channel = match channel {
-        "api" | "web" => "api",
-        "messenger" => "messenger",
-        "telegram" => "telegram",
-        _ => return Ok(Vec::new()),
+    if !CONTENT_TYPES.contains(&content_type) {
+        return Err(format!(
+            "content type \"{content_type}\" is not one botd can render"
+        ));
+    }
+    let Some(renderer) = renderer_for(target.channel) else {
+        log::debug!("no content renderer for channel \"{}\"", target.channel);
+        return Ok(Vec::new());
     };
-    let typing = data.get("typing").cloned().unwrap_or(Value::Null);
-    let typing_payload = |out: &mut Vec<Value>| {
-        if channel == "messenger" {
-            out.push(typing_json(&typing));
-        } else if truthy(&typing) {
-            out.push(json!({"type": "typing", "value": typing}));
-        }
-    };
-    let text = |key: &str| data.get(key).and_then(Value::as_str).map(str::to_string);
-    let mut out = Vec::new();
-    match content_type {
-        "builtin_text" => {
-            typing_payload(&mut out);
-            let body = text("text").unwrap_or_default();
-            if channel == "messenger" {
-                out.push(json!({"text": body}));
-            } else {
-                out.push(json!({"type": "text", "markdown": true, "text": body}));
-            }
-        }
-        "builtin_image" => {
-            let url = resolve_url(bot_url, &text("image").unwrap_or_default());
-            let title = data.get("title").cloned().unwrap_or(Value::Null);
-            match channel {
-                "api" => {
-                    typing_payload(&mut out);
-                    out.push(json!({"type": "file", "url": url}));
-                }
-                "messenger" => {
-                    typing_payload(&mut out);
-                    out.push(json!({"attachment": {"type": "template", "payload": {
-                        "template_type": "generic", "elements": [{"title": title, "image_url": url}]}}}));
-                }
-                // 11.9's Telegram image: sendPhoto, or sendAnimation for a .gif.
-                _ => {
-                    typing_payload(&mut out);
-                    let mut image = json!({"type": "image", "url": url});
-                    if let Some(t) = title.as_str() {
-                        image["title"] = Value::String(t.to_string());
-                    }
-                    out.push(image);
-                }
-            }
-        }
-        "builtin_card" => {
-            let card = Value::Object(data.clone());
-            let mut carousel = Map::new();
-            carousel.insert("items".into(), json!([card]));
-            return render("builtin_carousel", &carousel, channel, bot_url);
-        }
-        "builtin_carousel" => {
-            let items = data
-                .get("items")
-                .and_then(Value::as_array)
-                .cloned()
-                .unwrap_or_default();
-            typing_payload(&mut out);
-            if channel == "messenger" {
-                let elements = items
-                    .iter()
-                    .map(|card| messenger_card(card, bot_url))
-                    .collect::<Result<Vec<_>, _>>()?;
-                out.push(json!({"attachment": {"type": "template", "payload": {"template_type": "generic", "elements": elements}}}));
-            } else {
-                let elements: Vec<Value> =
-                    items.iter().map(|card| web_card(card, bot_url)).collect();
-                out.push(json!({"text": " ", "type": "carousel", "elements": elements}));
-            }
-        }
-        "builtin_single-choice" => {
-            let choices = data
-                .get("choices")
-                .and_then(Value::as_array)
-                .cloned()
-                .unwrap_or_default();
-            typing_payload(&mut out);
-            let body = text("text").unwrap_or_default();
-            if channel == "messenger" {
-                let replies: Vec<Value> = choices
-                    .iter()
-                    .map(|c| json!({"content_type": "text", "title": c["title"], "payload": choice_payload(c)}))
-                    .collect();
-                out.push(json!({"text": body, "quick_replies": replies}));
-            } else {
-                let replies: Vec<Value> = choices
-                    .iter()
-                    .map(|c| json!({"title": c["title"], "payload": choice_payload(c)}))
-                    .collect();
-                out.push(json!({"text": body, "quick_replies": replies, "typing": typing}));
-            }
-        }
-        "builtin_action-button" => {}
-        other => {
-            return Err(format!(
-                "content type \"{other}\" is not one botd can render"
-            ))
-        }
-    }
-    Ok(out)
+    (renderer.render)(&ContentPayload {
+        content_type: content_type.to_string(),
+        data: data.clone(),
+        botpress: target.botpress,
+    })
 }
 
-/// The messenger typing payload, sent even when typing is false; an undefined value is left
-/// out, which the sender reads as the 1000 ms default.
-fn typing_json(typing: &Value) -> Value {
-    if typing.is_null() {
-        json!({"type": "typing"})
-    } else {
-        json!({"type": "typing", "value": typing})
+/// A payload as it leaves for `channel`: the channel's outgoing hook applied.
+pub fn outgoing(channel: &str, payload: Value) -> Value {
+    match renderer_for(channel) {
+        Some(r) => (r.outgoing)(payload),
+        None => payload,
     }
-}
-
-fn choice_payload(choice: &Value) -> Value {
-    match &choice["value"] {
-        Value::String(s) => Value::String(s.to_uppercase()),
-        Value::Null => Value::Null,
-        other => Value::String(other.to_string().to_uppercase()),
-    }
-}
-
-fn web_card(card: &Value, bot_url: &str) -> Value {
-    let picture = card["image"]
-        .as_str()
-        .filter(|s| !s.is_empty())
-        .map(|s| resolve_url(bot_url, s));
-    let buttons: Vec<Value> = card["actions"]
-        .as_array()
-        .map(|actions| {
-            actions
-                .iter()
-                .filter_map(|a| match a["action"].as_str() {
-                    Some("Say something") => Some(
-                        json!({"type": "say_something", "title": a["title"], "text": a["text"]}),
-                    ),
-                    Some("Open URL") => Some(json!({"type": "open_url", "title": a["title"],
-                        "url": a["url"].as_str().map(|u| u.replace("BOT_URL", bot_url))})),
-                    Some("Postback") => Some(
-                        json!({"type": "postback", "title": a["title"], "payload": a["payload"]}),
-                    ),
-                    _ => None,
-                })
-                .collect()
-        })
-        .unwrap_or_default();
-    json!({"title": card["title"], "picture": picture, "subtitle": card["subtitle"], "buttons": buttons})
-}
-
-/// A Messenger generic-template element. Botpress 11.8 throws on `Say something` and
-/// `Postback` buttons; botd sends both as Messenger postback buttons instead (a tap comes
-/// back as a `callback` event with that text), which is what the author meant.
-fn messenger_card(card: &Value, bot_url: &str) -> Result<Value, String> {
-    let image = card["image"]
-        .as_str()
-        .filter(|s| !s.is_empty())
-        .map(|s| resolve_url(bot_url, s));
-    let mut buttons = Vec::new();
-    for a in card["actions"].as_array().into_iter().flatten() {
-        let button = match a["action"].as_str() {
-            Some("Open URL") => json!({"type": "web_url", "title": a["title"],
-                "url": a["url"].as_str().map(|u| u.replace("BOT_URL", bot_url))}),
-            Some("Postback") => {
-                json!({"type": "postback", "title": a["title"], "payload": a["payload"]})
-            }
-            Some("Say something") => {
-                json!({"type": "postback", "title": a["title"], "payload": a["text"]})
-            }
-            other => {
-                return Err(format!(
-                    "card action {other:?} cannot be rendered for Messenger"
-                ))
-            }
-        };
-        buttons.push(button);
-    }
-    let mut element =
-        json!({"title": card["title"], "image_url": image, "subtitle": card["subtitle"]});
-    if !buttons.is_empty() {
-        element["buttons"] = Value::Array(buttons);
-    }
-    Ok(element)
 }
 
 /// `url.resolve(BOT_URL, path)` for the cases content uses: absolute URLs stay, paths are
@@ -327,26 +245,6 @@ fn origin(url: &str) -> &str {
     }
 }
 
-/// The channel-web hook of §11.4: for `api`, a payload with `quick_replies` becomes a
-/// `custom` QuickReplies wrapper.
-pub fn wrap_for_api(payload: Value) -> Value {
-    let Value::Object(mut map) = payload else {
-        return payload;
-    };
-    let Some(replies) = map.remove("quick_replies") else {
-        return Value::Object(map);
-    };
-    let mut wrapped = Map::new();
-    wrapped.insert(
-        "type".into(),
-        map.remove("type")
-            .unwrap_or_else(|| Value::String("text".into())),
-    );
-    wrapped.extend(map);
-    json!({"type": "custom", "module": "channel-web", "component": "QuickReplies",
-           "quick_replies": replies, "wrapped": wrapped})
-}
-
 /// JavaScript truthiness of a JSON value.
 pub fn truthy(v: &Value) -> bool {
     match v {
@@ -368,13 +266,36 @@ pub fn render_element(
     scope: &mut Value,
     lang: &str,
     default_lang: &str,
-    channel: &str,
-    bot_url: &str,
+    target: RenderTarget,
 ) -> Result<Vec<Value>, String> {
     let ctx = lend_context(args, scope);
-    let rendered = render_element_in(element, args, &ctx, lang, default_lang, channel, bot_url);
+    let rendered = render_element_in(element, args, &ctx, lang, default_lang, target);
     give_back(ctx, scope);
     rendered
+}
+
+/// Renders a stored element for a QnA answer `#!id`: as Botpress 12 does, the element sees
+/// `user`, `session` and `temp` (not the event).
+pub fn render_answer_element(
+    element: &ContentElement,
+    scope: &Value,
+    lang: &str,
+    default_lang: &str,
+    target: RenderTarget,
+) -> Result<Vec<Value>, String> {
+    let mut ctx = Map::new();
+    for key in ["user", "session", "temp"] {
+        ctx.insert(key.into(), scope.get(key).cloned().unwrap_or(json!({})));
+    }
+    let args = ctx.clone();
+    render_element_in(
+        element,
+        &args,
+        &Value::Object(ctx),
+        lang,
+        default_lang,
+        target,
+    )
 }
 
 fn render_element_in(
@@ -383,8 +304,7 @@ fn render_element_in(
     ctx: &Value,
     lang: &str,
     default_lang: &str,
-    channel: &str,
-    bot_url: &str,
+    target: RenderTarget,
 ) -> Result<Vec<Value>, String> {
     let form = translate(&element.form_data, lang, default_lang);
     let ctx = template::Context::with_authored(ctx, authored_keys(args));
@@ -394,10 +314,10 @@ fn render_element_in(
     };
     pick_variation(&mut data);
     let mut merged = Map::new();
-    merged.insert("BOT_URL".into(), Value::String(bot_url.to_string()));
+    merged.insert("BOT_URL".into(), Value::String(target.bot_url.to_string()));
     merged.extend(args.clone());
     merged.extend(data);
-    render(&element.content_type, &merged, channel, bot_url)
+    render(&element.content_type, &merged, target)
 }
 
 /// Renders a content type directly (`say #builtin_text {args}`): the args' strings are
@@ -406,8 +326,7 @@ pub fn render_type(
     content_type: &str,
     args: &Map<String, Value>,
     scope: &Value,
-    channel: &str,
-    bot_url: &str,
+    target: RenderTarget,
 ) -> Result<Vec<Value>, String> {
     let values = template_context(args, scope);
     let ctx = template::Context::with_authored(&values, authored_keys(args));
@@ -416,8 +335,8 @@ pub fn render_type(
         _ => Map::new(),
     };
     pick_variation(&mut data);
-    data.insert("BOT_URL".into(), Value::String(bot_url.to_string()));
-    render(content_type, &data, channel, bot_url)
+    data.insert("BOT_URL".into(), Value::String(target.bot_url.to_string()));
+    render(content_type, &data, target)
 }
 
 /// The objects of the scope templates see, after the args (which they override).
@@ -500,93 +419,37 @@ mod tests {
     }
 
     #[test]
-    fn text_per_channel() {
-        let data = map(json!({"text": "Hi", "typing": true}));
-        assert_eq!(
-            render("builtin_text", &data, "api", "").unwrap(),
-            vec![
-                json!({"type": "typing", "value": true}),
-                json!({"type": "text", "markdown": true, "text": "Hi"})
-            ]
-        );
-        assert_eq!(
-            render("builtin_text", &data, "messenger", "").unwrap(),
-            vec![
-                json!({"type": "typing", "value": true}),
-                json!({"text": "Hi"})
-            ]
-        );
-        let quiet = map(json!({"text": "Hi"}));
-        assert_eq!(
-            render("builtin_text", &quiet, "telegram", "")
-                .unwrap()
-                .len(),
-            1
-        );
-        assert_eq!(
-            render("builtin_text", &quiet, "messenger", "").unwrap()[0],
-            json!({"type": "typing"})
-        );
-        assert!(render("builtin_text", &data, "sms", "").unwrap().is_empty());
-    }
-
-    #[test]
-    fn single_choice_and_api_wrapper() {
-        let data = map(
-            json!({"text": "What would you like to know?", "typing": true,
-            "choices": [{"title": "What is a Context?", "value": "context"}, {"title": "What is Bot Memory?", "value": "memory"}]}),
-        );
-        let api = render("builtin_single-choice", &data, "api", "").unwrap();
-        assert_eq!(
-            wrap_for_api(api[1].clone()),
-            json!({"type": "custom", "module": "channel-web", "component": "QuickReplies",
-                "quick_replies": [{"title": "What is a Context?", "payload": "CONTEXT"}, {"title": "What is Bot Memory?", "payload": "MEMORY"}],
-                "wrapped": {"type": "text", "text": "What would you like to know?", "typing": true}})
-        );
-        let fb = render("builtin_single-choice", &data, "messenger", "").unwrap();
-        assert_eq!(
-            fb[1]["quick_replies"][0],
-            json!({"content_type": "text", "title": "What is a Context?", "payload": "CONTEXT"})
-        );
-    }
-
-    #[test]
-    fn images_and_cards() {
-        let url = "https://bot.example.com";
-        let data =
-            map(json!({"image": "/api/v1/bots/b/media/cat.png", "title": "Cat", "typing": false}));
-        assert_eq!(
-            render("builtin_image", &data, "api", url).unwrap(),
-            vec![
-                json!({"type": "file", "url": "https://bot.example.com/api/v1/bots/b/media/cat.png"})
-            ]
-        );
-        assert_eq!(
-            render("builtin_image", &data, "telegram", url).unwrap()[0]["type"],
-            "image"
-        );
-        let card = map(
-            json!({"title": "T", "subtitle": "S", "image": "https://x/y.gif",
-            "actions": [{"action": "Open URL", "title": "Go", "url": "BOT_URL/page"}, {"action": "Postback", "title": "P", "payload": "PB"}]}),
-        );
-        let api = render("builtin_card", &card, "api", url).unwrap();
-        assert_eq!(api.len(), 1);
-        assert_eq!(
-            api[0]["elements"][0]["buttons"][0],
-            json!({"type": "open_url", "title": "Go", "url": "https://bot.example.com/page"})
-        );
-        let fb = render("builtin_card", &card, "messenger", url).unwrap();
-        assert_eq!(
-            fb[1]["attachment"]["payload"]["elements"][0]["buttons"][1],
-            json!({"type": "postback", "title": "P", "payload": "PB"})
-        );
-    }
-
-    #[test]
     fn translation_falls_back_to_plain_keys() {
         let form = map(json!({"text$en": "Hello", "text$fr": "Bonjour", "typing": true}));
         assert_eq!(translate(&form, "fr", "en")["text"], "Bonjour");
         assert_eq!(translate(&form, "de", "en")["text"], "Hello");
         assert_eq!(translate(&form, "de", "en")["typing"], true);
+    }
+
+    #[test]
+    fn unknown_types_and_channels() {
+        let data = map(json!({"text": "Hi"}));
+        let target = |channel| RenderTarget {
+            channel,
+            bot_url: "",
+            botpress: BotpressVersion(11, 9, 7),
+        };
+        assert!(render("custom_widget", &data, target("api"))
+            .unwrap_err()
+            .contains("\"custom_widget\" is not one botd can render"));
+        assert_eq!(
+            render("builtin_text", &data, target("no-such-channel")).unwrap(),
+            Vec::<Value>::new()
+        );
+    }
+
+    #[test]
+    fn urls_resolve_against_the_bot_url() {
+        let base = "https://bot.example.com/sub";
+        assert_eq!(
+            resolve_url(base, "/api/v1/bots/b/media/x.png"),
+            "https://bot.example.com/api/v1/bots/b/media/x.png"
+        );
+        assert_eq!(resolve_url(base, "http://o/y"), "http://o/y");
     }
 }

@@ -4,8 +4,6 @@ use super::event::parse_iso_ms;
 use super::qna;
 use serde_json::{json, Value};
 
-/// Minimum confidence for a suggestion to be elected (§9.1).
-const MIN_CONFIDENCE: f64 = 0.3;
 /// A suggestion from the same source as the last reply is dropped within this window.
 const NO_REPEAT_MS: i64 = 20_000;
 
@@ -17,13 +15,15 @@ pub fn default_decision() -> Value {
 pub type Decided = (qna::Suggestion, &'static str, String);
 
 /// Sorts `suggestions` by confidence and decides each (§9.1), given the last turn-history
-/// entry of the session. Returns them with status and reason, and the index of the elected
-/// one (none while the conversation is in the middle of a flow).
+/// entry of the session and the least confidence that may be elected (Botpress 11: 0.3, 12:
+/// 0.5). Returns them with status and reason, and the index of the elected one (none while the
+/// conversation is in the middle of a flow).
 pub fn decide(
     mut suggestions: Vec<qna::Suggestion>,
     last_message: &Value,
     in_middle_of_flow: bool,
     now: i64,
+    min_confidence: f64,
 ) -> (Vec<Decided>, Option<usize>) {
     suggestions.sort_by(|a, b| {
         b.confidence
@@ -39,8 +39,8 @@ pub fn decide(
     let mut elected = None;
     let mut out = Vec::new();
     for (i, s) in suggestions.into_iter().enumerate() {
-        let (status, reason) = if s.confidence < MIN_CONFIDENCE {
-            ("dropped", format!("confidence lower than {MIN_CONFIDENCE}"))
+        let (status, reason) = if s.confidence < min_confidence {
+            ("dropped", format!("confidence lower than {min_confidence}"))
         } else if last_source == format!("{} {}", s.source, s.source_details)
             && now - last_date < NO_REPEAT_MS
         {
@@ -164,7 +164,7 @@ mod tests {
             (vec![], &none, false, vec![], None),
         ];
         for (i, (suggestions, last, middle, expected, elected)) in cases.into_iter().enumerate() {
-            let (decided, got) = decide(suggestions, last, middle, now);
+            let (decided, got) = decide(suggestions, last, middle, now, 0.3);
             let expected: Vec<(String, &str, String)> = expected
                 .into_iter()
                 .map(|(a, b, c)| (a.to_string(), b, c.to_string()))

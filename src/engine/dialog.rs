@@ -113,6 +113,15 @@ impl<'a> Turn<'a> {
         }
     }
 
+    /// Where this turn's content is rendered.
+    pub fn render_target(&self) -> content::RenderTarget<'_> {
+        content::RenderTarget {
+            channel: &self.channel,
+            bot_url: &self.bot_url,
+            botpress: self.bot.botpress_version,
+        }
+    }
+
     /// Renders `say <reference> {args}` for the turn's channel and queues the payloads.
     pub fn say(&mut self, reference: &str, args: &Map<String, Value>) -> Result<(), String> {
         let payloads = if let Some(id) = reference.strip_prefix("#!") {
@@ -122,22 +131,30 @@ impl<'a> Turn<'a> {
                 .get(id)
                 .ok_or_else(|| format!("Content element \"{id}\" not found"))?;
             let lang = self.language();
+            let target = content::RenderTarget {
+                channel: &self.channel,
+                bot_url: &self.bot_url,
+                botpress: self.bot.botpress_version,
+            };
             content::render_element(
                 element,
                 args,
                 &mut self.scope,
                 &lang,
                 &self.bot.default_language,
-                &self.channel,
-                &self.bot_url,
+                target,
             )?
+        } else if let Some(content_type) = reference.strip_prefix('@') {
+            // Inline content of a say_something node: form data with `$lang` keys.
+            let lang = self.language();
+            let form = content::translate(args, &lang, &self.bot.default_language);
+            content::render_type(content_type, &form, &self.scope, self.render_target())?
         } else {
             content::render_type(
                 reference.trim_start_matches('#'),
                 args,
                 &self.scope,
-                &self.channel,
-                &self.bot_url,
+                self.render_target(),
             )?
         };
         self.push_outputs(payloads);
@@ -149,15 +166,11 @@ impl<'a> Turn<'a> {
         Ok(())
     }
 
-    /// Queues payloads, applying the `api` QuickReplies wrapper of §11.4.
+    /// Queues payloads, through the channel's outgoing hook (the `api` QuickReplies wrapper
+    /// of §11.4).
     pub fn push_outputs(&mut self, payloads: Vec<Value>) {
         for p in payloads {
-            let p = if self.channel == "api" {
-                content::wrap_for_api(p)
-            } else {
-                p
-            };
-            self.outputs.push(p);
+            self.outputs.push(content::outgoing(&self.channel, p));
         }
     }
 
@@ -194,10 +207,49 @@ impl<'a> Turn<'a> {
     }
 }
 
+/// The nodes a turn entered through transitions, for Botpress 12.1.5's loop guard: the turn
+/// goes to the error flow at the transition after a node has been entered three times.
+#[derive(Default)]
+struct StackTrace {
+    entries: Vec<(String, String)>,
+    /// Set once the error flow was entered: the guard is off from then on.
+    in_error_flow: bool,
+}
+
+impl StackTrace {
+    fn push(&mut self, flow: &str, node: &str) {
+        self.entries.push((flow.to_string(), node.to_string()));
+    }
+
+    /// The first node entered at least three times, as `flow (node) --> …` from its first
+    /// entry up to its second, as Botpress words it.
+    fn loop_path(&self) -> Option<String> {
+        let looping = self
+            .entries
+            .iter()
+            .find(|e| self.entries.iter().filter(|x| x == e).count() >= 3)?;
+        let mut path = Vec::new();
+        let mut seen = 0;
+        for e in &self.entries {
+            if e == looping {
+                seen += 1;
+            }
+            if seen > 0 {
+                path.push(format!("{} ({})", e.0, e.1));
+            }
+            if seen == 2 {
+                break;
+            }
+        }
+        Some(path.join(" --> "))
+    }
+}
+
 /// Plays the dialog for one event (§8.3) until it waits or the conversation ends.
 pub fn process(turn: &mut Turn) -> Result<(), DialogError> {
     let bot = turn.bot;
     let fail = |m: String| DialogError::Failed(m);
+    let mut trace = StackTrace::default();
     for _ in 0..MAX_STEPS {
         turn.check_deadline()?;
         if turn.context.is_empty() {
@@ -209,6 +261,7 @@ pub fn process(turn: &mut Turn) -> Result<(), DialogError> {
                 current_node: Some(main.start_node.clone()),
                 ..Default::default()
             };
+            trace.push(&main.name, &main.start_node);
         }
         let flow_name = turn.context.current_flow.clone().unwrap_or_default();
         let flow = bot
@@ -245,6 +298,7 @@ pub fn process(turn: &mut Turn) -> Result<(), DialogError> {
             }
         }
 
+        let resumed = turn.context.queue.is_some() && !turn.context.has_jumped;
         let mut queue: std::collections::VecDeque<Instruction> = if turn.context.has_jumped {
             turn.context.has_jumped = false;
             build_queue(flow, node, QueueKind::AfterJump).into()
@@ -253,6 +307,9 @@ pub fn process(turn: &mut Turn) -> Result<(), DialogError> {
         } else {
             build_queue(flow, node, QueueKind::Full).into()
         };
+        // Whether an instruction of this queue already ran: Botpress then keeps the queue in
+        // the context, so a stop on an empty transition leaves the queue there.
+        let mut queue_kept = resumed;
 
         // Run instructions until one moves us to another node, waits, or the queue ends.
         let target = loop {
@@ -266,7 +323,7 @@ pub fn process(turn: &mut Turn) -> Result<(), DialogError> {
                 InstructionKind::OnEnter | InstructionKind::OnReceive => {
                     turn.run_call(&function).map_err(|e| {
                         fail(format!(
-                            "Error processing \"{function}\" in {flow_name} / {node_name}: {e}"
+                            "flows/{flow_name}, node \"{node_name}\": error processing \"{function}\": {e}"
                         ))
                     })?;
                 }
@@ -279,17 +336,66 @@ pub fn process(turn: &mut Turn) -> Result<(), DialogError> {
                 InstructionKind::Transition => {
                     let passes = bot.eval_condition(&function, &turn.scope).map_err(|e| {
                         fail(format!(
-                            "Condition `{function}` in {flow_name} / {node_name}: {e}"
+                            "flows/{flow_name}, node \"{node_name}\": condition `{function}`: {e}"
                         ))
                     })?;
                     if passes {
-                        break instruction.node.clone().unwrap_or_default();
+                        let target = instruction.node.clone().unwrap_or_default();
+                        if target.is_empty() {
+                            // A transition with no destination (the editor's unconnected
+                            // port) stops the turn where it is. Botpress keeps the queue it
+                            // resumed from, this transition first, so the next message meets
+                            // the same transition; a fresh queue is not kept, and the next
+                            // message plays the node again.
+                            if queue_kept {
+                                queue.push_front(instruction);
+                                turn.context.queue = Some(Queue {
+                                    instructions: queue.into(),
+                                });
+                            }
+                            return Ok(());
+                        }
+                        break target;
                     }
                 }
             }
+            queue_kept = true;
         };
         turn.context.queue = None;
-        transition(turn, &target)?;
+        if bot.botpress_version.has_loop_guard() && !trace.in_error_flow {
+            if let Some(path) = trace.loop_path() {
+                log::warn!("bot \"{}\": Infinite loop detected. ({path})", bot.id);
+                trace.in_error_flow = true;
+                let error_flow = turn.scope["temp"]["onErrorFlowTo"]
+                    .as_str()
+                    .filter(|f| !f.is_empty())
+                    .unwrap_or("error.flow.json")
+                    .to_string();
+                transition(turn, &error_flow, &mut trace).map_err(|_| {
+                    fail(format!(
+                        "Infinite loop detected. ({path}), and the error flow \"{error_flow}\" does not exist"
+                    ))
+                })?;
+                continue;
+            }
+        }
+        if let Err(e) = transition(turn, &target, &mut trace) {
+            // Botpress 12.1.5 on: a failed transition goes to the error flow.
+            if !bot.botpress_version.has_loop_guard() || trace.in_error_flow {
+                return Err(e);
+            }
+            log::warn!(
+                "bot \"{}\": transition to \"{target}\" failed: {e:?}",
+                bot.id
+            );
+            trace.in_error_flow = true;
+            let error_flow = turn.scope["temp"]["onErrorFlowTo"]
+                .as_str()
+                .filter(|f| !f.is_empty())
+                .unwrap_or("error.flow.json")
+                .to_string();
+            transition(turn, &error_flow, &mut trace)?;
+        }
         if turn.context.is_empty() {
             // END: the context is gone, temp stays.
             return Ok(());
@@ -300,17 +406,14 @@ pub fn process(turn: &mut Turn) -> Result<(), DialogError> {
     )))
 }
 
-/// Moves to `target` (§8.5).
-fn transition(turn: &mut Turn, target: &str) -> Result<(), DialogError> {
+/// Moves to `target` (§8.5), noting the node entered in `trace`.
+fn transition(turn: &mut Turn, target: &str, trace: &mut StackTrace) -> Result<(), DialogError> {
     let bot = turn.bot;
     let fail = |m: String| DialogError::Failed(m);
     let ctx = &mut turn.context;
     let current_flow = ctx.current_flow.clone().unwrap_or_default();
     let current_node = ctx.current_node.clone().unwrap_or_default();
-    if target.is_empty() {
-        // A transition with no destination ends the flow, as the queue running out does.
-        turn.end_flow();
-    } else if target == "END" {
+    if target == "END" {
         turn.context = DialogContext::default();
     } else if target.contains(".flow.json") {
         let flow = bot
@@ -329,6 +432,7 @@ fn transition(turn: &mut Turn, target: &str) -> Result<(), DialogError> {
             jump_points,
             ..Default::default()
         };
+        trace.push(&flow.name, &flow.start_node);
     } else if let Some(specific) = target.strip_prefix('#') {
         let jump = ctx.jump_points.pop().ok_or_else(|| {
             fail(format!(
@@ -349,13 +453,14 @@ fn transition(turn: &mut Turn, target: &str) -> Result<(), DialogError> {
                 parent.name
             ))
         })?;
+        // previousFlow/previousNode stay as they are (Botpress spreads the old context): after
+        // a skill they name the calling node, which is how the engine knows it came back.
         ctx.current_flow = Some(parent.name.clone());
         ctx.current_node = Some(node.name.clone());
-        ctx.previous_flow = Some(jump.flow.clone());
-        ctx.previous_node = Some(jump.node.clone());
         ctx.queue = Some(Queue {
             instructions: build_queue(parent, node, QueueKind::TransitionsOnly),
         });
+        trace.push(&parent.name, &node.name);
     } else {
         let flow = bot
             .flow(&current_flow)
@@ -369,6 +474,7 @@ fn transition(turn: &mut Turn, target: &str) -> Result<(), DialogError> {
             ctx.previous_node = Some(current_node);
         }
         ctx.current_node = Some(target.to_string());
+        trace.push(&current_flow, target);
     }
     Ok(())
 }

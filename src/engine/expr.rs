@@ -1,5 +1,6 @@
 //! Transition conditions (spec §8.5): the small JavaScript subset Botpress v11 flows put in a
-//! transition's `condition`, parsed once at bot load and evaluated on every turn against
+//! transition's `condition` (calls to the built-ins of [`super::js_builtins`] included), parsed
+//! once at bot load and evaluated on every turn against
 //! `{event, user, temp, session, bot}` with JavaScript's own coercion rules, so a bot takes the same
 //! branches here as it did in Botpress' VM.
 //!
@@ -8,6 +9,7 @@
 //! same node of the scope (`temp.a === temp.a`); equal contents at different paths are not equal,
 //! exactly as reference equality behaves in JS.
 
+use super::js_builtins::{self, Global, MathFn, Method, CALLABLE};
 use serde_json::Value;
 use std::borrow::Cow;
 use std::cmp::Ordering;
@@ -129,7 +131,7 @@ impl<'a> JsVal<'a> {
     }
 
     /// JS ToNumber.
-    fn to_number(&self) -> f64 {
+    pub(crate) fn to_number(&self) -> f64 {
         match self {
             JsVal::Undefined => f64::NAN,
             JsVal::Null => 0.0,
@@ -140,7 +142,7 @@ impl<'a> JsVal<'a> {
         }
     }
 
-    fn type_of(&self) -> &'static str {
+    pub(crate) fn type_of(&self) -> &'static str {
         match self {
             JsVal::Undefined => "undefined",
             JsVal::Null | JsVal::Obj(_) => "object",
@@ -293,7 +295,7 @@ pub(crate) fn number_to_string(n: f64) -> String {
     out
 }
 
-fn is_js_space(c: char) -> bool {
+pub(crate) fn is_js_space(c: char) -> bool {
     c.is_whitespace() || c == '\u{feff}'
 }
 
@@ -336,7 +338,7 @@ pub(crate) fn string_to_number(s: &str) -> f64 {
 }
 
 /// `[+-]? (digits [. digits?] | . digits) ([eE] [+-]? digits)?`
-fn is_decimal_literal(b: &[u8]) -> bool {
+pub(crate) fn is_decimal_literal(b: &[u8]) -> bool {
     let mut i = 0;
     if i < b.len() && (b[i] == b'+' || b[i] == b'-') {
         i += 1;
@@ -373,7 +375,7 @@ fn is_decimal_literal(b: &[u8]) -> bool {
     i == b.len()
 }
 
-fn strict_eq(a: &JsVal, b: &JsVal) -> bool {
+pub(crate) fn strict_eq(a: &JsVal, b: &JsVal) -> bool {
     match (a, b) {
         (JsVal::Undefined, JsVal::Undefined) | (JsVal::Null, JsVal::Null) => true,
         (JsVal::Bool(x), JsVal::Bool(y)) => x == y,
@@ -425,6 +427,8 @@ fn relational(op: Op, a: &JsVal, b: &JsVal) -> bool {
 #[derive(Debug, Clone)]
 enum Expr {
     Lit(Lit),
+    /// An array literal of constants (`['yes', 'yeah']`), kept as the JSON array it is.
+    Array(Value),
     Root(&'static str),
     Member(Box<Expr>, Key),
     Not(Box<Expr>),
@@ -433,6 +437,12 @@ enum Expr {
     Binary(Op, Box<Expr>, Box<Expr>),
     And(Box<Expr>, Box<Expr>),
     Or(Box<Expr>, Box<Expr>),
+    /// `Number(x)`, `Math.floor(x)`, …: one of the globals of [`Global`].
+    Call(Global, Vec<Expr>),
+    /// `value.includes(x)`, …: a string or array method of [`Method`].
+    Method(Box<Expr>, Method, Vec<Expr>),
+    /// `/pattern/flags.test(value)`.
+    RegexTest(Box<regex::Regex>, Box<Expr>),
 }
 
 #[derive(Debug, Clone)]
@@ -469,6 +479,8 @@ enum Tok {
     Str(String),
     Ident(String),
     Punct(&'static str),
+    /// `/pattern/flags`, where a value may start.
+    Regex(String, String),
     End,
 }
 
@@ -509,7 +521,14 @@ fn lex(source: &str) -> Result<Vec<Token>, String> {
                 "condition is too long (more than {MAX_TOKENS} tokens)"
             ));
         }
-        if c == '\'' || c == '"' {
+        if c == '/' && !ends_value(tokens.last()) {
+            let (pattern, flags, next) = lex_regex(&chars, i)?;
+            tokens.push(Token {
+                tok: Tok::Regex(pattern, flags),
+                col,
+            });
+            i = next;
+        } else if c == '\'' || c == '"' {
             let (s, next) = lex_string(&chars, i)?;
             tokens.push(Token {
                 tok: Tok::Str(s),
@@ -553,6 +572,59 @@ fn lex(source: &str) -> Result<Vec<Token>, String> {
         col: chars.len() + 1,
     });
     Ok(tokens)
+}
+
+/// Whether `/` after this token divides (it follows a value) rather than opens a regex.
+fn ends_value(last: Option<&Token>) -> bool {
+    matches!(
+        last.map(|t| &t.tok),
+        Some(Tok::Num(_) | Tok::Str(_) | Tok::Ident(_) | Tok::Regex(..) | Tok::Punct(")" | "]"))
+    )
+}
+
+/// A regular expression literal: the pattern up to the closing `/` (not inside `[...]`, not
+/// escaped), then its flags.
+fn lex_regex(chars: &[char], start: usize) -> Result<(String, String, usize), String> {
+    let mut i = start + 1;
+    let mut in_class = false;
+    let mut pattern = String::new();
+    loop {
+        let Some(&c) = chars.get(i) else {
+            return Err(format!(
+                "unterminated regular expression starting at column {}",
+                start + 1
+            ));
+        };
+        match c {
+            '\\' => {
+                pattern.push(c);
+                if let Some(&e) = chars.get(i + 1) {
+                    pattern.push(e);
+                }
+                i += 2;
+                continue;
+            }
+            '[' => in_class = true,
+            ']' => in_class = false,
+            '/' if !in_class => break,
+            '\n' | '\r' => {
+                return Err(format!(
+                    "unterminated regular expression starting at column {}",
+                    start + 1
+                ))
+            }
+            _ => {}
+        }
+        pattern.push(c);
+        i += 1;
+    }
+    i += 1;
+    let flags_start = i;
+    while chars.get(i).is_some_and(|&c| is_ident_part(c)) {
+        i += 1;
+    }
+    let flags: String = chars[flags_start..i].iter().collect();
+    Ok((pattern, flags, i))
 }
 
 fn lex_number(chars: &[char], start: usize) -> Result<(f64, usize), String> {
@@ -701,6 +773,7 @@ fn describe(tok: &Tok) -> String {
         Tok::Str(s) => format!("string {s:?}"),
         Tok::Ident(name) => format!("'{name}'"),
         Tok::Punct(p) => format!("'{p}'"),
+        Tok::Regex(p, f) => format!("regular expression /{p}/{f}"),
         Tok::End => "end of condition".to_string(),
     }
 }
@@ -768,6 +841,27 @@ impl Parser {
             ));
         }
         Ok(())
+    }
+
+    /// `( expr, expr, … )`, the opening parenthesis being the next token.
+    fn parse_args(&mut self) -> Result<Vec<Expr>, String> {
+        self.expect_punct("(")?;
+        self.enter()?;
+        let mut args = Vec::new();
+        if !self.eat_punct(")") {
+            loop {
+                args.push(self.parse_or()?);
+                if self.eat_punct(")") {
+                    break;
+                }
+                if self.peek().tok == Tok::End {
+                    return Err("missing ')' at end of condition".into());
+                }
+                self.expect_punct(",")?;
+            }
+        }
+        self.nesting -= 1;
+        Ok(args)
     }
 
     fn parse_or(&mut self) -> Result<Expr, String> {
@@ -843,6 +937,16 @@ impl Parser {
                     self.pos += 1;
                     let name = self.next();
                     match name.tok {
+                        // `event.state.user` is `user` itself in Botpress (and so for
+                        // session, temp and bot).
+                        Tok::Ident(n)
+                            if matches!(&expr, Expr::Member(o, Key::Name(s))
+                                if s == "state" && matches!(**o, Expr::Root("event")))
+                                && ROOTS[1..].contains(&n.as_str()) =>
+                        {
+                            let root = ROOTS.iter().find(|r| **r == n).expect("checked above");
+                            expr = Expr::Root(root);
+                        }
                         // Reserved words are fine as property names in JS.
                         Tok::Ident(n) => expr = Expr::Member(Box::new(expr), Key::Name(n)),
                         _ => {
@@ -868,10 +972,20 @@ impl Parser {
                     expr = Expr::Member(Box::new(expr), key);
                 }
                 Tok::Punct("(") => {
-                    return Err(format!(
-                        "function calls are not allowed in a condition ('(' at column {})",
-                        t.col
-                    ))
+                    let Expr::Member(object, Key::Name(name)) = expr else {
+                        return Err(format!(
+                            "only the standard functions and methods can be called in a condition ('(' at column {}); {CALLABLE}",
+                            t.col
+                        ));
+                    };
+                    let method = Method::from_name(&name).ok_or_else(|| {
+                        format!(
+                            "method '{name}' (column {}) cannot be called in a condition; {CALLABLE}",
+                            t.col
+                        )
+                    })?;
+                    let args = self.parse_args()?;
+                    expr = Expr::Method(object, method, args);
                 }
                 _ => return Ok(expr),
             }
@@ -883,12 +997,63 @@ impl Parser {
         match t.tok {
             Tok::Num(n) => Ok(Expr::Lit(Lit::Num(n))),
             Tok::Str(s) => Ok(Expr::Lit(Lit::Str(s))),
-            Tok::Ident(name) => {
-                if matches!(self.peek().tok, Tok::Punct("(")) {
+            Tok::Regex(pattern, flags) => {
+                let regex = js_builtins::compile_regex(&pattern, &flags)
+                    .map_err(|e| format!("regular expression at column {}: {e}", t.col))?;
+                let is_test =
+                    self.eat_punct(".") && matches!(&self.peek().tok, Tok::Ident(n) if n == "test");
+                if !is_test {
                     return Err(format!(
-                        "function calls are not allowed in a condition ('{name}(' at column {})",
+                        "a regular expression (column {}) can only be used as /…/.test(text) in a condition",
                         t.col
                     ));
+                }
+                self.pos += 1;
+                let mut args = self.parse_args()?;
+                let subject = if args.is_empty() {
+                    Expr::Lit(Lit::Undefined)
+                } else {
+                    args.swap_remove(0)
+                };
+                Ok(Expr::RegexTest(Box::new(regex), Box::new(subject)))
+            }
+            Tok::Ident(name) if name == "Math" => {
+                self.expect_punct(".")?;
+                let member = self.next();
+                let Tok::Ident(member) = member.tok else {
+                    return Err(format!(
+                        "expected a Math function after 'Math.' at column {}",
+                        member.col
+                    ));
+                };
+                if let Some(constant) = js_builtins::math_constant(&member) {
+                    return Ok(Expr::Lit(Lit::Num(constant)));
+                }
+                let function = MathFn::from_name(&member).ok_or_else(|| {
+                    format!(
+                        "'Math.{member}' (column {}) is not available in a condition; {CALLABLE}",
+                        t.col
+                    )
+                })?;
+                if !matches!(self.peek().tok, Tok::Punct("(")) {
+                    return Err(format!(
+                        "'Math.{member}' at column {} must be called",
+                        t.col
+                    ));
+                }
+                let args = self.parse_args()?;
+                Ok(Expr::Call(Global::Math(function), args))
+            }
+            Tok::Ident(name) => {
+                if matches!(self.peek().tok, Tok::Punct("(")) {
+                    let global = Global::from_name(&name).ok_or_else(|| {
+                        format!(
+                            "function '{name}' (column {}) cannot be called in a condition; {CALLABLE}",
+                            t.col
+                        )
+                    })?;
+                    let args = self.parse_args()?;
+                    return Ok(Expr::Call(global, args));
                 }
                 match name.as_str() {
                     "true" => Ok(Expr::Lit(Lit::Bool(true))),
@@ -911,8 +1076,47 @@ impl Parser {
                 self.expect_punct(")")?;
                 Ok(inner)
             }
+            Tok::Punct("[") => {
+                self.enter()?;
+                let mut items = Vec::new();
+                if !self.eat_punct("]") {
+                    loop {
+                        let item = self.parse_or()?;
+                        items.push(constant_json(&item).ok_or_else(|| {
+                            format!(
+                                "an array literal (column {}) can only hold strings, numbers, booleans and null",
+                                t.col
+                            )
+                        })?);
+                        if self.eat_punct("]") {
+                            break;
+                        }
+                        if self.peek().tok == Tok::End {
+                            return Err("missing ']' at end of condition".into());
+                        }
+                        self.expect_punct(",")?;
+                    }
+                }
+                self.nesting -= 1;
+                Ok(Expr::Array(Value::Array(items)))
+            }
             _ => Err(unexpected(&t)),
         }
+    }
+}
+
+/// A constant expression as JSON: a literal, or a negated number.
+fn constant_json(expr: &Expr) -> Option<Value> {
+    match expr {
+        Expr::Lit(Lit::Null) => Some(Value::Null),
+        Expr::Lit(Lit::Bool(b)) => Some(Value::Bool(*b)),
+        Expr::Lit(Lit::Num(n)) => serde_json::Number::from_f64(*n).map(Value::Number),
+        Expr::Lit(Lit::Str(s)) => Some(Value::String(s.clone())),
+        Expr::Neg(inner) => match constant_json(inner)? {
+            Value::Number(n) => serde_json::Number::from_f64(-n.as_f64()?).map(Value::Number),
+            _ => None,
+        },
+        _ => None,
     }
 }
 
@@ -929,6 +1133,7 @@ fn lit_value(lit: &Lit) -> JsVal<'_> {
 fn eval<'a>(expr: &'a Expr, scope: &'a Value) -> Result<JsVal<'a>, TypeError> {
     Ok(match expr {
         Expr::Lit(lit) => lit_value(lit),
+        Expr::Array(items) => JsVal::Obj(items),
         Expr::Root(name) => scope.get(*name).map_or(JsVal::Undefined, JsVal::from_json),
         Expr::Member(object, key) => {
             let object = eval(object, scope)?;
@@ -968,6 +1173,25 @@ fn eval<'a>(expr: &'a Expr, scope: &'a Value) -> Result<JsVal<'a>, TypeError> {
             } else {
                 eval(r, scope)?
             }
+        }
+        Expr::Call(global, args) => {
+            let args = args
+                .iter()
+                .map(|a| eval(a, scope))
+                .collect::<Result<Vec<_>, _>>()?;
+            js_builtins::call(*global, &args)
+        }
+        Expr::Method(object, method, args) => {
+            let object = eval(object, scope)?;
+            let args = args
+                .iter()
+                .map(|a| eval(a, scope))
+                .collect::<Result<Vec<_>, _>>()?;
+            js_builtins::call_method(&object, *method, &args)?
+        }
+        Expr::RegexTest(regex, subject) => {
+            let subject = eval(subject, scope)?;
+            JsVal::Bool(regex.is_match(&subject.to_js_string()))
         }
     })
 }
@@ -1132,6 +1356,118 @@ mod tests {
     }
 
     #[test]
+    fn calls_evaluate_like_javascript() {
+        let scope = scope();
+        let cases: &[(&str, bool)] = &[
+            ("event.state.user.nickname === 'Bob'", true),
+            ("event.state.temp['skill-choice-ret'] === 'memory'", true),
+            // What the Botpress 12 choice skill writes.
+            (
+                "Number(temp['skill-choice-invalid-count']) >= Number(3)",
+                false,
+            ),
+            (
+                "Number(temp['skill-choice-invalid-count']) >= Number(1)",
+                true,
+            ),
+            ("Number(temp.missing) >= Number(3)", false),
+            ("isNaN(Number(temp.missing))", true),
+            ("Number() === 0", true),
+            ("Number(user.spaced) === 12", true),
+            ("Number(user.empty) === 0", true),
+            ("Number(user.nothing) === 0", true),
+            ("Number(user.list) !== Number(user.list)", true),
+            ("Number(user.one) === 1", true),
+            ("Number('0x10') === 16", true),
+            ("String(user.age) === '21'", true),
+            ("String(user.list) === '1,2,3'", true),
+            ("String(user.obj) === '[object Object]'", true),
+            ("String() === ''", true),
+            ("String(temp.missing) === 'undefined'", true),
+            ("Boolean(user.empty)", false),
+            ("Boolean(user.obj)", true),
+            ("parseInt(user.spaced) === 12", true),
+            ("parseInt('12abc') === 12", true),
+            ("parseInt('ff', 16) === 255", true),
+            ("isNaN(parseInt(user.abc))", true),
+            ("parseFloat('3.5 kg') === 3.5", true),
+            ("isNaN('abc')", true),
+            ("isNaN('12')", false),
+            ("isNaN(user.nothing)", false),
+            ("Math.floor(2.7) === 2", true),
+            ("Math.ceil(2.1) === 3", true),
+            ("Math.round(2.5) === 3", true),
+            ("Math.round(-2.5) === -2", true),
+            ("Math.abs(-3) === 3", true),
+            ("Math.max(1, '5', 3) === 5", true),
+            ("isNaN(Math.max(1, user.abc))", true),
+            ("Math.min() === Math.max()", false),
+            ("Math.pow(2, 10) === 1024", true),
+            ("isNaN(Math.pow(1, temp.missing))", true),
+            ("Math.trunc(-4.7) === -4", true),
+            ("Math.sign(-3) === -1", true),
+            ("Math.sqrt(16) === 4", true),
+            ("Math.PI > 3.14 && Math.PI < 3.15", true),
+            ("Math.random() < 1 && Math.random() >= 0", true),
+            // String methods, with ToString on their arguments and UTF-16 positions.
+            ("event.payload.text.includes('ell')", true),
+            ("event.payload.text.includes('ell', 2)", false),
+            ("event.payload.text.startsWith('he')", true),
+            ("event.payload.text.startsWith('ll', 2)", true),
+            ("event.payload.text.endsWith('lo')", true),
+            ("event.payload.text.endsWith('he', 2)", true),
+            ("event.payload.text.indexOf('l') === 2", true),
+            ("event.payload.text.indexOf('z') === -1", true),
+            ("event.payload.text.indexOf('') === 0", true),
+            ("user.nickname.toLowerCase() === 'bob'", true),
+            ("user.nickname.toUpperCase() === 'BOB'", true),
+            ("user.spaced.trim() === '12'", true),
+            ("user.spaced.trim().length === 2", true),
+            ("user.ten.includes(1)", true),
+            ("user.abc.includes()", false),
+            ("'undefined'.includes()", true),
+            ("user.emoji.length === 2", true),
+            // Array methods compare strictly; includes finds NaN.
+            ("user.list.includes(2)", true),
+            ("user.list.includes('2')", false),
+            ("user.list.indexOf(3) === 2", true),
+            ("user.list.indexOf(3, -1) === 2", true),
+            ("user.list.indexOf(1, 1) === -1", true),
+            ("event.tags.includes('b')", true),
+            // A method a value does not have is a TypeError: the condition is false.
+            ("user.age.includes(2)", false),
+            ("!user.age.includes(2)", false),
+            ("user.obj.includes('a')", false),
+            ("temp.missing.includes('a')", false),
+            ("!temp.missing.trim()", false),
+            // Constant array literals.
+            (
+                "['yes', 'yeah', 'sure'].includes(event.payload.text.replace)",
+                false,
+            ),
+            ("['hello', 'hi'].includes(event.payload.text)", true),
+            ("['hello', 'hi'].indexOf(event.preview) === 0", true),
+            ("[1, -2, 3].includes(-2)", true),
+            ("[].length === 0", true),
+            ("[1, 2].length === 2", true),
+            ("['1'].includes(1)", false),
+            // Regex literals.
+            ("/^h.l+o$/.test(event.payload.text)", true),
+            ("/^HELLO$/i.test(event.payload.text)", true),
+            ("/^HELLO$/.test(event.payload.text)", false),
+            ("/\\d+/.test(user.age)", true),
+            ("/[a/]b/.test('/b')", true),
+            ("/undefined/.test(temp.missing)", true),
+            ("/x/g.test('yxy')", true),
+            ("!/x/.test('y')", true),
+        ];
+        for (source, expected) in cases {
+            let c = Condition::parse(source).unwrap_or_else(|e| panic!("{source}: {e}"));
+            assert_eq!(c.eval(&scope), *expected, "{source}");
+        }
+    }
+
+    #[test]
     fn missing_scope_parts_are_undefined() {
         let scope = json!({ "user": {} });
         let cases: &[(&str, bool)] = &[
@@ -1165,9 +1501,18 @@ mod tests {
             ("temp.x = 1", "assignment '=' at column 8"),
             (
                 "foo()",
-                "function calls are not allowed in a condition ('foo(' at column 1)",
+                "function 'foo' (column 1) cannot be called in a condition; conditions can call Number",
             ),
-            ("event.text.includes('x')", "function calls are not allowed"),
+            ("event.text.replace('x')", "method 'replace' (column 19) cannot be called"),
+            ("Math.hypot(1)", "'Math.hypot' (column 1) is not available"),
+            ("Math.floor", "must be called"),
+            ("/a/ === 1", "can only be used as /…/.test(text)"),
+            ("/(a)\\1/.test(user.x)", "backreferences are not supported"),
+            ("/a/.test(user.x", "missing ')'"),
+            ("(1)(2)", "only the standard functions and methods can be called"),
+            ("Number(1, )", "unexpected token ')'"),
+            ("[user.x].includes(1)", "can only hold strings, numbers, booleans and null"),
+            ("['a', 'b'", "missing ']'"),
             ("user.x ===", "unexpected end of condition"),
             ("user.", "expected a property name after '.' at column 5"),
             ("user[", "unexpected end of condition"),

@@ -31,6 +31,12 @@ pub struct Node {
     pub next: Vec<Transition>,
     /// The node to go to when the conversation times out here.
     pub timeout: Option<String>,
+    /// A Botpress 12 `say_something` node's inline content, said after onEnter (and after
+    /// the wait and onReceive, when the node has them) as a `say @<type> {formData}`.
+    pub say_inline: Option<String>,
+    /// The node's `type` when it is one of the NDU kinds (`trigger`, `success`, `failure`),
+    /// reported at load.
+    pub ndu_kind: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -115,6 +121,9 @@ pub fn build_queue(flow: &Flow, node: &Node, kind: QueueKind) -> Vec<Instruction
             for f in flow.catch_all_on_receive.iter().chain(on_receive) {
                 queue.push(Instruction::call(InstructionKind::OnReceive, f));
             }
+        }
+        if let Some(say) = &node.say_inline {
+            queue.push(Instruction::call(InstructionKind::OnEnter, say));
         }
     }
     queue.extend(
@@ -241,8 +250,32 @@ pub fn parse_flow(name: &str, json: &Value) -> Result<Flow, String> {
         } else {
             None
         };
+        let say_inline = match (n.get("type").and_then(Value::as_str), n.get("content")) {
+            (Some("say_something"), Some(Value::Object(content))) => {
+                let content_type = content
+                    .get("contentType")
+                    .and_then(Value::as_str)
+                    .ok_or_else(|| format!("{label}: content.contentType must be a string"))?;
+                let form = content
+                    .get("formData")
+                    .cloned()
+                    .unwrap_or_else(|| Value::Object(Default::default()));
+                if !form.is_object() {
+                    return Err(format!("{label}: content.formData must be an object"));
+                }
+                Some(format!("say @{content_type} {form}"))
+            }
+            _ => None,
+        };
+        let ndu_kind = n
+            .get("type")
+            .and_then(Value::as_str)
+            .filter(|t| ["trigger", "success", "failure"].contains(t))
+            .map(str::to_string);
         nodes.push(Node {
             id: id.to_string(),
+            say_inline,
+            ndu_kind,
             name: name.to_string(),
             skill_flow,
             on_enter,
@@ -350,6 +383,12 @@ pub fn check_references(
             check("catchAll", t, &mut problems);
         }
         for node in &flow.nodes {
+            if let Some(kind) = &node.ndu_kind {
+                problems.push(Problem::new(
+                    &shown,
+                    format!("node \"{}\": type \"{kind}\" belongs to Botpress 12's NDU workflows, which botd does not run; it plays as a standard node", node.name),
+                ));
+            }
             for t in &node.next {
                 check(&format!("node \"{}\"", node.name), t, &mut problems);
             }

@@ -10,11 +10,15 @@ pub mod event;
 pub mod expr;
 pub mod flow;
 pub mod janitor;
+pub mod js_builtins;
 pub mod locks;
 pub mod nlu;
 pub mod qna;
 pub mod random;
 pub mod runtime;
+pub mod skills;
+#[cfg(test)]
+mod standard_actions_tests;
 pub mod state;
 pub mod template;
 

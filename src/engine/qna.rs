@@ -15,7 +15,9 @@ pub struct QnaEntry {
     pub action: String,
     pub redirect_flow: Option<String>,
     pub redirect_node: Option<String>,
-    pub category: String,
+    /// The NLU contexts the entry is trained in: Botpress 12.8's `contexts`, or the older
+    /// `category || 'global'`.
+    pub contexts: Vec<String>,
     pub enabled: bool,
 }
 
@@ -32,12 +34,26 @@ pub struct Suggestion {
 
 pub const INTENT_PREFIX: &str = "__qna__";
 
+/// What loading `qna/` gave. Errors are unreadable files; warnings are entries Botpress loads
+/// but that cannot answer (no questions or answers in the default language, a redirect without
+/// a flow): they are left out of training.
+pub struct LoadedQna {
+    pub entries: Vec<QnaEntry>,
+    pub errors: Vec<Problem>,
+    pub warnings: Vec<Problem>,
+}
+
 /// Reads `qna/*.json`. Questions and answers may be plain lists or per-language objects.
-pub fn load(dir: &Path, shown_root: &str, lang: &str) -> (Vec<QnaEntry>, Vec<Problem>) {
+pub fn load(dir: &Path, shown_root: &str, lang: &str) -> LoadedQna {
     let mut entries = Vec::new();
     let mut problems = Vec::new();
+    let mut warnings = Vec::new();
     let Ok(read) = std::fs::read_dir(dir) else {
-        return (entries, problems);
+        return LoadedQna {
+            entries,
+            errors: problems,
+            warnings,
+        };
     };
     let mut paths: Vec<_> = read
         .flatten()
@@ -86,9 +102,9 @@ pub fn load(dir: &Path, shown_root: &str, lang: &str) -> (Vec<QnaEntry>, Vec<Pro
         };
         let action = data["action"].as_str().unwrap_or("text").to_string();
         if !["text", "redirect", "text_redirect"].contains(&action.as_str()) {
-            problems.push(Problem::new(
+            warnings.push(Problem::new(
                 &shown,
-                format!("\"action\" must be text, redirect or text_redirect, not \"{action}\""),
+                format!("data.action must be text, redirect or text_redirect, not \"{action}\"; the entry is left out"),
             ));
             continue;
         }
@@ -104,25 +120,51 @@ pub fn load(dir: &Path, shown_root: &str, lang: &str) -> (Vec<QnaEntry>, Vec<Pro
                 .as_str()
                 .filter(|s| !s.is_empty())
                 .map(str::to_string),
-            category: data["category"].as_str().unwrap_or("global").to_string(),
+            contexts: match data["contexts"].as_array() {
+                Some(list) => list
+                    .iter()
+                    .filter_map(Value::as_str)
+                    .map(str::to_string)
+                    .collect(),
+                // Botpress trains an entry in `category || 'global'`.
+                None => vec![data["category"]
+                    .as_str()
+                    .filter(|c| !c.is_empty())
+                    .unwrap_or("global")
+                    .to_string()],
+            },
             enabled: data["enabled"].as_bool().unwrap_or(true),
             action,
         };
+        let mut unusable = |message: String| {
+            warnings.push(Problem::new(
+                &shown,
+                format!("{message}; the entry is left out"),
+            ))
+        };
         if entry.questions.is_empty() {
-            problems.push(Problem::new(&shown, "has no questions"));
+            unusable(format!(
+                "data.questions has no question in the default language \"{lang}\""
+            ));
+            continue;
         }
         if entry.action.contains("text") && entry.answers.is_empty() {
-            problems.push(Problem::new(&shown, "answers with text but has no answers"));
+            unusable(format!(
+                "data.answers has no answer in the default language \"{lang}\""
+            ));
+            continue;
         }
         if entry.action.contains("redirect") && entry.redirect_flow.is_none() {
-            problems.push(Problem::new(
-                &shown,
-                "redirects but has no \"redirectFlow\"",
-            ));
+            unusable("data.redirectFlow is empty but data.action redirects".into());
+            continue;
         }
         entries.push(entry);
     }
-    (entries, problems)
+    LoadedQna {
+        entries,
+        errors: problems,
+        warnings,
+    }
 }
 
 /// The NLU intents of the enabled entries.
@@ -132,7 +174,7 @@ pub fn intents(entries: &[QnaEntry]) -> Vec<IntentDef> {
         .filter(|e| e.enabled)
         .map(|e| IntentDef {
             name: format!("{INTENT_PREFIX}{}", e.id),
-            contexts: vec![e.category.clone()],
+            contexts: e.contexts.clone(),
             utterances: e.questions.clone(),
             slots: Vec::new(),
         })

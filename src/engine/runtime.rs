@@ -278,7 +278,7 @@ impl Engine {
         if let Some(kv) = bot_kv {
             scope["bot"] = kv;
         }
-        after_incoming(&mut scope["session"], &nlu);
+        after_incoming(bot, &mut scope["session"], &nlu);
 
         let in_middle_of_flow = !record.context.is_empty();
         let mut turn = self.new_turn(bot, scope, record.context.clone(), &channel, deadline);
@@ -392,6 +392,7 @@ impl Engine {
             &last_message,
             in_middle_of_flow,
             now,
+            bot.botpress_version.min_qna_confidence(),
         );
         let suggestions_json: Vec<Value> = suggestions
             .iter()
@@ -459,15 +460,14 @@ impl Engine {
         };
         log::warn!("bot \"{}\": {message}", turn.bot.id);
         let (kind, args) = &turn.bot.error_content;
-        let rendered =
-            super::content::render_type(kind, args, &turn.scope, &turn.channel, &turn.bot_url)
-                .unwrap_or_else(|e| {
-                    log::warn!(
-                        "bot \"{}\": the error message itself cannot be rendered: {e}",
-                        turn.bot.id
-                    );
-                    Vec::new()
-                });
+        let rendered = super::content::render_type(kind, args, &turn.scope, turn.render_target())
+            .unwrap_or_else(|e| {
+                log::warn!(
+                    "bot \"{}\": the error message itself cannot be rendered: {e}",
+                    turn.bot.id
+                );
+                Vec::new()
+            });
         turn.push_outputs(rendered);
         let state = json!({"user": turn.scope["user"], "context": turn.context, "session": turn.scope["session"], "temp": turn.scope["temp"]});
         let output = TurnOutput {
@@ -491,17 +491,35 @@ impl Engine {
         channel: &str,
     ) -> Vec<Value> {
         let mut payloads = Vec::new();
-        if let Some(answer) = &s.answer {
+        let target = super::content::RenderTarget {
+            channel,
+            bot_url: &self.settings.http.external_url,
+            botpress: bot.botpress_version,
+        };
+        if let Some(id) = s.answer.as_deref().and_then(|a| a.strip_prefix("#!")) {
+            // Botpress 12: an answer that names a content element renders that element.
+            let rendered = bot
+                .elements
+                .get(id)
+                .ok_or_else(|| format!("content element \"{id}\" does not exist"))
+                .and_then(|element| {
+                    super::content::render_answer_element(
+                        element,
+                        scope,
+                        &bot.default_language,
+                        &bot.default_language,
+                        target,
+                    )
+                });
+            match rendered {
+                Ok(p) => payloads.extend(p),
+                Err(e) => log::warn!("bot \"{}\": QnA answer cannot be rendered: {e}", bot.id),
+            }
+        } else if let Some(answer) = &s.answer {
             let mut args = Map::new();
             args.insert("text".into(), Value::String(answer.clone()));
             args.insert("typing".into(), Value::Bool(true));
-            match super::content::render_type(
-                &bot.qna_renderer,
-                &args,
-                scope,
-                channel,
-                &self.settings.http.external_url,
-            ) {
+            match super::content::render_type(&bot.qna_renderer, &args, scope, target) {
                 Ok(p) => payloads.extend(p),
                 Err(e) => log::warn!("bot \"{}\": QnA answer cannot be rendered: {e}", bot.id),
             }
@@ -592,8 +610,8 @@ pub(super) fn event_json(bot: &Bot, event: &mut Event, nlu: &Value, now: i64) ->
 }
 
 /// after_incoming hooks (§1.3): NLU contexts lose one turn of life (unless NLU failed), and
-/// the slots go to `session.extractedSlots`.
-fn after_incoming(session: &mut Value, nlu: &Value) {
+/// the slots go to `session.extractedSlots` (`session.slots` in Botpress 12).
+fn after_incoming(bot: &Bot, session: &mut Value, nlu: &Value) {
     if !nlu["errored"].as_bool().unwrap_or(false) {
         if let Some(map) = session.as_object_mut() {
             if map.contains_key("nluContexts") {
@@ -606,12 +624,5 @@ fn after_incoming(session: &mut Value, nlu: &Value) {
             }
         }
     }
-    if !session["extractedSlots"].is_object() {
-        session["extractedSlots"] = json!({});
-    }
-    if let Some(slots) = nlu["slots"].as_object() {
-        for (name, slot) in slots {
-            session["extractedSlots"][name.as_str()] = slot.clone();
-        }
-    }
+    super::skills::extract_slots_hook(bot.botpress_version, session, nlu);
 }

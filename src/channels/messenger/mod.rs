@@ -17,6 +17,7 @@
 //! be made again. Duplicate webhook deliveries never play a turn twice.
 
 pub mod graph;
+pub mod render;
 pub mod signature;
 pub mod webhook;
 

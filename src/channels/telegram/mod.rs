@@ -16,6 +16,7 @@
 
 pub mod api;
 pub mod poller;
+pub mod render;
 pub mod send;
 pub mod throttle;
 

@@ -143,6 +143,62 @@ pub fn plan(cfg: &BotConfig, chat: &str, responses: &[Value]) -> Vec<Value> {
                 let (method, params) = media(chat_id.clone(), url, payload["title"].as_str());
                 step(method, params, Duration::ZERO, false);
             }
+            "video" | "audio" | "file" => {
+                let Some(url) = payload["url"].as_str().filter(|u| !u.is_empty()) else {
+                    continue;
+                };
+                let (method, field) = match kind {
+                    "video" => ("sendVideo", "video"),
+                    "audio" => ("sendAudio", "audio"),
+                    _ => ("sendDocument", "document"),
+                };
+                let mut params = json!({"chat_id": chat_id});
+                params[field] = json!(url);
+                if let Some(c) = payload["title"].as_str().filter(|c| !c.is_empty()) {
+                    params["caption"] = json!(truncate_chars(c, 1024));
+                }
+                step(method, params, Duration::ZERO, false);
+            }
+            "location" => {
+                let (Some(latitude), Some(longitude)) =
+                    (number(&payload["latitude"]), number(&payload["longitude"]))
+                else {
+                    log::warn!(
+                        "bot \"{}\": a location without latitude and longitude is not sent",
+                        cfg.bot_id
+                    );
+                    continue;
+                };
+                let title = payload["title"].as_str();
+                let address = payload["address"].as_str();
+                // A venue shows the place's name and address; it needs both.
+                if let (Some(t), Some(a)) = (title, address) {
+                    step(
+                        "sendVenue",
+                        json!({"chat_id": chat_id, "latitude": latitude,
+                        "longitude": longitude, "title": t, "address": a}),
+                        Duration::ZERO,
+                        false,
+                    );
+                    continue;
+                }
+                step(
+                    "sendLocation",
+                    json!({"chat_id": chat_id, "latitude": latitude,
+                    "longitude": longitude}),
+                    Duration::ZERO,
+                    false,
+                );
+                // The one of title and address there is follows as text.
+                if let Some(label) = title.or(address) {
+                    step(
+                        "sendMessage",
+                        json!({"chat_id": chat_id, "text": label}),
+                        Duration::ZERO,
+                        false,
+                    );
+                }
+            }
             other => log::debug!(
                 "bot \"{}\": a \"{other}\" payload has no Telegram form and is not sent",
                 cfg.bot_id
@@ -150,6 +206,12 @@ pub fn plan(cfg: &BotConfig, chat: &str, responses: &[Value]) -> Vec<Value> {
         }
     }
     steps
+}
+
+/// A coordinate, as a number or a numeric string.
+fn number(v: &Value) -> Option<f64> {
+    v.as_f64()
+        .or_else(|| v.as_str().and_then(|s| s.trim().parse().ok()))
 }
 
 /// A chat id as Telegram wants it: a number when it is one.
@@ -401,6 +463,57 @@ mod tests {
         let steps = plan(&cfg(false), "42", &responses);
         assert_eq!(steps.len(), 5);
         assert!(steps.iter().all(|s| s["pause_ms"] == 0));
+    }
+
+    #[test]
+    fn plans_botpress_12_media_and_locations() {
+        let responses = vec![
+            json!({"type": "video", "url": "https://b/v.mp4", "title": "Tour"}),
+            json!({"type": "audio", "url": "https://b/a.mp3"}),
+            json!({"type": "file", "url": "https://b/f.pdf", "title": "Terms"}),
+            json!({"type": "location", "latitude": 45.5, "longitude": -73.6, "title": "Office", "address": "1 Main St"}),
+            json!({"type": "location", "latitude": "45.5", "longitude": -73.6, "title": "Office"}),
+            json!({"type": "location", "title": "Nowhere"}),
+        ];
+        let steps = plan(&cfg(false), "42", &responses);
+        let calls: Vec<(String, Value)> = steps
+            .iter()
+            .map(|s| {
+                (
+                    s["method"].as_str().unwrap().to_string(),
+                    s["params"].clone(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            calls,
+            vec![
+                (
+                    "sendVideo".into(),
+                    json!({"chat_id": 42, "video": "https://b/v.mp4", "caption": "Tour"})
+                ),
+                (
+                    "sendAudio".into(),
+                    json!({"chat_id": 42, "audio": "https://b/a.mp3"})
+                ),
+                (
+                    "sendDocument".into(),
+                    json!({"chat_id": 42, "document": "https://b/f.pdf", "caption": "Terms"})
+                ),
+                (
+                    "sendVenue".into(),
+                    json!({"chat_id": 42, "latitude": 45.5, "longitude": -73.6, "title": "Office", "address": "1 Main St"})
+                ),
+                (
+                    "sendLocation".into(),
+                    json!({"chat_id": 42, "latitude": 45.5, "longitude": -73.6})
+                ),
+                (
+                    "sendMessage".into(),
+                    json!({"chat_id": 42, "text": "Office"})
+                ),
+            ]
+        );
     }
 
     #[test]

@@ -127,12 +127,15 @@ fn string_list(v: Option<&Value>) -> Option<Vec<String>> {
 
 /// Reads `intents/*.json` and `entities/*.json` of a bot folder. Problems name the file and
 /// field; a broken file is skipped, the others still load. Files are read in name order.
-pub fn load_bot_nlu_files(bot_dir: &Path) -> (Vec<IntentDef>, Vec<EntityDef>, Vec<Problem>) {
+pub fn load_bot_nlu_files(
+    bot_dir: &Path,
+    language: &str,
+) -> (Vec<IntentDef>, Vec<EntityDef>, Vec<Problem>) {
     let mut problems = Vec::new();
     let mut intents = Vec::new();
     let mut entity_defs = Vec::new();
     for (path, json) in read_json_dir(&bot_dir.join("intents"), &mut problems) {
-        if let Some(intent) = parse_intent(&path, &json, &mut problems) {
+        if let Some(intent) = parse_intent(&path, &json, language, &mut problems) {
             intents.push(intent);
         }
     }
@@ -170,10 +173,19 @@ fn read_json_dir(dir: &Path, problems: &mut Vec<Problem>) -> Vec<(std::path::Pat
     out
 }
 
-fn parse_intent(path: &Path, json: &Value, problems: &mut Vec<Problem>) -> Option<IntentDef> {
+fn parse_intent(
+    path: &Path,
+    json: &Value,
+    language: &str,
+    problems: &mut Vec<Problem>,
+) -> Option<IntentDef> {
     let shown = path.display().to_string();
-    // Botpress takes the intent name from the file name, not from the `name` field.
-    let name = path.file_stem()?.to_string_lossy().to_string();
+    // Botpress 11.4 to 12.x build the intent as `{name: <file name>, ...fileContents}`, so a
+    // `name` field in the file wins over the file name.
+    let name = match json.get("name").and_then(Value::as_str) {
+        Some(n) if !n.is_empty() => n.to_string(),
+        _ => path.file_stem()?.to_string_lossy().to_string(),
+    };
     let contexts = match json.get("contexts") {
         None | Some(Value::Null) => vec!["global".to_string()],
         v => match string_list(v) {
@@ -188,12 +200,20 @@ fn parse_intent(path: &Path, json: &Value, problems: &mut Vec<Problem>) -> Optio
             }
         },
     };
-    // v11 has a plain array; later versions key utterances by language. Take `en`, else the
-    // first language.
+    // v11 has a plain array; Botpress 12 keys utterances by language: the bot's default
+    // language is the one trained (a bot without it there has no utterances for the intent).
     let utterances = match json.get("utterances") {
         None | Some(Value::Null) => Vec::new(),
         Some(Value::Object(by_lang)) => {
-            let v = by_lang.get("en").or_else(|| by_lang.values().next());
+            let Some(v) = by_lang.get(language) else {
+                return Some(IntentDef {
+                    name,
+                    contexts,
+                    utterances: Vec::new(),
+                    slots: Vec::new(),
+                });
+            };
+            let v = Some(v);
             match string_list(v) {
                 Some(u) => u,
                 None => {

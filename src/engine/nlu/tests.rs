@@ -256,7 +256,7 @@ fn loads_bot_files_and_reports_problems() {
     std::fs::create_dir_all(dir.join("entities")).unwrap();
     std::fs::write(
         dir.join("intents/book.json"),
-        r#"{"name":"ignored","contexts":["travel"],"utterances":["book [paris](city)"],"slots":[{"name":"city","entity":"cities"}]}"#,
+        r#"{"name":"Booking","contexts":["travel"],"utterances":["book [paris](city)"],"slots":[{"name":"city","entity":"cities"}]}"#,
     ).unwrap();
     std::fs::write(
         dir.join("intents/later.json"),
@@ -279,10 +279,11 @@ fn loads_bot_files_and_reports_problems() {
         r#"{"name":"badre","type":"pattern","pattern":"(oops"}"#,
     )
     .unwrap();
-    let (intents, entities, problems) = load_bot_nlu_files(&dir);
+    let (intents, entities, problems) = load_bot_nlu_files(&dir, "en");
     let _ = std::fs::remove_dir_all(&dir);
     assert_eq!(intents.len(), 2, "{intents:?}");
-    assert_eq!(intents[0].name, "book");
+    // Botpress 11.4–12 spread the file over `{name: <file name>}`: the `name` field wins.
+    assert_eq!(intents[0].name, "Booking");
     assert_eq!(intents[0].contexts, vec!["travel"]);
     assert_eq!(
         intents[0].slots,

@@ -1,0 +1,253 @@
+//! Botpress 12 folders over HTTP Converse: say_something nodes with inline per-language
+//! content, editor conditions with calls, the 12.1.5 loop guard and error flow, a sub-flow
+//! return under the previousNode rule, and per-language QnA whose answer is a content element.
+//! Expected transcripts follow Botpress 12's dialog engine (`dialog-engine.ts`,
+//! `queue-builder.ts`) and QnA module (`setup.ts`).
+
+mod common;
+
+use common::*;
+use serde_json::{json, Value};
+
+fn text(t: &str) -> Value {
+    json!({"type": "text", "markdown": true, "text": t})
+}
+
+fn say(text: &str) -> String {
+    format!("say #builtin_text {}", json!({ "text": text }))
+}
+
+fn node(name: &str, on_enter: &[String], on_receive: Option<&[&str]>, next: Value) -> Value {
+    json!({"id": format!("id-{name}"), "name": name, "onEnter": on_enter,
+        "onReceive": on_receive, "next": next})
+}
+
+fn flow_bot(data: &std::path::Path) {
+    let bot = "bots/bp12-flows";
+    write(
+        data,
+        &format!("{bot}/bot.config.json"),
+        r#"{"name":"flows","version":"12.2.0","defaultLanguage":"en","languages":["en","fr"]}"#,
+    );
+    let entry = json!({"id": "id-entry", "name": "entry", "type": "say_something",
+        "content": {"contentType": "builtin_text", "formData": {
+            "text$en": "Welcome {{event.payload.text}}!", "text$fr": "Bienvenue !", "typing$en": true}},
+        "onEnter": [], "onReceive": null, "next": [{"condition": "true", "node": "ask"}]});
+    let main = json!({"version": "0.0.1", "startNode": "entry", "nodes": [
+        entry,
+        node("ask", &[say("Say a number, loop, or sub")], Some(&[]), json!([
+            {"condition": "Number(event.payload.text) > 10", "node": "big"},
+            {"condition": "event.payload.text.trim().toLowerCase().startsWith('loop')", "node": "loop-a"},
+            {"condition": "/^sub$/i.test(event.payload.text)", "node": "callsub"},
+            {"condition": "true", "node": "small"}])),
+        node("big", &[say("big")], None, json!([{"condition": "true", "node": "END"}])),
+        node("small", &[say("small")], None, json!([{"condition": "true", "node": "END"}])),
+        node("loop-a", &[say("a")], None, json!([{"condition": "true", "node": "loop-b"}])),
+        node("loop-b", &[say("b")], None, json!([{"condition": "true", "node": "loop-a"}])),
+        {"id": "id-callsub", "name": "callsub", "type": "skill-call", "flow": "sub.flow.json",
+         "onEnter": null, "onReceive": null, "next": [{"condition": "true", "node": "END"}]}
+    ]});
+    write(
+        data,
+        &format!("{bot}/flows/main.flow.json"),
+        &main.to_string(),
+    );
+    let sub = json!({"version": "0.0.1", "startNode": "entry", "nodes": [
+        node("entry", &[say("question?")], None, json!([{"condition": "true", "node": "s2"}])),
+        node("s2", &[], Some(&[]), json!([{"condition": "true", "node": "#"}]))
+    ]});
+    write(
+        data,
+        &format!("{bot}/flows/sub.flow.json"),
+        &sub.to_string(),
+    );
+    let error = json!({"version": "0.0.1", "startNode": "entry", "nodes": [
+        node("entry", &[say("Sorry, a loop")], None, json!([]))
+    ]});
+    write(
+        data,
+        &format!("{bot}/flows/error.flow.json"),
+        &error.to_string(),
+    );
+}
+
+fn qna_bot(data: &std::path::Path) {
+    let bot = "bots/bp12-qna";
+    write(
+        data,
+        &format!("{bot}/bot.config.json"),
+        r#"{"name":"qna","version":"12.1.6","defaultLanguage":"en","languages":["en","fr"]}"#,
+    );
+    write(
+        data,
+        &format!("{bot}/flows/main.flow.json"),
+        r#"{"version":"0.0.1","startNode":"entry","nodes":[{"id":"n0001","name":"entry","onEnter":[],"onReceive":null,"next":[]}]}"#,
+    );
+    write(
+        data,
+        &format!("{bot}/content-elements/builtin_text.json"),
+        r#"[{"id":"builtin_text-hours","formData":{"text$en":"We open at 9, {{user.name}}.","text$fr":"Nous ouvrons à 9h.","typing$en":true}}]"#,
+    );
+    write(
+        data,
+        &format!("{bot}/qna/hours.json"),
+        r##"{"id":"hours","data":{"questions":{"en":["What are your opening hours?","When do you open?","opening hours"],"fr":["Quand ouvrez-vous ?"]},
+            "answers":{"en":["#!builtin_text-hours"],"fr":["#!builtin_text-hours"]},"action":"text","category":"global","enabled":true,
+            "redirectFlow":"","redirectNode":""}}"##,
+    );
+    // Botpress 12.8 on: `contexts` in place of `category`.
+    write(
+        data,
+        &format!("{bot}/qna/secret.json"),
+        r#"{"id":"secret","data":{"questions":{"en":["Is there a secret menu?","secret menu"]},"answers":{"en":["Ask for the blue pizza."]},
+            "action":"text","contexts":["vip","global"],"enabled":true}}"#,
+    );
+    write(
+        data,
+        &format!("{bot}/qna/bye.json"),
+        r#"{"id":"bye","data":{"questions":{"en":["Goodbye","See you later","bye"]},"answers":{"en":["Bye!"]},
+            "action":"text","category":"","enabled":true}}"#,
+    );
+}
+
+#[test]
+fn say_something_nodes_and_editor_conditions() {
+    let data = TempDir::new("bp12-flows");
+    flow_bot(data.path());
+    let server = Server::start(data.path(), &[]);
+    let p = server.port;
+    let bot = "bp12-flows";
+    let expected = vec![
+        json!({"type": "typing", "value": true}),
+        text("Welcome hi!"),
+        text("Say a number, loop, or sub"),
+    ];
+    assert_eq!(responses(&converse(p, bot, "u1", "hi")), expected);
+    assert_eq!(
+        responses(&converse(p, bot, "u1", " 15 ")),
+        vec![text("big")]
+    );
+    assert_eq!(responses(&converse(p, bot, "u1", "hi")), expected);
+    assert_eq!(responses(&converse(p, bot, "u1", "3")), vec![text("small")]);
+}
+
+#[test]
+fn the_loop_guard_stops_at_the_third_entry_and_plays_the_error_flow() {
+    let data = TempDir::new("bp12-loop");
+    flow_bot(data.path());
+    let server = Server::start(data.path(), &[]);
+    let p = server.port;
+    let bot = "bp12-flows";
+    converse(p, bot, "u2", "hi");
+    // loop-a is entered a third time; the next transition goes to error.flow.json instead.
+    assert_eq!(
+        responses(&converse(p, bot, "u2", "Loop!")),
+        ["a", "b", "a", "b", "a", "Sorry, a loop"]
+            .iter()
+            .map(|t| text(t))
+            .collect::<Vec<_>>()
+    );
+    assert!(
+        server.log().contains("Infinite loop detected. (main.flow.json (loop-a) --> main.flow.json (loop-b) --> main.flow.json (loop-a))"),
+        "{}",
+        server.log()
+    );
+    // The error flow ended the conversation: the next message starts over.
+    assert_eq!(
+        responses(&converse(p, bot, "u2", "hi"))[1],
+        text("Welcome hi!")
+    );
+}
+
+#[test]
+fn returning_to_a_skill_call_node_of_a_plain_flow_asks_again() {
+    let data = TempDir::new("bp12-sub");
+    flow_bot(data.path());
+    let server = Server::start(data.path(), &[]);
+    let p = server.port;
+    let bot = "bp12-flows";
+    converse(p, bot, "u3", "hi");
+    assert_eq!(
+        responses(&converse(p, bot, "u3", "SUB")),
+        vec![text("question?")]
+    );
+    // `#` leaves previousNode at the sub-flow's "entry" (not the calling node), so the
+    // skill-call node is not "exited" and calls the sub-flow again, once.
+    for answer in ["yes", "no"] {
+        assert_eq!(
+            responses(&converse(p, bot, "u3", answer)),
+            vec![text("question?")],
+            "{answer}"
+        );
+    }
+}
+
+#[test]
+fn per_language_qna_answers_with_content_elements_and_empty_categories() {
+    let data = TempDir::new("bp12-qna");
+    qna_bot(data.path());
+    let (code, out, err) = botd(&["check", "--data", data.path().to_str().unwrap()], &[]);
+    assert_eq!((code, out.as_str()), (0, ""), "{err}");
+    let server = Server::start(data.path(), &[]);
+    let p = server.port;
+    assert_eq!(
+        responses(&converse(
+            p,
+            "bp12-qna",
+            "q1",
+            "What are your opening hours?"
+        )),
+        vec![
+            json!({"type": "typing", "value": true}),
+            text("We open at 9, .")
+        ]
+    );
+    assert_eq!(
+        responses(&converse(p, "bp12-qna", "q1", "Is there a secret menu?")),
+        vec![
+            json!({"type": "typing", "value": true}),
+            text("Ask for the blue pizza.")
+        ]
+    );
+    assert_eq!(
+        responses(&converse(p, "bp12-qna", "q1", "Goodbye")),
+        vec![json!({"type": "typing", "value": true}), text("Bye!")]
+    );
+}
+
+#[test]
+fn check_reports_what_botpress_12_has_and_botd_does_not_run() {
+    let data = TempDir::new("bp12-ndu");
+    let d = data.path();
+    write(
+        d,
+        "bots/ndu-bot/bot.config.json",
+        r#"{"name":"n","version":"12.26.0","defaultLanguage":"en","languages":["en"],"oneflow":true}"#,
+    );
+    write(
+        d,
+        "bots/plain-bot/bot.config.json",
+        r#"{"name":"p","version":"12.26.0","defaultLanguage":"en","languages":["en"]}"#,
+    );
+    write(
+        d,
+        "bots/plain-bot/flows/main.flow.json",
+        r#"{"version":"0.0.1","startNode":"entry","nodes":[
+            {"id":"n0001","name":"entry","type":"trigger","onEnter":[],"onReceive":null,"next":[]}]}"#,
+    );
+    let (code, out, err) = botd(&["check", "--data", d.to_str().unwrap()], &[]);
+    assert_ne!(code, 0, "the NDU bot cannot load: {out}\n{err}");
+    let root = d.display();
+    assert!(
+        out.contains(&format!("{root}/bots/ndu-bot/bot.config.json: error: oneflow: true makes this a Botpress 12 NDU bot")),
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!("{root}/bots/plain-bot/flows/main.flow.json: warning: node \"entry\": type \"trigger\" belongs to Botpress 12's NDU workflows")),
+        "{out}"
+    );
+    assert!(
+        err.contains("ndu-bot: cannot load") && err.contains("plain-bot: ok (1 warnings)"),
+        "{err}"
+    );
+}
