@@ -42,6 +42,7 @@ pub(super) fn serve(stream: TcpStream, peer: SocketAddr, shared: &Shared) {
         };
         let keep = request.head.keep_alive() && !shared.stopping.load(Ordering::SeqCst);
         let head_only = request.head.method == Method::Head;
+        let origin = request.header("Origin").map(str::to_string);
         let (answer, wait) = std::sync::mpsc::sync_channel(1);
         if shared.jobs.send(Job::Handle(request, answer)).is_err() {
             return;
@@ -49,7 +50,8 @@ pub(super) fn serve(stream: TcpStream, peer: SocketAddr, shared: &Shared) {
         let Ok(reply) = wait.recv() else {
             return;
         };
-        if conn.write(reply, started, keep, head_only).is_err() || !keep {
+        let written = conn.write(reply, origin.as_deref(), started, keep, head_only);
+        if written.is_err() || !keep {
             return;
         }
     }
@@ -208,7 +210,15 @@ impl Connection<'_> {
                 // The body was not read, so the connection cannot carry another request.
                 let keep = !has_body && head.keep_alive();
                 let head_only = head.method == Method::Head;
-                let ok = self.write(reply, Instant::now(), keep, head_only).is_ok();
+                let ok = self
+                    .write(
+                        reply,
+                        head.header("Origin"),
+                        Instant::now(),
+                        keep,
+                        head_only,
+                    )
+                    .is_ok();
                 return if ok && keep {
                     Next::Answered
                 } else {
@@ -278,7 +288,7 @@ impl Connection<'_> {
     fn too_large(&mut self, limit: u64) {
         log::debug!("request body over the limit of {limit} bytes: refused unread");
         let reply = super::body_parser_error(413, "entity.too.large");
-        let _ = self.write(reply, Instant::now(), false, false);
+        let _ = self.write(reply, None, Instant::now(), false, false);
     }
 
     fn refuse(&mut self, refusal: &Refusal) {
@@ -291,13 +301,15 @@ impl Connection<'_> {
             _ => "BadRequestError",
         };
         let reply = Reply::error(refusal.status, kind, &refusal.why);
-        let _ = self.write(reply, Instant::now(), false, false);
+        let _ = self.write(reply, None, Instant::now(), false, false);
     }
 
-    /// Writes one answer. Small bodies go out with the head in one write; files are streamed.
+    /// Writes one answer, with the CORS headers the handler gives for the request's `Origin`.
+    /// Small bodies go out with the head in one write; files are streamed.
     fn write(
         &mut self,
-        reply: Reply,
+        mut reply: Reply,
+        origin: Option<&str>,
         started: Instant,
         keep: bool,
         head_only: bool,
@@ -313,10 +325,11 @@ impl Connection<'_> {
                 len.min(65536) as usize
             },
         );
+        reply.headers.extend(self.shared.handler.cors(origin));
         let elapsed = started.elapsed().as_secs_f64() * 1000.0;
         let _ = write!(
             out,
-            "HTTP/1.1 {} {}\r\nDate: {}\r\nContent-Type: {}\r\nContent-Length: {len}\r\nX-Response-Time: {elapsed:.3}ms\r\nAccess-Control-Allow-Origin: *\r\n",
+            "HTTP/1.1 {} {}\r\nDate: {}\r\nContent-Type: {}\r\nContent-Length: {len}\r\nX-Response-Time: {elapsed:.3}ms\r\n",
             reply.status,
             reason(reply.status),
             http_date(crate::engine::event::now_ms()),

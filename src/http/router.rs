@@ -41,6 +41,21 @@ impl Handler for AppState {
     fn handle(&self, request: &Request) -> Reply {
         route(self, request)
     }
+
+    /// `*` unless `httpServer.allowedOrigins` lists origins; then the request's own origin
+    /// when it is listed (nothing otherwise, so a browser refuses the answer to the page), and
+    /// `Vary: Origin` always, so no cache hands one origin's answer to another.
+    fn cors(&self, origin: Option<&str>) -> Vec<(String, String)> {
+        let settings = self.engine.settings();
+        let Some(allowed) = &settings.http.allowed_origins else {
+            return vec![("Access-Control-Allow-Origin".into(), "*".into())];
+        };
+        let mut headers = vec![("Vary".to_string(), "Origin".to_string())];
+        if let Some(origin) = origin.filter(|o| crate::config::access::origin_allowed(o, allowed)) {
+            headers.push(("Access-Control-Allow-Origin".into(), origin.to_string()));
+        }
+        headers
+    }
 }
 
 /// Answers one request (a function of its own, so `make bench`'s profile can count exactly what
@@ -53,7 +68,7 @@ pub fn route(state: &AppState, request: &Request) -> Reply {
             .with_header("Access-Control-Allow-Methods", "GET, POST, OPTIONS")
             .with_header(
                 "Access-Control-Allow-Headers",
-                "Content-Type, Authorization, X-BP-ExternalAuth",
+                "Content-Type, Authorization, X-BP-ExternalAuth, X-BP-Api-Key",
             );
     }
     if let Some(own) = own_route(head) {
