@@ -88,17 +88,20 @@ impl<K: Hash + Eq + Clone> Buckets<K> {
 
     /// Takes one token from `key`'s bucket at `now`, or answers the wait.
     pub fn take(&mut self, key: &K, rate: Rate, now: Instant) -> Result<(), Duration> {
-        if let Some((bucket, used)) = self.map.get_mut(key) {
-            *used = now;
-            return bucket.take(rate, now);
-        }
-        if self.map.len() >= self.capacity {
+        self.bucket(key, now).take(rate, now)
+    }
+
+    /// `key`'s bucket (a new, full one the first time), marked as used at `now`.
+    pub fn bucket(&mut self, key: &K, now: Instant) -> &mut Bucket {
+        if !self.map.contains_key(key) && self.map.len() >= self.capacity {
             self.evict(now);
         }
-        let mut bucket = Bucket::default();
-        let taken = bucket.take(rate, now);
-        self.map.insert(key.clone(), (bucket, now));
-        taken
+        let (bucket, used) = self
+            .map
+            .entry(key.clone())
+            .or_insert((Bucket::default(), now));
+        *used = now;
+        bucket
     }
 
     pub fn len(&self) -> usize {
