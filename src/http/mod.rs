@@ -13,7 +13,7 @@ mod server;
 
 pub use head::{Head, Method};
 pub use limits::Limits;
-pub use router::{AppState, Route};
+pub use router::{AppState, Route, RouteSlot};
 pub use server::{serve, Admission, Handler, Request, Running};
 
 use serde_json::{json, Value};

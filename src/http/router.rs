@@ -17,6 +17,39 @@ pub trait Route: Send + Sync {
     fn handle(&self, request: &Request) -> Reply;
 }
 
+/// A route that a live reload can replace (a restarted channel's webhook) or take away.
+/// While a restart holds it, requests for it wait rather than reach a channel that stopped.
+#[derive(Default)]
+pub struct RouteSlot {
+    route: std::sync::RwLock<Option<Arc<dyn Route>>>,
+}
+
+impl RouteSlot {
+    /// Holds the slot for a restart: requests for the route wait until the guard is dropped,
+    /// and what is written into the guard is the route from then on.
+    pub fn hold(&self) -> std::sync::RwLockWriteGuard<'_, Option<Arc<dyn Route>>> {
+        self.route.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn current(&self) -> Option<Arc<dyn Route>> {
+        self.route.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+}
+
+impl Route for RouteSlot {
+    fn admit(&self, head: &Head) -> Option<Admission> {
+        self.current()?.admit(head)
+    }
+
+    /// Holds the slot while handling, so a restart waits for what the old route accepted.
+    fn handle(&self, request: &Request) -> Reply {
+        match &*self.route.read().unwrap_or_else(|e| e.into_inner()) {
+            Some(route) => route.handle(request),
+            None => not_found(&request.head),
+        }
+    }
+}
+
 /// What every request handler can reach.
 pub struct AppState {
     pub engine: Arc<Engine>,
