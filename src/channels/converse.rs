@@ -413,6 +413,34 @@ mod tests {
     use serde_json::json;
 
     #[test]
+    fn retry_after_is_rounded_up_and_keys_are_checked() {
+        let header = |wait: Duration| {
+            let reply = too_many(wait, "x");
+            assert_eq!(reply.status, 429);
+            reply.headers[0].1.clone()
+        };
+        assert_eq!(header(Duration::from_millis(1)), "1");
+        assert_eq!(header(Duration::from_millis(1000)), "1");
+        assert_eq!(header(Duration::from_millis(1001)), "2");
+        assert_eq!(header(Duration::from_secs(59)), "59");
+        let (a, b) = (
+            "first-key-0123456789".to_string(),
+            "second-key-0123456789".to_string(),
+        );
+        let keys = [&a, &b];
+        assert!(check_api_key(Some("second-key-0123456789"), &keys).is_ok());
+        assert!(check_api_key(Some(" first-key-0123456789 "), &keys).is_ok());
+        assert_eq!(check_api_key(None, &keys).unwrap_err().status, 401);
+        assert_eq!(check_api_key(Some(""), &keys).unwrap_err().status, 401);
+        assert_eq!(
+            check_api_key(Some("first-key-012345678"), &keys)
+                .unwrap_err()
+                .status,
+            403
+        );
+    }
+
+    #[test]
     fn public_body_rules() {
         let check = |v: Value| validate_public(v.as_object().unwrap());
         assert_eq!(check(json!({"type": "text", "text": "hi"})), Ok(()));
