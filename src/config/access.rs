@@ -30,8 +30,8 @@ pub struct ConverseAccess {
 }
 
 impl ConverseAccess {
-    /// Reads `section` (the `converse` object of `file`); `prefix` is how its fields are named
-    /// in problems (`converse`).
+    /// Reads `section` (the `converse` object of `file`). A field with a problem is left out
+    /// (so, in a bot's file, the global setting applies to it).
     pub fn read(section: Option<&Value>, file: &str, problems: &mut Vec<Problem>) -> Self {
         let Some(section) = section.filter(|v| !v.is_null()) else {
             return ConverseAccess::default();
@@ -64,11 +64,9 @@ impl ConverseAccess {
             Some(_) => problems.push(Problem::new(file, "converse.rateLimit must be an object")),
         }
         access.api_keys = strings(section.get("apiKeys"), "converse.apiKeys", file, problems);
-        if access.api_keys.iter().any(|k| k.len() < 16) {
-            problems.push(Problem::new(
-                file,
-                "converse.apiKeys: every key must have at least 16 characters",
-            ));
+        if access.api_keys.iter().any(|k| k.trim().is_empty()) {
+            problems.push(Problem::new(file, "converse.apiKeys: a key is empty"));
+            access.api_keys.retain(|k| !k.trim().is_empty());
         }
         access
     }
