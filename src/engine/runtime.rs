@@ -98,6 +98,7 @@ impl Engine {
         (engine, problems)
     }
 
+    /// The running settings: a live reload replaces them, so take them once per piece of work.
     pub fn settings(&self) -> Arc<Settings> {
         self.settings
             .read()
