@@ -8,4 +8,5 @@ pub mod channels;
 pub mod config;
 pub mod engine;
 pub mod http;
+pub mod ratelimit;
 pub mod store;

@@ -1231,3 +1231,80 @@ fn sigkill_plays_every_acknowledged_event_exactly_once() {
     }
     drop(server);
 }
+
+/// SIGHUP: a new greeting restarts Messenger, whose profile set-up sends it; webhook events
+/// posted around the reload are all answered, in order; a reload that changes nothing of
+/// Messenger leaves it running.
+#[test]
+fn sighup_restarts_messenger_only_when_its_configuration_changed() {
+    let fake = FakeGraph::start(&[("TOKEN-W", "PW"), ("TOKEN-E", "PE")]);
+    let data = data_dir("fb-reload", &fake, json!({}));
+    let server = start(data.path());
+    let hangup = || {
+        let status = std::process::Command::new("kill")
+            .arg("-HUP")
+            .arg(server.child.id().to_string())
+            .status()
+            .unwrap();
+        assert!(status.success());
+    };
+    let reloads = || server.log().matches("reload done").count();
+    let greeting = |text: &str| {
+        fake.calls().iter().any(|c| {
+            c.path.ends_with("messenger_profile")
+                && c.body == json!({"greeting": [{"locale": "default", "text": text}]})
+        })
+    };
+
+    // Nothing of Messenger changed: no restart.
+    hangup();
+    assert!(
+        wait_until(Duration::from_secs(20), || reloads() == 1),
+        "{}",
+        server.log()
+    );
+    assert!(
+        !server.log().contains("Messenger restarts"),
+        "{}",
+        server.log()
+    );
+
+    let config = json!({"enabled": true, "accessToken": "TOKEN-E", "typingDelay": false, "greeting": "Welcome back!", "getStarted": "GET_STARTED"});
+    write(
+        data.path(),
+        "bots/echo-bot/config/channel-messenger.json",
+        &config.to_string(),
+    );
+    let texts: Vec<String> = (0..6).map(|i| format!("r{i}")).collect();
+    for (i, text) in texts.iter().enumerate() {
+        if i == 3 {
+            hangup();
+        }
+        let body = delivery(&[("PE", vec![text_event("U-r", &format!("mid-r{i}"), text)])]);
+        // A restarted Messenger looks its pages up again and answers 503 meanwhile; Facebook
+        // sends the delivery again, and so does this test.
+        let mut a = post(server.port, &body);
+        for _ in 0..100 {
+            if a.status != 503 {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+            a = post(server.port, &body);
+        }
+        assert_eq!(a.status, 200, "{}", a.text());
+    }
+    assert!(
+        wait_until(Duration::from_secs(20), || reloads() == 2),
+        "{}",
+        server.log()
+    );
+    assert!(server.log().contains("Messenger restarts"));
+    assert!(
+        wait_until(Duration::from_secs(20), || greeting("Welcome back!")),
+        "{:?}",
+        fake.calls()
+    );
+    let got = fake.wait_texts("U-r", 6, Duration::from_secs(20));
+    let expected: Vec<String> = texts.iter().map(|t| format!("message|{t}|")).collect();
+    assert_eq!(got, expected, "{}", server.log());
+}

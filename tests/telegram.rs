@@ -35,6 +35,8 @@ struct Account {
     canned_poll: Option<Value>,
     /// Give every update again whatever the offset (a broken Bot API).
     ignore_offset: bool,
+    /// Answer the next sendMessage with 429 and this retry_after.
+    throttle_next_send: Option<u64>,
 }
 
 #[derive(Default)]
@@ -154,6 +156,12 @@ impl FakeTelegram {
                 }
             }
             "sendMessage" => {
+                if let Some(retry) = account.throttle_next_send.take() {
+                    return (
+                        429,
+                        json!({"ok": false, "error_code": 429, "description": format!("Too Many Requests: retry after {retry}"), "parameters": {"retry_after": retry}}),
+                    );
+                }
                 let text = params["text"].as_str().unwrap_or("");
                 if text.contains("BADMD") && params.get("parse_mode").is_some() {
                     return (
@@ -403,10 +411,12 @@ fn updates_replies_two_bots_and_a_bad_token() {
         .filter(|c| c.method == "sendMessage")
         .map(|c| c.at)
         .collect();
+    // A turn's messages go in a burst (see `a_turn_goes_in_a_burst…`): only the typing delay
+    // before each one separates them.
     for pair in sends[1..].windows(2) {
         assert!(
-            pair[1] - pair[0] >= Duration::from_millis(900),
-            "paced: {:?}",
+            pair[1] - pair[0] >= Duration::from_millis(450),
+            "typing delay not waited: {:?}",
             pair[1] - pair[0]
         );
     }
@@ -912,5 +922,200 @@ fn updates_given_again_below_the_offset_are_not_answered_again() {
         server.log().contains("below the offset 1001 asked for"),
         "{}",
         server.log()
+    );
+}
+
+/// A bot whose every turn says three texts: `<text>/1`, `<text>/2`, `<text>/3`.
+fn three_texts_bot(data: &Path, id: &str) {
+    echo_bot(data, id);
+    let dir = data.join("bots").join(id);
+    let say = |n: u32| format!("say #!builtin_text-{n}");
+    let flow = json!({"version": "0.0.1", "flow": "main.flow.json", "startNode": "entry", "catchAll": {"onReceive": [], "next": []},
+        "nodes": [{"id": "entry", "name": "entry", "onEnter": [say(1), say(2), say(3)], "onReceive": null,
+                   "next": [{"condition": "true", "node": "END"}]}]});
+    write(&dir, "flows/main.flow.json", &flow.to_string());
+    let elements: Vec<Value> = (1..=3)
+        .map(|n| json!({"id": format!("builtin_text-{n}"), "formData": {"text$en": format!("{{{{{{event.preview}}}}}}/{n}")},
+            "createdBy": "t", "createdOn": "2019-04-24T18:00:00.000Z", "modifiedOn": null}))
+        .collect();
+    write(
+        &dir,
+        "content-elements/builtin_text.json",
+        &Value::Array(elements).to_string(),
+    );
+}
+
+/// The fake's receive times of the messages to `chat`.
+fn send_times(fake: &FakeTelegram, token: &str, chat: i64) -> Vec<Instant> {
+    fake.sent(token, chat).iter().map(|c| c.at).collect()
+}
+
+/// How many of `times` fall in `[start, start + window)`, the most over every start.
+fn most_within(times: &[Instant], window: Duration) -> usize {
+    times
+        .iter()
+        .map(|start| {
+            times
+                .iter()
+                .filter(|t| **t >= *start && **t < *start + window)
+                .count()
+        })
+        .max()
+        .unwrap_or(0)
+}
+
+/// Pacing on: a turn's three messages go out together (not a second apart), a long run to
+/// one chat is held to the burst plus one a second, in order; a 429 on a send holds that chat
+/// for its retry_after, says so in the log, and the message is sent after it.
+#[test]
+fn a_turn_goes_in_a_burst_and_a_long_run_keeps_the_chat_rate() {
+    let token = "888:BURSTtoken";
+    let fake = FakeTelegram::start(&[token]);
+    let data = data_copy("tg-burst");
+    global_config(data.path(), &fake, json!({"typingDelay": false}));
+    three_texts_bot(data.path(), "three-bot");
+    bot_token(data.path(), "three-bot", json!({"botToken": token}));
+    let server = Server::start(data.path(), &[]);
+
+    fake.text(token, 501, 501, "turn");
+    let texts = fake.wait_texts(token, 501, 3, Duration::from_secs(20));
+    assert_eq!(
+        texts,
+        vec!["turn/1", "turn/2", "turn/3"],
+        "{}",
+        server.log()
+    );
+    // Paced at one a second, the third would come two seconds after the first.
+    assert_eq!(
+        most_within(&send_times(&fake, token, 501), Duration::from_secs(1)),
+        3
+    );
+
+    // Five turns at once to another chat: fifteen messages, in order, never more than the
+    // burst (4) plus one a second in any stretch of time (one more for the fake's clock).
+    let run: Vec<String> = (1..=5).map(|i| format!("r{i}")).collect();
+    for text in &run {
+        fake.text(token, 502, 502, text);
+    }
+    let texts = fake.wait_texts(token, 502, 15, Duration::from_secs(60));
+    let expected: Vec<String> = run
+        .iter()
+        .flat_map(|r| (1..=3).map(move |n| format!("{r}/{n}")))
+        .collect();
+    assert_eq!(texts, expected, "{}", server.log());
+    let times = send_times(&fake, token, 502);
+    for window in [1u64, 3, 6] {
+        let most = most_within(&times, Duration::from_secs(window));
+        assert!(
+            most <= 4 + window as usize + 1,
+            "{most} messages within {window} s"
+        );
+    }
+
+    // Telegram says 429 retry_after 2 for chat 503: that chat waits, and the log says so.
+    fake.shared
+        .0
+        .lock()
+        .unwrap()
+        .accounts
+        .get_mut(token)
+        .unwrap()
+        .throttle_next_send = Some(2);
+    fake.text(token, 503, 503, "slow");
+    // The fake records the refused call too: it is the first one.
+    let texts = fake.wait_texts(token, 503, 4, Duration::from_secs(20));
+    assert_eq!(
+        texts,
+        vec!["slow/1", "slow/1", "slow/2", "slow/3"],
+        "{}",
+        server.log()
+    );
+    let times = send_times(&fake, token, 503);
+    assert!(
+        times[1] - times[0] >= Duration::from_millis(1900),
+        "retry_after not honoured"
+    );
+    assert!(
+        server.log().contains("chat 503 wait 2 s"),
+        "{}",
+        server.log()
+    );
+}
+
+/// SIGHUP: a change elsewhere leaves Telegram polling as it was; a change of the bot's
+/// Telegram configuration restarts its poller with it. An update that arrives just before
+/// the reload is still answered.
+#[test]
+fn sighup_restarts_telegram_only_when_its_configuration_changed() {
+    let token = "901:RELOADtoken";
+    let fake = FakeTelegram::start(&[token]);
+    let data = data_copy("tg-reload");
+    global_config(data.path(), &fake, json!({"typingDelay": false}));
+    echo_bot(data.path(), "echo-bot");
+    bot_token(data.path(), "echo-bot", json!({"botToken": token}));
+    let server = Server::start(data.path(), &[]);
+    let hangup = || {
+        let status = std::process::Command::new("kill")
+            .arg("-HUP")
+            .arg(server.child.id().to_string())
+            .status()
+            .unwrap();
+        assert!(status.success());
+    };
+    let reloads = || server.log().matches("reload done").count();
+    fake.text(token, 11, 11, "before");
+    assert_eq!(
+        fake.wait_texts(token, 11, 1, Duration::from_secs(15)).len(),
+        1
+    );
+
+    // Only botpress.config.json changes: Telegram keeps running.
+    let config = json!({"appSecret": "reload-secret-0123456789abcdefghijkl", "converse": {"maxMessageLength": 200}});
+    write(
+        data.path(),
+        "global/botpress.config.json",
+        &config.to_string(),
+    );
+    hangup();
+    assert!(
+        wait_until(Duration::from_secs(20), || reloads() == 1),
+        "{}",
+        server.log()
+    );
+    assert!(
+        !server.log().contains("Telegram restarts"),
+        "{}",
+        server.log()
+    );
+
+    // The bot's poll timeout changes: an update waiting meanwhile is answered, and the new
+    // poller asks with the new timeout.
+    fake.text(token, 11, 11, "in flight");
+    bot_token(
+        data.path(),
+        "echo-bot",
+        json!({"botToken": token, "pollTimeout": "2s"}),
+    );
+    let reloaded_at = Instant::now();
+    hangup();
+    assert!(
+        wait_until(Duration::from_secs(90), || reloads() == 2),
+        "{}",
+        server.log()
+    );
+    assert!(server.log().contains("Telegram restarts"));
+    let texts = fake.wait_texts(token, 11, 2, Duration::from_secs(15));
+    assert_eq!(
+        texts,
+        vec!["message|before|11|11", "message|in flight|11|11"]
+    );
+    fake.text(token, 12, 12, "after");
+    let texts = fake.wait_texts(token, 12, 1, Duration::from_secs(20));
+    assert_eq!(texts, vec!["message|after|12|12"], "{}", server.log());
+    assert!(
+        fake.polls_since(token, reloaded_at)
+            .iter()
+            .any(|c| c.params["timeout"] == json!(2)),
+        "the new poll timeout is not used"
     );
 }

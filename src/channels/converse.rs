@@ -1,21 +1,157 @@
 //! The Converse API (§2 with the fixes of §14): `POST /api/v1/bots/{botId}/converse/{userId}`
 //! and `…/{userId}/secured`. One synchronous turn per request, so the answer holds exactly
 //! this turn's replies — never another user's or bot's, never missing one.
+//!
+//! Before a turn, the gate: per-client and per-user token buckets (`converse.rateLimit`,
+//! answered `429` with `Retry-After`) and, on the public route, the API keys
+//! (`converse.apiKeys`, sent as `X-BP-Api-Key`). Both are read from `botpress.config.json` and
+//! may be set per bot in `bot.config.json`; the settings are read per request, so a reload
+//! applies at once.
 
+use crate::config::access::{self, ConverseAccess, MAX_TRACKED};
+use crate::engine::bot::Bot;
 use crate::engine::event::now_ms;
 use crate::engine::{Engine, Event, TurnError};
 use crate::http::{self, jwt, Reply, Route};
+use crate::ratelimit::Buckets;
 use serde_json::{Map, Value};
-use std::sync::Arc;
-use std::time::Instant;
+use sha2::{Digest, Sha256};
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// The header that carries a Converse API key. Not `Authorization`: that one carries the
+/// secured route's JWT, and a page may need both apart.
+pub const API_KEY_HEADER: &str = "X-BP-Api-Key";
 
 pub struct Converse {
     engine: Arc<Engine>,
+    users: Mutex<Buckets<(String, String)>>,
+    clients: Mutex<Buckets<(String, IpAddr)>>,
+    /// Each bot's own `converse` settings, by bot id, with the fingerprint of the files they
+    /// were read from (read again when the bot is reloaded).
+    bots: Mutex<HashMap<String, (u64, Arc<ConverseAccess>)>>,
 }
 
 impl Converse {
     pub fn new(engine: Arc<Engine>) -> Converse {
-        Converse { engine }
+        Converse {
+            engine,
+            users: Mutex::new(Buckets::new(MAX_TRACKED)),
+            clients: Mutex::new(Buckets::new(MAX_TRACKED)),
+            bots: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// `bot.config.json` → `converse` of a loaded bot; a bad field is logged once (file and
+    /// field) and left to the global setting.
+    fn bot_access(&self, bot: &Bot) -> Arc<ConverseAccess> {
+        let mut bots = self.bots.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((fingerprint, access)) = bots.get(&bot.id) {
+            if *fingerprint == bot.fingerprint {
+                return access.clone();
+            }
+        }
+        let path = bot.dir.join("bot.config.json");
+        let shown = path.display().to_string();
+        let mut problems = Vec::new();
+        let section = crate::config::read_json(&path)
+            .map_err(|p| problems.push(p))
+            .ok()
+            .and_then(|v| v.get("converse").cloned());
+        let access = Arc::new(ConverseAccess::read(
+            section.as_ref(),
+            &shown,
+            &mut problems,
+        ));
+        for p in problems {
+            log::warn!("{p} (the global setting applies instead)");
+        }
+        bots.insert(bot.id.clone(), (bot.fingerprint, access.clone()));
+        access
+    }
+
+    /// The limits and the API key, before any turn. `Err` is the answer.
+    fn gate(
+        &self,
+        request: &http::Request,
+        bot: &Bot,
+        user: &str,
+        secured: bool,
+    ) -> Result<(), Reply> {
+        let settings = self.engine.settings();
+        let global = &settings.converse.access;
+        let own = self.bot_access(bot);
+        let now = Instant::now();
+        if let Some(rate) = own.limits.per_client.or(global.limits.per_client) {
+            let forwarded: Vec<&str> = request.head.all("X-Forwarded-For").collect();
+            let client = access::client_address(
+                request.peer.ip(),
+                &forwarded,
+                &settings.http.trusted_proxies,
+            );
+            let taken = lock(&self.clients).take(&(bot.id.clone(), client), rate, now);
+            taken.map_err(|wait| too_many(wait, "this client"))?;
+        }
+        if !secured {
+            let keys: Vec<&String> = own.api_keys.iter().chain(&global.api_keys).collect();
+            if !keys.is_empty() {
+                check_api_key(request.header(API_KEY_HEADER), &keys)?;
+            }
+        }
+        if let Some(rate) = own.limits.per_user.or(global.limits.per_user) {
+            let taken = lock(&self.users).take(&(bot.id.clone(), user.to_string()), rate, now);
+            taken.map_err(|wait| too_many(wait, "this user"))?;
+        }
+        Ok(())
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// `429` with `Retry-After` in whole seconds, rounded up (a client that waits that long is
+/// let through).
+fn too_many(wait: Duration, whom: &str) -> Reply {
+    let seconds = wait.as_nanos().div_ceil(1_000_000_000).max(1);
+    Reply::error(
+        429,
+        "TooManyRequests",
+        &format!("Too Many Requests: the Converse rate limit for {whom} is reached; try again in {seconds} s"),
+    )
+    .with_header("Retry-After", &seconds.to_string())
+}
+
+/// `401` without a key, `403` with a wrong one. Keys are compared as SHA-256 digests, every
+/// key and every byte, so the time taken says nothing about how much of a key was right.
+fn check_api_key(sent: Option<&str>, keys: &[&String]) -> Result<(), Reply> {
+    let Some(sent) = sent.map(str::trim).filter(|k| !k.is_empty()) else {
+        return Err(Reply::error(
+            401,
+            "UnauthorizedError",
+            &format!("Unauthorized: this bot's Converse API needs an API key in the {API_KEY_HEADER} header"),
+        ));
+    };
+    let digest = Sha256::digest(sent.as_bytes());
+    let mut matched = 0u8;
+    for key in keys {
+        let want = Sha256::digest(key.as_bytes());
+        let diff = digest
+            .iter()
+            .zip(want.iter())
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b));
+        matched |= u8::from(diff == 0);
+    }
+    if matched == 1 {
+        Ok(())
+    } else {
+        Err(Reply::error(
+            403,
+            "ForbiddenError",
+            "Forbidden: the API key is not valid for this bot",
+        ))
     }
 }
 
@@ -80,6 +216,9 @@ impl Converse {
         };
         if user_id.is_empty() {
             return Reply::error(400, "BadRequestError", "Bad Request: the user id is empty");
+        }
+        if let Err(reply) = self.gate(request, &bot, user_id, secured) {
+            return reply;
         }
         let unsecured_enabled = bot
             .converse_unsecured
@@ -272,6 +411,34 @@ fn authenticate(request: &http::Request, secret: &str) -> Result<Value, Reply> {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn retry_after_is_rounded_up_and_keys_are_checked() {
+        let header = |wait: Duration| {
+            let reply = too_many(wait, "x");
+            assert_eq!(reply.status, 429);
+            reply.headers[0].1.clone()
+        };
+        assert_eq!(header(Duration::from_millis(1)), "1");
+        assert_eq!(header(Duration::from_millis(1000)), "1");
+        assert_eq!(header(Duration::from_millis(1001)), "2");
+        assert_eq!(header(Duration::from_secs(59)), "59");
+        let (a, b) = (
+            "first-key-0123456789".to_string(),
+            "second-key-0123456789".to_string(),
+        );
+        let keys = [&a, &b];
+        assert!(check_api_key(Some("second-key-0123456789"), &keys).is_ok());
+        assert!(check_api_key(Some(" first-key-0123456789 "), &keys).is_ok());
+        assert_eq!(check_api_key(None, &keys).unwrap_err().status, 401);
+        assert_eq!(check_api_key(Some(""), &keys).unwrap_err().status, 401);
+        assert_eq!(
+            check_api_key(Some("first-key-012345678"), &keys)
+                .unwrap_err()
+                .status,
+            403
+        );
+    }
 
     #[test]
     fn public_body_rules() {

@@ -2,6 +2,7 @@
 //! module configuration files merged as Botpress §6 does (schema defaults < global file <
 //! `BP_<MODULE>_<KEY>` < per-bot file).
 
+pub mod access;
 pub mod dotenv;
 pub mod schemas;
 pub mod units;
@@ -37,6 +38,10 @@ pub struct HttpSettings {
     /// Connection limits and timeouts (`httpServer.maxConnections`, `headTimeout`,
     /// `bodyTimeout`, `keepAliveTimeout`).
     pub limits: crate::http::Limits,
+    /// `httpServer.trustedProxies`: peers whose `X-Forwarded-For` names the client.
+    pub trusted_proxies: Vec<access::Network>,
+    /// `httpServer.allowedOrigins`: `None` answers any origin with `*`.
+    pub allowed_origins: Option<Vec<String>>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -51,6 +56,8 @@ pub struct ConverseSettings {
     pub timeout: Duration,
     pub max_message_length: usize,
     pub enable_unsecured_endpoint: bool,
+    /// `converse.rateLimit` and `converse.apiKeys`, for bots that set none of their own.
+    pub access: access::ConverseAccess,
 }
 
 /// The defaults written to a new `botpress.config.json` (without the secret).
@@ -240,6 +247,18 @@ impl Settings {
             .map(str::to_string)
             .or(Some(external_url).filter(|u| !u.is_empty()))
             .unwrap_or_else(|| format!("http://{host}:{port}"));
+        let trusted_proxies = access::read_proxies(
+            get(&["httpServer", "trustedProxies"]),
+            &shown,
+            &mut problems,
+        );
+        let allowed_origins = access::read_origins(
+            get(&["httpServer", "allowedOrigins"]),
+            &shown,
+            &mut problems,
+        );
+        let converse_access =
+            access::ConverseAccess::read(get(&["converse"]), &shown, &mut problems);
         let workers = if workers == 0 {
             2 * std::thread::available_parallelism().map_or(1, |n| n.get())
         } else {
@@ -258,12 +277,15 @@ impl Settings {
                 external_url: external_url.trim_end_matches('/').to_string(),
                 workers,
                 limits,
+                trusted_proxies,
+                allowed_origins,
             },
             dialog,
             converse: ConverseSettings {
                 timeout: converse_timeout,
                 max_message_length: max_len as usize,
                 enable_unsecured_endpoint: unsecured,
+                access: converse_access,
             },
             app_secret,
             jwt_duration,

@@ -69,7 +69,8 @@ pub type ProactiveSink =
 pub type AfterCommit = Box<dyn FnOnce(&Committed) + Send>;
 
 pub struct Engine {
-    pub(super) settings: Arc<Settings>,
+    /// Replaced whole by a live reload; readers keep the `Arc` they took for a whole turn.
+    settings: RwLock<Arc<Settings>>,
     pub(super) store: Arc<dyn Store>,
     pub(super) bots: RwLock<HashMap<String, Arc<Bot>>>,
     pub(super) locks: ConversationLocks,
@@ -85,7 +86,7 @@ impl Engine {
     /// printed; bots that could not load are left out.
     pub fn new(settings: Arc<Settings>, store: Arc<dyn Store>) -> (Engine, Vec<Problem>) {
         let engine = Engine {
-            settings,
+            settings: RwLock::new(settings),
             store,
             bots: RwLock::new(HashMap::new()),
             locks: ConversationLocks::default(),
@@ -97,8 +98,26 @@ impl Engine {
         (engine, problems)
     }
 
-    pub fn settings(&self) -> &Settings {
-        &self.settings
+    /// The running settings: a live reload replaces them, so take them once per piece of work.
+    pub fn settings(&self) -> Arc<Settings> {
+        self.settings
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Takes a reloaded configuration. With `reload_bots`, every bot is loaded again under it
+    /// (their defaults come from it); a bot whose load fails keeps its running version.
+    pub fn replace_settings(&self, settings: Arc<Settings>, reload_bots: bool) -> Vec<Problem> {
+        *self.settings.write().unwrap_or_else(|e| e.into_inner()) = settings;
+        if !reload_bots {
+            return Vec::new();
+        }
+        self.failed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
+        self.reload(true)
     }
 
     /// The store the channels queue their work in, next to the conversation state.
@@ -107,12 +126,13 @@ impl Engine {
     }
 
     fn load_bots(&self) -> Vec<Problem> {
+        let settings = self.settings();
         let mut problems = Vec::new();
         let mut loaded = HashMap::new();
-        for id in bot::list_bot_dirs(&self.settings.data_dir) {
-            let fingerprint = bot::fingerprint(&self.settings.data_dir.join("bots").join(&id));
-            let outcome = bot::load_bot(&self.settings, &id);
-            let down = not_loaded(&self.settings, &id, &outcome);
+        for id in bot::list_bot_dirs(&settings.data_dir) {
+            let fingerprint = bot::fingerprint(&settings.data_dir.join("bots").join(&id));
+            let outcome = bot::load_bot(&settings, &id);
+            let down = not_loaded(&settings, &id, &outcome);
             problems.extend(outcome.errors);
             problems.extend(outcome.warnings);
             problems.extend(down);
@@ -135,16 +155,22 @@ impl Engine {
     /// Reloads bots whose files changed, adds new ones and drops removed or disabled ones.
     /// A bot whose new files do not load keeps running its last good version.
     pub fn reload_changed(&self) -> Vec<Problem> {
+        self.reload(false)
+    }
+
+    /// Reloads changed bots, or every bot when `all`.
+    fn reload(&self, all: bool) -> Vec<Problem> {
+        let settings = self.settings();
         let mut problems = Vec::new();
-        let ids = bot::list_bot_dirs(&self.settings.data_dir);
+        let ids = bot::list_bot_dirs(&settings.data_dir);
         let current: HashMap<String, Arc<Bot>> =
             self.bots.read().unwrap_or_else(|e| e.into_inner()).clone();
         let mut next = HashMap::new();
         for id in &ids {
-            let dir = self.settings.data_dir.join("bots").join(id);
+            let dir = settings.data_dir.join("bots").join(id);
             let fingerprint = bot::fingerprint(&dir);
             if let Some(existing) = current.get(id) {
-                if existing.fingerprint == fingerprint {
+                if existing.fingerprint == fingerprint && !all {
                     next.insert(id.clone(), existing.clone());
                     continue;
                 }
@@ -158,7 +184,7 @@ impl Engine {
             }
             failed.remove(id);
             drop(failed);
-            let outcome = bot::load_bot(&self.settings, id);
+            let outcome = bot::load_bot(&settings, id);
             if outcome.bot.is_none() && !outcome.disabled {
                 self.failed
                     .lock()
@@ -166,8 +192,7 @@ impl Engine {
                     .insert(id.clone(), fingerprint);
             }
             // A bot that keeps running its previous version is not "down".
-            let down =
-                not_loaded(&self.settings, id, &outcome).filter(|_| !current.contains_key(id));
+            let down = not_loaded(&settings, id, &outcome).filter(|_| !current.contains_key(id));
             problems.extend(outcome.errors.iter().cloned());
             problems.extend(outcome.warnings);
             problems.extend(down);
@@ -365,7 +390,7 @@ impl Engine {
             scope,
             context,
             channel: channel.to_string(),
-            bot_url: self.settings.http.external_url.clone(),
+            bot_url: self.settings().http.external_url.clone(),
             outputs: Vec::new(),
             kv_writes: Vec::new(),
             deadline,
@@ -491,9 +516,10 @@ impl Engine {
         channel: &str,
     ) -> Vec<Value> {
         let mut payloads = Vec::new();
+        let settings = self.settings();
         let target = super::content::RenderTarget {
             channel,
-            bot_url: &self.settings.http.external_url,
+            bot_url: &settings.http.external_url,
             botpress: bot.botpress_version,
         };
         if let Some(id) = s.answer.as_deref().and_then(|a| a.strip_prefix("#!")) {

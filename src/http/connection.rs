@@ -71,6 +71,7 @@ pub(super) fn serve(stream: TcpStream, peer: SocketAddr, shared: &Shared) {
         };
         let keep = request.head.keep_alive() && !shared.stopping.load(Ordering::SeqCst);
         let head_only = request.head.method == Method::Head;
+        let origin = request.header("Origin").map(str::to_string);
         let (answer, wait) = std::sync::mpsc::sync_channel(1);
         if shared.jobs.send(Job::Handle(request, answer)).is_err() {
             return;
@@ -78,7 +79,8 @@ pub(super) fn serve(stream: TcpStream, peer: SocketAddr, shared: &Shared) {
         let Ok(reply) = wait.recv() else {
             return;
         };
-        if conn.write(reply, started, keep, head_only).is_err() || !keep {
+        let written = conn.write(reply, origin.as_deref(), started, keep, head_only);
+        if written.is_err() || !keep {
             return;
         }
     }
@@ -269,10 +271,16 @@ impl Connection<'_> {
             Admission::Answer(reply) => {
                 // The body was not read, so the connection cannot carry another request.
                 if has_body || !head.keep_alive() {
-                    self.close_with(reply, head_only);
+                    self.close_with(reply, head.header("Origin"), head_only);
                     return Next::Close;
                 }
-                return match self.write(reply, Instant::now(), true, head_only) {
+                return match self.write(
+                    reply,
+                    head.header("Origin"),
+                    Instant::now(),
+                    true,
+                    head_only,
+                ) {
                     Ok(()) => Next::Answered,
                     Err(_) => Next::Close,
                 };
@@ -345,7 +353,11 @@ impl Connection<'_> {
 
     fn too_large(&mut self, limit: u64, head_only: bool) {
         log::debug!("request body over the limit of {limit} bytes: refused unread");
-        self.close_with(super::body_parser_error(413, "entity.too.large"), head_only);
+        self.close_with(
+            super::body_parser_error(413, "entity.too.large"),
+            None,
+            head_only,
+        );
     }
 
     fn refuse(&mut self, refusal: &Refusal, head_only: bool) {
@@ -357,25 +369,34 @@ impl Connection<'_> {
             501 => "NotImplemented",
             _ => "BadRequestError",
         };
-        self.close_with(Reply::error(refusal.status, kind, &refusal.why), head_only);
+        self.close_with(
+            Reply::error(refusal.status, kind, &refusal.why),
+            None,
+            head_only,
+        );
     }
 
     /// Answers and closes a connection whose input is not all read. Closing at once would
     /// make the kernel reset the connection over the unread bytes, and a reset can destroy the
     /// answer before the client reads it; so the write side is shut first and what the client
     /// still sends is read and dropped, for a bounded time and amount.
-    fn close_with(&mut self, reply: Reply, head_only: bool) {
-        if self.write(reply, Instant::now(), false, head_only).is_err() {
+    fn close_with(&mut self, reply: Reply, origin: Option<&str>, head_only: bool) {
+        if self
+            .write(reply, origin, Instant::now(), false, head_only)
+            .is_err()
+        {
             return;
         }
         let _ = self.stream.shutdown(std::net::Shutdown::Write);
         linger(&mut self.stream, LINGER_TIME, LINGER_BYTES);
     }
 
-    /// Writes one answer. Small bodies go out with the head in one write; files are streamed.
+    /// Writes one answer, with the CORS headers the handler gives for the request's `Origin`.
+    /// Small bodies go out with the head in one write; files are streamed.
     fn write(
         &mut self,
-        reply: Reply,
+        mut reply: Reply,
+        origin: Option<&str>,
         started: Instant,
         keep: bool,
         head_only: bool,
@@ -391,6 +412,7 @@ impl Connection<'_> {
                 len.min(65536) as usize
             },
         );
+        reply.headers.extend(self.shared.handler.cors(origin));
         let elapsed = started.elapsed().as_secs_f64() * 1000.0;
         let _ = write!(
             out,
@@ -407,10 +429,7 @@ impl Connection<'_> {
                 reply.content_type
             );
         }
-        let _ = write!(
-            out,
-            "X-Response-Time: {elapsed:.3}ms\r\nAccess-Control-Allow-Origin: *\r\n"
-        );
+        let _ = write!(out, "X-Response-Time: {elapsed:.3}ms\r\n");
         for (name, value) in &reply.headers {
             // A header that could split the answer is dropped, never sent.
             if name.bytes().all(|b| b.is_ascii_graphic() && b != b':')

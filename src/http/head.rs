@@ -70,7 +70,8 @@ impl Head {
             .map(|(_, v)| v.as_str())
     }
 
-    fn all<'h>(&'h self, name: &'h str) -> impl Iterator<Item = &'h str> {
+    /// Every value of a header, in the order sent (for lists spread over several lines).
+    pub fn all<'h>(&'h self, name: &'h str) -> impl Iterator<Item = &'h str> {
         self.headers
             .iter()
             .filter(move |(n, _)| n.eq_ignore_ascii_case(name))

@@ -13,7 +13,7 @@ mod server;
 
 pub use head::{Head, Method};
 pub use limits::Limits;
-pub use router::{AppState, Route};
+pub use router::{AppState, Route, RouteSlot};
 pub use server::{serve, Admission, Handler, Request, Running};
 
 use serde_json::{json, Value};
@@ -69,6 +69,7 @@ impl Reply {
             404 => "BP_0044",
             409 => "BP_0049",
             413 => "BP_0413",
+            429 => "BP_0429",
             500 => "BP_0050",
             503 => "BP_0503",
             504 => "BP_0504",

@@ -17,6 +17,39 @@ pub trait Route: Send + Sync {
     fn handle(&self, request: &Request) -> Reply;
 }
 
+/// A route that a live reload can replace (a restarted channel's webhook) or take away.
+/// While a restart holds it, requests for it wait rather than reach a channel that stopped.
+#[derive(Default)]
+pub struct RouteSlot {
+    route: std::sync::RwLock<Option<Arc<dyn Route>>>,
+}
+
+impl RouteSlot {
+    /// Holds the slot for a restart: requests for the route wait until the guard is dropped,
+    /// and what is written into the guard is the route from then on.
+    pub fn hold(&self) -> std::sync::RwLockWriteGuard<'_, Option<Arc<dyn Route>>> {
+        self.route.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn current(&self) -> Option<Arc<dyn Route>> {
+        self.route.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+}
+
+impl Route for RouteSlot {
+    fn admit(&self, head: &Head) -> Option<Admission> {
+        self.current()?.admit(head)
+    }
+
+    /// Holds the slot while handling, so a restart waits for what the old route accepted.
+    fn handle(&self, request: &Request) -> Reply {
+        match &*self.route.read().unwrap_or_else(|e| e.into_inner()) {
+            Some(route) => route.handle(request),
+            None => not_found(&request.head),
+        }
+    }
+}
+
 /// What every request handler can reach.
 pub struct AppState {
     pub engine: Arc<Engine>,
@@ -49,6 +82,21 @@ impl Handler for AppState {
     fn handle(&self, request: &Request) -> Reply {
         route(self, request)
     }
+
+    /// `*` unless `httpServer.allowedOrigins` lists origins; then the request's own origin
+    /// when it is listed (nothing otherwise, so a browser refuses the answer to the page), and
+    /// `Vary: Origin` always, so no cache hands one origin's answer to another.
+    fn cors(&self, origin: Option<&str>) -> Vec<(String, String)> {
+        let settings = self.engine.settings();
+        let Some(allowed) = &settings.http.allowed_origins else {
+            return vec![("Access-Control-Allow-Origin".into(), "*".into())];
+        };
+        let mut headers = vec![("Vary".to_string(), "Origin".to_string())];
+        if let Some(origin) = origin.filter(|o| crate::config::access::origin_allowed(o, allowed)) {
+            headers.push(("Access-Control-Allow-Origin".into(), origin.to_string()));
+        }
+        headers
+    }
 }
 
 /// Answers one request (a function of its own, so `make bench`'s profile can count exactly what
@@ -79,7 +127,7 @@ fn preflight() -> Reply {
         .with_header("Access-Control-Allow-Methods", "GET, POST, OPTIONS")
         .with_header(
             "Access-Control-Allow-Headers",
-            "Content-Type, Authorization, X-BP-ExternalAuth",
+            "Content-Type, Authorization, X-BP-ExternalAuth, X-BP-Api-Key",
         )
 }
 

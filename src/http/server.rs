@@ -52,6 +52,11 @@ pub trait Handler: Send + Sync {
     fn admit(&self, head: &Head) -> Admission;
     /// Runs on a worker thread; may block (a dialog turn, a disk write).
     fn handle(&self, request: &Request) -> Reply;
+    /// The CORS headers of an answer to a request from `origin` (its `Origin` header); every
+    /// answer gets them, refusals included. Quick: runs on the connection's thread.
+    fn cors(&self, _origin: Option<&str>) -> Vec<(String, String)> {
+        vec![("Access-Control-Allow-Origin".into(), "*".into())]
+    }
 }
 
 pub(super) enum Job {

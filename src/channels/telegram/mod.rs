@@ -136,7 +136,7 @@ impl Telegram {
         let settings = engine.settings();
         let mut runtimes: HashMap<String, Arc<BotRuntime>> = HashMap::new();
         for id in engine.bot_ids() {
-            if let Some(config) = BotConfig::load(settings, &id) {
+            if let Some(config) = BotConfig::load(&settings, &id) {
                 let throttle = config.throttle.then(|| Throttle::new(Limits::TELEGRAM));
                 let api = Api::new(&config.api_base, &config.token);
                 runtimes.insert(
@@ -290,8 +290,15 @@ impl Telegram {
     /// A poller inside a long poll is not waited for beyond a second: whatever it still
     /// receives is spooled before it is confirmed, so nothing is lost.
     pub fn stop(self) {
+        self.stop_within(Duration::from_secs(1));
+    }
+
+    /// [`Telegram::stop`], waiting up to `grace` for the pollers' long polls to end first: a
+    /// live reload waits for them all, so that no update is spooled after the workers stopped
+    /// and no old poller overlaps the new one.
+    pub fn stop_within(self, grace: Duration) {
         self.stop.store(true, Ordering::SeqCst);
-        let until = Instant::now() + Duration::from_secs(1);
+        let until = Instant::now() + grace;
         for handle in self.pollers {
             while !handle.is_finished() && Instant::now() < until {
                 std::thread::sleep(Duration::from_millis(20));

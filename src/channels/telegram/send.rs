@@ -16,7 +16,7 @@
 //! [`Delivery`]: crate::channels::delivery::Delivery
 
 use super::api::{Api, ApiError};
-use super::throttle::Throttle;
+use super::throttle::{Held, Throttle};
 use super::BotConfig;
 use crate::channels::delivery::Outcome;
 use crate::engine::event::now_ms;
@@ -369,24 +369,30 @@ pub fn send_step(
                 ms => Outcome::Pause(Duration::from_millis(ms)),
             }
         }
+        Err(ApiError::Telegram {
+            status: 429,
+            retry_after,
+            ..
+        }) => {
+            let wait = Duration::from_secs(retry_after.unwrap_or(1).clamp(1, 3600));
+            let chat = params["chat_id"].as_i64().unwrap_or(0);
+            let held = throttle.map(|t| t.refused(chat, wait, Instant::now()));
+            let whom = match held {
+                Some(Held::Bot) => "every chat of the bot".to_string(),
+                _ => format!("chat {}", params["chat_id"]),
+            };
+            log::info!(
+                "bot \"{bot}\": Telegram asks to slow down (429); {method} and {whom} wait {} s",
+                wait.as_secs()
+            );
+            Outcome::Retry(wait)
+        }
         Err(e) => failed(bot, method, &e, failures),
     }
 }
 
 fn failed(bot: &str, method: &str, error: &ApiError, failures: &mut u32) -> Outcome {
     match error {
-        ApiError::Telegram {
-            status: 429,
-            retry_after,
-            ..
-        } => {
-            let wait = Duration::from_secs(retry_after.unwrap_or(1).clamp(1, 3600));
-            log::info!(
-                "bot \"{bot}\": Telegram asks to slow down (429); {method} waits {} s",
-                wait.as_secs()
-            );
-            Outcome::Retry(wait)
-        }
         e if e.is_transient() => {
             *failures += 1;
             let wait = backoff(*failures);
