@@ -381,9 +381,11 @@ fn media_is_streamed_to_slow_readers() {
         .collect();
     std::thread::sleep(Duration::from_millis(300));
     assert_healthy(&mut server, "during-media");
+    // Read whole, four answers would need four times the file; streamed, the process stays
+    // below twice its size even under qemu-user (make test-arm), which adds its own memory.
     let peak = peak_rss_kb(&server);
     assert!(
-        peak < (size as u64 / 1024),
+        peak < 2 * (size as u64 / 1024),
         "peak RSS {peak} kB for a {size}-byte file"
     );
     // The whole file arrives, with its length.
