@@ -61,7 +61,8 @@ pub fn route(state: &AppState, request: &Request) -> Reply {
             Own::Status => Reply::json(
                 200,
                 &json!({"status": "ok", "version": env!("CARGO_PKG_VERSION"),
-                            "uptimeSeconds": state.started.elapsed().as_secs(), "bots": state.engine.bot_ids()}),
+                            "uptimeSeconds": state.started.elapsed().as_secs(), "bots": state.engine.bot_ids(),
+                            "store": state.engine.store().stats()}),
             ),
             Own::Schema(module) => match schemas::schema(module) {
                 Some(schema) => Reply::json(200, &schema),
