@@ -403,3 +403,146 @@ fn make_install_keeps_the_data_folder_private() {
     assert!(lines.contains(&"UMask=0077"), "{unit}");
     assert!(lines.contains(&"LimitNOFILE=4096"), "{unit}");
 }
+
+/// `botd backup` while Converse load runs: each copy is a consistent database that a fresh
+/// botd serves from, with the conversations finished before it was taken; an existing file
+/// is never overwritten.
+#[test]
+fn backup_while_serving() {
+    let data = data_copy("backup");
+    let server = Server::start(data.path(), &[]);
+    // Conversations finished before the backup: their counter must be in the copy.
+    for u in 0..3 {
+        let user = format!("early-{u}");
+        assert_eq!(say(server.port, &user, "hi"), [ASK_NAME]);
+        assert!(say(server.port, &user, "Ann").contains(&FIRST_TIME.to_string()));
+    }
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let port = server.port;
+    let loaders: Vec<_> = (0..3)
+        .map(|t| {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let mut played = 0;
+                // Bounded: at most 300 conversations per thread.
+                while played < 300 && !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                    let user = format!("load-{t}-{played}");
+                    assert_eq!(say(port, &user, "hi"), [ASK_NAME]);
+                    say(port, &user, "Bob");
+                    played += 1;
+                }
+                played
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    let backups = TempDir::new("backup-files");
+    let mut copies = Vec::new();
+    for i in 0..2 {
+        let file = backups.path().join(format!("botd-{i}.sqlite"));
+        let (code, out, err) = botd(
+            &[
+                "backup",
+                file.to_str().unwrap(),
+                "--data",
+                data.path().to_str().unwrap(),
+            ],
+            &[],
+        );
+        assert_eq!(code, 0, "{out}{err}");
+        assert!(out.contains("integrity ok"), "{out}");
+        copies.push(file);
+    }
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let played: usize = loaders.into_iter().map(|l| l.join().unwrap()).sum();
+    assert!(played > 0);
+    // Never over an existing file.
+    let (code, _, err) = botd(
+        &[
+            "backup",
+            copies[0].to_str().unwrap(),
+            "--data",
+            data.path().to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert_eq!(code, 1);
+    assert!(err.contains("already exists"), "{err}");
+    drop(server);
+
+    for copy in &copies {
+        let restored = data_copy("backup-restored");
+        std::fs::create_dir_all(restored.path().join("storage")).unwrap();
+        std::fs::copy(copy, restored.path().join("storage/botd.sqlite")).unwrap();
+        let (code, out, _) = botd(&["check", "--data", restored.path().to_str().unwrap()], &[]);
+        assert_eq!(code, 0, "{out}");
+        let server = Server::start(restored.path(), &[]);
+        for u in 0..3 {
+            let said = say(server.port, &format!("early-{u}"), "hello");
+            assert!(
+                said.contains(&"We already spoke 1 times!".to_string()),
+                "{said:?}"
+            );
+        }
+    }
+}
+
+/// A database at schema version 1 (the first SQLite release: no `channel_state`) with
+/// conversations and queued items in it: botd migrates it in place and keeps every row.
+#[test]
+fn a_version_1_database_is_migrated_with_its_data() {
+    let data = data_copy("schema-v1");
+    let server = Server::start(data.path(), &[]);
+    for u in 0..5 {
+        let user = format!("v1-{u}");
+        assert_eq!(say(server.port, &user, "hi"), [ASK_NAME]);
+        say(server.port, &user, "Eve");
+    }
+    drop(server);
+    // Back to version 1, with items on queues no channel of this data folder drains.
+    let db = database(data.path());
+    db.execute_batch(
+        "DROP TABLE channel_state;
+         UPDATE schema_version SET version = 1;
+         INSERT INTO queue_items (queue, key, item, created_ms) VALUES
+           ('telegram-out', 'echo-bot/1', '{\"bot\":\"echo-bot\",\"chat\":\"1\"}', 1),
+           ('messenger-in', 'welcome-bot/U1', '{\"bot\":\"welcome-bot\",\"psid\":\"U1\",\"kind\":\"message\",\"payload\":{\"text\":\"hi\"}}', 2);",
+    )
+    .unwrap();
+    drop(db);
+    let queued = |data: &Path| -> Vec<(i64, String, String, String)> {
+        let db = database(data);
+        let mut stmt = db
+            .prepare("SELECT id, queue, key, item FROM queue_items ORDER BY id")
+            .unwrap();
+        let rows = stmt
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        rows
+    };
+    let (state_before, queued_before) = (state_rows(data.path()), queued(data.path()));
+    assert_eq!(queued_before.len(), 2);
+    let (code, out, _) = botd(&["check", "--data", data.path().to_str().unwrap()], &[]);
+    assert_eq!(code, 0, "{out}");
+
+    let server = Server::start(data.path(), &[]);
+    assert!(
+        server.log().contains("database schema at version 2"),
+        "{}",
+        server.log()
+    );
+    let version: i64 = database(data.path())
+        .query_row("SELECT version FROM schema_version", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(version, botd::store::SCHEMA_VERSION);
+    assert_eq!(state_rows(data.path()), state_before);
+    assert_eq!(queued(data.path()), queued_before);
+    // And the migrated conversations go on where they were.
+    let said = say(server.port, "v1-0", "hello");
+    assert!(
+        said.contains(&"We already spoke 1 times!".to_string()),
+        "{said:?}"
+    );
+}

@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{add_timeout_node, copy_dir, data_copy, wait_until, write, Server};
+use common::{add_timeout_node, copy_dir, data_copy, database, rows_of, wait_until, write, Server};
 use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::path::Path;
@@ -473,11 +473,68 @@ fn updates_replies_two_bots_and_a_bad_token() {
     for t in [echo_t, welcome_t, bad_t] {
         assert!(!server.log().contains(t), "token {t} in the log");
     }
-    // Offsets are on disk.
-    assert!(data
+    // The offset is in the database, committed with its batch; no offset file any more.
+    assert_eq!(rows_of(data.path(), "channel_state", "echo-bot"), 1);
+    assert!(!data
         .path()
         .join("storage/telegram/echo-bot/offset.json")
+        .exists());
+}
+
+/// The previous release's `offset.json` is imported: polling resumes after it, the file is
+/// moved to `storage/imported-files/`, and the offset lives in the database from then on.
+#[test]
+fn an_old_offset_file_is_imported() {
+    let token = "556:IMPORTtoken";
+    let fake = FakeTelegram::start(&[token]);
+    let data = data_copy("tg-offset-import");
+    global_config(
+        data.path(),
+        &fake,
+        json!({"typingDelay": false, "throttle": false}),
+    );
+    echo_bot(data.path(), "echo-bot");
+    bot_token(data.path(), "echo-bot", json!({"botToken": token}));
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    write(
+        data.path(),
+        "storage/telegram/echo-bot/offset.json",
+        &json!({"update_id": 41, "at": now}).to_string(),
+    );
+    let server = Server::start(data.path(), &[]);
+    let polled = || {
+        fake.calls(token)
+            .into_iter()
+            .filter(|c| c.method == "getUpdates")
+            .collect::<Vec<_>>()
+    };
+    assert!(
+        wait_until(Duration::from_secs(10), || !polled().is_empty()),
+        "{}",
+        server.log()
+    );
+    assert_eq!(polled()[0].params["offset"], 42, "{}", server.log());
+    assert!(!data
+        .path()
+        .join("storage/telegram/echo-bot/offset.json")
+        .exists());
+    assert!(data
+        .path()
+        .join("storage/imported-files/telegram/echo-bot/offset.json")
         .is_file());
+    drop(server);
+    let stored: String = database(data.path())
+        .query_row(
+            "SELECT value FROM channel_state WHERE bot = 'echo-bot' AND key = 'telegram-offset'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    let stored: Value = serde_json::from_str(&stored).unwrap();
+    assert_eq!(stored["update_id"], 41);
 }
 
 /// 20 chats × 30 messages to welcome-bot: all answered, each chat in order.

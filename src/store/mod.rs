@@ -15,7 +15,7 @@ mod sqlite;
 
 pub use import::move_aside;
 pub use schema::SCHEMA_VERSION;
-pub use sqlite::{check_database, SqliteStore, DATABASE_FILE};
+pub use sqlite::{backup_database, check_database, SqliteStore, DATABASE_FILE};
 
 use serde_json::Value;
 use std::io;

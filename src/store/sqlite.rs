@@ -594,6 +594,112 @@ impl Store for SqliteStore {
     }
 }
 
+/// Copies `storage_dir/botd.sqlite` to `target` with SQLite's online backup, safe while botd
+/// serves: the copy is one consistent snapshot (taken in a single step under a read
+/// transaction, which in WAL mode never blocks botd's commits), written to a temporary file
+/// beside `target`, checked with `PRAGMA integrity_check`, synced, then renamed into place.
+/// An existing `target` is never overwritten. Returns a one-line summary.
+pub fn backup_database(storage_dir: &Path, target: &Path) -> Result<String, String> {
+    let path = storage_dir.join(DATABASE_FILE);
+    let shown = path.display().to_string();
+    let target_shown = target.display().to_string();
+    if !path.exists() {
+        return Err(format!("{shown}: no database to back up"));
+    }
+    if target.exists() {
+        return Err(format!(
+            "{target_shown}: already exists; botd backup does not overwrite a file"
+        ));
+    }
+    let dir = match target.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    if !dir.is_dir() {
+        return Err(format!("{}: no such folder", dir.display()));
+    }
+    let name = target
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or("backup");
+    let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
+    let result = (|| -> Result<String, String> {
+        let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let source =
+            Connection::open_with_flags(&path, flags).map_err(|e| format!("{shown}: {e}"))?;
+        source
+            .busy_timeout(BUSY_TIMEOUT)
+            .map_err(|e| format!("{shown}: {e}"))?;
+        // The copy holds conversations: private from its first byte.
+        create_private(&tmp).map_err(|e| format!("{}: {e}", tmp.display()))?;
+        let mut copy = Connection::open(&tmp).map_err(|e| format!("{}: {e}", tmp.display()))?;
+        {
+            let backup = rusqlite::backup::Backup::new(&source, &mut copy)
+                .map_err(|e| format!("{shown}: cannot start the backup: {e}"))?;
+            // All pages in one step: a stepwise copy restarts whenever botd commits. Busy
+            // (a checkpoint or a migration holds the file) is tried again for a while.
+            let mut tries = 0;
+            loop {
+                match backup.step(-1) {
+                    Ok(rusqlite::backup::StepResult::Done) => break,
+                    Ok(rusqlite::backup::StepResult::More) => continue,
+                    Ok(_) if tries < 100 => {
+                        tries += 1;
+                        std::thread::sleep(Duration::from_millis(50));
+                    }
+                    Ok(_) => return Err(format!("{shown}: busy for 5 s; try the backup again")),
+                    Err(e) => return Err(format!("{shown}: backup failed: {e}")),
+                }
+            }
+        }
+        let integrity: String = copy
+            .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+            .map_err(|e| format!("{}: {e}", tmp.display()))?;
+        if integrity != "ok" {
+            return Err(format!(
+                "{target_shown}: the copy fails its integrity check ({integrity}); not kept"
+            ));
+        }
+        // One self-contained file: the copy's WAL folded back in.
+        copy.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
+            .map_err(|e| format!("{}: {e}", tmp.display()))?;
+        let count = |table: &str| -> i64 {
+            copy.query_row(&format!("SELECT count(*) FROM {table}"), [], |r| r.get(0))
+                .unwrap_or(0)
+        };
+        let summary = format!(
+            "{target_shown}: backup of {shown} at schema version {}: {} session(s), {} user(s), {} queued item(s); integrity ok",
+            schema::version(&copy).unwrap_or(0),
+            count("sessions"),
+            count("users"),
+            count("queue_items")
+        );
+        drop(copy);
+        std::fs::File::open(&tmp)
+            .and_then(|f| f.sync_all())
+            .map_err(|e| format!("{}: {e}", tmp.display()))?;
+        std::fs::rename(&tmp, target).map_err(|e| format!("{target_shown}: {e}"))?;
+        std::fs::File::open(&dir)
+            .and_then(|d| d.sync_all())
+            .map_err(|e| format!("{}: {e}", dir.display()))?;
+        Ok(summary)
+    })();
+    if result.is_err() {
+        for suffix in ["", "-wal", "-shm", "-journal"] {
+            let mut p = tmp.as_os_str().to_owned();
+            p.push(suffix);
+            let _ = std::fs::remove_file(PathBuf::from(p));
+        }
+    } else {
+        for suffix in ["-wal", "-shm"] {
+            let mut p = tmp.as_os_str().to_owned();
+            p.push(suffix);
+            let _ = std::fs::remove_file(PathBuf::from(p));
+        }
+    }
+    result
+}
+
 /// What `botd check` says about the database: one `path: what is wrong` line per finding
 /// (a damaged database, a quarantined record, a dead letter), a summary, and whether the
 /// database is sound.
