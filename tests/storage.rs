@@ -546,3 +546,108 @@ fn a_version_1_database_is_migrated_with_its_data() {
         "{said:?}"
     );
 }
+
+/// SIGKILL at random instants during Converse load, three rounds. Converse acknowledges a
+/// turn by answering it, so after each restart: the flow's counter ("We already spoke N
+/// times!") continues from the last answered turn — never lower (an answered turn lost),
+/// never the same (a turn played twice) — and moves by at most one more for the one request
+/// the kill cut off (committed, but its answer never sent).
+#[test]
+fn sigkill_during_converse_load_loses_no_answered_turn() {
+    use std::sync::atomic::{AtomicU16, AtomicUsize, Ordering};
+    use std::sync::Arc;
+    let data = data_copy("converse-kill");
+    let mut server = Server::start(data.path(), &[]);
+    let port = Arc::new(AtomicU16::new(server.port));
+    let answered = Arc::new(AtomicUsize::new(0));
+    let (users, turns) = (6, 40);
+    let count_of = |said: &[String]| -> Option<u64> {
+        said.iter().find_map(|t| {
+            t.strip_prefix("We already spoke ")
+                .and_then(|r| r.strip_suffix(" times!"))
+                .and_then(|n| n.parse().ok())
+        })
+    };
+    let threads: Vec<_> = (0..users)
+        .map(|u| {
+            let (port, answered) = (port.clone(), answered.clone());
+            std::thread::spawn(move || {
+                let user = format!("killed-{u}");
+                let deadline = Instant::now() + Duration::from_secs(60);
+                // The name first, until answered (a cut-off "hi" just asks again).
+                loop {
+                    assert!(Instant::now() < deadline, "{user}: never got through");
+                    let p = port.load(Ordering::SeqCst);
+                    let said = common::try_converse(p, BOT, &user, "hi");
+                    if said
+                        .as_deref()
+                        .is_some_and(|s| s.contains(&ASK_NAME.to_string()))
+                    {
+                        let named = common::try_converse(p, BOT, &user, "Zed");
+                        if named
+                            .as_deref()
+                            .is_some_and(|s| s.contains(&FIRST_TIME.to_string()))
+                        {
+                            break;
+                        }
+                    }
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                let mut last = 0u64;
+                let mut cut_off = false;
+                let mut done = 0;
+                while done < turns {
+                    assert!(Instant::now() < deadline, "{user}: load did not finish");
+                    let p = port.load(Ordering::SeqCst);
+                    match common::try_converse(p, BOT, &user, "hello again") {
+                        Some(said) => {
+                            let n = count_of(&said)
+                                .unwrap_or_else(|| panic!("{user}: no counter in {said:?}"));
+                            let most = last + 1 + u64::from(cut_off);
+                            assert!(
+                                n > last && n <= most,
+                                "{user}: counter {n} after {last} (a request cut off: {cut_off})"
+                            );
+                            last = n;
+                            cut_off = false;
+                            done += 1;
+                            answered.fetch_add(1, Ordering::SeqCst);
+                        }
+                        None => {
+                            cut_off = true;
+                            std::thread::sleep(Duration::from_millis(20));
+                        }
+                    }
+                }
+            })
+        })
+        .collect();
+    let mut seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64
+        | 1;
+    eprintln!("kill instants seed: {seed}");
+    let mut at_kills = Vec::new();
+    for _ in 0..3 {
+        let before = answered.load(Ordering::SeqCst);
+        wait_until(Duration::from_secs(10), || {
+            answered.load(Ordering::SeqCst) > before + 10
+        });
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        std::thread::sleep(Duration::from_millis(seed % 200));
+        server.kill();
+        at_kills.push(answered.load(Ordering::SeqCst));
+        server = Server::start(data.path(), &[]);
+        port.store(server.port, Ordering::SeqCst);
+    }
+    for t in threads {
+        t.join().unwrap();
+    }
+    assert!(
+        at_kills[0] < users * turns,
+        "the first kill came after the load: {at_kills:?}"
+    );
+}
