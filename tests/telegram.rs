@@ -646,15 +646,15 @@ fn sigkill_and_restart_lose_nothing() {
         let texts = fake.texts(token, 2000 + c);
         let mut unique = texts.clone();
         unique.dedup();
+        // In flight at the kill: at most the chat's last send, made but its removal not yet
+        // committed (a turn is never played twice: its update's removal is in its commit).
+        assert!(texts.len() - unique.len() <= 1, "chat {c}: {texts:?}");
         duplicates += texts.len() - unique.len();
         let expected: Vec<String> = (0..messages)
             .map(|i| format!("message|m{i}|{}|{}", 2000 + c, 2000 + c))
             .collect();
         assert_eq!(unique, expected, "chat {c}");
     }
-    // In flight at the kill: at most one turn per inbound worker and one send per outbound
-    // worker (4 + 4).
-    assert!(duplicates <= 8, "{duplicates} duplicates");
     eprintln!("sent before the kill: {at_kill}/{total}; duplicates: {duplicates}");
 }
 

@@ -658,7 +658,7 @@ fn analysis(m: &mut String, r: &Results) {
     }
     let _ = writeln!(
         m,
-        "- A conversation makes 4 durable writes (session after \"hi\"; user, KV counter and session after the name): 2 per request on average, each {:.2} ms (median) on {}{}. Engine alone on one thread: {} turns/s in memory, {} on the file store on disk{}.",
+        "- A Converse request is one SQLite commit (session, user and KV counter together); alone it costs {:.2} ms (median) on {}{}, and requests that finish together share one (group commit). Engine alone on one thread (no sharing possible): {} turns/s in memory, {} on the SQLite store on disk{}.",
         r.write_disk_ms.0,
         r.disk_fs,
         r.write_shm_ms.map_or(String::new(), |(a, _)| format!(" and {a:.3} ms on tmpfs")),
@@ -694,7 +694,7 @@ fn analysis(m: &mut String, r: &Results) {
     }
     let _ = writeln!(
         m,
-        "- **Where a request goes on tmpfs** (engine alone vs the file store vs the server): about {} µs in the engine (dialog, NLU, templates, JSON), {} µs more with the file store even without a real fsync (hashing keys, serialising and parsing each record, and per write: create, write, fsync, rename), and the rest in HTTP, routing and the Converse JSON. On {} each write's fsync adds {:.2} ms of waiting and, on this VM, a few hundred µs of kernel CPU per request (CPU/request on {} vs tmpfs above).",
+        "- **Where a request goes on tmpfs** (engine alone vs the SQLite store vs the server): about {} µs in the engine (dialog, NLU, templates, JSON), {} µs more with the store even without a real fsync (serialising and parsing each record, SQLite's statements and its WAL), and the rest in HTTP, routing and the Converse JSON. On {} a lone commit's fsync adds {:.2} ms of waiting, shared by the requests of one group (CPU/request on {} vs tmpfs above).",
         r.engine_mem.map_or("?".into(), |v| format!("{:.0}", 1e6 / v.max(1e-9))),
         match (r.engine_mem, r.engine_shm) {
             (Some(a), Some(b)) => format!("{:.0}", 1e6 / b.max(1e-9) - 1e6 / a.max(1e-9)),
@@ -706,6 +706,6 @@ fn analysis(m: &mut String, r: &Results) {
     );
     let _ = writeln!(
         m,
-        "- **What would close it**: (1) group commit in the store — turns that finish together append to one log and share one fsync, instead of 2 files × (create, write, fsync, rename) per request; the fsync stays, its cost is shared (this is what the p99 and most of the disk/tmpfs gap need); (2) fewer records per conversation (user, KV counter and session are three separate durable writes on the second turn); (3) in the engine, fewer JSON values built, copied and dropped per turn — allocation (malloc/free) and hashing map keys lead the self-cost table of the profile below; (4) building the `state`/`nlu`/`decision` parts of a turn's output only when the secured route asks for them. (1) and (2) address the disk; even with all four, the 50 % ratio asks for an engine several times faster than today's, against a ceiling that does no work at all.",
+        "- **What would close it**: the store now shares commits (group commit) and writes a turn in one transaction; what remains is CPU: (1) in the engine, fewer JSON values built, copied and dropped per turn — allocation (malloc/free) and hashing map keys lead the self-cost table of the profile below; (2) building the `state`/`nlu`/`decision` parts of a turn's output only when the secured route asks for them; (3) records stored as JSON text are parsed and serialised on every turn. Even so, the 50 % ratio asks for an engine several times faster than today's, against a ceiling that does no work at all.",
     );
 }
