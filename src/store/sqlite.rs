@@ -1042,6 +1042,36 @@ mod tests {
     }
 
     #[test]
+    fn the_leader_checkpoints_so_the_wal_stays_bounded() {
+        let dir = temp("checkpoint");
+        let store = SqliteStore::open(&dir).unwrap();
+        let value = json!({"text": "x".repeat(6000)});
+        for i in 0..800 {
+            let mut batch = Batch::new();
+            batch.put(
+                Namespace::Sessions,
+                "welcome-bot",
+                &format!("k{i}"),
+                value.clone(),
+            );
+            store.commit(batch).unwrap();
+        }
+        let stats = store.stats();
+        assert!(stats.checkpoints > 0, "{stats:?}");
+        assert_eq!(stats.fsyncs, stats.commits + 2 * stats.checkpoints);
+        // SQLite's WAL restarts from its start after a checkpoint: it never holds much more
+        // than CHECKPOINT_PAGES pages (4 KiB each) plus what one commit adds.
+        let wal = std::fs::metadata(dir.join("botd.sqlite-wal"))
+            .unwrap()
+            .len();
+        assert!(
+            wal < 2 * CHECKPOINT_PAGES as u64 * 4096,
+            "WAL of {wal} bytes"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
     fn a_failed_batch_leaves_nothing() {
         let dir = temp("atomic");
         let store = SqliteStore::open(&dir).unwrap();
