@@ -12,6 +12,7 @@ use std::sync::Arc;
 const USAGE: &str = "usage:
   botd [run] [--data DIR]                 serve the bots of DIR (default $BOTD_DATA or ./data)
   botd check [--data DIR]                 load every bot and print each problem
+  botd backup FILE [--data DIR]           copy the database to FILE (safe while botd runs)
   botd chat <botId> [--data DIR] [--user ID]   talk to a bot in the terminal
   botd token [--data DIR] [--email E] [--ttl 6h]   print a token for the secured Converse route
   botd nlu-eval --train FILE --test FILE  train the NLU on one labelled set, score it on another
@@ -23,6 +24,7 @@ fn main() {
     let code = match args.first().map(String::as_str) {
         None | Some("run") | Some("--data") => with_options(&args, |o| botd::app::run(&o.data)),
         Some("check") => with_options(&args[1..], check),
+        Some("backup") => with_options(&args[1..], backup),
         Some("chat") => with_options(&args[1..], chat),
         Some("token") => with_options(&args[1..], token),
         Some("nlu-eval") => botd::engine::nlu::eval::cli_nlu_eval(&args[1..]),
@@ -86,6 +88,24 @@ fn with_options(args: &[String], f: impl FnOnce(&Options) -> i32) -> i32 {
         }
     }
     f(&o)
+}
+
+/// `botd backup FILE`: a consistent copy of the database, taken while botd may be serving.
+fn backup(o: &Options) -> i32 {
+    let [file] = o.positional.as_slice() else {
+        eprintln!("botd: backup needs exactly one FILE\n{USAGE}");
+        return 2;
+    };
+    match botd::store::backup_database(&o.data.join("storage"), std::path::Path::new(file)) {
+        Ok(summary) => {
+            println!("{summary}");
+            0
+        }
+        Err(e) => {
+            eprintln!("botd: {e}");
+            1
+        }
+    }
 }
 
 fn load_settings(o: &Options) -> Option<Settings> {

@@ -1,6 +1,10 @@
 //! Messenger and Telegram pipelines through fake Graph / Bot API servers: webhook deliveries
 //! (or polled updates) accepted per second, and the time from a user's message to the bot's
 //! reply arriving at the fake API. A channel botd does not have yet is reported as such.
+//!
+//! Messenger also reports the store's own count of fsyncs per message (read from `/status`
+//! before and after the 16-user run), the same run with one user, and how long a single
+//! webhook call carrying 1,000 and 10,000 events takes to be acknowledged.
 
 use crate::fakes::{self, Inbox, PAGE_ID};
 use crate::load::{closed_loop, percentile, Client, LoadResult, Recorder};
@@ -34,6 +38,31 @@ pub struct Pipeline {
     pub e2e_load: String,
     /// p99 of the webhook's own answer (Messenger) during the burst, ms.
     pub accept_p99_ms: f64,
+    /// The same closed loop with one user (Messenger).
+    pub e2e_one: Option<LoadResult>,
+    /// The store's counters over the end-to-end run: (messages, commits, fsyncs).
+    pub store_per_message: Option<(u64, u64, u64)>,
+    /// One webhook call with this many events: seconds until its `200`.
+    pub batch_ack: Vec<(usize, f64)>,
+}
+
+/// The store's counters from botd's `/status`.
+#[derive(Debug, Clone, Copy, Default, serde::Deserialize)]
+pub struct StoreCounters {
+    pub commits: u64,
+    pub fsyncs: u64,
+}
+
+#[derive(serde::Deserialize)]
+struct Status {
+    store: StoreCounters,
+}
+
+pub fn store_counters(port: u16) -> Result<StoreCounters, String> {
+    let answer = Client::new(port).request("GET", "/status", &[], b"")?;
+    serde_json::from_slice::<Status>(&answer.body)
+        .map(|s| s.store)
+        .map_err(|e| format!("/status has no store counters: {e}"))
 }
 
 pub struct Settings<'a> {
@@ -58,18 +87,43 @@ fn sign(body: &[u8]) -> (String, String) {
     )
 }
 
+fn event(sender: &str, text: &str, seq: u64, now: i64) -> serde_json::Value {
+    json!({"sender": {"id": sender}, "recipient": {"id": PAGE_ID}, "timestamp": now,
+           "message": {"mid": format!("m_{sender}_{seq}"), "text": text}})
+}
+
 fn delivery(sender: &str, text: &str, seq: u64) -> Vec<u8> {
     let now = botd::engine::event::now_ms();
-    json!({"object": "page", "entry": [{"id": PAGE_ID, "time": now, "messaging": [{
-        "sender": {"id": sender}, "recipient": {"id": PAGE_ID}, "timestamp": now,
-        "message": {"mid": format!("m_{sender}_{seq}"), "text": text}}]}]})
+    json!({"object": "page", "entry": [{"id": PAGE_ID, "time": now,
+           "messaging": [event(sender, text, seq, now)]}]})
     .to_string()
     .into_bytes()
 }
 
 fn post_delivery(client: &mut Client, sender: &str, text: &str, seq: u64) -> Result<u16, String> {
-    let body = delivery(sender, text, seq);
-    let (s1, s256) = sign(&body);
+    post_signed(client, &delivery(sender, text, seq))
+}
+
+/// One webhook call with `count` first messages of new conversations; seconds to its `200`.
+fn batch_ack(port: u16, tag: &str, count: usize) -> Result<f64, String> {
+    let now = botd::engine::event::now_ms();
+    let events: Vec<_> = (0..count)
+        .map(|k| event(&format!("{tag}{k:09}"), "hi", 1, now))
+        .collect();
+    let body =
+        json!({"object": "page", "entry": [{"id": PAGE_ID, "time": now, "messaging": events}]})
+            .to_string()
+            .into_bytes();
+    let mut client = Client::new(port);
+    let start = Instant::now();
+    match post_signed(&mut client, &body)? {
+        200 => Ok(start.elapsed().as_secs_f64()),
+        other => Err(format!("a {count}-event webhook call answered {other}")),
+    }
+}
+
+fn post_signed(client: &mut Client, body: &[u8]) -> Result<u16, String> {
+    let (s1, s256) = sign(body);
     let a = client.post(
         WEBHOOK,
         &[
@@ -77,7 +131,7 @@ fn post_delivery(client: &mut Client, sender: &str, text: &str, seq: u64) -> Res
             ("X-Hub-Signature", &s1),
             ("X-Hub-Signature-256", &s256),
         ],
-        &body,
+        body,
     )?;
     Ok(a.status)
 }
@@ -121,7 +175,7 @@ fn run_messenger(s: &Settings) -> Result<Pipeline, String> {
         &data,
         "global/config/channel-messenger.json",
         &json!({"appSecret": APP_SECRET, "verifyToken": "bench-verify", "graphApiBase": base,
-                "graphApiVersion": "v23.0", "typingDelay": false})
+                "graphApiVersion": "v23.0", "typingDelay": false, "maxBodySize": "8mb"})
         .to_string(),
     )?;
     write(
@@ -157,28 +211,48 @@ fn run_messenger(s: &Settings) -> Result<Pipeline, String> {
         ));
     }
 
-    let e2e = closed_loop(s.users, s.warmup, s.measure, |i| {
-        let mut client = Client::new(botd.port);
-        let inbox = graph.inbox.clone();
-        let mut n = 0u64;
-        move |rec: &mut Recorder| {
-            n += 1;
-            let sender = format!("1{i:03}{n:09}");
-            let name = crate::scenario::name_for(i, n);
-            let sent = Instant::now();
-            match post_delivery(&mut client, &sender, "hi", 1)? {
-                200 => {}
-                other => return Err(format!("webhook answered {other}")),
+    let posted = AtomicU64::new(0);
+    let run = |users: usize, tag: u32| {
+        closed_loop(users, s.warmup, s.measure, |i| {
+            let mut client = Client::new(botd.port);
+            let inbox = graph.inbox.clone();
+            let posted = &posted;
+            let mut n = 0u64;
+            move |rec: &mut Recorder| {
+                n += 1;
+                let sender = format!("{tag}{i:03}{n:09}");
+                posted.fetch_add(1, Ordering::SeqCst);
+                let name = crate::scenario::name_for(i, n);
+                let sent = Instant::now();
+                match post_delivery(&mut client, &sender, "hi", 1)? {
+                    200 => {}
+                    other => return Err(format!("webhook answered {other}")),
+                }
+                await_reply(&inbox, &sender, None, sent, rec)?;
+                let sent = Instant::now();
+                posted.fetch_add(1, Ordering::SeqCst);
+                match post_delivery(&mut client, &sender, &name, 2)? {
+                    200 => {}
+                    other => return Err(format!("webhook answered {other}")),
+                }
+                await_reply(&inbox, &sender, Some(&name), sent, rec)
             }
-            await_reply(&inbox, &sender, None, sent, rec)?;
-            let sent = Instant::now();
-            match post_delivery(&mut client, &sender, &name, 2)? {
-                200 => {}
-                other => return Err(format!("webhook answered {other}")),
-            }
-            await_reply(&inbox, &sender, Some(&name), sent, rec)
-        }
-    });
+        })
+    };
+    let e2e_one = run(1, 3);
+    // Let the last removals land, then count what the 16-user run costs the store.
+    std::thread::sleep(Duration::from_millis(200));
+    let before_run = store_counters(botd.port)?;
+    posted.store(0, Ordering::SeqCst);
+    let e2e = run(s.users, 1);
+    std::thread::sleep(Duration::from_millis(200));
+    let after_run = store_counters(botd.port)?;
+    let messages = posted.load(Ordering::SeqCst);
+    let store_per_message = Some((
+        messages,
+        after_run.commits - before_run.commits,
+        after_run.fsyncs - before_run.fsyncs,
+    ));
 
     // Burst: every user posts new conversations' first messages as fast as they are accepted.
     graph.inbox.clear();
@@ -221,6 +295,20 @@ fn run_messenger(s: &Settings) -> Result<Pipeline, String> {
     let replied = graph.inbox.total.load(Ordering::SeqCst) - before;
     let last = graph.inbox.last().unwrap_or(burst_start);
     accept_lat.sort_unstable();
+    // Large webhook calls (Facebook batches events under load): the acknowledgement only.
+    let mut batches = Vec::new();
+    for (tag, count) in [("4", 1_000), ("5", 10_000)] {
+        batches.push((count, batch_ack(botd.port, tag, count)?));
+        if count == 10_000 {
+            // The last one is not drained: botd stops with it queued, as it may.
+            break;
+        }
+        let drained = graph.inbox.total.load(Ordering::SeqCst) + count as u64;
+        let limit = Instant::now() + Duration::from_secs(60);
+        while graph.inbox.total.load(Ordering::SeqCst) < drained && Instant::now() < limit {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
     botd.stop();
     Ok(Pipeline {
         unavailable: None,
@@ -231,6 +319,9 @@ fn run_messenger(s: &Settings) -> Result<Pipeline, String> {
         e2e,
         e2e_load: format!("{} users, whole conversations", s.users),
         accept_p99_ms: percentile(&accept_lat, 99.0) as f64 / 1000.0,
+        e2e_one: Some(e2e_one),
+        store_per_message,
+        batch_ack: batches,
     })
 }
 
@@ -329,5 +420,6 @@ fn run_telegram(s: &Settings) -> Result<Pipeline, String> {
             TELEGRAM_PACE.as_millis()
         ),
         accept_p99_ms: 0.0,
+        ..Default::default()
     })
 }

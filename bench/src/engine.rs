@@ -5,7 +5,7 @@ use crate::scenario::{is_greeting, ASK_NAME, BOT};
 use botd::config::Settings;
 use botd::engine::{Engine, Event};
 use botd::store::{
-    Batch, Committed, Namespace, Op, Queue, QueuedItem, SqliteStore, Store, StoreError,
+    Batch, Committed, Namespace, Op, Queue, QueuedItem, SqliteStore, Store, StoreError, StoreStats,
 };
 use serde_json::{json, Value};
 use std::collections::HashMap;
@@ -63,6 +63,10 @@ impl Store for MemStore {
     }
     fn pending(&self, _queue: Queue) -> Result<Vec<QueuedItem>, StoreError> {
         Ok(Vec::new())
+    }
+    fn stats(&self) -> StoreStats {
+        // Nothing here is durable: no commit, no fsync.
+        StoreStats::default()
     }
 }
 
@@ -183,25 +187,34 @@ fn median(v: &mut [f64]) -> f64 {
     v[v.len() / 2]
 }
 
-/// Median and p99 ms of one atomic durable write (temp file, fsync, rename) of a session-sized
-/// record in `dir`, the way the store writes.
+/// Median and p99 ms of one durable SQLite commit of a session-sized record in a fresh
+/// store under `dir`, the way a turn commits when it finishes alone (no group to share with).
 pub fn durable_write_ms(dir: &Path, count: usize) -> (f64, f64) {
-    let _ = std::fs::create_dir_all(dir);
-    let record = json!({"key": "api::bench", "value": {"context": {}, "temp": {}, "session": {"lastMessages": []}}});
-    let bytes = serde_json::to_vec(&record).unwrap_or_default();
+    let _ = std::fs::remove_dir_all(dir);
+    let Ok(store) = SqliteStore::open(dir) else {
+        return (0.0, 0.0);
+    };
+    let record = json!({"context": {}, "temp": {}, "session": {"lastMessages": []}});
     let mut times = Vec::with_capacity(count);
     let deadline = Instant::now() + Duration::from_secs(10);
     for i in 0..count {
         if Instant::now() > deadline {
             break;
         }
-        let path = dir.join(format!("w{}.json", i % 50));
+        let mut batch = Batch::new();
+        batch.put(
+            Namespace::Sessions,
+            BOT,
+            &format!("api::bench{}", i % 50),
+            record.clone(),
+        );
         let t = Instant::now();
-        if botd::store::atomic_write(&path, &bytes).is_err() {
+        if store.commit(batch).is_err() {
             break;
         }
         times.push(t.elapsed().as_secs_f64() * 1000.0);
     }
+    drop(store);
     let _ = std::fs::remove_dir_all(dir);
     let p99 = {
         let mut s = times.clone();

@@ -152,6 +152,8 @@ pub struct Results {
     pub seed_secs: f64,
     pub seed_first_error: Option<String>,
     pub rss_after_kb: (u64, u64),
+    /// The database (with its WAL) once the conversations were seeded.
+    pub db_bytes: u64,
     pub seed_fs: String,
     pub scale: Vec<ScaleRow>,
     pub restart_first_answer: Option<Duration>,
@@ -406,9 +408,16 @@ fn footprint_section(o: &Options, r: &mut Results) -> Result<(), String> {
     r.seed_secs = t0.elapsed().as_secs_f64();
     r.seeded = seeded;
     r.rss_after_kb = botd.rss_kb();
+    r.db_bytes = ["botd.sqlite", "botd.sqlite-wal"]
+        .iter()
+        .filter_map(|f| std::fs::metadata(data.join("storage").join(f)).ok())
+        .map(|m| m.len())
+        .sum();
     println!(
-        "  seeded {seeded} in {:.0} s on {seed_fs}, RSS {} kB",
-        r.seed_secs, r.rss_after_kb.0
+        "  seeded {seeded} in {:.0} s on {seed_fs}, RSS {} kB, database {} kB",
+        r.seed_secs,
+        r.rss_after_kb.0,
+        r.db_bytes / 1024
     );
     r.scale.push(scale_row(
         &botd,

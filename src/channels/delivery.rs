@@ -5,6 +5,14 @@
 //! delay) or a retry back-off holds up only its own key and never occupies a thread while it
 //! waits. Nothing is retried forever: an item that fails for good goes to the dead letters
 //! with a log line, and its conversation moves on.
+//!
+//! **Removals are shared.** The removal of a finished item is not committed by the thread
+//! that finished it: a flusher collects the removals of the last [`REMOVAL_WINDOW`] and
+//! commits them as one batch (which the store's group commit may merge with other work), so
+//! sending a reply costs a fraction of an fsync instead of one. The conversation's next item
+//! still waits until the removal of the one before it is committed (the flusher does not wait
+//! out its window when one does), so after a crash at most the last finished item of a
+//! conversation — its API call just made, its removal not yet committed — is handled again.
 
 use crate::store::{Batch, Committed, Queue, SeenId, Store, StoreError, Ticket};
 use serde_json::Value;
@@ -36,6 +44,8 @@ pub enum Outcome {
 
 /// A handler that panics this many times on one item gets the item dead-lettered.
 const MAX_PANICS: u32 = 5;
+/// How long a removal may wait for others to share its commit when nothing waits for it.
+pub const REMOVAL_WINDOW: Duration = Duration::from_millis(20);
 
 /// One item handed to the handler; `attempt` counts from 1.
 pub struct Job<'a> {
@@ -57,6 +67,7 @@ pub struct Staged {
 pub struct Delivery {
     inner: Arc<Inner>,
     workers: Mutex<Vec<JoinHandle<()>>>,
+    flusher: Mutex<Option<JoinHandle<()>>>,
 }
 
 struct Inner {
@@ -64,6 +75,8 @@ struct Inner {
     queue: Queue,
     state: Mutex<State>,
     wake: Condvar,
+    /// Wakes the flusher: a removal to commit, a conversation waiting for one, or the stop.
+    flush_wake: Condvar,
     handler: Box<Handler>,
     stopping: AtomicBool,
 }
@@ -78,6 +91,12 @@ struct State {
     /// Keys waiting for a pause or retry to end.
     timers: BinaryHeap<Reverse<(Instant, String)>>,
     waiting: HashSet<String>,
+    /// Finished items whose removal is not committed yet (key, id), oldest first, and when
+    /// the oldest finished.
+    removals: Vec<(String, u64)>,
+    oldest_removal: Option<Instant>,
+    /// Keys whose last finished item's removal is not committed yet: their next item waits.
+    settling: HashSet<String>,
 }
 
 struct Entry {
@@ -112,9 +131,16 @@ impl Delivery {
             queue,
             state: Mutex::new(state),
             wake: Condvar::new(),
+            flush_wake: Condvar::new(),
             handler,
             stopping: AtomicBool::new(false),
         });
+        let flusher = {
+            let inner = inner.clone();
+            std::thread::Builder::new()
+                .name(format!("{name}-flush"))
+                .spawn(move || inner.flush_removals())?
+        };
         let workers = (0..threads.max(1))
             .map(|i| {
                 let inner = inner.clone();
@@ -126,6 +152,7 @@ impl Delivery {
         Ok(Delivery {
             inner,
             workers: Mutex::new(workers),
+            flusher: Mutex::new(Some(flusher)),
         })
     }
 
@@ -186,9 +213,14 @@ impl Delivery {
                 count += 1;
             }
         }
+        // A new item behind a removal still waiting: the flusher commits it now.
+        let awaited = state.removal_awaited();
         drop(state);
         if count > 0 {
             self.inner.wake.notify_all();
+        }
+        if awaited {
+            self.inner.flush_wake.notify_one();
         }
         count
     }
@@ -205,13 +237,24 @@ impl Delivery {
         self.inner.lock().queues.values().map(VecDeque::len).sum()
     }
 
-    /// Stops the workers after the items they are handling; the rest stays queued.
+    /// Stops the workers after the items they are handling and commits the removals still
+    /// waiting; the rest stays queued.
     pub fn stop(&self) {
         self.inner.stopping.store(true, Ordering::SeqCst);
         self.inner.wake.notify_all();
         let workers = std::mem::take(&mut *self.workers.lock().unwrap_or_else(|e| e.into_inner()));
         for w in workers {
             let _ = w.join();
+        }
+        // Only now: a worker that was finishing an item has handed its removal over.
+        self.inner.flush_wake.notify_all();
+        let flusher = self
+            .flusher
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(f) = flusher {
+            let _ = f.join();
         }
     }
 }
@@ -226,9 +269,20 @@ impl State {
     fn enqueue(&mut self, key: &str, entry: Entry) {
         let queue = self.queues.entry(key.to_string()).or_default();
         queue.push_back(entry);
-        if queue.len() == 1 && !self.busy.contains(key) && !self.waiting.contains(key) {
+        if queue.len() == 1
+            && !self.busy.contains(key)
+            && !self.waiting.contains(key)
+            && !self.settling.contains(key)
+        {
             self.ready.push_back(key.to_string());
         }
+    }
+
+    /// Whether a conversation has an item that waits only for a removal to be committed.
+    fn removal_awaited(&self) -> bool {
+        self.settling
+            .iter()
+            .any(|k| self.queues.get(k).is_some_and(|q| !q.is_empty()))
     }
 
     /// Moves keys whose timer has run out to `ready`; returns how long until the next timer.
@@ -239,7 +293,8 @@ impl State {
             }
             let Reverse((_, key)) = self.timers.pop().expect("peeked");
             self.waiting.remove(&key);
-            if self.queues.get(&key).is_some_and(|q| !q.is_empty()) {
+            if self.queues.get(&key).is_some_and(|q| !q.is_empty()) && !self.settling.contains(&key)
+            {
                 self.ready.push_back(key);
             }
         }
@@ -296,29 +351,42 @@ impl Inner {
                             Outcome::DeadLetter(format!("its handler panicked {attempt} times"))
                         }
                     });
-            self.finish(&job, &outcome);
+            if let Outcome::DeadLetter(reason) = &outcome {
+                self.dead_letter(&job, reason);
+            }
 
             state = self.lock();
             state.busy.remove(&key);
             let delay = match outcome {
-                Outcome::Done | Outcome::Drop | Outcome::Removed | Outcome::DeadLetter(_) => {
+                Outcome::Removed | Outcome::DeadLetter(_) => {
                     Self::pop(&mut state, &key);
                     None
                 }
-                Outcome::Pause(d) => {
+                Outcome::Done | Outcome::Drop | Outcome::Pause(_) => {
                     Self::pop(&mut state, &key);
-                    Some(d)
+                    // Handed to the flusher; the key's next item waits for the commit.
+                    if state.removals.is_empty() {
+                        state.oldest_removal = Some(Instant::now());
+                    }
+                    state.removals.push((key.clone(), id));
+                    state.settling.insert(key.clone());
+                    self.flush_wake.notify_one();
+                    match outcome {
+                        Outcome::Pause(d) => Some(d),
+                        _ => None,
+                    }
                 }
                 Outcome::Retry(d) => Some(d),
             };
             let has_more = state.queues.get(&key).is_some_and(|q| !q.is_empty());
+            let settling = state.settling.contains(&key);
             match delay {
                 Some(d) if !d.is_zero() => {
                     state.waiting.insert(key.clone());
                     state.timers.push(Reverse((Instant::now() + d, key)));
                     self.wake.notify_one();
                 }
-                _ if has_more => {
+                _ if has_more && !settling => {
                     state.ready.push_back(key);
                     self.wake.notify_one();
                 }
@@ -327,31 +395,84 @@ impl Inner {
         }
     }
 
-    /// Writes what the outcome means for the stored item: removed, or moved to the dead
-    /// letters. A failed write leaves the item queued; it is played again at the next start.
-    fn finish(&self, job: &Job, outcome: &Outcome) {
+    /// Moves an item that failed for good to the dead letters (at once: this is rare, and the
+    /// log line should only say so once it is true). A failed write leaves the item queued;
+    /// it is played again at the next start.
+    fn dead_letter(&self, job: &Job, reason: &str) {
+        log::error!(
+            "queue {}: item #{} (conversation {:?}) failed for good: {reason}; moved to the dead letters (see `botd check`), the conversation goes on",
+            job.queue.name(),
+            job.id,
+            job.key
+        );
         let mut batch = Batch::new();
-        match outcome {
-            Outcome::Done | Outcome::Pause(_) | Outcome::Drop => {
-                batch.dequeue(job.queue, job.id);
-            }
-            Outcome::DeadLetter(reason) => {
-                log::error!(
-                    "queue {}: item #{} (conversation {:?}) failed for good: {reason}; moved to the dead letters (see `botd check`), the conversation goes on",
-                    job.queue.name(),
-                    job.id,
-                    job.key
-                );
-                batch.dead_letter(job.queue, job.id, reason);
-            }
-            Outcome::Retry(_) | Outcome::Removed => return,
-        }
+        batch.dead_letter(job.queue, job.id, reason);
         if let Err(e) = self.store.commit(batch) {
             log::error!(
-                "queue {}: cannot remove finished item #{} ({e}); it stays queued and is played again at the next start",
+                "queue {}: cannot move item #{} to the dead letters ({e}); it stays queued and is played again at the next start",
                 job.queue.name(),
                 job.id
             );
+        }
+    }
+
+    /// The flusher: commits the removals of finished items, together, once the oldest has
+    /// waited [`REMOVAL_WINDOW`] or as soon as a conversation waits for one; then lets the
+    /// conversations that waited go on. After the stop, it commits what is left and ends.
+    fn flush_removals(&self) {
+        let mut state = self.lock();
+        loop {
+            let stopping = self.stopping.load(Ordering::SeqCst);
+            if state.removals.is_empty() {
+                if stopping {
+                    return;
+                }
+                state = self
+                    .flush_wake
+                    .wait_timeout(state, Duration::from_millis(500))
+                    .unwrap_or_else(|e| e.into_inner())
+                    .0;
+                continue;
+            }
+            let due = state.oldest_removal.unwrap_or_else(Instant::now) + REMOVAL_WINDOW;
+            let now = Instant::now();
+            if !stopping && now < due && !state.removal_awaited() {
+                state = self
+                    .flush_wake
+                    .wait_timeout(state, due - now)
+                    .unwrap_or_else(|e| e.into_inner())
+                    .0;
+                continue;
+            }
+            let removals = std::mem::take(&mut state.removals);
+            state.oldest_removal = None;
+            drop(state);
+            let mut batch = Batch::new();
+            for (_, id) in &removals {
+                batch.dequeue(self.queue, *id);
+            }
+            if let Err(e) = self.store.commit(batch) {
+                log::error!(
+                    "queue {}: cannot remove {} finished item(s) ({e}); they stay queued and are played again at the next start",
+                    self.queue.name(),
+                    removals.len()
+                );
+            }
+            state = self.lock();
+            let mut woke = false;
+            for (key, _) in removals {
+                if !state.settling.remove(&key) {
+                    continue;
+                }
+                let has_more = state.queues.get(&key).is_some_and(|q| !q.is_empty());
+                if has_more && !state.busy.contains(&key) && !state.waiting.contains(&key) {
+                    state.ready.push_back(key);
+                    woke = true;
+                }
+            }
+            if woke {
+                self.wake.notify_all();
+            }
         }
     }
 

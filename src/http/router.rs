@@ -135,7 +135,8 @@ fn status(state: &AppState) -> Reply {
     Reply::json(
         200,
         &json!({"status": "ok", "version": env!("CARGO_PKG_VERSION"),
-                "uptimeSeconds": state.started.elapsed().as_secs(), "bots": state.engine.bot_ids()}),
+                "uptimeSeconds": state.started.elapsed().as_secs(), "bots": state.engine.bot_ids(),
+                "store": state.engine.store().stats()}),
     )
 }
 

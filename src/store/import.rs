@@ -269,7 +269,7 @@ fn relative(storage: &Path, path: &Path) -> String {
 
 /// Moves each imported path to `storage/imported-files/<same path>` (never over an earlier
 /// copy), then syncs the folders so the move survives a power cut.
-fn move_aside(storage: &Path, found: &[&str]) -> std::io::Result<()> {
+pub fn move_aside(storage: &Path, found: &[&str]) -> std::io::Result<()> {
     let target_root = storage.join(IMPORTED_DIR);
     for rel in found {
         let from = storage.join(rel);

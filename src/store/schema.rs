@@ -5,7 +5,7 @@
 use rusqlite::{Connection, OptionalExtension};
 
 /// The schema this botd writes.
-pub const SCHEMA_VERSION: i64 = 1;
+pub const SCHEMA_VERSION: i64 = 2;
 
 /// Migration N (1-based) takes a database from version N-1 to N.
 const MIGRATIONS: &[&str] = &[
@@ -46,6 +46,14 @@ const MIGRATIONS: &[&str] = &[
         reason TEXT NOT NULL, at_ms INTEGER NOT NULL
     );
     CREATE TABLE meta (name TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
+    ",
+    // 2: a channel's own state per bot (Telegram's getUpdates offset, which used to be
+    // `storage/telegram/<bot>/offset.json`), so it commits with the updates it confirms.
+    "
+    CREATE TABLE channel_state (
+        bot TEXT NOT NULL, key TEXT NOT NULL, value TEXT NOT NULL, updated_ms INTEGER NOT NULL,
+        PRIMARY KEY (bot, key)
+    ) WITHOUT ROWID;
     ",
 ];
 

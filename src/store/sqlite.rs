@@ -1,21 +1,32 @@
 //! The SQLite store: one database file, `data/storage/botd.sqlite`, in WAL mode with
-//! `synchronous=FULL` (a commit that returned survives a power cut). One connection behind a
-//! mutex serves reads and writes: turns are short, and a commit costs one fsync of the WAL
-//! whatever it holds, which is what a later group commit will build on.
+//! `synchronous=FULL` (a commit that returned survives a power cut).
+//!
+//! Two connections: one writes, one reads. Writes go through a [`GroupCommit`]: batches that
+//! are ready together are applied in one transaction, each inside its own savepoint (so one
+//! that fails is rolled back alone and the others still commit), and cost one fsync of the
+//! WAL between them. If the group as a whole fails (a full disk, an I/O error), its batches
+//! are committed again one by one, so each gets its own answer. Reads use the other
+//! connection and never wait for a commit's fsync (WAL lets them read the last commit).
+//!
+//! Checkpoints (copying the WAL back into the database, two more fsyncs) are run by the
+//! leader of a group once the WAL holds [`CHECKPOINT_PAGES`], after its followers were
+//! answered, instead of by SQLite inside a commit. The store counts its commits and
+//! checkpoints ([`StoreStats`]), which `/status` shows and the bench reads.
 //!
 //! The file and its `-wal`/`-shm` companions are created 0600, the folder 0700: they hold
 //! conversations.
 
+use super::group::GroupCommit;
 use super::{
     create_dir_durable, create_private, restrict_mode, schema, Batch, Committed, Namespace, Op,
-    Queue, QueuedItem, SeenId, Store, StoreError,
+    Queue, QueuedItem, SeenId, Store, StoreError, StoreStats,
 };
 use rusqlite::types::ValueRef;
-use rusqlite::{params, Connection, ErrorCode, OpenFlags, OptionalExtension, Transaction};
+use rusqlite::{params, Connection, ErrorCode, OpenFlags, OptionalExtension};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicI64, Ordering};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 /// The database's file name inside `data/storage/`.
@@ -26,12 +37,33 @@ pub const DATABASE_FILE: &str = "botd.sqlite";
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 /// Expired seen ids are deleted at most this often, inside a commit that adds some.
 const PRUNE_EVERY_MS: i64 = 60_000;
+/// The WAL is checkpointed once it holds this many pages (SQLite's own default).
+const CHECKPOINT_PAGES: i64 = 1000;
 
 pub struct SqliteStore {
-    conn: Mutex<Connection>,
+    writer: Mutex<Connection>,
+    reader: Mutex<Connection>,
+    group: GroupCommit,
     shown: String,
     last_prune_ms: AtomicI64,
+    /// Pages in the WAL after the last commit (told by the WAL hook).
+    wal_pages: Arc<AtomicI64>,
+    counters: Counters,
 }
+
+/// What the store did since it opened.
+#[derive(Default)]
+struct Counters {
+    commits: AtomicU64,
+    batches: AtomicU64,
+    checkpoints: AtomicU64,
+    failed_groups: AtomicU64,
+}
+
+/// One batch applied: the ids it enqueued and the records it quarantined (logged once the
+/// commit holds).
+type Applied = (Vec<Option<u64>>, Vec<Quarantined>);
+type Quarantined = (Namespace, String, String, String, i64);
 
 fn now_ms() -> i64 {
     std::time::SystemTime::now()
@@ -100,20 +132,157 @@ impl SqliteStore {
             Err(e) => return Err(format!("{shown}: {e}")),
         }
         restrict_private(&path);
-        let mut conn = Connection::open(&path).map_err(|e| format!("{shown}: {e}"))?;
-        configure(&conn).map_err(|e| format!("{shown}: {e}"))?;
-        schema::migrate(&mut conn, &shown)?;
-        super::import::import_old_files(&mut conn, storage_dir, &shown)?;
+        let mut writer = Connection::open(&path).map_err(|e| format!("{shown}: {e}"))?;
+        configure(&writer).map_err(|e| format!("{shown}: {e}"))?;
+        schema::migrate(&mut writer, &shown)?;
+        super::import::import_old_files(&mut writer, storage_dir, &shown)?;
         restrict_private(&path);
+        // The WAL hook replaces SQLite's automatic checkpoint: the leader of a group runs it.
+        let wal_pages = Arc::new(AtomicI64::new(0));
+        let told = wal_pages.clone();
+        writer
+            .wal_hook(Some(move |_: &mut rusqlite::hooks::Wal, pages: i32| {
+                told.store(i64::from(pages), Ordering::Relaxed);
+                Ok(())
+            }))
+            .map_err(|e| format!("{shown}: {e}"))?;
+        let reader = Connection::open(&path).map_err(|e| format!("{shown}: {e}"))?;
+        configure(&reader).map_err(|e| format!("{shown}: {e}"))?;
         Ok(SqliteStore {
-            conn: Mutex::new(conn),
+            writer: Mutex::new(writer),
+            reader: Mutex::new(reader),
+            group: GroupCommit::default(),
             shown,
             last_prune_ms: AtomicI64::new(0),
+            wal_pages,
+            counters: Counters::default(),
         })
     }
 
-    fn lock(&self) -> MutexGuard<'_, Connection> {
-        self.conn.lock().unwrap_or_else(|e| e.into_inner())
+    fn read_conn(&self) -> MutexGuard<'_, Connection> {
+        self.reader.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn write_conn(&self) -> MutexGuard<'_, Connection> {
+        self.writer.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Commits a group: all batches in one transaction, each in its own savepoint; when the
+    /// group cannot commit as a whole, each batch alone. One result per batch, in order.
+    fn run_group(&self, batches: Vec<Batch>) -> Vec<Result<Committed, StoreError>> {
+        let now = now_ms();
+        let mut conn = self.write_conn();
+        let applied = if batches.len() > 1 {
+            match self.commit_group(&mut conn, &batches, now) {
+                Ok(applied) => applied,
+                Err(e) => {
+                    self.counters.failed_groups.fetch_add(1, Ordering::Relaxed);
+                    log::debug!(
+                        "{}: a group of {} batches did not commit ({e}); committing them one by one",
+                        self.shown,
+                        batches.len()
+                    );
+                    batches
+                        .iter()
+                        .map(|b| self.commit_group(&mut conn, std::slice::from_ref(b), now))
+                        .map(|r| r.and_then(|mut one| one.pop().expect("one result per batch")))
+                        .collect()
+                }
+            }
+        } else {
+            self.commit_group(&mut conn, &batches, now)
+                .unwrap_or_else(|e| vec![Err(e)])
+        };
+        drop(conn);
+        applied
+            .into_iter()
+            .map(|r| {
+                r.map(|(ids, quarantined)| {
+                    for (ns, bot, key, reason, id) in quarantined {
+                        self.log_quarantine(ns, &bot, &key, &reason, id);
+                    }
+                    Committed::new(ids)
+                })
+            })
+            .collect()
+    }
+
+    /// One transaction for `batches`. A batch that fails with a permanent error (a
+    /// constraint, a trigger's abort) is rolled back to its savepoint and fails alone; any
+    /// other error fails the whole transaction (the outer `Err`), since SQLite may have rolled
+    /// it back already.
+    fn commit_group(
+        &self,
+        conn: &mut Connection,
+        batches: &[Batch],
+        now: i64,
+    ) -> Result<Vec<Result<Applied, StoreError>>, StoreError> {
+        let mut tx = conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(|e| self.err(e))?;
+        let mut results = Vec::with_capacity(batches.len());
+        let mut committed_any = false;
+        for batch in batches {
+            let mut sp = tx.savepoint().map_err(|e| self.err(e))?;
+            let mut quarantined = Vec::new();
+            let applied = batch
+                .ops
+                .iter()
+                .map(|op| apply(&sp, op, now, &mut quarantined))
+                .collect::<rusqlite::Result<Vec<_>>>();
+            match applied {
+                Ok(ids) => {
+                    sp.commit().map_err(|e| self.err(e))?;
+                    committed_any = true;
+                    results.push(Ok((ids, quarantined)));
+                }
+                Err(e) if is_permanent(&e) && !sp.is_autocommit() => {
+                    sp.rollback().map_err(|e| self.err(e))?;
+                    results.push(Err(self.err(e)));
+                }
+                Err(e) => return Err(self.err(e)),
+            }
+        }
+        let remembers = batches.iter().flat_map(|b| &b.ops).any(|op| {
+            matches!(
+                op,
+                Op::Enqueue {
+                    unless_seen: Some(_),
+                    ..
+                }
+            )
+        });
+        if remembers && now - self.last_prune_ms.load(Ordering::Relaxed) >= PRUNE_EVERY_MS {
+            tx.prepare_cached("DELETE FROM seen_ids WHERE expires_ms <= ?1")
+                .and_then(|mut s| s.execute([now]))
+                .map_err(|e| self.err(e))?;
+            self.last_prune_ms.store(now, Ordering::Relaxed);
+        }
+        tx.commit().map_err(|e| self.err(e))?;
+        if committed_any {
+            self.counters.commits.fetch_add(1, Ordering::Relaxed);
+        }
+        let ok = results.iter().filter(|r| r.is_ok()).count() as u64;
+        self.counters.batches.fetch_add(ok, Ordering::Relaxed);
+        Ok(results)
+    }
+
+    /// Copies the WAL back into the database once it is long enough. Passive: it never waits
+    /// for a reader, and what it cannot copy now is copied next time.
+    fn checkpoint_if_due(&self) {
+        if self.wal_pages.load(Ordering::Relaxed) < CHECKPOINT_PAGES {
+            return;
+        }
+        let conn = self.write_conn();
+        match conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| r.get::<_, i64>(2)) {
+            Ok(copied) => {
+                self.wal_pages.store(0, Ordering::Relaxed);
+                if copied > 0 {
+                    self.counters.checkpoints.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            Err(e) => log::warn!("{}: checkpoint failed: {e}", self.shown),
+        }
     }
 
     fn err(&self, e: rusqlite::Error) -> StoreError {
@@ -137,6 +306,7 @@ impl SqliteStore {
             .map_err(|e| self.err(e))?;
         let id = quarantine_record(&tx, ns, bot, key, reason, now_ms()).map_err(|e| self.err(e))?;
         tx.commit().map_err(|e| self.err(e))?;
+        self.counters.commits.fetch_add(1, Ordering::Relaxed);
         if let Some(id) = id {
             self.log_quarantine(ns, bot, key, reason, id);
         }
@@ -159,7 +329,9 @@ fn configure(conn: &Connection) -> rusqlite::Result<()> {
     if !mode.eq_ignore_ascii_case("wal") {
         log::warn!("SQLite kept journal mode {mode:?} instead of WAL");
     }
-    conn.execute_batch("PRAGMA synchronous = FULL")
+    // The writer's checkpoints are run by the group commit; the reader commits only the
+    // rare quarantine, so SQLite's automatic checkpoint is off on both.
+    conn.execute_batch("PRAGMA synchronous = FULL; PRAGMA wal_autocheckpoint = 0")
 }
 
 /// The database and its companions 0600 (an older umask may have made them wider).
@@ -176,7 +348,7 @@ fn restrict_private(path: &Path) {
 
 /// Moves one record into `quarantine`; its id, or `None` when there was no such record.
 pub(super) fn quarantine_record(
-    tx: &Transaction<'_>,
+    tx: &Connection,
     ns: Namespace,
     bot: &str,
     key: &str,
@@ -203,7 +375,7 @@ pub(super) fn quarantine_record(
 }
 
 /// Remembers `seen` unless it is remembered and not expired; true when it was new.
-fn remember(tx: &Transaction<'_>, seen: &SeenId, now: i64) -> rusqlite::Result<bool> {
+fn remember(tx: &Connection, seen: &SeenId, now: i64) -> rusqlite::Result<bool> {
     let changed = tx
         .prepare_cached(
             "INSERT INTO seen_ids (scope, hash, expires_ms) VALUES (?1, ?2, ?3)
@@ -216,10 +388,10 @@ fn remember(tx: &Transaction<'_>, seen: &SeenId, now: i64) -> rusqlite::Result<b
 
 /// Applies one op; the id of an enqueued item.
 fn apply(
-    tx: &Transaction<'_>,
+    tx: &Connection,
     op: &Op,
     now: i64,
-    quarantined: &mut Vec<(Namespace, String, String, String, i64)>,
+    quarantined: &mut Vec<Quarantined>,
 ) -> rusqlite::Result<Option<u64>> {
     match op {
         Op::Put {
@@ -296,7 +468,7 @@ fn apply(
 
 impl Store for SqliteStore {
     fn get(&self, ns: Namespace, bot: &str, key: &str) -> Result<Option<Value>, StoreError> {
-        let mut conn = self.lock();
+        let mut conn = self.read_conn();
         let raw = conn
             .prepare_cached(&format!(
                 "SELECT value FROM {} WHERE bot = ?1 AND key = ?2",
@@ -323,7 +495,7 @@ impl Store for SqliteStore {
         bot: &str,
         visit: &mut dyn FnMut(&str, Value),
     ) -> Result<(), StoreError> {
-        let mut conn = self.lock();
+        let mut conn = self.read_conn();
         let mut damaged = Vec::new();
         {
             let mut stmt = conn
@@ -351,41 +523,30 @@ impl Store for SqliteStore {
         if batch.is_empty() {
             return Ok(Committed::default());
         }
-        let now = now_ms();
-        let mut conn = self.lock();
-        let mut quarantined = Vec::new();
-        let result = (|| -> rusqlite::Result<Vec<Option<u64>>> {
-            let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-            let mut ids = Vec::with_capacity(batch.ops.len());
-            for op in &batch.ops {
-                ids.push(apply(&tx, op, now, &mut quarantined)?);
-            }
-            let remembers = batch.ops.iter().any(|op| {
-                matches!(
-                    op,
-                    Op::Enqueue {
-                        unless_seen: Some(_),
-                        ..
-                    }
-                )
-            });
-            if remembers && now - self.last_prune_ms.load(Ordering::Relaxed) >= PRUNE_EVERY_MS {
-                tx.prepare_cached("DELETE FROM seen_ids WHERE expires_ms <= ?1")?
-                    .execute([now])?;
-                self.last_prune_ms.store(now, Ordering::Relaxed);
-            }
-            tx.commit()?;
-            Ok(ids)
-        })();
-        let ids = result.map_err(|e| self.err(e))?;
-        for (ns, bot, key, reason, id) in quarantined {
-            self.log_quarantine(ns, &bot, &key, &reason, id);
+        let outcome = self
+            .group
+            .commit(batch, &mut |batches| self.run_group(batches));
+        if outcome.led {
+            self.checkpoint_if_due();
         }
-        Ok(Committed::new(ids))
+        outcome.result
+    }
+
+    fn stats(&self) -> StoreStats {
+        let c = &self.counters;
+        let commits = c.commits.load(Ordering::Relaxed);
+        let checkpoints = c.checkpoints.load(Ordering::Relaxed);
+        StoreStats {
+            commits,
+            batches: c.batches.load(Ordering::Relaxed),
+            checkpoints,
+            failed_groups: c.failed_groups.load(Ordering::Relaxed),
+            fsyncs: commits + 2 * checkpoints,
+        }
     }
 
     fn pending(&self, queue: Queue) -> Result<Vec<QueuedItem>, StoreError> {
-        let mut conn = self.lock();
+        let mut conn = self.read_conn();
         let mut out = Vec::new();
         let mut damaged = Vec::new();
         {
@@ -419,6 +580,7 @@ impl Store for SqliteStore {
                 let qid = tx.last_insert_rowid();
                 tx.execute("DELETE FROM queue_items WHERE id = ?1", [id])?;
                 tx.commit()?;
+                self.counters.commits.fetch_add(1, Ordering::Relaxed);
                 Ok(qid)
             })()
             .map_err(|e| self.err(e))?;
@@ -430,6 +592,112 @@ impl Store for SqliteStore {
         }
         Ok(out)
     }
+}
+
+/// Copies `storage_dir/botd.sqlite` to `target` with SQLite's online backup, safe while botd
+/// serves: the copy is one consistent snapshot (taken in a single step under a read
+/// transaction, which in WAL mode never blocks botd's commits), written to a temporary file
+/// beside `target`, checked with `PRAGMA integrity_check`, synced, then renamed into place.
+/// An existing `target` is never overwritten. Returns a one-line summary.
+pub fn backup_database(storage_dir: &Path, target: &Path) -> Result<String, String> {
+    let path = storage_dir.join(DATABASE_FILE);
+    let shown = path.display().to_string();
+    let target_shown = target.display().to_string();
+    if !path.exists() {
+        return Err(format!("{shown}: no database to back up"));
+    }
+    if target.exists() {
+        return Err(format!(
+            "{target_shown}: already exists; botd backup does not overwrite a file"
+        ));
+    }
+    let dir = match target.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    if !dir.is_dir() {
+        return Err(format!("{}: no such folder", dir.display()));
+    }
+    let name = target
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or("backup");
+    let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
+    let result = (|| -> Result<String, String> {
+        let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let source =
+            Connection::open_with_flags(&path, flags).map_err(|e| format!("{shown}: {e}"))?;
+        source
+            .busy_timeout(BUSY_TIMEOUT)
+            .map_err(|e| format!("{shown}: {e}"))?;
+        // The copy holds conversations: private from its first byte.
+        create_private(&tmp).map_err(|e| format!("{}: {e}", tmp.display()))?;
+        let mut copy = Connection::open(&tmp).map_err(|e| format!("{}: {e}", tmp.display()))?;
+        {
+            let backup = rusqlite::backup::Backup::new(&source, &mut copy)
+                .map_err(|e| format!("{shown}: cannot start the backup: {e}"))?;
+            // All pages in one step: a stepwise copy restarts whenever botd commits. Busy
+            // (a checkpoint or a migration holds the file) is tried again for a while.
+            let mut tries = 0;
+            loop {
+                match backup.step(-1) {
+                    Ok(rusqlite::backup::StepResult::Done) => break,
+                    Ok(rusqlite::backup::StepResult::More) => continue,
+                    Ok(_) if tries < 100 => {
+                        tries += 1;
+                        std::thread::sleep(Duration::from_millis(50));
+                    }
+                    Ok(_) => return Err(format!("{shown}: busy for 5 s; try the backup again")),
+                    Err(e) => return Err(format!("{shown}: backup failed: {e}")),
+                }
+            }
+        }
+        let integrity: String = copy
+            .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+            .map_err(|e| format!("{}: {e}", tmp.display()))?;
+        if integrity != "ok" {
+            return Err(format!(
+                "{target_shown}: the copy fails its integrity check ({integrity}); not kept"
+            ));
+        }
+        // One self-contained file: the copy's WAL folded back in.
+        copy.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
+            .map_err(|e| format!("{}: {e}", tmp.display()))?;
+        let count = |table: &str| -> i64 {
+            copy.query_row(&format!("SELECT count(*) FROM {table}"), [], |r| r.get(0))
+                .unwrap_or(0)
+        };
+        let summary = format!(
+            "{target_shown}: backup of {shown} at schema version {}: {} session(s), {} user(s), {} queued item(s); integrity ok",
+            schema::version(&copy).unwrap_or(0),
+            count("sessions"),
+            count("users"),
+            count("queue_items")
+        );
+        drop(copy);
+        std::fs::File::open(&tmp)
+            .and_then(|f| f.sync_all())
+            .map_err(|e| format!("{}: {e}", tmp.display()))?;
+        std::fs::rename(&tmp, target).map_err(|e| format!("{target_shown}: {e}"))?;
+        std::fs::File::open(&dir)
+            .and_then(|d| d.sync_all())
+            .map_err(|e| format!("{}: {e}", dir.display()))?;
+        Ok(summary)
+    })();
+    if result.is_err() {
+        for suffix in ["", "-wal", "-shm", "-journal"] {
+            let mut p = tmp.as_os_str().to_owned();
+            p.push(suffix);
+            let _ = std::fs::remove_file(PathBuf::from(p));
+        }
+    } else {
+        for suffix in ["-wal", "-shm"] {
+            let mut p = tmp.as_os_str().to_owned();
+            p.push(suffix);
+            let _ = std::fs::remove_file(PathBuf::from(p));
+        }
+    }
+    result
 }
 
 /// What `botd check` says about the database: one `path: what is wrong` line per finding
@@ -695,7 +963,7 @@ mod tests {
         let t = batch.enqueue(Queue::TelegramOut, "k", json!({"x": 1}), None);
         let id = store.commit(batch).unwrap().id(t).unwrap();
         {
-            let conn = store.lock();
+            let conn = store.write_conn();
             conn.execute("UPDATE kv SET value = '{\"a\": ' WHERE key = 'global'", [])
                 .unwrap();
             conn.execute(
@@ -726,11 +994,89 @@ mod tests {
     }
 
     #[test]
+    fn a_failing_batch_in_a_group_fails_alone() {
+        let dir = temp("group");
+        let store = Arc::new(SqliteStore::open(&dir).unwrap());
+        store
+            .write_conn()
+            .execute_batch(
+                "CREATE TRIGGER no_bad BEFORE INSERT ON sessions WHEN NEW.key LIKE 'bad%'
+                 BEGIN SELECT RAISE(ABORT, 'full'); END",
+            )
+            .unwrap();
+        let threads: Vec<_> = (0..8)
+            .map(|t| {
+                let store = store.clone();
+                std::thread::spawn(move || {
+                    (0..25)
+                        .map(|i| {
+                            let key = if i % 5 == 4 {
+                                format!("bad{t}/{i}")
+                            } else {
+                                format!("{t}/{i}")
+                            };
+                            let mut batch = Batch::new();
+                            batch.put(Namespace::Users, "welcome-bot", &key, json!(i));
+                            batch.put(Namespace::Sessions, "welcome-bot", &key, json!(i));
+                            (key, store.commit(batch).is_ok())
+                        })
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        let mut good = 0;
+        for t in threads {
+            for (key, ok) in t.join().unwrap() {
+                let bad = key.starts_with("bad");
+                assert_eq!(ok, !bad, "{key}");
+                // A failed batch left nothing, not even the write before the failing one.
+                let user = store.get(Namespace::Users, "welcome-bot", &key).unwrap();
+                assert_eq!(user.is_some(), !bad, "{key}");
+                good += usize::from(!bad);
+            }
+        }
+        let stats = store.stats();
+        assert_eq!(stats.batches, good as u64);
+        assert!(stats.commits <= stats.batches && stats.fsyncs >= stats.commits);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn the_leader_checkpoints_so_the_wal_stays_bounded() {
+        let dir = temp("checkpoint");
+        let store = SqliteStore::open(&dir).unwrap();
+        let value = json!({"text": "x".repeat(6000)});
+        for i in 0..800 {
+            let mut batch = Batch::new();
+            batch.put(
+                Namespace::Sessions,
+                "welcome-bot",
+                &format!("k{i}"),
+                value.clone(),
+            );
+            store.commit(batch).unwrap();
+        }
+        let stats = store.stats();
+        assert!(stats.checkpoints > 0, "{stats:?}");
+        assert_eq!(stats.fsyncs, stats.commits + 2 * stats.checkpoints);
+        // SQLite's WAL restarts from its start after a checkpoint: it never holds much more
+        // than CHECKPOINT_PAGES pages (4 KiB each) plus what one commit adds.
+        let wal = std::fs::metadata(dir.join("botd.sqlite-wal"))
+            .unwrap()
+            .len();
+        assert!(
+            wal < 2 * CHECKPOINT_PAGES as u64 * 4096,
+            "WAL of {wal} bytes"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
     fn a_failed_batch_leaves_nothing() {
         let dir = temp("atomic");
         let store = SqliteStore::open(&dir).unwrap();
         store
-            .lock()
+            .write_conn()
             .execute_batch(
                 "CREATE TRIGGER no_users BEFORE INSERT ON users BEGIN SELECT RAISE(ABORT, 'full'); END",
             )

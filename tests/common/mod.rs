@@ -506,3 +506,28 @@ pub fn rows_of(data: &Path, table: &str, bot: &str) -> i64 {
         )
         .unwrap()
 }
+
+/// One Converse request that may meet a killed server: the texts of a complete `200` answer,
+/// or `None` when the connection failed, was cut, or the answer is not a whole `200`.
+pub fn try_converse(port: u16, bot: &str, user: &str, text: &str) -> Option<Vec<String>> {
+    let body = serde_json::json!({"type": "text", "text": text}).to_string();
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .ok()?;
+    let head = format!(
+        "POST /api/v1/bots/{bot}/converse/{user} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).ok()?;
+    stream.write_all(body.as_bytes()).ok()?;
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).ok()?;
+    raw.windows(4).position(|w| w == b"\r\n\r\n")?;
+    if !raw.starts_with(b"HTTP/1.1 200") {
+        return None;
+    }
+    // A body cut off by the kill does not parse: not an answer.
+    let json: Value = serde_json::from_slice(&parse_answer(&raw).body).ok()?;
+    Some(texts(&json))
+}

@@ -28,6 +28,7 @@ use crate::engine::{Engine, Event, TurnError};
 use crate::http::Route;
 use crate::store::{Batch, Committed, Queue, Store};
 use graph::{backoff, Failure, Graph};
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -109,6 +110,32 @@ fn text(map: &Map<String, Value>, key: &str) -> String {
 
 fn flag(map: &Map<String, Value>, key: &str, default: bool) -> bool {
     map.get(key).and_then(Value::as_bool).unwrap_or(default)
+}
+
+/// One event on the inbound queue (`messenger-in`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct InboundEvent {
+    pub bot: String,
+    pub psid: String,
+    /// The Botpress event type (`message`, `postback`, `quick_reply`).
+    #[serde(default = "message_kind")]
+    pub kind: String,
+    pub payload: Value,
+}
+
+fn message_kind() -> String {
+    "message".into()
+}
+
+/// One item of the outbound queue (`messenger-out`): Graph calls made in order, then a pause
+/// of the conversation (a typing delay).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct OutboundItem {
+    pub bot: String,
+    pub psid: String,
+    pub calls: Vec<Value>,
+    #[serde(rename = "pauseMs", default)]
+    pub pause_ms: u64,
 }
 
 /// The key of one conversation in the queues.
@@ -340,9 +367,13 @@ pub fn plan(
     let mut items = Vec::new();
     let mut calls = Vec::new();
     let mut flush = |calls: &mut Vec<Value>, pause: u64| {
-        items.push(
-            json!({"bot": bot, "psid": psid, "calls": std::mem::take(calls), "pauseMs": pause}),
-        );
+        let item = OutboundItem {
+            bot: bot.to_string(),
+            psid: psid.to_string(),
+            calls: std::mem::take(calls),
+            pause_ms: pause,
+        };
+        items.push(serde_json::to_value(item).unwrap_or_default());
     };
     if mark_seen {
         calls.push(action("mark_seen"));
@@ -360,7 +391,11 @@ pub fn plan(
             } else {
                 0
             };
-            flush(&mut calls, pause);
+            // Without a pause, the calls stay in the item of the message that follows: one
+            // queue item (and one removal) fewer.
+            if pause > 0 {
+                flush(&mut calls, pause);
+            }
             typing = true;
         } else {
             calls.push(json!({"recipient": {"id": psid}, "message": payload}));
@@ -379,11 +414,12 @@ pub fn plan(
 /// Inbound handler: plays one event; its state, its removal from the inbound queue and its
 /// replies on the outbound queue are one commit.
 fn play(core: &Core, outbound: &Delivery, job: &Job) -> Outcome {
-    let item = job.item;
-    let bot = item["bot"].as_str().unwrap_or("");
-    let psid = item["psid"].as_str().unwrap_or("");
-    let kind = item["kind"].as_str().unwrap_or("message");
-    let event = Event::new(bot, "messenger", kind, psid, item["payload"].clone());
+    let item = match InboundEvent::deserialize(job.item) {
+        Ok(item) => item,
+        Err(e) => return Outcome::DeadLetter(format!("not a queued Messenger event: {e}")),
+    };
+    let (bot, psid) = (item.bot.as_str(), item.psid.as_str());
+    let event = Event::new(bot, "messenger", &item.kind, psid, item.payload.clone());
     let typing = core.bots.get(bot).is_none_or(|b| b.typing_delay);
     let mut staged = outbound.staged();
     let played = core.engine.turn_with(event, None, &mut |out, batch| {
@@ -420,16 +456,16 @@ fn play(core: &Core, outbound: &Delivery, job: &Job) -> Outcome {
 
 /// Outbound handler: makes the Graph calls of one queued item.
 fn send(core: &Core, item: &Value, attempt: u32) -> Outcome {
-    let bot = item["bot"].as_str().unwrap_or("");
+    let item = match OutboundItem::deserialize(item) {
+        Ok(item) => item,
+        Err(e) => return Outcome::DeadLetter(format!("not a queued Messenger reply: {e}")),
+    };
+    let bot = item.bot.as_str();
     let Some(config) = core.bots.get(bot) else {
         log::warn!("Messenger: a reply of bot \"{bot}\" is dropped: the bot has no Messenger configuration now");
         return Outcome::Drop;
     };
-    for call in item["calls"]
-        .as_array()
-        .map(Vec::as_slice)
-        .unwrap_or_default()
-    {
+    for call in &item.calls {
         match core.graph.send(&config.token, call) {
             Ok(_) => {}
             Err(Failure::Retry { after, why }) => {
@@ -442,7 +478,7 @@ fn send(core: &Core, item: &Value, attempt: u32) -> Outcome {
                 if call.get("message").is_some() {
                     log::error!(
                         "Messenger: bot \"{bot}\": a reply to {} is dropped: {why}",
-                        item["psid"].as_str().unwrap_or("")
+                        item.psid
                     );
                     return Outcome::Drop;
                 }
@@ -450,7 +486,7 @@ fn send(core: &Core, item: &Value, attempt: u32) -> Outcome {
             }
         }
     }
-    match item["pauseMs"].as_u64().unwrap_or(0) {
+    match item.pause_ms {
         0 => Outcome::Done,
         ms => Outcome::Pause(Duration::from_millis(ms)),
     }
@@ -613,13 +649,19 @@ mod tests {
             items[1]["calls"][1],
             json!({"recipient": {"id": "U1"}, "message": {"text": "a"}})
         );
-        // No delay when typingDelay is off; a bare mark_seen when the turn says nothing.
-        assert!(plan("b", "U", &payloads, false, false)
-            .iter()
-            .all(|i| i["pauseMs"] == 0));
+        // No delay when typingDelay is off, so no item ends in a typing_on: one item per
+        // message; a bare mark_seen when the turn says nothing.
+        let undelayed = plan("b", "U", &payloads, false, false);
+        assert_eq!(undelayed.len(), 2);
+        assert!(undelayed.iter().all(|i| i["pauseMs"] == 0));
+        assert_eq!(undelayed[0]["calls"][0]["sender_action"], "typing_on");
+        assert_eq!(undelayed[0]["calls"][2]["message"]["text"], "a");
         assert_eq!(plan("b", "U", &[], true, true).len(), 1);
         assert!(plan("b", "U", &[], false, true).is_empty());
         let trailing = plan("b", "U", &[json!({"type": "typing"})], false, false);
+        assert_eq!(trailing.len(), 1);
+        assert_eq!(trailing[0]["calls"][1]["sender_action"], "typing_off");
+        let trailing = plan("b", "U", &[json!({"type": "typing"})], false, true);
         assert_eq!(trailing.len(), 2);
         assert_eq!(trailing[1]["calls"][0]["sender_action"], "typing_off");
     }

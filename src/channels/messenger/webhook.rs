@@ -230,7 +230,10 @@ impl Webhook {
     /// Queues the new events per conversation and remembers their ids, in one transaction,
     /// then answers: the whole delivery is stored, or none of it (and Facebook sends it again).
     fn accept(&self, events: Vec<Incoming>) -> Reply {
+        // Conversations in order of first appearance, found by key in constant time (a
+        // 10,000-event call must not compare every key with every other).
         let mut groups: Vec<(String, Vec<Spooled>)> = Vec::new();
+        let mut index: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
         let mut waiting_for_lookup = false;
         for e in events {
             let Some(bot) = self.core.bot_for_page(&e.page_id) else {
@@ -245,10 +248,19 @@ impl Webhook {
                 continue;
             };
             let key = conversation_key(&bot, &e.psid);
-            let item = json!({"bot": bot, "psid": e.psid, "kind": e.kind, "payload": e.payload});
-            match groups.iter_mut().find(|(k, _)| *k == key) {
-                Some((_, list)) => list.push((e.timestamp, e.dedupe, item)),
-                None => groups.push((key, vec![(e.timestamp, e.dedupe, item)])),
+            let item = super::InboundEvent {
+                bot,
+                psid: e.psid,
+                kind: e.kind.to_string(),
+                payload: e.payload,
+            };
+            let item = serde_json::to_value(item).unwrap_or_default();
+            match index.get(&key) {
+                Some(&i) => groups[i].1.push((e.timestamp, e.dedupe, item)),
+                None => {
+                    index.insert(key.clone(), groups.len());
+                    groups.push((key, vec![(e.timestamp, e.dedupe, item)]));
+                }
             }
         }
         let expires = crate::engine::event::now_ms() + DEDUPE_WINDOW.as_millis() as i64;

@@ -25,6 +25,7 @@ use crate::config::{units, Settings};
 use crate::engine::{Destination, Engine, Event, TurnError};
 use crate::store::{Batch, Committed, Queue};
 use api::Api;
+use serde::Deserialize;
 use serde_json::{json, Map, Value};
 use std::collections::HashMap;
 use std::path::Path;
@@ -173,15 +174,15 @@ impl Telegram {
         let store = engine.store();
         let mut spooled: HashMap<String, poller::Resume> = HashMap::new();
         for queued in store.pending(Queue::TelegramIn)? {
-            let item = &queued.item;
-            if let (Some(bot), Some(update_id)) =
-                (item["bot"].as_str(), item["update"]["update_id"].as_i64())
-            {
+            let Ok(item) = poller::InboundUpdate::deserialize(&queued.item) else {
+                continue;
+            };
+            if let Some(update_id) = item.update["update_id"].as_i64() {
                 spooled.insert(
-                    bot.to_string(),
+                    item.bot,
                     poller::Resume {
                         update_id,
-                        at_ms: item["at"].as_i64().unwrap_or(0),
+                        at_ms: item.at,
                     },
                 );
             }
@@ -222,7 +223,7 @@ impl Telegram {
         let inbound = {
             let (runtimes, engine, outbound) = (runtimes.clone(), engine.clone(), outbound.clone());
             Arc::new(Delivery::start(
-                store,
+                store.clone(),
                 Queue::TelegramIn,
                 INBOUND_THREADS,
                 "tg-turn",
@@ -260,7 +261,8 @@ impl Telegram {
                 rt: rt.clone(),
                 inbound: inbound.clone(),
                 stop: stop.clone(),
-                offset_path: root.join(id).join("offset.json"),
+                store: store.clone(),
+                storage: root.parent().unwrap_or(root).to_path_buf(),
                 spooled: spooled.get(id).copied(),
             };
             pollers.push(
@@ -381,8 +383,14 @@ fn handle_update(
     outbound: &Delivery,
     job: &Job,
 ) -> Outcome {
-    let (key, item, attempt) = (job.key, job.item, job.attempt);
-    let bot = item["bot"].as_str().unwrap_or("");
+    let (key, attempt) = (job.key, job.attempt);
+    let item = match poller::InboundUpdate::deserialize(job.item) {
+        Ok(item) => item,
+        Err(e) => {
+            return Outcome::DeadLetter(format!("not a queued Telegram update: {e}"));
+        }
+    };
+    let bot = item.bot.as_str();
     let Some(rt) = runtimes.get(bot) else {
         log::warn!(
             "a Telegram update for bot \"{bot}\" is dropped: Telegram is not enabled for it"
@@ -391,7 +399,7 @@ fn handle_update(
     };
     // Wait until the poller has recorded the offset of this update's batch.
     drop(rt.gate.lock().unwrap_or_else(|e| e.into_inner()));
-    let update = &item["update"];
+    let update = &item.update;
     let Some((event, callback_id)) = event_for(bot, update) else {
         log::debug!("bot \"{bot}\": a Telegram update of an unhandled kind is skipped");
         return Outcome::Drop;

@@ -2,13 +2,13 @@
 //! `timeout`, `offset` and `allowed_updates ["message","callback_query"]`, forever.
 //!
 //! **Offsets.** An update is confirmed to Telegram by the next `getUpdates` whose `offset` is
-//! above its id. The poller asks for that offset only after the whole batch is in the inbound
-//! spool (durable) *and* the highest id is written to `storage/telegram/<bot>/offset.json`.
-//! While it writes, the bot's `gate` is held and the inbound workers wait for it, so no update
-//! of a batch is handled before its offset is on disk. After a crash, the next start resumes
-//! from the later of `offset.json` and the newest update still in the spool; nothing Telegram
-//! gave us is lost (it is in the spool, or Telegram gives it again) and nothing handled is
-//! asked for again.
+//! above its id. The poller asks for that offset only after the whole batch is on the inbound
+//! queue and its highest id is the stored offset, both in **one commit** (the store's channel
+//! state; the previous release's `storage/telegram/<bot>/offset.json` is imported at start).
+//! While it commits, the bot's `gate` is held and the inbound workers wait for it. After a
+//! crash, the next start resumes from the stored offset (or the newest update still queued,
+//! if an imported queue is newer); nothing Telegram gave us is lost (it is queued, or
+//! Telegram gives it again) and nothing handled is asked for again.
 //!
 //! **Random ids.** `update_id`s grow by one, but after a week without updates Telegram picks
 //! the next one at random, possibly lower. botd never drops an update because of its id: it
@@ -34,7 +34,8 @@ use super::send::backoff;
 use super::BotRuntime;
 use crate::channels::delivery::Delivery;
 use crate::engine::event::now_ms;
-use crate::store::atomic_write;
+use crate::store::{self, Namespace, Store};
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -139,11 +140,33 @@ pub struct Resume {
     pub at_ms: i64,
 }
 
+/// The key of a bot's offset in the store's channel state.
+pub const OFFSET_KEY: &str = "telegram-offset";
+
+/// The stored offset: the highest `update_id` committed, and when its batch arrived (unix ms).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+struct OffsetRecord {
+    update_id: i64,
+    at: i64,
+}
+
+/// One update on the inbound queue.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct InboundUpdate {
+    pub bot: String,
+    pub update: Value,
+    /// When its batch arrived (unix ms; 0 in items an older release queued without it).
+    #[serde(default)]
+    pub at: i64,
+}
+
 pub struct Poller {
     pub rt: Arc<BotRuntime>,
     pub inbound: Arc<Delivery>,
+    pub store: Arc<dyn Store>,
     pub stop: Arc<AtomicBool>,
-    pub offset_path: PathBuf,
+    /// `storage/`: where the previous release's `telegram/<bot>/offset.json` is imported from.
+    pub storage: PathBuf,
     /// The newest update of this bot still in the inbound spool at start.
     pub spooled: Option<Resume>,
 }
@@ -151,7 +174,14 @@ pub struct Poller {
 impl Poller {
     pub fn run(self) {
         let bot = self.rt.config.bot_id.clone();
-        let resume = latest(read_offset(&self.offset_path), self.spooled);
+        let stored = match self.stored_offset() {
+            Ok(stored) => stored,
+            Err(e) => {
+                log::error!("bot \"{bot}\": cannot read the Telegram offset ({e}); Telegram is stopped for this bot until botd restarts");
+                return;
+            }
+        };
+        let resume = latest(stored, self.spooled);
         if resume.is_some_and(|r| !is_fresh(r, now_ms())) {
             log::info!("bot \"{bot}\": the stored Telegram offset is older than 24 h; taking whatever Telegram holds");
         }
@@ -288,40 +318,99 @@ impl Poller {
         }
     }
 
-    /// Spools a batch, then records its highest id, with the gate held. Returns the offset that
-    /// confirms what was made durable, or `None` when nothing could be (Telegram will give the
-    /// batch again).
+    /// Queues a batch and records its highest id as the offset, in one commit, with the gate
+    /// held. Returns the offset that confirms it, or `None` when it could not be committed
+    /// (nothing of it was: Telegram gives the batch again).
     fn accept(&self, updates: &[Update]) -> Option<i64> {
         let bot = &self.rt.config.bot_id;
         let _gate = self.rt.gate.lock().unwrap_or_else(|e| e.into_inner());
         let at = now_ms();
-        let mut highest: Option<&Update> = None;
+        let highest = updates.iter().max_by_key(|u| u.id)?;
+        let mut batch = store::Batch::new();
+        let mut staged = self.inbound.staged();
         for update in updates {
-            let item = json!({"bot": bot, "update": update.body, "at": at});
-            if let Err(e) = self.inbound.push(
-                &super::chat_key(bot, &super::update_chat(&update.body)),
-                vec![item],
-            ) {
+            let item = InboundUpdate {
+                bot: bot.clone(),
+                update: update.body.clone(),
+                at,
+            };
+            let item = serde_json::to_value(item).unwrap_or_default();
+            let key = super::chat_key(bot, &super::update_chat(&update.body));
+            self.inbound
+                .stage(&mut staged, &mut batch, &key, item, None);
+        }
+        let record = OffsetRecord {
+            update_id: highest.id,
+            at,
+        };
+        batch.put(
+            Namespace::Channel,
+            bot,
+            OFFSET_KEY,
+            serde_json::to_value(record).unwrap_or_default(),
+        );
+        match self.inbound.commit(batch, staged) {
+            Ok(_) => Some(highest.next_offset()),
+            Err(e) => {
                 log::error!(
-                    "bot \"{bot}\": cannot spool a Telegram update ({e}); it will be fetched again"
+                    "bot \"{bot}\": cannot queue a batch of {} Telegram update(s) ({e}); Telegram will give it again",
+                    updates.len()
                 );
-                break;
-            }
-            if highest.is_none_or(|h| update.id > h.id) {
-                highest = Some(update);
+                None
             }
         }
-        let highest = highest?;
-        let next = highest.next_offset();
-        let highest = highest.id;
-        let record = json!({"update_id": highest, "at": at});
-        if let Err(e) = atomic_write(&self.offset_path, record.to_string().as_bytes()) {
-            log::error!(
-                "bot \"{bot}\": cannot write {} ({e})",
-                self.offset_path.display()
-            );
+    }
+
+    /// The offset in the store. A previous release's `offset.json` is imported first (the
+    /// later of the two is kept) and then moved to `storage/imported-files/`.
+    fn stored_offset(&self) -> Result<Option<Resume>, String> {
+        let bot = &self.rt.config.bot_id;
+        let read = |store: &dyn Store| -> Result<Option<Resume>, String> {
+            let value = store
+                .get(Namespace::Channel, bot, OFFSET_KEY)
+                .map_err(|e| e.to_string())?;
+            Ok(value
+                .and_then(|v| serde_json::from_value::<OffsetRecord>(v).ok())
+                .map(|r| Resume {
+                    update_id: r.update_id,
+                    at_ms: r.at,
+                }))
+        };
+        let in_store = read(self.store.as_ref())?;
+        let rel = format!("telegram/{bot}/offset.json");
+        let file = self.storage.join(&rel);
+        if !file.exists() {
+            return Ok(in_store);
         }
-        Some(next)
+        let from_file = read_offset(&file);
+        let newest = latest(in_store, from_file);
+        if newest != in_store {
+            if let Some(r) = newest {
+                let mut batch = store::Batch::new();
+                let record = OffsetRecord {
+                    update_id: r.update_id,
+                    at: r.at_ms,
+                };
+                batch.put(
+                    Namespace::Channel,
+                    bot,
+                    OFFSET_KEY,
+                    serde_json::to_value(record).unwrap_or_default(),
+                );
+                self.store.commit(batch).map_err(|e| e.to_string())?;
+            }
+        }
+        match crate::store::move_aside(&self.storage, &[rel.as_str()]) {
+            Ok(()) => log::info!(
+                "bot \"{bot}\": the Telegram offset of {} is now in the database",
+                file.display()
+            ),
+            Err(e) => log::warn!(
+                "bot \"{bot}\": the offset of {} is imported, but the file cannot be moved aside ({e})",
+                file.display()
+            ),
+        }
+        Ok(newest)
     }
 
     /// `deleteWebhook`, so that polling works. False when the token is bad (polling ends).
@@ -498,7 +587,7 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("botd-tg-offset-{}", std::process::id()));
         let path = dir.join("offset.json");
         assert_eq!(read_offset(&path), None);
-        atomic_write(&path, br#"{"update_id": 42, "at": 7}"#).unwrap();
+        crate::store::atomic_write(&path, br#"{"update_id": 42, "at": 7}"#).unwrap();
         assert_eq!(
             read_offset(&path),
             Some(Resume {

@@ -1,0 +1,166 @@
+//! Group commit: batches that are ready at the same time share one durable commit, so the
+//! fsyncs per turn fall as load rises while a lone turn still commits at once.
+//!
+//! There is no writer thread: the first committer that finds no commit running becomes the
+//! leader, takes every batch queued so far (its own among them) and commits them together;
+//! the others wait only for that commit, then find their own result. While a leader waits
+//! for its fsync, new batches queue up and the next leader takes them all. A conversation
+//! therefore never waits for another one except for the commit they share, and an idle
+//! machine pays no hand-over to another thread.
+//!
+//! Whatever runs a group must give each batch its own result: one batch that fails (a
+//! constraint, a trigger) must not fail the others of its group.
+
+use super::{Batch, Committed, StoreError};
+use std::collections::HashMap;
+use std::sync::{Condvar, Mutex, MutexGuard};
+
+/// At most this many batches in one commit, so one commit's latency stays bounded.
+pub const MAX_GROUP: usize = 256;
+
+/// The queue of batches waiting for a commit and the results not collected yet.
+#[derive(Default)]
+pub struct GroupCommit {
+    state: Mutex<State>,
+    finished: Condvar,
+}
+
+#[derive(Default)]
+struct State {
+    next_seq: u64,
+    queue: Vec<(u64, Batch)>,
+    leading: bool,
+    results: HashMap<u64, Result<Committed, StoreError>>,
+}
+
+/// What [`GroupCommit::commit`] gives back: the batch's result, and whether this caller led
+/// a group (then it may do the housekeeping that follows a commit, like a checkpoint).
+pub struct Outcome {
+    pub result: Result<Committed, StoreError>,
+    pub led: bool,
+}
+
+impl GroupCommit {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Queues `batch`, and waits until a leader (perhaps this caller) has committed it.
+    /// `run` commits a group, oldest batch first, and returns one result per batch in the
+    /// same order; it is called by the leader only, never by two callers at once.
+    pub fn commit(
+        &self,
+        batch: Batch,
+        run: &mut dyn FnMut(Vec<Batch>) -> Vec<Result<Committed, StoreError>>,
+    ) -> Outcome {
+        let mut state = self.lock();
+        let seq = state.next_seq;
+        state.next_seq += 1;
+        state.queue.push((seq, batch));
+        let mut led = false;
+        loop {
+            if let Some(result) = state.results.remove(&seq) {
+                return Outcome { result, led };
+            }
+            if state.leading {
+                state = self.finished.wait(state).unwrap_or_else(|e| e.into_inner());
+                continue;
+            }
+            state.leading = true;
+            led = true;
+            let take = state.queue.len().min(MAX_GROUP);
+            let group: Vec<(u64, Batch)> = state.queue.drain(..take).collect();
+            drop(state);
+            let (seqs, batches): (Vec<u64>, Vec<Batch>) = group.into_iter().unzip();
+            let count = batches.len();
+            // A runner that panics must not leave its followers waiting forever.
+            let mut results =
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run(batches)))
+                    .unwrap_or_default();
+            results.resize_with(count, || {
+                Err(StoreError::transient("the commit did not finish (a panic)"))
+            });
+            state = self.lock();
+            for (seq, result) in seqs.into_iter().zip(results) {
+                state.results.insert(seq, result);
+            }
+            state.leading = false;
+            self.finished.notify_all();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+
+    #[test]
+    fn concurrent_batches_share_commits_and_keep_their_own_results() {
+        let group = Arc::new(GroupCommit::default());
+        let runs = Arc::new(AtomicUsize::new(0));
+        let running = Arc::new(AtomicUsize::new(0));
+        let threads: Vec<_> = (0..16)
+            .map(|i| {
+                let (group, runs, running) = (group.clone(), runs.clone(), running.clone());
+                std::thread::spawn(move || {
+                    let mut results = Vec::new();
+                    for round in 0..20 {
+                        let mut batch = Batch::new();
+                        // The batch's "id" travels in a key, so each result can be checked.
+                        batch.delete(super::super::Namespace::Kv, "bot1", &format!("{i}/{round}"));
+                        let outcome = group.commit(batch, &mut |batches| {
+                            assert_eq!(running.fetch_add(1, Ordering::SeqCst), 0);
+                            runs.fetch_add(1, Ordering::SeqCst);
+                            std::thread::sleep(std::time::Duration::from_millis(1));
+                            running.fetch_sub(1, Ordering::SeqCst);
+                            batches
+                                .iter()
+                                .map(|b| match &b.ops[0] {
+                                    super::super::Op::Delete { key, .. } if key.ends_with("/7") => {
+                                        Err(StoreError::permanent(key.clone()))
+                                    }
+                                    super::super::Op::Delete { key, .. } => {
+                                        Ok(Committed::new(vec![Some(key.len() as u64)]))
+                                    }
+                                    _ => unreachable!("only deletes are queued"),
+                                })
+                                .collect()
+                        });
+                        results.push((format!("{i}/{round}"), outcome.result));
+                    }
+                    results
+                })
+            })
+            .collect();
+        let mut total = 0;
+        for t in threads {
+            for (key, result) in t.join().unwrap() {
+                total += 1;
+                if key.ends_with("/7") {
+                    assert_eq!(result.unwrap_err().message, key);
+                } else {
+                    assert_eq!(
+                        result.unwrap(),
+                        Committed::new(vec![Some(key.len() as u64)])
+                    );
+                }
+            }
+        }
+        assert_eq!(total, 16 * 20);
+        // 320 batches, and each run sleeps 1 ms while 15 other threads queue: shared commits.
+        assert!(runs.load(Ordering::SeqCst) < total, "{runs:?}");
+    }
+
+    #[test]
+    fn a_panicking_run_fails_its_group_only() {
+        let group = GroupCommit::default();
+        let outcome = group.commit(Batch::new(), &mut |_| panic!("boom"));
+        assert!(outcome.led && outcome.result.is_err());
+        let outcome = group.commit(Batch::new(), &mut |b| {
+            b.iter().map(|_| Ok(Committed::default())).collect()
+        });
+        assert!(outcome.result.is_ok());
+    }
+}
