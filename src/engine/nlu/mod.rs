@@ -8,7 +8,6 @@
 
 pub mod classifier;
 pub mod entities;
-pub mod eval;
 pub mod features;
 pub mod language;
 pub mod slots;
@@ -25,7 +24,6 @@ use self::features::{normalize, FeatureConfig, Vectorizer};
 use self::slots::SlotTagger;
 use crate::engine::Problem;
 
-pub use self::eval::{cli_nlu_bench, cli_nlu_eval};
 pub use self::language::detect_language;
 
 /// One intent of a bot (`intents/<name>.json`).
@@ -707,7 +705,7 @@ impl Nlu {
         Nlu::train_with(intents, entities, config, &IntentTraining::default())
     }
 
-    /// [`Nlu::train`] with explicit classifier options (used by the benchmark).
+    /// [`Nlu::train`] with explicit classifier options (used by `bench/nlu`).
     pub fn train_with(
         intents: &[IntentDef],
         entities: &[EntityDef],
