@@ -200,3 +200,54 @@ pub fn few_shot_sample(train: &[Example], per_intent: usize, seed: u64) -> Vec<E
     }
     out
 }
+
+/// CLINC150 "full" (Larson et al. 2019): in-scope and out-of-scope parts of each split;
+/// out-of-scope rows have the intent `oos`.
+pub struct Clinc {
+    pub train: Vec<Example>,
+    pub val: Vec<Example>,
+    pub test: Vec<Example>,
+    pub oos_train: Vec<Example>,
+    pub oos_val: Vec<Example>,
+    pub oos_test: Vec<Example>,
+}
+
+/// Reads `data_full.json`: `{"train": [[text, intent], ...], "oos_train": ..., ...}`.
+pub fn load_clinc(path: &Path) -> Result<Clinc, String> {
+    let raw = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let v: Value = serde_json::from_str(&raw).map_err(|e| format!("{}: {e}", path.display()))?;
+    let part = |name: &str| -> Result<Vec<Example>, String> {
+        let rows = v
+            .get(name)
+            .and_then(Value::as_array)
+            .ok_or(format!("{}: no `{name}` array", path.display()))?;
+        rows.iter()
+            .map(|r| {
+                match (
+                    r.get(0).and_then(Value::as_str),
+                    r.get(1).and_then(Value::as_str),
+                ) {
+                    (Some(text), Some(intent)) => Ok(Example {
+                        text: text.to_string(),
+                        intent: intent.to_string(),
+                        entities: Vec::new(),
+                        fold: None,
+                        training: None,
+                    }),
+                    _ => Err(format!(
+                        "{}: `{name}` rows must be [text, intent]",
+                        path.display()
+                    )),
+                }
+            })
+            .collect()
+    };
+    Ok(Clinc {
+        train: part("train")?,
+        val: part("val")?,
+        test: part("test")?,
+        oos_train: part("oos_train")?,
+        oos_val: part("oos_val")?,
+        oos_test: part("oos_test")?,
+    })
+}

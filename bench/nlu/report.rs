@@ -3,7 +3,7 @@
 use std::fmt::Write as _;
 
 use crate::metrics::{mean_std, median};
-use crate::run::{BraunRun, FewShot, KFold};
+use crate::run::{BraunRun, ClincRun, FewShot, KFold, TUNED_IN_SCOPE_COST};
 
 fn verdict(ours: f64, target: f64) -> String {
     if ours >= target {
@@ -16,7 +16,13 @@ fn verdict(ours: f64, target: f64) -> String {
 /// What we tried while tuning; kept next to the numbers in bench/NLU.md.
 const TUNING_NOTES: &str = include_str!("notes.md");
 
-pub fn render_markdown(kf: &KFold, fs: &[FewShot], braun: &[BraunRun], total_secs: f64) -> String {
+pub fn render_markdown(
+    kf: &KFold,
+    fs: &[FewShot],
+    braun: &[BraunRun],
+    clinc: &[ClincRun],
+    total_secs: f64,
+) -> String {
     let mut m = String::new();
     let (acc_m, acc_s) = mean_std(&kf.fold_acc);
     let micro = kf.intents.micro_f1();
@@ -72,6 +78,27 @@ pub fn render_markdown(kf: &KFold, fs: &[FewShot], braun: &[BraunRun], total_sec
         "| Braun Chatbot intent F1 | 0.99-1.00 | 0.991 | ≥ 0.99 | **{chatbot:.3}** | {} |",
         verdict(chatbot, 0.99)
     );
+    let webapps = braun.get(2).map_or(0.0, |b| b.result.intents.accuracy());
+    let _ = writeln!(
+        m,
+        "| Braun WebApplications intent F1 | NLP.js 0.83 | 0.814 | ≥ 0.814 | **{webapps:.3}** | {} |",
+        verdict(webapps, 0.814)
+    );
+    for r in clinc {
+        let how = if r.with_oos_train {
+            "trained with oos_train"
+        } else {
+            "no out-of-scope examples"
+        };
+        let ok = r.tuned.in_scope_acc >= 0.93 && r.tuned.oos_recall >= 0.55;
+        let _ = writeln!(
+            m,
+            "| CLINC150 in-scope accuracy / OOS recall, {how}, threshold on val | BERT 0.962 / 0.523 | 0.922 / 0.464 | ≥ 0.93 / ≥ 0.55 | **{:.3} / {:.3}** | {} |",
+            r.tuned.in_scope_acc,
+            r.tuned.oos_recall,
+            if ok { "met" } else { "missed" }
+        );
+    }
     let _ = writeln!(m, "| HWU64 10 / intent, accuracy, fold 1 | AutoFAQ 0.802 | 0.719 | ≥ 0.80 (stretch) | **{a10:.3}** ± {s10:.3} | {} |", verdict(a10, 0.80));
     let _ = writeln!(m, "| HWU64 30 / intent, accuracy, fold 1 | Watson 0.855 | 0.803 | ≥ 0.85 (stretch) | **{a30:.3}** ± {s30:.3} | {} |", verdict(a30, 0.85));
     let _ = writeln!(m, "| intent classification time per utterance | - | - | ≤ 100 µs | **{intent_us:.0} µs** | {} |", if intent_us <= 100.0 { "met" } else { "missed" });
@@ -254,7 +281,82 @@ pub fn render_markdown(kf: &KFold, fs: &[FewShot], braun: &[BraunRun], total_sec
             .collect::<Vec<_>>()
             .join(", "),
     );
+    render_clinc(&mut m, clinc);
     let _ = writeln!(m, "## Notes: configuration and what was tried\n");
     m.push_str(TUNING_NOTES);
     m
+}
+
+/// The CLINC150 table (RESULTS.md §6) and how the rows were made.
+fn render_clinc(m: &mut String, clinc: &[ClincRun]) {
+    let _ = writeln!(
+        m,
+        "## CLINC150 \"full\": out-of-scope detection (RESULTS.md §6, Larson et al. 2019)\n"
+    );
+    let _ = writeln!(
+        m,
+        "| classifier | oos-train: in-scope acc | oos-train: OOS recall | threshold: in-scope acc | threshold: OOS recall |"
+    );
+    let _ = writeln!(m, "| --- | --- | --- | --- | --- |");
+    for (s, a, b, c, d) in [
+        ("FastText", "89.0", "9.7", "88.6", "28.3"),
+        ("SVM", "91.0", "14.5", "88.2", "18.0"),
+        ("Dialogflow", "91.7", "14.0", "90.8", "26.7"),
+        ("Rasa", "91.5", "45.3", "90.9", "31.2"),
+        ("MLP (USE)", "93.5", "47.4", "93.4", "49.1"),
+        ("BERT", "96.9", "40.3", "96.2", "52.3"),
+        (
+            "TF-IDF linear baseline + threshold (RESULTS.md)",
+            "-",
+            "-",
+            "92.2",
+            "46.4",
+        ),
+    ] {
+        let _ = writeln!(m, "| {s} | {a} | {b} | {c} | {d} |");
+    }
+    let pct = |x: f64| format!("{:.1}", 100.0 * x);
+    let find = |with: bool| clinc.iter().find(|r| r.with_oos_train == with);
+    if let (Some(without), Some(with)) = (find(false), find(true)) {
+        let _ = writeln!(
+            m,
+            "| **botd**, threshold on the scope margin tuned on val / oos_val | **{}** | **{}** | **{}** | **{}** |",
+            pct(with.tuned.in_scope_acc),
+            pct(with.tuned.oos_recall),
+            pct(without.tuned.in_scope_acc),
+            pct(without.tuned.oos_recall)
+        );
+        let _ = writeln!(
+            m,
+            "| **botd** as a bot answers (`nlu.intent`: floor learned from training data only, confidence 0.7; nothing tuned on val) | {} | {} | {} | {} |\n",
+            pct(with.runtime.in_scope_acc),
+            pct(with.runtime.oos_recall),
+            pct(without.runtime.in_scope_acc),
+            pct(without.runtime.oos_recall)
+        );
+        let _ = writeln!(
+            m,
+            "Protocol: trained on `train` (15,000 utterances, 150 intents; \"oos-train\" adds the 100 `oos_train` utterances as the bot's `none` intent), scored on `test` (4,500; an in-scope utterance predicted out of scope counts as wrong) and `oos_test` (1,000). \
+             The tuned threshold is the one with the highest `oos_val` recall among those that cost at most {:.0} point of in-scope `val` accuracy (threshold on the scope margin: {:.3} without, {:.3} with `oos_train`). \
+             On val: tuned {} / {} without and {} / {} with `oos_train`; as a bot answers {} / {} and {} / {}.\n",
+            100.0 * TUNED_IN_SCOPE_COST,
+            without.threshold,
+            with.threshold,
+            pct(without.tuned_val.in_scope_acc),
+            pct(without.tuned_val.oos_recall),
+            pct(with.tuned_val.in_scope_acc),
+            pct(with.tuned_val.oos_recall),
+            pct(without.runtime_val.in_scope_acc),
+            pct(without.runtime_val.oos_recall),
+            pct(with.runtime_val.in_scope_acc),
+            pct(with.runtime_val.oos_recall),
+        );
+        let _ = writeln!(
+            m,
+            "CLINC150 costs (150 intents, 3× HWU64's data): training {:.1} s, intent classification {:.1} µs per utterance (median), model {:.2} MB.\n",
+            without.train_secs,
+            without.intent_us,
+            without.model_bytes as f64 / 1e6
+        );
+    }
 }

@@ -6,7 +6,9 @@ use std::time::Instant;
 use botd::engine::nlu::slots::{lowercase_keep_offsets, SequenceTagger, TaggedExample};
 use botd::engine::nlu::{IntentTraining, Nlu, NluConfig, NONE_INTENT};
 
-use crate::data::{few_shot_sample, intents_from_examples, load_examples, select, Example, Span};
+use crate::data::{
+    few_shot_sample, intents_from_examples, load_examples, select, Clinc, Example, Span,
+};
 use crate::metrics::{median, EntityCounts, IntentCounts};
 
 /// The outcome of training on one set and testing on another.
@@ -28,7 +30,7 @@ pub struct RunResult {
 /// The intent the evaluation counts: the best class, with the synthesised `none` class only
 /// allowed when the data set itself has a `None` intent.
 fn predicted_label(nlu: &Nlu, text: &str, has_none: bool, none_label: &str) -> String {
-    let (scores, _) = nlu.predict_intents(text, &[]);
+    let scores = nlu.predict_intents(text, &[]).intents;
     scores
         .iter()
         .find(|s| has_none || s.name != NONE_INTENT)
@@ -258,4 +260,156 @@ pub fn run_braun(dir: &Path, opts: &IntentTraining) -> Result<Vec<BraunRun>, Str
         });
     }
     Ok(out)
+}
+
+/// CLINC150 in Larson et al.'s protocol, one way of training (with or without `oos_train`).
+pub struct ClincRun {
+    pub with_oos_train: bool,
+    /// `nlu.intent` as a bot gets it: the floor learned from training data alone, Botpress's
+    /// confidence rule; nothing tuned on `val`.
+    pub runtime: OosScore,
+    pub runtime_val: OosScore,
+    /// The best real intent unless the scope margin is under a threshold picked on
+    /// `val`/`oos_val` (the paper's threshold protocol).
+    pub tuned: OosScore,
+    pub tuned_val: OosScore,
+    pub threshold: f32,
+    pub intent_us: f64,
+    pub model_bytes: usize,
+    pub train_secs: f64,
+}
+
+/// In-scope accuracy (out-of-scope predictions count as wrong) and out-of-scope recall.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct OosScore {
+    pub in_scope_acc: f64,
+    pub oos_recall: f64,
+}
+
+/// Per utterance: gold (`None` for out-of-scope), the runtime's intent, the best real
+/// intent and the scope margin.
+struct Scored {
+    gold: Option<String>,
+    runtime: String,
+    best: String,
+    top_none: bool,
+    scope: f32,
+}
+
+fn score_all(
+    nlu: &Nlu,
+    in_scope: &[Example],
+    oos: &[Example],
+    times: &mut Vec<f64>,
+) -> Vec<Scored> {
+    let mut out = Vec::new();
+    for (ex, is_oos) in in_scope
+        .iter()
+        .map(|e| (e, false))
+        .chain(oos.iter().map(|e| (e, true)))
+    {
+        let t = Instant::now();
+        let p = nlu.predict_intents(&ex.text, &[]);
+        times.push(t.elapsed().as_secs_f64() * 1e6);
+        let best = p
+            .intents
+            .iter()
+            .find(|s| s.name != NONE_INTENT)
+            .map_or(String::new(), |s| s.name.clone());
+        out.push(Scored {
+            gold: (!is_oos).then(|| ex.intent.clone()),
+            runtime: nlu.choose(&p).name,
+            top_none: p.intents.first().is_some_and(|s| s.name == NONE_INTENT),
+            best,
+            scope: p.scope.unwrap_or(f32::INFINITY),
+        });
+    }
+    out
+}
+
+fn oos_score(items: &[Scored], predict: impl Fn(&Scored) -> Option<String>) -> OosScore {
+    let (mut ok, mut n_in, mut caught, mut n_oos) = (0usize, 0usize, 0usize, 0usize);
+    for s in items {
+        let p = predict(s);
+        match &s.gold {
+            Some(g) => {
+                n_in += 1;
+                ok += usize::from(p.as_ref() == Some(g));
+            }
+            None => {
+                n_oos += 1;
+                caught += usize::from(p.is_none());
+            }
+        }
+    }
+    OosScore {
+        in_scope_acc: ok as f64 / n_in.max(1) as f64,
+        oos_recall: caught as f64 / n_oos.max(1) as f64,
+    }
+}
+
+fn runtime_label(s: &Scored) -> Option<String> {
+    (s.runtime != NONE_INTENT).then(|| s.runtime.clone())
+}
+
+/// How much in-scope `val` accuracy the tuned threshold may give up.
+pub const TUNED_IN_SCOPE_COST: f64 = 0.01;
+
+/// Trains on `train` (+ `oos_train` as the bot's `none` intent), picks the threshold on
+/// `val`/`oos_val` and scores `test`/`oos_test`.
+pub fn run_clinc(c: &Clinc, opts: &IntentTraining, with_oos_train: bool) -> ClincRun {
+    let mut train = c.train.clone();
+    if with_oos_train {
+        train.extend(c.oos_train.iter().map(|e| Example {
+            intent: NONE_INTENT.to_string(),
+            ..e.clone()
+        }));
+    }
+    let started = Instant::now();
+    let nlu = Nlu::train_with(
+        &intents_from_examples(&train),
+        &[],
+        &NluConfig::default(),
+        opts,
+    );
+    let train_secs = started.elapsed().as_secs_f64();
+    let mut times = Vec::new();
+    let val = score_all(&nlu, &c.val, &c.oos_val, &mut Vec::new());
+    let test = score_all(&nlu, &c.test, &c.oos_test, &mut times);
+    // With `oos_train` the bot's own `none` class may win; without, only real intents count
+    // (the paper's threshold protocol).
+    let label_at = |t: f32, s: &Scored| -> Option<String> {
+        (s.scope >= t && !(with_oos_train && s.top_none)).then(|| s.best.clone())
+    };
+    // The lowest threshold that keeps in-scope `val` accuracy within 1 point of the
+    // unthresholded one, raised while it catches more `oos_val` than it costs: the highest
+    // out-of-scope recall at that in-scope cost.
+    let plain = oos_score(&val, |s| label_at(f32::NEG_INFINITY, s)).in_scope_acc;
+    let mut candidates: Vec<f32> = val
+        .iter()
+        .map(|s| s.scope)
+        .filter(|v| v.is_finite())
+        .collect();
+    candidates.sort_by(|a, b| a.total_cmp(b));
+    candidates.dedup();
+    let mut threshold = f32::NEG_INFINITY;
+    let mut best = -1.0;
+    for &t in candidates.iter().step_by((candidates.len() / 1000).max(1)) {
+        let sc = oos_score(&val, |s| label_at(t, s));
+        if sc.in_scope_acc + TUNED_IN_SCOPE_COST >= plain && sc.oos_recall > best {
+            best = sc.oos_recall;
+            threshold = t;
+        }
+    }
+    ClincRun {
+        with_oos_train,
+        runtime: oos_score(&test, runtime_label),
+        runtime_val: oos_score(&val, runtime_label),
+        tuned: oos_score(&test, |s| label_at(threshold, s)),
+        tuned_val: oos_score(&val, |s| label_at(threshold, s)),
+        threshold,
+        intent_us: median(times),
+        model_bytes: nlu.size_bytes(),
+        train_secs,
+    }
 }
