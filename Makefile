@@ -51,7 +51,7 @@ bench:
 
 ## bench-nlu: NLU accuracy and speed on ../shared/nlu-bench, written to bench/NLU.md
 bench-nlu:
-	$(CARGO) run --release --locked -- nlu-bench --data ../shared/nlu-bench --out bench/NLU.md
+	$(CARGO) run --release --locked --example nlu -- bench --data ../shared/nlu-bench --out bench/NLU.md
 
 ## pi: Raspberry Pi builds (aarch64, armv7): .deb packages and tarballs in target/pi/
 pi:

@@ -1,4 +1,4 @@
-//! The `botd` command: `run` (the server), `check`, `chat`, `token`, and the NLU measurements.
+//! The `botd` command: `run` (the server), `check`, `chat` and `token`.
 
 use botd::config::{units, Settings};
 use botd::engine::{bot, Engine, Event};
@@ -15,9 +15,7 @@ const USAGE: &str = "usage:
   botd backup FILE [--data DIR]           copy the database to FILE (safe while botd runs)
   botd chat <botId> [--data DIR] [--user ID]   talk to a bot in the terminal
   botd token [--data DIR] [--email E] [--ttl 6h]   print a token for the secured Converse route
-  botd nlu-eval --train FILE --test FILE  train the NLU on one labelled set, score it on another
-  botd nlu-bench [--data DIR] [--out FILE]   the NLU benchmark of ../shared/nlu-bench (bench/NLU.md)
-  botd nlu-dev [--data DIR] [--set k=v]...   NLU development scores (no test folds)";
+NLU evaluation and benchmark: `cargo run --release --example nlu -- help` (make bench-nlu)";
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -27,9 +25,12 @@ fn main() {
         Some("backup") => with_options(&args[1..], backup),
         Some("chat") => with_options(&args[1..], chat),
         Some("token") => with_options(&args[1..], token),
-        Some("nlu-eval") => botd::engine::nlu::eval::cli_nlu_eval(&args[1..]),
-        Some("nlu-bench") => botd::engine::nlu::eval::cli_nlu_bench(&args[1..]),
-        Some("nlu-dev") => botd::engine::nlu::eval::cli_nlu_dev(&args[1..]),
+        Some(old @ ("nlu-eval" | "nlu-bench" | "nlu-dev")) => {
+            // These left the server binary; say where they went.
+            let sub = old.trim_start_matches("nlu-");
+            eprintln!("botd: `{old}` moved to `cargo run --release --example nlu -- {sub}`");
+            2
+        }
         Some("-h") | Some("--help") | Some("help") => {
             println!("{USAGE}");
             0

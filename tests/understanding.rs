@@ -201,3 +201,136 @@ fn welcome_bot_1181_animal_qna_only_in_its_context() {
         .collect();
     assert!(contexts.contains(&"monkeys"), "{contexts:?}");
 }
+
+/// A bot taught only banking, written into the test's own data folder.
+fn banking_bot(tag: &str) -> TempDir {
+    let data = TempDir::new(tag);
+    let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/bots/flowtest");
+    let bot = data.path().join("bots/flowtest");
+    copy_dir(&src, &bot);
+    let intents: [(&str, &[&str]); 4] = [
+        (
+            "check_balance",
+            &[
+                "what is my account balance",
+                "how much money do i have",
+                "show me my balance",
+                "how much is in my checking account",
+                "what's left in my savings account",
+                "tell me my current balance",
+                "balance please",
+                "how much cash is in my bank account",
+                "can you check my balance",
+                "what is the balance on my account",
+                "do i have enough money in my account",
+                "check the balance of my savings",
+            ],
+        ),
+        (
+            "transfer_money",
+            &[
+                "transfer 50 dollars to my savings",
+                "send money to my mother",
+                "move money from checking to savings",
+                "i want to wire money to john",
+                "make a transfer to my landlord",
+                "send 100 euros to alice",
+                "pay my friend 20 dollars",
+                "transfer funds between my accounts",
+                "can you send money to my brother",
+                "i need to transfer money",
+                "wire 300 dollars to this account",
+                "move 40 dollars into checking",
+            ],
+        ),
+        (
+            "lost_card",
+            &[
+                "i lost my credit card",
+                "my debit card was stolen",
+                "block my card please",
+                "i can't find my bank card",
+                "someone stole my wallet with my card",
+                "freeze my credit card",
+                "cancel my lost card",
+                "my card is missing",
+                "report a stolen card",
+                "i need a replacement card, mine is gone",
+                "lock my debit card",
+                "my visa card got stolen",
+            ],
+        ),
+        (
+            "opening_hours",
+            &[
+                "when is the bank open",
+                "what are your opening hours",
+                "is the branch open on saturday",
+                "what time does the bank close",
+                "are you open on sundays",
+                "when does the branch open tomorrow",
+                "opening times of the bank",
+                "until what time is the branch open",
+                "is the bank open today",
+                "what hours is the office open",
+                "when can i visit the branch",
+                "does the bank close at lunch",
+            ],
+        ),
+    ];
+    for (name, utterances) in intents {
+        let body =
+            json!({"name": name, "contexts": ["global"], "utterances": utterances, "slots": []});
+        write(&bot, &format!("intents/{name}.json"), &body.to_string());
+    }
+    data
+}
+
+/// Out-of-scope detection: messages from other domains get `none`, with no `none` examples
+/// written by the bot's author; banking messages the bot never saw keep their intents.
+#[test]
+fn a_one_domain_bot_answers_none_to_other_domains() {
+    let data = banking_bot("und-scope");
+    let server = Server::start(data.path(), &[]);
+    let t = token(data.path(), &[]);
+    let p = server.port;
+    for (text, want) in [
+        ("how much money is in my account", "check_balance"),
+        ("please send 25 dollars to my sister", "transfer_money"),
+        ("my card has been stolen", "lost_card"),
+        ("what time do you open on monday", "opening_hours"),
+    ] {
+        assert_eq!(
+            intent_of(p, "flowtest", text, &["global"], &t),
+            want,
+            "{text}"
+        );
+    }
+    for text in [
+        "what is a good recipe for lasagna",
+        "who won the football game last night",
+        "play some jazz music",
+        "how tall is mount everest",
+        "will it rain in paris tomorrow",
+        "tell me a joke about cats",
+    ] {
+        assert_eq!(
+            intent_of(p, "flowtest", text, &["global"], &t),
+            "none",
+            "{text}"
+        );
+    }
+    // Botpress's fields keep their shape: `intents` still ranks the bot's intents with their
+    // confidences, only `intent` says `none`.
+    let body = json!({"type": "text", "text": "play some jazz music"});
+    let nlu = secured(p, "flowtest", "nlu-shape", &body, "nlu", &t).json()["nlu"].clone();
+    assert_eq!(nlu["intent"]["name"], "none");
+    let names: Vec<&str> = nlu["intents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|i| i["name"].as_str())
+        .collect();
+    assert!(names.contains(&"check_balance"), "{names:?}");
+    assert!(nlu["intents"][0]["confidence"].as_f64().is_some());
+}

@@ -126,13 +126,25 @@ impl Softmax {
 
     /// Trains with the configured solver.
     pub fn train(xs: &[Sparse], ys: &[usize], classes: usize, cfg: &TrainConfig) -> Softmax {
+        Softmax::train_held_out(xs, ys, classes, cfg).0
+    }
+
+    /// [`Softmax::train`], also giving the SVM margins of the training examples that were held
+    /// out to fit the temperature (empty for SGD alone, or when there was too little data):
+    /// what this model's scores look like on utterances it has not seen.
+    pub fn train_held_out(
+        xs: &[Sparse],
+        ys: &[usize],
+        classes: usize,
+        cfg: &TrainConfig,
+    ) -> (Softmax, Vec<HeldOut>) {
         match cfg.solver {
-            Solver::Sgd => Softmax::train_sgd(xs, ys, classes, cfg),
+            Solver::Sgd => (Softmax::train_sgd(xs, ys, classes, cfg), Vec::new()),
             Solver::Svm => Softmax::train_svm(xs, ys, classes, cfg),
             Solver::Both => {
-                let mut m = Softmax::train_svm(xs, ys, classes, cfg);
+                let (mut m, held) = Softmax::train_svm(xs, ys, classes, cfg);
                 m.partner = Some(Box::new(Softmax::train_sgd(xs, ys, classes, cfg)));
-                m
+                (m, held)
             }
         }
     }
@@ -215,28 +227,28 @@ impl Softmax {
     }
 
     /// One-vs-rest SVMs, then a softmax temperature fitted on held-out margins.
-    fn train_svm(xs: &[Sparse], ys: &[usize], classes: usize, cfg: &TrainConfig) -> Softmax {
+    fn train_svm(
+        xs: &[Sparse],
+        ys: &[usize],
+        classes: usize,
+        cfg: &TrainConfig,
+    ) -> (Softmax, Vec<HeldOut>) {
         let (buckets, w, bias) = svm_ovr(xs, ys, classes, cfg, None);
-        let temperature = fit_temperature(xs, ys, classes, cfg);
-        Softmax {
+        let held = held_out_margins(xs, ys, classes, cfg);
+        let temperature = if held.is_empty() {
+            DEFAULT_TEMPERATURE
+        } else {
+            fit_temperature(&held)
+        };
+        let model = Softmax {
             classes,
             buckets,
             weights: w.iter().map(|&v| to_bf16(v)).collect(),
             bias,
             temperature,
             partner: None,
-        }
-    }
-
-    /// Raw scores (logits) of each class.
-    pub fn logits(&self, x: &Sparse) -> Vec<f32> {
-        let mut scores = self.margins(x);
-        if self.temperature != 1.0 {
-            for s in scores.iter_mut() {
-                *s *= self.temperature;
-            }
-        }
-        scores
+        };
+        (model, held)
     }
 
     /// `w·x + b` of each class, before the temperature.
@@ -256,14 +268,21 @@ impl Softmax {
 
     /// Class probabilities (sum to 1).
     pub fn predict_proba(&self, x: &Sparse) -> Vec<f32> {
-        let mut s = self.logits(x);
+        self.predict(x).1
+    }
+
+    /// The margins `w·x + b` of this model (the SVM's, in the default ensemble) and the class
+    /// probabilities, sharing one pass over the weights.
+    pub fn predict(&self, x: &Sparse) -> (Vec<f32>, Vec<f32>) {
+        let margins = self.margins(x);
+        let mut s: Vec<f32> = margins.iter().map(|m| m * self.temperature).collect();
         softmax_in_place(&mut s);
         if let Some(p) = &self.partner {
             for (a, b) in s.iter_mut().zip(p.predict_proba(x)) {
                 *a = (*a + b) / 2.0;
             }
         }
-        s
+        (margins, s)
     }
 
     pub fn size_bytes(&self) -> usize {
@@ -460,17 +479,29 @@ fn svm_binary(
     b
 }
 
-/// The softmax temperature that minimises the log-loss of held-out margins: the training
-/// data is split into `cfg.calib_folds` folds, each predicted by SVMs trained on the others.
-fn fit_temperature(xs: &[Sparse], ys: &[usize], classes: usize, cfg: &TrainConfig) -> f32 {
+/// The SVM margins of one training example predicted by SVMs that did not see it.
+#[derive(Debug, Clone)]
+pub struct HeldOut {
+    pub margins: Vec<f32>,
+    pub class: usize,
+}
+
+/// Held-out margins: the training data is split into `cfg.calib_folds` folds, each predicted
+/// by SVMs trained on the others (one fold only for large sets). Empty when there is too
+/// little data to hold any out.
+fn held_out_margins(
+    xs: &[Sparse],
+    ys: &[usize],
+    classes: usize,
+    cfg: &TrainConfig,
+) -> Vec<HeldOut> {
     let folds = cfg.calib_folds;
     if folds < 2 || xs.len() < 2 * folds {
-        return DEFAULT_TEMPERATURE;
+        return Vec::new();
     }
     let mut order: Vec<usize> = (0..xs.len()).collect();
     Rng::new(cfg.seed ^ 0xca1b).shuffle(&mut order);
-    // (held-out margins, gold class)
-    let mut held: Vec<(Vec<f32>, usize)> = Vec::with_capacity(xs.len());
+    let mut held: Vec<HeldOut> = Vec::with_capacity(xs.len());
     // With thousands of examples one held-out fold is plenty for a single parameter, and
     // saves two refits.
     let rounds = if xs.len() >= CALIB_ONE_FOLD_FROM {
@@ -495,12 +526,24 @@ fn fit_temperature(xs: &[Sparse], ys: &[usize], classes: usize, cfg: &TrainConfi
             partner: None,
         };
         for (_, &i) in order.iter().enumerate().filter(|(p, _)| p % folds == f) {
-            held.push((model.margins(&xs[i]), ys[i]));
+            held.push(HeldOut {
+                margins: model.margins(&xs[i]),
+                class: ys[i],
+            });
         }
     }
+    held
+}
+
+/// The softmax temperature that minimises the log-loss of held-out margins.
+fn fit_temperature(held: &[HeldOut]) -> f32 {
     let nll = |t: f32| -> f64 {
         let mut total = 0f64;
-        for (m, y) in &held {
+        for HeldOut {
+            margins: m,
+            class: y,
+        } in held
+        {
             let max = m.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
             let z: f64 = m.iter().map(|v| (((v - max) * t) as f64).exp()).sum();
             total += z.ln() - ((m[*y] - max) * t) as f64;

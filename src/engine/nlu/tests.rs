@@ -536,3 +536,56 @@ fn welcome_bot_off_topic_sentences_are_none() {
         );
     }
 }
+
+#[test]
+fn too_small_a_context_learns_no_scope_floor() {
+    // 18 utterances: too few held-out scores for a floor, so Botpress's rule alone decides.
+    let nlu = Nlu::train(&welcome_bot(), &[], &NluConfig::default());
+    let p = nlu.predict_intents("what is the capital of france", &[]);
+    assert_eq!(p.scope, None);
+    assert!(!p.out_of_scope());
+}
+
+/// Two intents of 15 utterances each about the weather and alarms.
+fn weather_and_alarms() -> Vec<IntentDef> {
+    let weather: Vec<String> = ["today", "tomorrow", "this weekend", "tonight", "on monday"]
+        .iter()
+        .flat_map(|d| {
+            [
+                format!("what is the weather {d}"),
+                format!("will it rain {d}"),
+                format!("how cold will it be {d}"),
+            ]
+        })
+        .collect();
+    let alarms: Vec<String> = ["6 am", "7 30", "noon", "9 pm", "half past eight"]
+        .iter()
+        .flat_map(|t| {
+            [
+                format!("set an alarm for {t}"),
+                format!("wake me up at {t}"),
+                format!("cancel my alarm at {t}"),
+            ]
+        })
+        .collect();
+    fn refs(v: &[String]) -> Vec<&str> {
+        v.iter().map(String::as_str).collect()
+    }
+    vec![
+        intent("weather", &["global"], &refs(&weather)),
+        intent("alarm", &["global"], &refs(&alarms)),
+    ]
+}
+
+#[test]
+fn a_context_with_enough_data_learns_its_scope() {
+    let nlu = Nlu::train(&weather_and_alarms(), &[], &NluConfig::default());
+    let inside = nlu.predict_intents("will it rain on friday", &[]);
+    assert!(inside.scope.is_some_and(|s| s >= 0.0), "{inside:?}");
+    assert_eq!(nlu.choose(&inside).name, "weather");
+    let outside = nlu.predict_intents("order a large pepperoni pizza", &[]);
+    assert!(outside.out_of_scope(), "{outside:?}");
+    assert_eq!(nlu.choose(&outside).name, NONE_INTENT);
+    // `intents` still ranks the bot's intents for the out-of-scope message.
+    assert!(outside.intents.iter().any(|s| s.name == "weather"));
+}
