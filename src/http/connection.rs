@@ -34,16 +34,18 @@ pub(super) fn linger(stream: &mut TcpStream, time: Duration, bytes: usize) {
         match stream.read(&mut chunk) {
             Ok(0) => return,
             Ok(n) => dropped += n,
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::WouldBlock
-                        | io::ErrorKind::TimedOut
-                        | io::ErrorKind::Interrupted
-                ) => {}
+            Err(e) if waiting(&e) => {}
             Err(_) => return,
         }
     }
+}
+
+/// Whether a read or write only ran out of its tick (or was interrupted): try again.
+fn waiting(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut | io::ErrorKind::Interrupted
+    )
 }
 
 pub(super) fn serve(stream: TcpStream, peer: SocketAddr, shared: &Shared) {
@@ -124,16 +126,7 @@ impl Connection<'_> {
                 self.buf.extend_from_slice(&chunk[..n]);
                 Ok(true)
             }
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::WouldBlock
-                        | io::ErrorKind::TimedOut
-                        | io::ErrorKind::Interrupted
-                ) =>
-            {
-                Ok(false)
-            }
+            Err(e) if waiting(&e) => Ok(false),
             Err(_) => Err(ReadEnd::Gone),
         }
     }
@@ -168,14 +161,7 @@ impl Connection<'_> {
                     bytes = &bytes[n..];
                     deadline = Instant::now() + stall;
                 }
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        io::ErrorKind::WouldBlock
-                            | io::ErrorKind::TimedOut
-                            | io::ErrorKind::Interrupted
-                    ) =>
-                {
+                Err(e) if waiting(&e) => {
                     if Instant::now() >= deadline
                         || (stop_ends && self.shared.stopping.load(Ordering::SeqCst))
                     {
