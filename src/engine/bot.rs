@@ -453,14 +453,19 @@ impl Bot {
     }
 
     /// The parsed condition, from the load-time cache (queues saved by an older version of
-    /// the bot may hold conditions that are not in it; those are parsed on the spot).
+    /// the bot may hold conditions that are not in it; those are parsed on the spot); what
+    /// the native evaluator refuses runs as JavaScript.
     pub fn eval_condition(&self, source: &str, scope: &Value) -> Result<bool, String> {
         if source.trim() == "true" {
             return Ok(true);
         }
         match self.conditions.get(source) {
             Some(c) => Ok(c.eval(scope)),
-            None => Condition::parse(source).map(|c| c.eval(scope)),
+            // Beyond the native subset: the JavaScript engine, as Botpress evaluates it.
+            None => match Condition::parse(source) {
+                Ok(c) => Ok(c.eval(scope)),
+                Err(_) => js::eval_condition(source, scope, self.action_limits),
+            },
         }
     }
 }

@@ -153,6 +153,70 @@ fn position(stack: &str, shown: &str) -> String {
         .unwrap_or_else(|| shown.to_string())
 }
 
+/// Botpress's transition code (TransitionStrategy.runCode): the condition as a return
+/// statement, a TypeError (a property of undefined) reading as false.
+fn condition_code(source: &str) -> String {
+    format!(
+        "(function () {{ try {{ return {source}; }} catch (err) {{ if (err instanceof TypeError) return false; throw err }} }})"
+    )
+}
+
+/// Whether a condition the native evaluator refuses compiles as JavaScript.
+pub fn check_condition(source: &str) -> Result<(), String> {
+    let rt = Runtime::new().map_err(|e| e.to_string())?;
+    let ctx = Context::full(&rt).map_err(|e| e.to_string())?;
+    ctx.with(|ctx| {
+        let result: rquickjs::Result<rquickjs::Value> =
+            ctx.eval_with_options(condition_code(source), options("condition"));
+        result.map(|_| ()).map_err(|e| {
+            let full = describe(&ctx, e, "condition");
+            full.strip_prefix("condition: ")
+                .map(str::to_string)
+                .unwrap_or(full)
+        })
+    })
+}
+
+/// Evaluates a transition condition as the JavaScript it is, against `scope`
+/// (`{event, user, temp, session, bot}`), for the conditions the native evaluator refuses.
+pub fn eval_condition(source: &str, scope: &Value, limits: Limits) -> Result<bool, String> {
+    let deadline = Instant::now() + limits.deadline;
+    let rt = Runtime::new().map_err(|e| e.to_string())?;
+    rt.set_memory_limit(limits.memory_bytes);
+    rt.set_max_stack_size(limits.stack_bytes);
+    rt.set_interrupt_handler(Some(Box::new(move || Instant::now() >= deadline)));
+    let ctx = Context::full(&rt).map_err(|e| e.to_string())?;
+    ctx.with(|ctx| {
+        let run = || -> rquickjs::Result<bool> {
+            ctx.globals().set("__input", scope.to_string())?;
+            let _: rquickjs::Value = ctx.eval(
+                "(function () { const s = JSON.parse(globalThis.__input); delete globalThis.__input; \
+                 for (const k of ['event', 'user', 'temp', 'session', 'bot']) globalThis[k] = s[k]; \
+                 if (globalThis.temp === undefined || globalThis.temp === null) globalThis.temp = {}; })()",
+            )?;
+            let f: Function = ctx.eval_with_options(condition_code(source), options("condition"))?;
+            let v: rquickjs::Value = f.call(())?;
+            // JavaScript's truthiness, asked of the engine itself.
+            let not: Function = ctx.eval("(v => !v)")?;
+            let falsy: bool = not.call((v,))?;
+            Ok(!falsy)
+        };
+        run().map_err(|e| {
+            if Instant::now() >= deadline {
+                format!(
+                    "stopped: ran past its deadline of {} ms",
+                    limits.deadline.as_millis()
+                )
+            } else {
+                let full = describe(&ctx, e, "condition");
+                full.strip_prefix("condition: ")
+                    .map(str::to_string)
+                    .unwrap_or(full)
+            }
+        })
+    })
+}
+
 /// What the prelude reports when the script's promise settles.
 #[derive(Deserialize, Default)]
 struct Outcome {
