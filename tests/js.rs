@@ -369,3 +369,82 @@ fn require_loads_local_files_and_pure_js_packages_and_refuses_builtins() {
         server.log()
     );
 }
+
+#[test]
+fn hooks_change_and_swallow_events() {
+    let data = TempDir::new("js-hooks");
+    js_bot(
+        data.path(),
+        json!([node(
+            "start",
+            &[
+                "readLast {}",
+                &say("echo {{event.payload.text}} last={{temp.last}}")
+            ],
+            None,
+            json!([])
+        )]),
+        json!({}),
+    );
+    action_file(
+        data.path(),
+        "readLast",
+        "temp.last = await bp.kvs.get(event.botId, 'processed')\n",
+    );
+    let hooks = data.path().join("global/hooks");
+    write(
+        &hooks,
+        "before_incoming_middleware/00_rewrite.js",
+        "if (event.payload.text === 'secret') { event.payload.text = 'rewritten'; event.preview = 'rewritten' }\n",
+    );
+    write(
+        &hooks,
+        "before_incoming_middleware/10_swallow.js",
+        "if (event.preview === 'ignore me') event.setFlag(bp.IO.WellKnownFlags.SKIP_DIALOG_ENGINE, true)\n",
+    );
+    // A hook that throws is logged; the others and the turn carry on.
+    write(
+        &hooks,
+        "before_incoming_middleware/20_broken.js",
+        "throw new Error('hook broke')\n",
+    );
+    write(
+        &hooks,
+        "after_incoming_middleware/shout.js",
+        "if (event.preview === 'shout') event.payload.text = 'SHOUT'\n",
+    );
+    write(
+        &hooks,
+        "before_outgoing_middleware/mark.js",
+        "if (event.payload.type === 'text') event.payload.text += ' [checked]'\n",
+    );
+    write(
+        &hooks,
+        "after_event_processed/remember.js",
+        "await bp.kvs.set(event.botId, 'processed', event.preview)\n",
+    );
+    // Botpress 12's per-bot hooks run after the global ones.
+    write(
+        &data.path().join("bots").join(BOT),
+        "hooks/before_outgoing_middleware/mark2.js",
+        "if (event.payload.type === 'text') event.payload.text += '!'\n",
+    );
+    let server = Server::start(data.path(), &[]);
+    let p = server.port;
+    assert_eq!(
+        texts_of(&converse(p, BOT, "u1", "hello")),
+        ["echo hello last= [checked]!"]
+    );
+    assert_eq!(
+        texts_of(&converse(p, BOT, "u1", "secret")),
+        ["echo rewritten last=hello [checked]!"]
+    );
+    let swallowed = converse(p, BOT, "u1", "ignore me");
+    assert_eq!(responses(&swallowed), Vec::<Value>::new());
+    // The swallowed event never reached the dialog engine, so after_event_processed did not run.
+    assert_eq!(
+        texts_of(&converse(p, BOT, "u1", "shout")),
+        ["echo SHOUT last=rewritten [checked]!"]
+    );
+    assert!(server.log().contains("hook broke"), "{}", server.log());
+}

@@ -90,6 +90,8 @@ pub struct Bot {
     /// Limits of one action call and of one hook call (`bot.config.json` → `scripts`).
     pub action_limits: js::Limits,
     pub hook_limits: js::Limits,
+    /// The hook files that run on this bot's events (global, then the bot's own).
+    pub hooks: js::Hooks,
 }
 
 /// What loading one bot folder gave.
@@ -324,6 +326,7 @@ pub fn load_bot(settings: &Settings, id: &str) -> LoadOutcome {
             .and_then(|c| c.get("enableUnsecuredEndpoint"))
             .and_then(Value::as_bool),
         fingerprint: fingerprint(&dir),
+        hooks: js::Hooks::load(&dir),
         dir,
         default_language,
         timeout_interval,

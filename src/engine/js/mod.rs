@@ -8,6 +8,7 @@
 //! runs of the job queue, with the turn borrowed mutably — the JS side never holds a Rust
 //! reference, which is what lets closures registered in QuickJS stay `'static`.
 
+pub mod hooks;
 mod host;
 mod modules;
 
@@ -21,6 +22,7 @@ use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
+pub use hooks::{run_hook, skips_dialog, Hooks};
 pub use modules::{missing_packages, NODE_BUILTINS};
 
 /// How much one script call may use.
