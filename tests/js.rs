@@ -448,3 +448,63 @@ fn hooks_change_and_swallow_events() {
     );
     assert!(server.log().contains("hook broke"), "{}", server.log());
 }
+
+#[test]
+fn check_reports_syntax_errors_with_lines_and_missing_packages() {
+    let data = TempDir::new("js-check");
+    js_bot(
+        data.path(),
+        json!([node(
+            "start",
+            &["good {}", "nowhere/toBeFound {}"],
+            None,
+            json!([])
+        )]),
+        json!({}),
+    );
+    action_file(data.path(), "good", "const _ = require('./lib/x')\n");
+    action_file(data.path(), "lib/x", "module.exports = 1\n");
+    action_file(data.path(), "bad", "const a = 1\n\nconst b = ;\n");
+    action_file(
+        data.path(),
+        "needs",
+        "const moment = require('moment')\nconst cp = require(\"child_process\")\n",
+    );
+    write(
+        data.path(),
+        "global/hooks/after_incoming_middleware/broken.js",
+        "if (event {\n",
+    );
+    let (code, out, err) = botd(&["check", "--data", data.path().to_str().unwrap()], &[]);
+    assert_eq!(code, 0, "warnings only: {out}\n{err}");
+    let bot = format!("{}/bots/{BOT}", data.path().display());
+    let has = |prefix: &str, needle: &str| {
+        assert!(
+            out.lines()
+                .any(|l| l.starts_with(prefix) && l.contains(needle)),
+            "no line `{prefix}…{needle}` in:\n{out}"
+        )
+    };
+    has(&format!("{bot}/actions/bad.js:3: warning: "), "SyntaxError");
+    has(
+        &format!("{bot}/actions/needs.js: warning: "),
+        "\"moment\" is not installed",
+    );
+    has(
+        &format!("{bot}/actions/needs.js: warning: "),
+        "\"child_process\" is a Node.js built-in",
+    );
+    has(
+        &format!(
+            "{}/global/hooks/after_incoming_middleware/broken.js:1: warning: ",
+            data.path().display()
+        ),
+        "SyntaxError",
+    );
+    has(
+        &format!("{bot}/flows/main.flow.json: warning: "),
+        "nowhere/toBeFound",
+    );
+    assert!(!out.contains("good.js"), "{out}");
+    assert!(!out.contains("lib/x.js"), "{out}");
+}

@@ -232,6 +232,11 @@ pub fn load_bot(settings: &Settings, id: &str) -> LoadOutcome {
         &shown_root,
         &dir,
     ));
+    out.warnings.extend(js::check_scripts(
+        &dir,
+        &shown_root,
+        &js::Roots::for_bot(&dir),
+    ));
 
     let (nlu_config, nlu_problems) = settings.module_config("nlu", Some(&dir));
     out.errors.extend(nlu_problems);

@@ -22,8 +22,9 @@ use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
+use super::Problem;
 pub use hooks::{run_hook, skips_dialog, Hooks};
-pub use modules::{missing_packages, NODE_BUILTINS};
+pub use modules::{missing_packages, Roots, NODE_BUILTINS};
 
 /// How much one script call may use.
 #[derive(Debug, Clone, Copy)]
@@ -77,6 +78,69 @@ pub fn data_dir(bot_dir: &Path) -> PathBuf {
         .and_then(Path::parent)
         .map(Path::to_path_buf)
         .unwrap_or_default()
+}
+
+/// `botd check` for the scripts below `dir` (its `actions/` and `hooks/`): each file compiled,
+/// syntax errors with file and line, and the packages it requires that cannot be loaded.
+pub fn check_scripts(dir: &Path, shown_root: &str, roots: &Roots) -> Vec<Problem> {
+    let mut files = Vec::new();
+    for sub in ["actions", "hooks"] {
+        script_files(&dir.join(sub), &mut files);
+    }
+    files.sort();
+    let mut problems = Vec::new();
+    for file in files {
+        let rel = file
+            .strip_prefix(dir)
+            .unwrap_or(&file)
+            .display()
+            .to_string();
+        let shown = format!("{shown_root}/{rel}");
+        let source = match std::fs::read_to_string(&file) {
+            Ok(s) => s,
+            Err(e) => {
+                problems.push(Problem::new(&shown, e.to_string()));
+                continue;
+            }
+        };
+        if let Err(e) = check_syntax(&source, &shown) {
+            // `path:line: SyntaxError: …` becomes the problem's path and message.
+            let (at, message) = e
+                .strip_prefix(&shown)
+                .and_then(|rest| {
+                    let line: String = rest
+                        .strip_prefix(':')?
+                        .chars()
+                        .take_while(char::is_ascii_digit)
+                        .collect();
+                    let message = rest[1 + line.len()..].trim_start_matches(": ");
+                    Some((format!("{shown}:{line}"), message.to_string()))
+                })
+                .unwrap_or_else(|| (shown.clone(), e.clone()));
+            problems.push(Problem::new(
+                at,
+                format!("{message}; this script will fail when it runs"),
+            ));
+        }
+        for (_, why) in missing_packages(roots, &source) {
+            problems.push(Problem::new(&shown, why));
+        }
+    }
+    problems
+}
+
+/// Every `.js` file below `dir`, leaving out `node_modules`.
+fn script_files(dir: &Path, out: &mut Vec<PathBuf>) {
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            if p.file_name().is_some_and(|n| n != "node_modules") {
+                script_files(&p, out);
+            }
+        } else if p.extension().is_some_and(|x| x == "js") {
+            out.push(p);
+        }
+    }
 }
 
 /// The path shown in messages: relative to the data folder.

@@ -56,6 +56,14 @@ pub struct Roots {
 }
 
 impl Roots {
+    /// The roots of scripts in `data/global/` (no bot folder of their own).
+    pub fn global(data_dir: &Path) -> Roots {
+        Roots {
+            bot_dir: data_dir.join("global"),
+            data_dir: data_dir.to_path_buf(),
+        }
+    }
+
     pub fn for_bot(bot_dir: &Path) -> Roots {
         Roots {
             bot_dir: bot_dir.to_path_buf(),
@@ -215,8 +223,7 @@ fn normalize(path: &Path) -> PathBuf {
 
 /// The packages `source` requires (`require('x')` with a literal name) that are neither
 /// built into the SDK nor installed as pure JavaScript, each with why.
-pub fn missing_packages(bot_dir: &Path, source: &str) -> Vec<(String, String)> {
-    let roots = Roots::for_bot(bot_dir);
+pub fn missing_packages(roots: &Roots, source: &str) -> Vec<(String, String)> {
     let mut out = Vec::new();
     let mut rest = source;
     while let Some(at) = rest.find("require(") {
@@ -236,7 +243,7 @@ pub fn missing_packages(bot_dir: &Path, source: &str) -> Vec<(String, String)> {
         if spec == "axios" || spec.starts_with('.') || spec.starts_with('/') {
             continue;
         }
-        if let Err(why) = roots.resolve(bot_dir.to_str().unwrap_or(""), spec) {
+        if let Err(why) = roots.resolve("", spec) {
             if !out.iter().any(|(s, _)| s == spec) {
                 out.push((spec.to_string(), why));
             }
