@@ -83,6 +83,13 @@ fn an_action_computes_from_args_and_the_event_and_writes_user_and_temp() {
          temp.category = user.bmi >= 25 ? 'high' : 'normal'\n\
          temp.source = event.payload.text\n\
          temp.awaited = await Promise.resolve('awaited')\n\
+         const order = []\n\
+         await new Promise(done => {\n\
+           setTimeout(() => { order.push('b'); done() }, 30)\n\
+           setTimeout(() => order.push('a'), 10)\n\
+           clearTimeout(setTimeout(() => order.push('never'), 20))\n\
+         })\n\
+         temp.awaited += ' ' + order.join('')\n\
          return\n\
          temp.category = 'unreachable'\n",
     );
@@ -93,7 +100,7 @@ fn an_action_computes_from_args_and_the_event_and_writes_user_and_temp() {
     );
     assert_eq!(
         texts_of(&converse(server.port, BOT, "u1", "100")),
-        ["BMI 25 high from 100, awaited"]
+        ["BMI 25 high from 100, awaited ab"]
     );
     // `user` was kept: the next turn's template still sees it.
     assert_eq!(

@@ -19,6 +19,8 @@ pub struct Host {
     roots: Roots,
     next_id: u64,
     requests: Vec<(u64, Request)>,
+    /// `setTimeout`s not yet fired: id and when it is due.
+    timers: Vec<(u64, Instant)>,
 }
 
 /// A request a script made through `__later`, settled once performed.
@@ -73,6 +75,16 @@ struct LogLine {
 }
 
 #[derive(Deserialize)]
+struct Timer {
+    id: u64,
+}
+
+#[derive(Deserialize)]
+struct Sleep {
+    ms: u64,
+}
+
+#[derive(Deserialize)]
 struct Resolve {
     dir: String,
     spec: String,
@@ -86,11 +98,18 @@ impl Host {
             roots,
             next_id: 1,
             requests: Vec::new(),
+            timers: Vec::new(),
         }
     }
 
     pub fn take_requests(&mut self) -> Vec<(u64, Request)> {
         std::mem::take(&mut self.requests)
+    }
+
+    /// Removes and returns the timer due first.
+    pub fn next_timer(&mut self) -> Option<(u64, Instant)> {
+        let at = (0..self.timers.len()).min_by_key(|&i| (self.timers[i].1, self.timers[i].0))?;
+        Some(self.timers.remove(at))
     }
 
     /// A synchronous call: `{"value": …}` or `{"error": "…"}`.
@@ -111,6 +130,12 @@ impl Host {
             "resolve" => serde_json::from_str::<Resolve>(arg)
                 .map_err(|e| e.to_string())
                 .and_then(|r| self.roots.resolve(&r.dir, &r.spec)),
+            "clearTimer" => serde_json::from_str::<Timer>(arg)
+                .map_err(|e| e.to_string())
+                .map(|t| {
+                    self.timers.retain(|(id, _)| *id != t.id);
+                    Value::Null
+                }),
             other => Err(format!("unknown host call {other}")),
         };
         match answer {
@@ -121,6 +146,14 @@ impl Host {
 
     /// Queues a request; its id comes back to the script, which waits for `__settle(id)`.
     fn later(&mut self, op: &str, arg: &str) -> Result<u64, String> {
+        if op == "sleep" {
+            let sleep: Sleep = serde_json::from_str(arg).map_err(|e| e.to_string())?;
+            let id = self.next_id;
+            self.next_id += 1;
+            let due = Instant::now() + Duration::from_millis(sleep.ms);
+            self.timers.push((id, due));
+            return Ok(id);
+        }
         let mut value: Value = serde_json::from_str(arg).map_err(|e| e.to_string())?;
         if !value.is_object() {
             value = json!({});

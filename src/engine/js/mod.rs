@@ -442,7 +442,21 @@ fn run<T: for<'de> Deserialize<'de>>(
         }
         let requests = host.borrow_mut().take_requests();
         if requests.is_empty() {
-            break;
+            // Nothing left but timers: wait for the first one due, unless that is past the
+            // deadline (the script would be stopped there anyway).
+            let Some((id, due)) = host.borrow_mut().next_timer() else {
+                break;
+            };
+            if due >= deadline {
+                return Err(deadline_message());
+            }
+            std::thread::sleep(due.saturating_duration_since(Instant::now()));
+            ctx.with(|ctx| -> rquickjs::Result<()> {
+                let settle: Function = ctx.globals().get("__settle")?;
+                settle.call::<_, ()>((id, true, "null"))
+            })
+            .map_err(|e| fail(format!("firing a timer: {e}")))?;
+            continue;
         }
         for (id, request) in requests {
             if timed_out() {

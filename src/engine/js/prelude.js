@@ -32,6 +32,20 @@
     }
   });
 
+  // Timers: Rust sleeps until the earliest one is due (never past the call's deadline).
+  g.setTimeout = (fn, ms, ...rest) => {
+    const id = later('sleep', JSON.stringify({ ms: Math.max(0, Number(ms) || 0) }));
+    pending.set(id, { resolve: () => (typeof fn === 'function' ? fn(...rest) : undefined), reject() {} });
+    return id;
+  };
+  g.clearTimeout = id => {
+    if (pending.delete(id)) call('clearTimer', { id });
+  };
+  g.setImmediate = (fn, ...rest) => g.setTimeout(fn, 0, ...rest);
+  g.setInterval = () => {
+    throw new Error('setInterval is not available in botd scripts (a script runs within its deadline)');
+  };
+
   // An object whose missing members throw, naming the call: a script using a part of the
   // SDK botd does not honour fails loudly instead of getting `undefined is not a function`.
   const strict = (name, obj) =>
