@@ -61,13 +61,22 @@ fn an_action_computes_from_args_and_the_event_and_writes_user_and_temp() {
                 "ask",
                 &[&say("weight?")],
                 Some(&["bmi {\"weight\": \"{{event.payload.text}}\", \"height\": \"2\"}"]),
-                json!([{"condition": "true", "node": "result"}])
+                json!([
+                    // Beyond the native subset (an arrow function): evaluated as JavaScript.
+                    {"condition": "event.payload.text.split('').every(c => c >= '0' && c <= '9')", "node": "result"},
+                    {"condition": "true", "node": "notNumber"}])
             ),
             node(
                 "result",
                 &[&say(
                     "BMI {{user.bmi}} {{temp.category}} from {{temp.source}}, {{temp.awaited}}"
                 )],
+                None,
+                json!([])
+            ),
+            node(
+                "notNumber",
+                &[&say("numbers only, last BMI {{user.bmi}}")],
                 None,
                 json!([])
             )
@@ -79,6 +88,7 @@ fn an_action_computes_from_args_and_the_event_and_writes_user_and_temp() {
         data.path(),
         "bmi",
         "const w = Number(args.weight)\nconst h = Number(args.height)\n\
+         if (isNaN(w)) return\n\
          user.bmi = Math.round(w / (h * h))\n\
          temp.category = user.bmi >= 25 ? 'high' : 'normal'\n\
          temp.source = event.payload.text\n\
@@ -102,10 +112,14 @@ fn an_action_computes_from_args_and_the_event_and_writes_user_and_temp() {
         texts_of(&converse(server.port, BOT, "u1", "100")),
         ["BMI 25 high from 100, awaited ab"]
     );
-    // `user` was kept: the next turn's template still sees it.
     assert_eq!(
         texts_of(&converse(server.port, BOT, "u1", "again")),
         ["weight?"]
+    );
+    // `user` was kept from the earlier turn.
+    assert_eq!(
+        texts_of(&converse(server.port, BOT, "u1", "abc")),
+        ["numbers only, last BMI 25"]
     );
 }
 
