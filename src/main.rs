@@ -162,6 +162,13 @@ fn check(o: &Options) -> i32 {
             failed += 1;
         }
     }
+    // data/global/actions and data/global/hooks, shared by every bot: reported once.
+    let global = o.data.join("global");
+    let shown = global.display().to_string();
+    let roots = botd::engine::js::Roots::global(&o.data);
+    for p in botd::engine::js::check_scripts(&global, &shown, &roots) {
+        println!("{}: warning: {}", p.path, p.message);
+    }
     let report = botd::store::check_database(&o.data.join("storage"));
     for line in &report.lines {
         println!("{line}");

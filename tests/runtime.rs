@@ -264,7 +264,7 @@ fn check_reports_each_problem_on_one_line() {
         "bots/broken-bot/flows/main.flow.json",
         r#"{"version":"0.0.1","startNode":"entry","nodes":[
             {"id":"n0001","name":"entry","onEnter":[],"onReceive":null,"next":[{"condition":"true","node":"nowhere"}]},
-            {"id":"n0002","name":"judge","onEnter":[],"onReceive":null,"next":[{"condition":"user.age >>> 3","node":"entry"}]},
+            {"id":"n0002","name":"judge","onEnter":[],"onReceive":null,"next":[{"condition":"user.age >>>> 3","node":"entry"}]},
             {"id":"n0003","name":"custom","onEnter":["myActions/doStuff {\"a\":1}"],"onReceive":null,"next":[]}
         ]}"#,
     );
@@ -294,7 +294,7 @@ fn check_reports_each_problem_on_one_line() {
     );
     find(
         &format!("{root}/main.flow.json: "),
-        &["node \"judge\"", "user.age >>> 3"],
+        &["node \"judge\"", "user.age >>>> 3"],
     );
     find(
         &format!("{root}/main.flow.json: "),

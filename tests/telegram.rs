@@ -1281,3 +1281,39 @@ fn sighup_restarts_telegram_only_when_its_configuration_changed() {
         "the new poll timeout is not used"
     );
 }
+
+/// A custom JavaScript action over a push channel: it replies through
+/// `bp.cms.renderElement` + `bp.events.replyToEvent` (rendered for Telegram), and the say
+/// node after it uses what it wrote in `temp`.
+#[test]
+fn a_javascript_action_answers_over_telegram() {
+    let token = "707:JStoken";
+    let fake = FakeTelegram::start(&[token]);
+    let data = data_copy("tg-js");
+    global_config(data.path(), &fake, json!({"typingDelay": false}));
+    echo_bot(data.path(), "js-tg-bot");
+    bot_token(data.path(), "js-tg-bot", json!({"botToken": token}));
+    let dir = data.path().join("bots/js-tg-bot");
+    let flow = json!({"version": "0.0.1", "flow": "main.flow.json", "startNode": "entry",
+        "catchAll": {"onReceive": [], "next": []},
+        "nodes": [{"id": "entry", "name": "entry",
+            "onEnter": ["shout {}", "say #builtin_text {\"text\": \"{{temp.loud}} on {{temp.channel}}\"}"],
+            "onReceive": null, "next": [{"condition": "true", "node": "END"}]}]});
+    write(&dir, "flows/main.flow.json", &flow.to_string());
+    write(
+        &dir,
+        "actions/shout.js",
+        "temp.loud = event.preview.toUpperCase()\ntemp.channel = event.channel\n\
+         const p = await bp.cms.renderElement('builtin_text', { text: 'first: ' + event.preview }, event)\n\
+         await bp.events.replyToEvent(event, p)\n",
+    );
+    let server = Server::start(data.path(), &[]);
+    fake.text(token, 11, 11, "hello");
+    let texts = fake.wait_texts(token, 11, 2, Duration::from_secs(15));
+    assert_eq!(
+        texts,
+        ["first: hello", "HELLO on telegram"],
+        "{}",
+        server.log()
+    );
+}

@@ -1,8 +1,9 @@
 //! The actions botd runs natively (§8.4, §8.6): every action of Botpress's `builtin` module
 //! (11.9.7, plus 12's `resetSession`), the choice skill's, the slot and API-call skills' (in
-//! [`super::skills`]) and the analytics module's metrics. Custom JavaScript actions cannot run
-//! here: the load report names each one, and calling one fails the turn as an unknown action
-//! does in Botpress.
+//! [`super::skills`]) and the analytics module's metrics. Any other name is a custom
+//! JavaScript action, run by [`super::js`] from the bot's `actions/` or `data/global/actions/`;
+//! the load report names those with no file, and calling one fails the turn as an unknown
+//! action does in Botpress.
 
 use super::content::ContentElement;
 use super::dialog::Turn;
@@ -114,6 +115,7 @@ pub fn check_flow_calls(
     flows: &HashMap<String, Flow>,
     elements: &HashMap<String, ContentElement>,
     shown_root: &str,
+    bot_dir: &std::path::Path,
 ) -> Vec<Problem> {
     let mut problems = Vec::new();
     let mut names: Vec<&String> = flows.keys().collect();
@@ -135,12 +137,15 @@ pub fn check_flow_calls(
         for (place, text) in catch_all.chain(nodes) {
             match parse_call(text) {
                 Err(e) => problems.push(Problem::new(&shown, format!("{place}: {e}"))),
-                Ok(Call::Action { name, .. }) if !NATIVE_ACTIONS.contains(&name.as_str()) => {
+                Ok(Call::Action { name, .. })
+                    if !NATIVE_ACTIONS.contains(&name.as_str())
+                        && super::js::find_action(bot_dir, &name).is_none() =>
+                {
                     let why = match MISSING_STANDARD_ACTIONS.iter().find(|(n, _)| *n == name) {
                         Some((_, reason)) => {
                             format!("is a Botpress action botd does not have (it {reason})")
                         }
-                        None => "is custom JavaScript, which botd cannot run".to_string(),
+                        None => format!("is custom JavaScript, but there is no actions/{name}.js in the bot nor in data/global/actions/"),
                     };
                     problems.push(Problem::new(
                         &shown,
@@ -373,9 +378,14 @@ pub fn run(name: &str, args: &Map<String, Value>, turn: &mut Turn) -> Result<(),
             temp.insert(key, Value::from(count as i64 + 1));
         }
         other => {
-            return Err(format!(
-                "Action \"{other}\" not found (custom JavaScript actions cannot run in botd)"
-            ))
+            // A custom action: the bot's `actions/<name>.js` or `data/global/actions/`.
+            return match super::js::find_action(&turn.bot.dir, other) {
+                Some(file) => {
+                    let limits = turn.bot.action_limits;
+                    super::js::run_action(turn, &file, args, limits)
+                }
+                None => Err(format!("Action \"{other}\" not found")),
+            };
         }
     }
     Ok(())

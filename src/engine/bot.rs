@@ -7,7 +7,7 @@ use super::expr::Condition;
 use super::flow::{self, Flow};
 use super::nlu::{self, Nlu, NluConfig};
 use super::qna::{self, QnaEntry};
-use super::{actions, Problem};
+use super::{actions, js, Problem};
 use crate::config::{units, Settings};
 use serde_json::{Map, Value};
 use std::collections::HashMap;
@@ -87,6 +87,11 @@ pub struct Bot {
     pub intent_contexts: HashMap<String, Vec<String>>,
     /// A fingerprint of the folder's files, to notice edits and reload.
     pub fingerprint: u64,
+    /// Limits of one action call and of one hook call (`bot.config.json` → `scripts`).
+    pub action_limits: js::Limits,
+    pub hook_limits: js::Limits,
+    /// The hook files that run on this bot's events (global, then the bot's own).
+    pub hooks: js::Hooks,
 }
 
 /// What loading one bot folder gave.
@@ -184,6 +189,8 @@ pub fn load_bot(settings: &Settings, id: &str) -> LoadOutcome {
         "sessionTimeoutInterval",
         settings.dialog.session_timeout_interval,
     );
+    let (action_limits, hook_limits) =
+        script_limits(config.get("scripts"), &config_shown, &mut out.errors);
     let error_content = match dialog.get("error") {
         Some(Value::Object(e)) => (
             e.get("contentType")
@@ -219,8 +226,17 @@ pub fn load_bot(settings: &Settings, id: &str) -> LoadOutcome {
     } = content::load_elements(&dir.join("content-elements"), &shown_root);
     out.errors.extend(element_errors);
     out.warnings.extend(element_warnings);
-    out.warnings
-        .extend(actions::check_flow_calls(&flows, &elements, &shown_root));
+    out.warnings.extend(actions::check_flow_calls(
+        &flows,
+        &elements,
+        &shown_root,
+        &dir,
+    ));
+    out.warnings.extend(js::check_scripts(
+        &dir,
+        &shown_root,
+        &js::Roots::for_bot(&dir),
+    ));
 
     let (nlu_config, nlu_problems) = settings.module_config("nlu", Some(&dir));
     out.errors.extend(nlu_problems);
@@ -315,6 +331,7 @@ pub fn load_bot(settings: &Settings, id: &str) -> LoadOutcome {
             .and_then(|c| c.get("enableUnsecuredEndpoint"))
             .and_then(Value::as_bool),
         fingerprint: fingerprint(&dir),
+        hooks: js::Hooks::load(&dir),
         dir,
         default_language,
         timeout_interval,
@@ -332,8 +349,62 @@ pub fn load_bot(settings: &Settings, id: &str) -> LoadOutcome {
             .to_string(),
         nlu,
         intent_contexts,
+        action_limits,
+        hook_limits,
     });
     out
+}
+
+/// `scripts.actionTimeout` (5 s, Botpress's), `scripts.hookTimeout` (1 s, Botpress's) and
+/// `scripts.memoryLimit` (32 MB) of `bot.config.json`: botd's own keys, since Botpress enforces
+/// none of these.
+fn script_limits(
+    scripts: Option<&Value>,
+    shown: &str,
+    errors: &mut Vec<Problem>,
+) -> (js::Limits, js::Limits) {
+    let mut action = js::Limits::ACTION;
+    let mut hook = js::Limits::HOOK;
+    let Some(scripts) = scripts.filter(|s| !s.is_null()) else {
+        return (action, hook);
+    };
+    let mut text = |key: &str| match scripts.get(key) {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) => Some(s.clone()),
+        Some(_) => {
+            errors.push(Problem::new(
+                shown,
+                format!("scripts.{key} must be a string"),
+            ));
+            None
+        }
+    };
+    let action_timeout = text("actionTimeout");
+    let hook_timeout = text("hookTimeout");
+    let memory = text("memoryLimit");
+    for (key, value, limits) in [
+        ("actionTimeout", action_timeout, &mut action),
+        ("hookTimeout", hook_timeout, &mut hook),
+    ] {
+        if let Some(v) = value {
+            match units::parse_duration(&v) {
+                Ok(d) => limits.deadline = d,
+                Err(e) => errors.push(Problem::new(shown, format!("scripts.{key}: {e}"))),
+            }
+        }
+    }
+    if let Some(v) = memory {
+        match units::parse_size(&v) {
+            // Below 1 MB even the SDK does not fit.
+            Ok(n) if n >= 1 << 20 => {
+                action.memory_bytes = n as usize;
+                hook.memory_bytes = n as usize;
+            }
+            Ok(_) => errors.push(Problem::new(shown, "scripts.memoryLimit: at least 1mb")),
+            Err(e) => errors.push(Problem::new(shown, format!("scripts.memoryLimit: {e}"))),
+        }
+    }
+    (action, hook)
 }
 
 /// §2.5's default error message.
@@ -390,14 +461,19 @@ impl Bot {
     }
 
     /// The parsed condition, from the load-time cache (queues saved by an older version of
-    /// the bot may hold conditions that are not in it; those are parsed on the spot).
+    /// the bot may hold conditions that are not in it; those are parsed on the spot); what
+    /// the native evaluator refuses runs as JavaScript.
     pub fn eval_condition(&self, source: &str, scope: &Value) -> Result<bool, String> {
         if source.trim() == "true" {
             return Ok(true);
         }
         match self.conditions.get(source) {
             Some(c) => Ok(c.eval(scope)),
-            None => Condition::parse(source).map(|c| c.eval(scope)),
+            // Beyond the native subset: the JavaScript engine, as Botpress evaluates it.
+            None => match Condition::parse(source) {
+                Ok(c) => Ok(c.eval(scope)),
+                Err(_) => js::eval_condition(source, scope, self.action_limits),
+            },
         }
     }
 }

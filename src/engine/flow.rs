@@ -350,13 +350,19 @@ pub fn check_references(
                     Ok(c) => {
                         conditions.insert(t.condition.clone(), c);
                     }
-                    Err(e) => problems.push(Problem::new(
-                        &shown,
-                        format!(
-                            "{where_}: condition `{}` cannot be evaluated: {e}",
-                            t.condition
-                        ),
-                    )),
+                    // Beyond the native subset, the JavaScript engine evaluates it at run
+                    // time: only what JavaScript cannot compile is a problem.
+                    Err(_) => {
+                        if let Err(e) = super::js::check_condition(&t.condition) {
+                            problems.push(Problem::new(
+                                &shown,
+                                format!(
+                                    "{where_}: condition `{}` cannot be evaluated: {e}",
+                                    t.condition
+                                ),
+                            ))
+                        }
+                    }
                 }
             }
             let target = t.target.as_str();

@@ -10,6 +10,7 @@ pub mod event;
 pub mod expr;
 pub mod flow;
 pub mod janitor;
+pub mod js;
 pub mod js_builtins;
 pub mod locks;
 pub mod nlu;

@@ -7,6 +7,7 @@ use super::decision::{decide, default_decision};
 use super::dialog::{self, DialogContext, DialogError, Turn};
 use super::event::{default_nlu, iso_time, new_event_id, now_ms, object, Event};
 use super::janitor::TimeoutIndex;
+use super::js;
 use super::locks::ConversationLocks;
 use super::qna;
 use super::state;
@@ -289,11 +290,19 @@ impl Engine {
         let mut record =
             state::load_session(store, &bot.id, session_id, &channel, &target, thread, now)
                 .map_err(io)?;
-        let user = state::load_user(store, &bot.id, &channel, &target).map_err(io)?;
+        let mut user = state::load_user(store, &bot.id, &channel, &target).map_err(io)?;
         let bot_kv = state::load_bot_kv(store, &bot.id).map_err(io)?;
+        let user_before = user.clone();
+        let before_incoming = self.before_incoming_hooks(
+            bot,
+            &mut event,
+            &mut user,
+            &mut record.session,
+            &mut record.temp,
+            deadline,
+        );
 
         let nlu = understand(bot, &event, &record.session, now);
-        let user_before = user.clone();
         let mut scope = object([
             ("event", event_json(bot, &mut event, &nlu, now)),
             ("user", user),
@@ -307,8 +316,19 @@ impl Engine {
 
         let in_middle_of_flow = !record.context.is_empty();
         let mut turn = self.new_turn(bot, scope, record.context.clone(), &channel, deadline);
+        if let Some(effects) = before_incoming {
+            turn.scope["event"]["flags"] = effects.flags;
+            turn.kv_writes = effects.kv_writes;
+            turn.outputs = effects.outputs;
+        }
+        if bot.hooks.has("after_incoming_middleware") {
+            let mut hooked = turn.scope["event"].take();
+            js::run_hook(&mut turn, "after_incoming_middleware", &mut hooked);
+            turn.scope["event"] = hooked;
+        }
         let decided = self.decide_turn(&mut turn, &nlu, in_middle_of_flow, now);
         let run_dialog = decided.run_dialog
+            && !js::skips_dialog(&turn.scope["event"])
             && !["session_reset", "typing", "visit"].contains(&event.kind.as_str());
         let dialog_result = match decided.redirect_error {
             Some(e) => Err(e),
@@ -318,6 +338,7 @@ impl Engine {
         if let Err(e) = dialog_result {
             return self.failed_turn(turn, e, nlu, decided.suggestions, then);
         }
+        outgoing_hooks(&mut turn, run_dialog);
         if deadline.is_some_and(|d| Instant::now() >= d) {
             return Err(TurnError::Timeout);
         }
@@ -373,6 +394,56 @@ impl Engine {
             context_expiry,
         );
         Ok((output, committed))
+    }
+
+    /// `before_incoming_middleware` hooks, before NLU: they may change the event's type,
+    /// payload and preview, set flags and change the state. What they queued (flags, KV
+    /// writes, replies) joins the turn.
+    fn before_incoming_hooks(
+        &self,
+        bot: &Bot,
+        event: &mut Event,
+        user: &mut Value,
+        session: &mut Value,
+        temp: &mut Value,
+        deadline: Option<Instant>,
+    ) -> Option<HookEffects> {
+        if !bot.hooks.has("before_incoming_middleware") {
+            return None;
+        }
+        let mut hooked = object([
+            ("type", Value::String(event.kind.clone())),
+            ("channel", Value::String(event.channel.clone())),
+            ("direction", Value::String("incoming".into())),
+            ("target", Value::String(event.target.clone())),
+            ("botId", Value::String(bot.id.clone())),
+            ("payload", event.payload.clone()),
+            ("preview", Value::String(event.preview.clone())),
+            ("flags", Value::Object(Map::new())),
+        ]);
+        let scope = object([
+            ("user", user.take()),
+            ("session", session.take()),
+            ("temp", temp.take()),
+        ]);
+        let channel = event.channel.clone();
+        let mut turn = self.new_turn(bot, scope, DialogContext::default(), &channel, deadline);
+        js::run_hook(&mut turn, "before_incoming_middleware", &mut hooked);
+        if let Some(kind) = hooked["type"].as_str() {
+            event.kind = kind.to_string();
+        }
+        if let Some(preview) = hooked["preview"].as_str() {
+            event.preview = preview.to_string();
+        }
+        event.payload = hooked["payload"].take();
+        *user = turn.scope["user"].take();
+        *session = turn.scope["session"].take();
+        *temp = turn.scope["temp"].take();
+        Some(HookEffects {
+            flags: hooked["flags"].take(),
+            kv_writes: turn.kv_writes,
+            outputs: turn.outputs,
+        })
     }
 
     /// A turn of `bot` starting from `scope` and `context`, rendering for `channel`.
@@ -651,4 +722,37 @@ fn after_incoming(bot: &Bot, session: &mut Value, nlu: &Value) {
         }
     }
     super::skills::extract_slots_hook(bot.botpress_version, session, nlu);
+}
+
+/// What `before_incoming_middleware` hooks leave for the turn, which starts after them.
+struct HookEffects {
+    flags: Value,
+    kv_writes: Vec<(String, Value)>,
+    outputs: Vec<Value>,
+}
+
+/// `before_outgoing_middleware` on every payload of a finished turn (a hook may change it),
+/// then `after_event_processed` on the incoming event, which Botpress 11 calls only when the
+/// dialog engine processed the event.
+fn outgoing_hooks(turn: &mut Turn, dialog_ran: bool) {
+    let bot = turn.bot;
+    if bot.hooks.has("before_outgoing_middleware") {
+        let outputs = std::mem::take(&mut turn.outputs);
+        for payload in outputs {
+            let mut hooked = object([
+                ("type", payload["type"].clone()),
+                ("channel", Value::String(turn.channel.clone())),
+                ("direction", Value::String("outgoing".into())),
+                ("target", turn.scope["event"]["target"].clone()),
+                ("botId", Value::String(bot.id.clone())),
+                ("payload", payload),
+            ]);
+            js::run_hook(turn, "before_outgoing_middleware", &mut hooked);
+            turn.outputs.push(hooked["payload"].take());
+        }
+    }
+    if dialog_ran && bot.hooks.has("after_event_processed") {
+        let mut hooked = turn.scope["event"].clone();
+        js::run_hook(turn, "after_event_processed", &mut hooked);
+    }
 }

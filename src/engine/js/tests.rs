@@ -1,0 +1,149 @@
+//! Unit tests of the script runner outside a turn: compilation, positions, cost.
+
+use super::*;
+use serde_json::json;
+
+#[test]
+fn syntax_errors_name_the_line() {
+    let err = check_syntax("const a = 1\nconst b = ;\n", "actions/x.js").unwrap_err();
+    assert!(err.starts_with("actions/x.js:2"), "{err}");
+    check_syntax(
+        "const a = await Promise.resolve(1)\nreturn a",
+        "actions/y.js",
+    )
+    .unwrap();
+}
+
+#[test]
+fn positions_come_from_the_first_frame_in_the_file() {
+    let stack = "    at f (botd:prelude:3:1)\n    at g (actions/a.js:7:12)\n";
+    assert_eq!(position(stack, "actions/a.js"), "actions/a.js:7");
+    assert_eq!(position("", "actions/a.js"), "actions/a.js");
+}
+
+/// Every `*.flow.json` below `dir`.
+fn flow_files(dir: &std::path::Path, out: &mut Vec<PathBuf>) {
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            flow_files(&p, out);
+        } else if p.to_string_lossy().ends_with(".flow.json") {
+            out.push(p);
+        }
+    }
+}
+
+/// Every transition condition of the fixtures and of the shared Botpress bots.
+fn all_conditions() -> Vec<String> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut files = Vec::new();
+    for dir in [
+        root.join("data/bots"),
+        root.join("tests"),
+        root.join("../shared/botpress-bots"),
+    ] {
+        flow_files(&dir, &mut files);
+    }
+    let mut conditions = Vec::new();
+    for file in files {
+        let Ok(text) = std::fs::read_to_string(&file) else {
+            continue;
+        };
+        let Ok(flow) = serde_json::from_str::<Value>(&text) else {
+            continue;
+        };
+        let nodes = flow["nodes"].as_array().cloned().unwrap_or_default();
+        let catch_all = flow["catchAll"]["next"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        let transitions = nodes
+            .iter()
+            .flat_map(|n| n["next"].as_array().cloned().unwrap_or_default())
+            .chain(catch_all);
+        for t in transitions {
+            if let Some(c) = t["condition"].as_str() {
+                if !conditions.iter().any(|x| x == c) {
+                    conditions.push(c.to_string());
+                }
+            }
+        }
+    }
+    conditions
+}
+
+/// Scopes the conditions are tried on: empty state, and state with the shapes flows test
+/// (intents, entities, slots, counters, strings, booleans).
+fn sample_scopes() -> Vec<Value> {
+    let event = |text: &str, intent: &str, confidence: f64| {
+        json!({"type": "text", "channel": "api", "target": "u1", "botId": "b", "preview": text,
+            "payload": {"type": "text", "text": text},
+            "nlu": {"intent": {"name": intent, "confidence": confidence},
+                "intents": [{"name": intent, "confidence": confidence}],
+                "entities": [{"type": "system.number", "name": "number", "data": {"value": 3, "unit": ""}}],
+                "slots": {"size": {"value": "large", "name": "size"}}, "language": "en"}})
+    };
+    vec![
+        json!({"event": event("hi", "none", 0.1), "user": {}, "temp": {}, "session": {}, "bot": {}}),
+        json!({"event": event("yes", "yes", 0.95), "user": {"name": "Ada", "age": 30, "language": "en", "count": 3},
+            "temp": {"count": 2, "valid": true, "choice": "pizza", "user_name": "Ada", "answer": "yes", "extracted": true, "notExtracted": false, "tryFillSlotCount": 2, "alreadyExtracted": false, "onErrorFlowTo": "x"},
+            "session": {"slots": {"size": {"value": "large"}}, "extractedSlots": {"size": {"value": "large"}}, "lastMessages": []},
+            "bot": {"count": 1}}),
+        json!({"event": event("", "pizza", 0.5), "user": {"name": ""}, "temp": {"count": 0, "valid": false, "choice": null},
+            "session": {}, "bot": {}}),
+    ]
+}
+
+#[test]
+fn native_conditions_and_javascript_agree_on_every_fixture_condition() {
+    let conditions = all_conditions();
+    assert!(
+        conditions.len() > 20,
+        "too few conditions found: {conditions:?}"
+    );
+    let scopes = sample_scopes();
+    let mut compared = 0;
+    let mut differences = Vec::new();
+    for source in &conditions {
+        let Ok(native) = crate::engine::expr::Condition::parse(source) else {
+            // The native evaluator refuses it: JavaScript alone evaluates it at run time.
+            continue;
+        };
+        for scope in &scopes {
+            let js = eval_condition(source, scope, Limits::ACTION);
+            compared += 1;
+            if js.as_ref() != Ok(&native.eval(scope)) {
+                differences.push(format!(
+                    "`{source}` on {scope}: native {}, JavaScript {js:?}",
+                    native.eval(scope)
+                ));
+            }
+        }
+    }
+    assert!(compared > 60, "only {compared} evaluations");
+    assert!(differences.is_empty(), "{}", differences.join("\n"));
+}
+
+#[test]
+fn conditions_beyond_the_native_subset_run_as_javascript() {
+    let scope = json!({"event": {"payload": {"text": "Hello"}}, "user": {"tags": ["a", "b"]}, "temp": {}, "session": {}, "bot": {}});
+    let yes = |c: &str| eval_condition(c, &scope, Limits::ACTION);
+    assert_eq!(
+        yes("user.tags.map(t => t.toUpperCase()).includes('B')"),
+        Ok(true)
+    );
+    assert_eq!(
+        yes("(() => { const n = 2; return n * 2 === 4 })()"),
+        Ok(true)
+    );
+    assert_eq!(
+        yes("user.missing.deeper"),
+        Ok(false),
+        "a TypeError reads as false"
+    );
+    assert!(yes("nosuchthing > 1")
+        .unwrap_err()
+        .contains("ReferenceError"));
+    assert!(check_condition("a >>>> 3").is_err());
+    assert!(check_condition("user.age >>> 3").is_ok());
+}

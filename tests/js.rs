@@ -1,0 +1,531 @@
+//! Acceptance of the issue "JavaScript: custom actions, hooks and conditions": small bots
+//! written into a temp data folder, played over the real server's Converse API. Expected
+//! answers come from the bot files and Botpress's semantics.
+
+mod common;
+
+use common::*;
+use serde_json::{json, Value};
+use std::path::Path;
+
+const BOT: &str = "js-bot";
+
+const ERROR_TEXT: &str =
+    "😯 Oops! We've got a problem. Please try something else while we're fixing it 🔨";
+
+/// Writes bot `BOT` with `nodes` in its main flow (the first is the start node).
+fn js_bot(data: &Path, nodes: Value, extra_config: Value) {
+    let dir = data.join("bots").join(BOT);
+    let mut config = json!({"id": BOT, "name": "JS bot", "version": "1.0.0",
+        "defaultLanguage": "en", "languages": ["en"], "dialog": {"timeoutInterval": "5m"}});
+    if let (Some(c), Some(extra)) = (config.as_object_mut(), extra_config.as_object()) {
+        c.extend(extra.clone());
+    }
+    write(&dir, "bot.config.json", &config.to_string());
+    let start = nodes[0]["name"].as_str().unwrap().to_string();
+    let flow = json!({"version": "0.0.1", "flow": "main.flow.json", "startNode": start,
+        "catchAll": {"onReceive": [], "next": []}, "nodes": nodes});
+    write(&dir, "flows/main.flow.json", &flow.to_string());
+    write(&dir, "flows/main.ui.json", r#"{"nodes":[]}"#);
+}
+
+fn node(name: &str, on_enter: &[&str], on_receive: Option<&[&str]>, next: Value) -> Value {
+    json!({"id": format!("n-{name}"), "name": name, "onEnter": on_enter,
+        "onReceive": on_receive, "next": next})
+}
+
+fn say(text: &str) -> String {
+    format!("say #builtin_text {}", json!({ "text": text }))
+}
+
+fn action_file(data: &Path, name: &str, source: &str) {
+    write(
+        &data.join("bots").join(BOT),
+        &format!("actions/{name}.js"),
+        source,
+    );
+}
+
+fn texts_of(answer: &Answer) -> Vec<String> {
+    assert_eq!(answer.status, 200, "{}", answer.text());
+    texts(&answer.json())
+}
+
+#[test]
+fn an_action_computes_from_args_and_the_event_and_writes_user_and_temp() {
+    let data = TempDir::new("js-compute");
+    js_bot(
+        data.path(),
+        json!([
+            node(
+                "ask",
+                &[&say("weight?")],
+                Some(&["bmi {\"weight\": \"{{event.payload.text}}\", \"height\": \"2\"}"]),
+                json!([
+                    // Beyond the native subset (an arrow function): evaluated as JavaScript.
+                    {"condition": "event.payload.text.split('').every(c => c >= '0' && c <= '9')", "node": "result"},
+                    {"condition": "true", "node": "notNumber"}])
+            ),
+            node(
+                "result",
+                &[&say(
+                    "BMI {{user.bmi}} {{temp.category}} from {{temp.source}}, {{temp.awaited}}"
+                )],
+                None,
+                json!([])
+            ),
+            node(
+                "notNumber",
+                &[&say("numbers only, last BMI {{user.bmi}}")],
+                None,
+                json!([])
+            )
+        ]),
+        json!({}),
+    );
+    // Top-level await and return are legal, as in Botpress's wrapper.
+    action_file(
+        data.path(),
+        "bmi",
+        "const w = Number(args.weight)\nconst h = Number(args.height)\n\
+         if (isNaN(w)) return\n\
+         user.bmi = Math.round(w / (h * h))\n\
+         temp.category = user.bmi >= 25 ? 'high' : 'normal'\n\
+         temp.source = event.payload.text\n\
+         temp.awaited = await Promise.resolve('awaited')\n\
+         const order = []\n\
+         await new Promise(done => {\n\
+           setTimeout(() => { order.push('b'); done() }, 30)\n\
+           setTimeout(() => order.push('a'), 10)\n\
+           clearTimeout(setTimeout(() => order.push('never'), 20))\n\
+         })\n\
+         temp.awaited += ' ' + order.join('')\n\
+         return\n\
+         temp.category = 'unreachable'\n",
+    );
+    let server = Server::start(data.path(), &[]);
+    assert_eq!(
+        texts_of(&converse(server.port, BOT, "u1", "hi")),
+        ["weight?"]
+    );
+    assert_eq!(
+        texts_of(&converse(server.port, BOT, "u1", "100")),
+        ["BMI 25 high from 100, awaited ab"]
+    );
+    assert_eq!(
+        texts_of(&converse(server.port, BOT, "u1", "again")),
+        ["weight?"]
+    );
+    // `user` was kept from the earlier turn.
+    assert_eq!(
+        texts_of(&converse(server.port, BOT, "u1", "abc")),
+        ["numbers only, last BMI 25"]
+    );
+}
+
+#[test]
+fn an_action_awaits_axios_against_a_fake_api() {
+    let api = tiny_http::Server::http("127.0.0.1:0").unwrap();
+    let api_port = api.server_addr().to_ip().unwrap().port();
+    let api_thread = std::thread::spawn(move || {
+        // Two requests: the weather and the missing page.
+        for _ in 0..3 {
+            let Ok(mut request) = api.recv() else { return };
+            let mut body = String::new();
+            let _ = request.as_reader().read_to_string(&mut body);
+            let url = request.url().to_string();
+            let (status, text) = if url == "/weather?city=Paris" {
+                (200, r#"{"celsius": 21}"#.to_string())
+            } else if url == "/echo" && request.method() == &tiny_http::Method::Post {
+                (201, body)
+            } else {
+                (404, r#"{"error": "nope"}"#.to_string())
+            };
+            let header = tiny_http::Header::from_bytes("Content-Type", "application/json").unwrap();
+            let _ = request.respond(
+                tiny_http::Response::from_string(text)
+                    .with_status_code(status)
+                    .with_header(header),
+            );
+        }
+    });
+    let data = TempDir::new("js-axios");
+    js_bot(
+        data.path(),
+        json!([node(
+            "start",
+            &[
+                &format!("weather {{\"base\": \"http://127.0.0.1:{api_port}\"}}"),
+                &say("{{{temp.weather}}} / {{temp.posted}} / {{temp.missing}}")
+            ],
+            None,
+            json!([])
+        )]),
+        json!({}),
+    );
+    action_file(
+        data.path(),
+        "weather",
+        "const axios = require('axios')\n\
+         const r = await axios.get(args.base + '/weather', { params: { city: 'Paris' } })\n\
+         temp.weather = r.status + ' ' + r.data.celsius + ' ' + r.headers['content-type']\n\
+         const p = await axios.post(args.base + '/echo', { n: 2 })\n\
+         temp.posted = p.status + ' ' + p.data.n\n\
+         try { await axios({ url: args.base + '/missing', method: 'get' }); temp.missing = 'resolved' }\n\
+         catch (e) { temp.missing = e.response.status + ' ' + e.response.data.error }\n",
+    );
+    let server = Server::start(data.path(), &[]);
+    assert_eq!(
+        texts_of(&converse(server.port, BOT, "u1", "hi")),
+        ["200 21 application/json / 201 2 / 404 nope"],
+        "{}",
+        server.log()
+    );
+    api_thread.join().unwrap();
+}
+
+#[test]
+fn an_action_replies_with_rendered_content_and_uses_the_kv_store() {
+    let data = TempDir::new("js-reply");
+    js_bot(
+        data.path(),
+        json!([node("start", &["reply {}"], None, json!([]))]),
+        json!({}),
+    );
+    let element = json!([{"id": "builtin_text-greet", "formData": {"text$en": "Greetings {{user.name}}"},
+        "createdBy": "t", "createdOn": "2019-04-24T18:00:00.000Z", "modifiedOn": null}]);
+    write(
+        &data.path().join("bots").join(BOT),
+        "content-elements/builtin_text.json",
+        &element.to_string(),
+    );
+    action_file(
+        data.path(),
+        "reply",
+        "const count = ((await bp.kvs.get(event.botId, 'count')) || 0) + 1\n\
+         await bp.kvs.set(event.botId, 'count', count)\n\
+         await bp.users.updateAttributes(event.channel, event.target, { name: 'Ada' })\n\
+         const attributes = await bp.users.getAttributes(event.channel, event.target)\n\
+         const a = await bp.cms.renderElement('builtin_text', { text: 'Hello ' + event.payload.text + ' #' + count }, event)\n\
+         await bp.events.replyToEvent(event, a)\n\
+         const b = await bp.cms.renderElement('!builtin_text-greet', { user: attributes }, event)\n\
+         await bp.events.replyToEvent(event, b)\n\
+         bp.logger.info('replied', count)\n",
+    );
+    let server = Server::start(data.path(), &[]);
+    let first = converse(server.port, BOT, "u1", "there");
+    assert_eq!(texts_of(&first), ["Hello there #1", "Greetings Ada"]);
+    assert_eq!(first.json()["responses"][1]["type"], "text");
+    assert_eq!(
+        texts_of(&converse(server.port, BOT, "u2", "you")),
+        ["Hello you #2", "Greetings Ada"]
+    );
+    assert!(server.log().contains("replied 2"), "{}", server.log());
+}
+
+#[test]
+fn runaway_scripts_are_stopped_while_other_conversations_are_answered() {
+    let data = TempDir::new("js-limits");
+    js_bot(
+        data.path(),
+        json!([
+            node(
+                "start",
+                &[&say("ready")],
+                Some(&[]),
+                json!([
+                {"condition": "event.payload.text === 'loop'", "node": "loop"},
+                {"condition": "event.payload.text === 'deep'", "node": "deep"},
+                {"condition": "event.payload.text === 'bomb'", "node": "bomb"},
+                {"condition": "event.payload.text === 'throw'", "node": "throw"},
+                {"condition": "true", "node": "hello"}])
+            ),
+            node("loop", &["spin {}"], None, json!([])),
+            node("deep", &["recurse {}"], None, json!([])),
+            node("bomb", &["bomb {}"], None, json!([])),
+            node("throw", &["fails {}"], None, json!([])),
+            node(
+                "hello",
+                &[&say("hello {{event.payload.text}}")],
+                None,
+                json!([])
+            )
+        ]),
+        json!({"scripts": {"actionTimeout": "1s", "memoryLimit": "16mb"}}),
+    );
+    action_file(
+        data.path(),
+        "spin",
+        "bp.logger.info('spinning now')\nwhile (true) {}\n",
+    );
+    action_file(
+        data.path(),
+        "recurse",
+        "function down(n) { return down(n + 1) + 1 }\ndown(0)\n",
+    );
+    action_file(
+        data.path(),
+        "bomb",
+        "const hoard = []\nfor (;;) hoard.push(new Array(100000).fill('x'))\n",
+    );
+    action_file(
+        data.path(),
+        "fails",
+        "const a = 1\n\nthrow new Error('broken on purpose')\n",
+    );
+    let server = Server::start(data.path(), &[]);
+    let port = server.port;
+    for (user, word, file, reason) in [
+        ("a-loop", "loop", "actions/spin.js", "deadline"),
+        ("a-deep", "deep", "actions/recurse.js", "stack overflow"),
+        ("a-bomb", "bomb", "actions/bomb.js", "out of memory"),
+        (
+            "a-throw",
+            "throw",
+            "actions/fails.js:3",
+            "broken on purpose",
+        ),
+    ] {
+        assert_eq!(texts_of(&converse(port, BOT, user, "hi")), ["ready"]);
+        let stuck = std::thread::spawn(move || converse(port, BOT, user, word));
+        if word == "loop" {
+            // Another user is answered while the first one's script spins.
+            assert!(wait_until(std::time::Duration::from_secs(30), || server
+                .log()
+                .contains("spinning now")));
+        }
+        let other = format!("b-{word}");
+        assert_eq!(texts_of(&converse(port, BOT, &other, "hi")), ["ready"]);
+        assert_eq!(
+            texts_of(&converse(port, BOT, &other, "there")),
+            ["hello there"]
+        );
+        let answer = stuck.join().unwrap();
+        assert_eq!(texts_of(&answer), [ERROR_TEXT], "{word}");
+        let log = server.log();
+        let lines: Vec<&str> = log
+            .lines()
+            .filter(|l| l.contains(file) && l.contains(reason))
+            .collect();
+        assert_eq!(lines.len(), 1, "{word}: one log line expected in\n{log}");
+        assert!(lines[0].contains(BOT), "{}", lines[0]);
+    }
+    // The worker that ran them carries on; the failed turn saved nothing, so the conversation
+    // still waits where it was.
+    assert_eq!(texts_of(&converse(port, BOT, "a-loop", "hi")), ["hello hi"]);
+}
+
+#[test]
+fn require_loads_local_files_and_pure_js_packages_and_refuses_builtins() {
+    let data = TempDir::new("js-require");
+    js_bot(
+        data.path(),
+        json!([
+            node(
+                "start",
+                &[&say("ready")],
+                Some(&[]),
+                json!([
+                {"condition": "event.payload.text === 'fs'", "node": "fs"},
+                {"condition": "true", "node": "ok"}])
+            ),
+            node(
+                "ok",
+                &[
+                    "tools/compute {\"n\": \"{{event.payload.text}}\"}",
+                    "greet {}",
+                    &say("{{temp.result}} {{temp.greeting}}")
+                ],
+                None,
+                json!([])
+            ),
+            node("fs", &["usesFs {}"], None, json!([]))
+        ]),
+        json!({}),
+    );
+    let bot = data.path().join("bots").join(BOT);
+    write(
+        &bot,
+        "actions/tools/lib/double.js",
+        "const { twice } = require('../helpers.json')\nmodule.exports = n => n * twice\n",
+    );
+    write(&bot, "actions/tools/helpers.json", r#"{"twice": 2}"#);
+    write(
+        &bot,
+        "actions/tools/compute.js",
+        "const double = require('./lib/double')\nconst pad = require('tiny-pad')\n\
+         temp.result = pad(String(double(Number(args.n))), 5)\n",
+    );
+    write(
+        data.path(),
+        "node_modules/tiny-pad/package.json",
+        r#"{"name": "tiny-pad", "main": "lib/pad.js"}"#,
+    );
+    write(
+        data.path(),
+        "node_modules/tiny-pad/lib/pad.js",
+        "module.exports = function (s, n) { while (s.length < n) s = '0' + s; return s }\n",
+    );
+    // A global action, from data/global/actions/.
+    write(
+        data.path(),
+        "global/actions/greet.js",
+        "temp.greeting = 'hi from global'\n",
+    );
+    write(&bot, "actions/usesFs.js", "const fs = require('fs')\n");
+    let server = Server::start(data.path(), &[]);
+    assert_eq!(texts_of(&converse(server.port, BOT, "u1", "hi")), ["ready"]);
+    assert_eq!(
+        texts_of(&converse(server.port, BOT, "u1", "21")),
+        ["00042 hi from global"]
+    );
+    assert_eq!(texts_of(&converse(server.port, BOT, "u2", "hi")), ["ready"]);
+    assert_eq!(
+        texts_of(&converse(server.port, BOT, "u2", "fs")),
+        [ERROR_TEXT]
+    );
+    assert!(
+        server.log().contains("\"fs\" is a Node.js built-in module"),
+        "{}",
+        server.log()
+    );
+}
+
+#[test]
+fn hooks_change_and_swallow_events() {
+    let data = TempDir::new("js-hooks");
+    js_bot(
+        data.path(),
+        json!([node(
+            "start",
+            &[
+                "readLast {}",
+                &say("echo {{event.payload.text}} last={{temp.last}}")
+            ],
+            None,
+            json!([])
+        )]),
+        json!({}),
+    );
+    action_file(
+        data.path(),
+        "readLast",
+        "temp.last = await bp.kvs.get(event.botId, 'processed')\n",
+    );
+    let hooks = data.path().join("global/hooks");
+    write(
+        &hooks,
+        "before_incoming_middleware/00_rewrite.js",
+        "if (event.payload.text === 'secret') { event.payload.text = 'rewritten'; event.preview = 'rewritten' }\n",
+    );
+    write(
+        &hooks,
+        "before_incoming_middleware/10_swallow.js",
+        "if (event.preview === 'ignore me') event.setFlag(bp.IO.WellKnownFlags.SKIP_DIALOG_ENGINE, true)\n",
+    );
+    // A hook that throws is logged; the others and the turn carry on.
+    write(
+        &hooks,
+        "before_incoming_middleware/20_broken.js",
+        "throw new Error('hook broke')\n",
+    );
+    write(
+        &hooks,
+        "after_incoming_middleware/shout.js",
+        "if (event.preview === 'shout') event.payload.text = 'SHOUT'\n",
+    );
+    write(
+        &hooks,
+        "before_outgoing_middleware/mark.js",
+        "if (event.payload.type === 'text') event.payload.text += ' [checked]'\n",
+    );
+    write(
+        &hooks,
+        "after_event_processed/remember.js",
+        "await bp.kvs.set(event.botId, 'processed', event.preview)\n",
+    );
+    // Botpress 12's per-bot hooks run after the global ones.
+    write(
+        &data.path().join("bots").join(BOT),
+        "hooks/before_outgoing_middleware/mark2.js",
+        "if (event.payload.type === 'text') event.payload.text += '!'\n",
+    );
+    let server = Server::start(data.path(), &[]);
+    let p = server.port;
+    assert_eq!(
+        texts_of(&converse(p, BOT, "u1", "hello")),
+        ["echo hello last= [checked]!"]
+    );
+    assert_eq!(
+        texts_of(&converse(p, BOT, "u1", "secret")),
+        ["echo rewritten last=hello [checked]!"]
+    );
+    let swallowed = converse(p, BOT, "u1", "ignore me");
+    assert_eq!(responses(&swallowed), Vec::<Value>::new());
+    // The swallowed event never reached the dialog engine, so after_event_processed did not run.
+    assert_eq!(
+        texts_of(&converse(p, BOT, "u1", "shout")),
+        ["echo SHOUT last=rewritten [checked]!"]
+    );
+    assert!(server.log().contains("hook broke"), "{}", server.log());
+}
+
+#[test]
+fn check_reports_syntax_errors_with_lines_and_missing_packages() {
+    let data = TempDir::new("js-check");
+    js_bot(
+        data.path(),
+        json!([node(
+            "start",
+            &["good {}", "nowhere/toBeFound {}"],
+            None,
+            json!([])
+        )]),
+        json!({}),
+    );
+    action_file(data.path(), "good", "const _ = require('./lib/x')\n");
+    action_file(data.path(), "lib/x", "module.exports = 1\n");
+    action_file(data.path(), "bad", "const a = 1\n\nconst b = ;\n");
+    action_file(
+        data.path(),
+        "needs",
+        "const moment = require('moment')\nconst cp = require(\"child_process\")\n",
+    );
+    write(
+        data.path(),
+        "global/hooks/after_incoming_middleware/broken.js",
+        "if (event {\n",
+    );
+    let (code, out, err) = botd(&["check", "--data", data.path().to_str().unwrap()], &[]);
+    assert_eq!(code, 0, "warnings only: {out}\n{err}");
+    let bot = format!("{}/bots/{BOT}", data.path().display());
+    let has = |prefix: &str, needle: &str| {
+        assert!(
+            out.lines()
+                .any(|l| l.starts_with(prefix) && l.contains(needle)),
+            "no line `{prefix}…{needle}` in:\n{out}"
+        )
+    };
+    has(&format!("{bot}/actions/bad.js:3: warning: "), "SyntaxError");
+    has(
+        &format!("{bot}/actions/needs.js: warning: "),
+        "\"moment\" is not installed",
+    );
+    has(
+        &format!("{bot}/actions/needs.js: warning: "),
+        "\"child_process\" is a Node.js built-in",
+    );
+    has(
+        &format!(
+            "{}/global/hooks/after_incoming_middleware/broken.js:1: warning: ",
+            data.path().display()
+        ),
+        "SyntaxError",
+    );
+    has(
+        &format!("{bot}/flows/main.flow.json: warning: "),
+        "nowhere/toBeFound",
+    );
+    assert!(!out.contains("good.js"), "{out}");
+    assert!(!out.contains("lib/x.js"), "{out}");
+}
