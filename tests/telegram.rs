@@ -5,7 +5,9 @@
 
 mod common;
 
-use common::{add_timeout_node, copy_dir, data_copy, database, rows_of, wait_until, write, Server};
+use common::{
+    add_timeout_node, copy_dir, data_copy, database, rows_of, wait_until, write, Server, TempDir,
+};
 use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::path::Path;
@@ -319,6 +321,16 @@ fn echo_bot(data: &Path, id: &str) {
     );
 }
 
+/// A data folder whose echo-bot answers Telegram as `token`, with `global` as the global
+/// Telegram configuration.
+fn echo_data(tag: &str, fake: &FakeTelegram, token: &str, global: Value) -> TempDir {
+    let data = data_copy(tag);
+    global_config(data.path(), fake, global);
+    echo_bot(data.path(), "echo-bot");
+    bot_token(data.path(), "echo-bot", json!({"botToken": token}));
+    data
+}
+
 fn bot_token(data: &Path, bot: &str, config: Value) {
     write(
         data,
@@ -497,14 +509,12 @@ fn updates_replies_two_bots_and_a_bad_token() {
 fn an_old_offset_file_is_imported() {
     let token = "556:IMPORTtoken";
     let fake = FakeTelegram::start(&[token]);
-    let data = data_copy("tg-offset-import");
-    global_config(
-        data.path(),
+    let data = echo_data(
+        "tg-offset-import",
         &fake,
+        token,
         json!({"typingDelay": false, "throttle": false}),
     );
-    echo_bot(data.path(), "echo-bot");
-    bot_token(data.path(), "echo-bot", json!({"botToken": token}));
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
@@ -612,14 +622,12 @@ fn twenty_chats_thirty_messages_in_order() {
 fn sigkill_and_restart_lose_nothing() {
     let token = "555:KILLtoken";
     let fake = FakeTelegram::start(&[token]);
-    let data = data_copy("tg-kill");
-    global_config(
-        data.path(),
+    let data = echo_data(
+        "tg-kill",
         &fake,
+        token,
         json!({"typingDelay": false, "throttle": false}),
     );
-    echo_bot(data.path(), "echo-bot");
-    bot_token(data.path(), "echo-bot", json!({"botToken": token}));
     let (chats, messages) = (10i64, 25usize);
     for i in 0..messages {
         for c in 0..chats {
@@ -779,10 +787,7 @@ fn sigkill_at_random_instants_plays_every_update_exactly_once() {
 fn conflict_and_rate_limit_back_off() {
     let token = "666:CONFLICTtoken";
     let fake = FakeTelegram::start(&[token]);
-    let data = data_copy("tg-409");
-    global_config(data.path(), &fake, json!({"typingDelay": false}));
-    echo_bot(data.path(), "echo-bot");
-    bot_token(data.path(), "echo-bot", json!({"botToken": token}));
+    let data = echo_data("tg-409", &fake, token, json!({"typingDelay": false}));
     // Another program polls this token for the next 6 seconds.
     let rogue = {
         let port = fake.port;
@@ -969,10 +974,7 @@ fn odd_get_updates_answers_do_not_spin() {
 fn unusable_updates_are_skipped() {
     let token = "705:SKIPtoken";
     let fake = FakeTelegram::start(&[token]);
-    let data = data_copy("tg-skip");
-    global_config(data.path(), &fake, json!({"typingDelay": false}));
-    echo_bot(data.path(), "echo-bot");
-    bot_token(data.path(), "echo-bot", json!({"botToken": token}));
+    let data = echo_data("tg-skip", &fake, token, json!({"typingDelay": false}));
     let message = |text: &str| json!({"message_id": 1, "date": 1, "from": {"id": 7}, "chat": {"id": 7}, "text": text});
     fake.push_raw(token, json!({"message": message("no id")}));
     fake.text(token, 7, 7, "first");
@@ -1025,10 +1027,7 @@ fn unusable_updates_are_skipped() {
 fn templates_typed_over_telegram_are_echoed_literally() {
     let token = "706:TPLtoken";
     let fake = FakeTelegram::start(&[token]);
-    let data = data_copy("tg-tpl");
-    global_config(data.path(), &fake, json!({"typingDelay": false}));
-    echo_bot(data.path(), "echo-bot");
-    bot_token(data.path(), "echo-bot", json!({"botToken": token}));
+    let data = echo_data("tg-tpl", &fake, token, json!({"typingDelay": false}));
     let server = Server::start(data.path(), &[]);
     let typed = [
         "{{event.botId}}",
@@ -1057,10 +1056,7 @@ fn updates_given_again_below_the_offset_are_not_answered_again() {
         .get_mut(token)
         .unwrap()
         .ignore_offset = true;
-    let data = data_copy("tg-repeat");
-    global_config(data.path(), &fake, json!({"typingDelay": false}));
-    echo_bot(data.path(), "echo-bot");
-    bot_token(data.path(), "echo-bot", json!({"botToken": token}));
+    let data = echo_data("tg-repeat", &fake, token, json!({"typingDelay": false}));
     fake.text(token, 8, 8, "once");
     let server = Server::start(data.path(), &[]);
     let texts = fake.wait_texts(token, 8, 1, Duration::from_secs(15));
@@ -1211,10 +1207,7 @@ fn a_turn_goes_in_a_burst_and_a_long_run_keeps_the_chat_rate() {
 fn sighup_restarts_telegram_only_when_its_configuration_changed() {
     let token = "901:RELOADtoken";
     let fake = FakeTelegram::start(&[token]);
-    let data = data_copy("tg-reload");
-    global_config(data.path(), &fake, json!({"typingDelay": false}));
-    echo_bot(data.path(), "echo-bot");
-    bot_token(data.path(), "echo-bot", json!({"botToken": token}));
+    let data = echo_data("tg-reload", &fake, token, json!({"typingDelay": false}));
     let server = Server::start(data.path(), &[]);
     let hangup = || {
         let status = std::process::Command::new("kill")
