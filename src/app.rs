@@ -12,6 +12,7 @@
 
 use crate::channels::converse::Converse;
 use crate::channels::messenger::Messenger;
+use crate::channels::proactive::{self, Proactive};
 use crate::channels::telegram::Telegram;
 use crate::config::Settings;
 use crate::engine::Engine;
@@ -67,8 +68,11 @@ pub fn run(data_dir: &Path) -> i32 {
         log::warn!("no bot loaded from {}/bots", data_dir.display());
     }
     let webhook = Arc::new(RouteSlot::default());
-    let routes: Vec<Arc<dyn Route>> =
-        vec![Arc::new(Converse::new(engine.clone())), webhook.clone()];
+    let routes: Vec<Arc<dyn Route>> = vec![
+        Arc::new(Converse::new(engine.clone())),
+        Arc::new(Proactive::new(engine.clone())),
+        webhook.clone(),
+    ];
     let messenger = start_messenger(&engine, &webhook);
     let state = Arc::new(AppState {
         engine: engine.clone(),
@@ -204,6 +208,7 @@ fn maintain(
             .max(Duration::from_millis(100));
         if last_sweep.is_none_or(|t| t.elapsed() >= sweep_every) {
             engine.sweep_sessions();
+            proactive::sweep(engine);
             last_sweep = Some(Instant::now());
         }
         if last_janitor.elapsed() >= janitor_every {

@@ -4,6 +4,7 @@
 pub mod converse;
 pub mod delivery;
 pub mod messenger;
+pub mod proactive;
 pub mod render;
 pub mod telegram;
 

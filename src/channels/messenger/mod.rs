@@ -25,8 +25,11 @@ use crate::channels::delivery::{Delivery, Job, Outcome};
 use crate::config::units;
 use crate::engine::runtime::Destination;
 use crate::engine::{Engine, Event, TurnError};
+use crate::channels::proactive::{self, DeliveryError, ItemMark};
+use crate::engine::event::now_ms;
+use crate::engine::runtime::Staging;
 use crate::http::Route;
-use crate::store::{Batch, Committed, Queue, Store};
+use crate::store::{Batch, Committed, Namespace, Queue, Store};
 use graph::{backoff, Failure, Graph};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
@@ -121,6 +124,10 @@ pub struct InboundEvent {
     #[serde(default = "message_kind")]
     pub kind: String,
     pub payload: Value,
+    /// When the user sent it (Facebook's `timestamp`, unix ms; 0 when unknown): the start of
+    /// the 24-hour window the proactive API enforces.
+    #[serde(default)]
+    pub at: i64,
 }
 
 fn message_kind() -> String {
@@ -136,6 +143,9 @@ pub struct OutboundItem {
     pub calls: Vec<Value>,
     #[serde(rename = "pauseMs", default)]
     pub pause_ms: u64,
+    /// Set on the items of a message of the proactive API, whose outcome is reported.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proactive: Option<ItemMark>,
 }
 
 /// The key of one conversation in the queues.
@@ -319,21 +329,37 @@ impl Messenger {
         self.route.clone().map(|r| r as Arc<dyn Route>)
     }
 
-    /// Where the engine's proactive replies (timeouts) for `messenger` go: the outbound
-    /// queue, in the commit of the timeout's state.
+    /// Where the engine's proactive replies (timeouts, the proactive API) for `messenger`
+    /// go: the outbound queue, in the commit of the state they come with. A message of the
+    /// proactive API is marked, so its outcome is reported, and sent as an `UPDATE`, or with
+    /// its tag (then without sender actions, which Messenger refuses outside the window).
     pub fn proactive_sink(&self) -> crate::engine::runtime::ProactiveSink {
         let (core, outbound) = (self.core.clone(), self.outbound.clone());
         Arc::new(
             move |dest: &Destination, payloads: Vec<Value>, batch: &mut Batch| {
-                let typing = core.bots.get(&dest.bot_id).is_none_or(|b| b.typing_delay);
+                let Some(config) = core.bots.get(&dest.bot_id) else {
+                    return Err(format!(
+                        "Messenger is not enabled for bot \"{}\"",
+                        dest.bot_id
+                    ));
+                };
                 let key = conversation_key(&dest.bot_id, &dest.target);
+                let mut items =
+                    plan(&dest.bot_id, &dest.target, &payloads, false, config.typing_delay);
+                if let Some(mark) = &dest.proactive {
+                    mark_proactive(&mut items, mark);
+                }
                 let mut staged = outbound.staged();
-                for item in plan(&dest.bot_id, &dest.target, &payloads, false, typing) {
+                let count = items.len();
+                for item in items {
                     outbound.stage(&mut staged, batch, &key, item, None);
                 }
                 let outbound = outbound.clone();
-                Box::new(move |committed: &Committed| {
-                    outbound.schedule(staged, committed);
+                Ok(Staging {
+                    items: count,
+                    schedule: Box::new(move |committed: &Committed| {
+                        outbound.schedule(staged, committed);
+                    }),
                 })
             },
         )
@@ -372,6 +398,7 @@ pub fn plan(
             psid: psid.to_string(),
             calls: std::mem::take(calls),
             pause_ms: pause,
+            proactive: None,
         };
         items.push(serde_json::to_value(item).unwrap_or_default());
     };
@@ -411,6 +438,39 @@ pub fn plan(
     items
 }
 
+/// Marks the planned items of a proactive message: the message calls say why the page writes
+/// (`UPDATE` in the window, `MESSAGE_TAG` with the tag after it), and with a tag the sender
+/// actions go (the typing pauses stay).
+fn mark_proactive(items: &mut [Value], mark: &crate::engine::runtime::ProactiveMark) {
+    let count = items.len();
+    for (item, item_mark) in items.iter_mut().zip(proactive::item_marks(mark, count)) {
+        if let Some(calls) = item.get_mut("calls").and_then(Value::as_array_mut) {
+            if mark.tag.is_some() {
+                calls.retain(|c| c.get("sender_action").is_none());
+            }
+            for call in calls.iter_mut().filter(|c| c.get("message").is_some()) {
+                match &mark.tag {
+                    Some(tag) => {
+                        call["messaging_type"] = json!("MESSAGE_TAG");
+                        call["tag"] = json!(tag);
+                    }
+                    None => call["messaging_type"] = json!("UPDATE"),
+                }
+            }
+        }
+        item["proactive"] = serde_json::to_value(item_mark).unwrap_or_default();
+    }
+}
+
+/// When `psid` last wrote to `bot`'s page, as recorded by the inbound handler.
+fn last_inbound(store: &dyn Store, bot: &str, psid: &str) -> i64 {
+    let key = proactive::messenger_last_inbound_key(psid);
+    match store.get(Namespace::Channel, bot, &key) {
+        Ok(Some(v)) => v["at"].as_i64().unwrap_or(0),
+        _ => 0,
+    }
+}
+
 /// Inbound handler: plays one event; its state, its removal from the inbound queue and its
 /// replies on the outbound queue are one commit.
 fn play(core: &Core, outbound: &Delivery, job: &Job) -> Outcome {
@@ -422,8 +482,17 @@ fn play(core: &Core, outbound: &Delivery, job: &Job) -> Outcome {
     let event = Event::new(bot, "messenger", &item.kind, psid, item.payload.clone());
     let typing = core.bots.get(bot).is_none_or(|b| b.typing_delay);
     let mut staged = outbound.staged();
+    // The user's message opens Messenger's window again (a late retry never moves it back).
+    let now = now_ms();
+    let at = if item.at > 0 { item.at.min(now) } else { now };
+    let store = core.engine.store();
+    let later = at > last_inbound(store.as_ref(), bot, psid);
     let played = core.engine.turn_with(event, None, &mut |out, batch| {
         batch.dequeue(job.queue, job.id);
+        if later {
+            let key = proactive::messenger_last_inbound_key(psid);
+            batch.put(Namespace::Channel, bot, &key, json!({"at": at}));
+        }
         for call in plan(bot, psid, &out.responses, true, typing) {
             outbound.stage(&mut staged, batch, &conversation_key(bot, psid), call, None);
         }
@@ -480,11 +549,21 @@ fn send(core: &Core, item: &Value, attempt: u32) -> Outcome {
                         "Messenger: bot \"{bot}\": a reply to {} is dropped: {why}",
                         item.psid
                     );
+                    if let Some(mark) = &item.proactive {
+                        let error = DeliveryError {
+                            code: None,
+                            description: why,
+                        };
+                        proactive::report(core.engine.store().as_ref(), bot, mark, Some(error));
+                    }
                     return Outcome::Drop;
                 }
                 log::warn!("Messenger: bot \"{bot}\": sender action skipped: {why}");
             }
         }
+    }
+    if let Some(mark) = &item.proactive {
+        proactive::report(core.engine.store().as_ref(), bot, mark, None);
     }
     match item.pause_ms {
         0 => Outcome::Done,

@@ -253,6 +253,7 @@ impl Webhook {
                 psid: e.psid,
                 kind: e.kind.to_string(),
                 payload: e.payload,
+                at: e.timestamp,
             };
             let item = serde_json::to_value(item).unwrap_or_default();
             match index.get(&key) {

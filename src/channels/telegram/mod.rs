@@ -22,6 +22,8 @@ pub mod throttle;
 
 use crate::channels::delivery::{Delivery, Job, Outcome};
 use crate::config::{units, Settings};
+use crate::channels::proactive::{self, ItemMark};
+use crate::engine::runtime::Staging;
 use crate::engine::{Destination, Engine, Event, TurnError};
 use crate::store::{Batch, Committed, Queue};
 use api::Api;
@@ -191,7 +193,7 @@ impl Telegram {
         // Outbound first: replies left from before a restart are queued before new ones.
         let failures: Arc<Mutex<HashMap<String, u32>>> = Arc::default();
         let outbound = {
-            let runtimes = runtimes.clone();
+            let (runtimes, store) = (runtimes.clone(), store.clone());
             Arc::new(Delivery::start(
                 store.clone(),
                 Queue::TelegramOut,
@@ -209,7 +211,17 @@ impl Telegram {
                         .get(key)
                         .copied()
                         .unwrap_or(0);
-                    let outcome = send::send_step(&rt.api, rt.throttle.as_ref(), step, &mut count);
+                    let (outcome, refusal) =
+                        send::send_step(&rt.api, rt.throttle.as_ref(), step, &mut count);
+                    if let Ok(mark) = ItemMark::deserialize(&step["proactive"]) {
+                        match (&outcome, refusal) {
+                            (_, Some(error)) => proactive::report(store.as_ref(), &rt.config.bot_id, &mark, Some(error)),
+                            (Outcome::Done | Outcome::Pause(_), None) => {
+                                proactive::report(store.as_ref(), &rt.config.bot_id, &mark, None)
+                            }
+                            _ => {}
+                        }
+                    }
                     let mut map = failures.lock().unwrap_or_else(|e| e.into_inner());
                     if count == 0 {
                         map.remove(key);
@@ -236,19 +248,28 @@ impl Telegram {
             engine.set_proactive_sink(
                 "telegram",
                 Arc::new(move |dest: &Destination, payloads: Vec<Value>, batch: &mut Batch| {
-                    let mut staged = outbound.staged();
-                    match runtimes.get(&dest.bot_id) {
-                        Some(rt) => {
-                            let chat = dest.thread_id.clone().unwrap_or_else(|| dest.target.clone());
-                            for step in send::plan(&rt.config, &chat, &payloads) {
-                                outbound.stage(&mut staged, batch, &chat_key(&dest.bot_id, &chat), step, None);
-                            }
+                    let Some(rt) = runtimes.get(&dest.bot_id) else {
+                        return Err(format!("Telegram is not enabled for bot \"{}\"", dest.bot_id));
+                    };
+                    let chat = dest.thread_id.clone().unwrap_or_else(|| dest.target.clone());
+                    let mut steps = send::plan(&rt.config, &chat, &payloads);
+                    if let Some(mark) = &dest.proactive {
+                        let count = steps.len();
+                        for (step, m) in steps.iter_mut().zip(proactive::item_marks(mark, count)) {
+                            step["proactive"] = serde_json::to_value(m).unwrap_or_default();
                         }
-                        None => log::info!("bot \"{}\": timeout replies for Telegram are dropped: Telegram is not enabled for this bot", dest.bot_id),
+                    }
+                    let mut staged = outbound.staged();
+                    let count = steps.len();
+                    for step in steps {
+                        outbound.stage(&mut staged, batch, &chat_key(&dest.bot_id, &chat), step, None);
                     }
                     let outbound = outbound.clone();
-                    Box::new(move |committed: &Committed| {
-                        outbound.schedule(staged, committed);
+                    Ok(Staging {
+                        items: count,
+                        schedule: Box::new(move |committed: &Committed| {
+                            outbound.schedule(staged, committed);
+                        }),
                     })
                 }),
             );

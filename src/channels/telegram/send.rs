@@ -19,6 +19,7 @@ use super::api::{Api, ApiError};
 use super::throttle::{Held, Throttle};
 use super::BotConfig;
 use crate::channels::delivery::Outcome;
+use crate::channels::proactive::DeliveryError;
 use crate::engine::event::now_ms;
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
@@ -325,18 +326,35 @@ fn is_message(method: &str) -> bool {
 }
 
 /// Performs one planned step. `failures` counts this key's failures in a row (for the
-/// back-off); it is reset on success.
+/// back-off); it is reset on success. With a dropped message comes why Telegram refused it
+/// (a blocked bot's 403), for the proactive API to report.
 pub fn send_step(
     api: &Api,
     throttle: Option<&Throttle>,
     step: &Value,
     failures: &mut u32,
+) -> (Outcome, Option<DeliveryError>) {
+    let mut refusal = None;
+    let outcome = perform(api, throttle, step, failures, &mut refusal);
+    (outcome, refusal)
+}
+
+fn perform(
+    api: &Api,
+    throttle: Option<&Throttle>,
+    step: &Value,
+    failures: &mut u32,
+    refusal: &mut Option<DeliveryError>,
 ) -> Outcome {
     let bot = step["bot"].as_str().unwrap_or("");
     let method = step["method"].as_str().unwrap_or("sendMessage");
     let mut params = step["params"].clone();
     if now_ms() - step["at"].as_i64().unwrap_or_else(now_ms) > MAX_AGE_MS {
         log::warn!("bot \"{bot}\": a {method} could not be sent for 24 hours and is given up");
+        *refusal = Some(DeliveryError {
+            code: None,
+            description: "not sent for 24 hours (the Bot API was unreachable or busy)".into(),
+        });
         return Outcome::Drop;
     }
     if let (Some(throttle), true) = (throttle, is_message(method)) {
@@ -387,7 +405,26 @@ pub fn send_step(
             );
             Outcome::Retry(wait)
         }
-        Err(e) => failed(bot, method, &e, failures),
+        Err(e) => {
+            let outcome = failed(bot, method, &e, failures);
+            if outcome == Outcome::Drop {
+                *refusal = Some(match &e {
+                    ApiError::Telegram {
+                        status,
+                        description,
+                        ..
+                    } => DeliveryError {
+                        code: Some(*status),
+                        description: description.clone(),
+                    },
+                    ApiError::Network(why) => DeliveryError {
+                        code: None,
+                        description: why.clone(),
+                    },
+                });
+            }
+            outcome
+        }
     }
 }
 
