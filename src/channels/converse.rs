@@ -131,16 +131,14 @@ fn too_many(wait: Duration, whom: &str) -> Reply {
 /// `401` without a key, `403` with a wrong one (`what` names the API in the answer). Keys are
 /// compared as SHA-256 digests, every key and every byte, so the time taken says nothing
 /// about how much of a key was right.
-pub(crate) fn check_api_key(
-    sent: Option<&str>,
-    keys: &[&String],
-    what: &str,
-) -> Result<(), Reply> {
+pub(crate) fn check_api_key(sent: Option<&str>, keys: &[&String], what: &str) -> Result<(), Reply> {
     let Some(sent) = sent.map(str::trim).filter(|k| !k.is_empty()) else {
         return Err(Reply::error(
             401,
             "UnauthorizedError",
-            &format!("Unauthorized: this bot's {what} needs an API key in the {API_KEY_HEADER} header"),
+            &format!(
+                "Unauthorized: this bot's {what} needs an API key in the {API_KEY_HEADER} header"
+            ),
         ));
     };
     let digest = Sha256::digest(sent.as_bytes());
@@ -307,9 +305,11 @@ impl Converse {
         // Proactive messages kept for this user come first, taken in the turn's commit.
         let (store, session) = (self.engine.store(), event.session_id());
         let mut kept = Vec::new();
-        let played = self.engine.turn_with(event, Some(deadline), &mut |_, batch| {
-            kept = proactive::take_mailbox(store.as_ref(), &bot.id, &session, batch);
-        });
+        let played = self
+            .engine
+            .turn_with(event, Some(deadline), &mut |_, batch| {
+                kept = proactive::take_mailbox(store.as_ref(), &bot.id, &session, batch);
+            });
         match played {
             Ok((out, _)) => {
                 let mut answer = Map::new();

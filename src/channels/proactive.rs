@@ -158,7 +158,10 @@ fn status_key(id: &str) -> String {
 }
 
 fn idempotency_key(key: &str) -> String {
-    format!("proactive/idempotency/{}", hex::encode(Sha256::digest(key.as_bytes())))
+    format!(
+        "proactive/idempotency/{}",
+        hex::encode(Sha256::digest(key.as_bytes()))
+    )
 }
 
 fn mailbox_key(session: &str) -> String {
@@ -248,8 +251,8 @@ pub fn sweep(engine: &Engine) {
     for bot in engine.bot_ids() {
         let mut expired = Vec::new();
         let scanned = store.scan(Namespace::Channel, &bot, &mut |key, value| {
-            let ours = key.starts_with("proactive/status/")
-                || key.starts_with("proactive/idempotency/");
+            let ours =
+                key.starts_with("proactive/status/") || key.starts_with("proactive/idempotency/");
             let expires = value["expiresMs"].as_i64().unwrap_or(0);
             if ours && expires != 0 && expires <= now {
                 expired.push(key.to_string());
@@ -323,9 +326,13 @@ pub struct Proactive {
     engine: Arc<Engine>,
     /// One call at a time per `Idempotency-Key`.
     keys: ConversationLocks,
-    /// Each bot's `proactive.apiKeys`, with the fingerprint of the files they were read from.
-    bots: Mutex<HashMap<String, (u64, Arc<Vec<String>>)>>,
+    /// Each bot's `proactive.apiKeys`, by bot id.
+    bots: Mutex<HashMap<String, BotKeys>>,
 }
+
+/// A bot's keys, with the fingerprint of the files they were read from (read again when the
+/// bot is reloaded).
+type BotKeys = (u64, Arc<Vec<String>>);
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Call<'p> {
@@ -522,9 +529,7 @@ impl Route for Proactive {
         ));
         // One call per key at a time: a retry sent while the first is still running waits
         // for it, then replays its answer.
-        let _guard = self
-            .keys
-            .lock(&format!("{}\u{0}{idempotency}", bot.id));
+        let _guard = self.keys.lock(&format!("{}\u{0}{idempotency}", bot.id));
         let store = self.engine.store();
         let remembered = read::<Remembered>(store.as_ref(), &bot.id, &idempotency_key(idempotency))
             .filter(|r| r.expires_ms > now_ms());
@@ -568,7 +573,10 @@ impl Proactive {
             Some(status) => {
                 let reply = Reply::json(200, &status.view());
                 let waited = self.waited(bot, reply, wait);
-                Reply { status: 200, ..waited }
+                Reply {
+                    status: 200,
+                    ..waited
+                }
             }
             None => Reply::not_found(&format!(
                 "proactive message \"{id}\" of bot \"{}\" (statuses are kept 7 days)",
@@ -583,8 +591,7 @@ impl Proactive {
         if reply.status != 202 && reply.status != 200 {
             return reply;
         }
-        let Some(id) = reply_json(&reply).and_then(|v| v["id"].as_str().map(str::to_string))
-        else {
+        let Some(id) = reply_json(&reply).and_then(|v| v["id"].as_str().map(str::to_string)) else {
             return reply;
         };
         let deadline = Instant::now() + wait;
@@ -635,11 +642,19 @@ impl Proactive {
                     return Reply::error(
                         409,
                         "ConflictError",
-                        &format!("Conflict: the {other} channel is not running (no bot enables it)"),
+                        &format!(
+                            "Conflict: the {other} channel is not running (no bot enables it)"
+                        ),
                     )
                 }
             },
         };
+        // A Telegram conversation is a user in a chat: their private chat unless told.
+        let thread_id = match channel {
+            "telegram" => Some(ask.thread_id.clone().unwrap_or_else(|| user.to_string())),
+            _ => None,
+        };
+        let ask = Ask { thread_id, ..ask };
         let id = new_message_id();
         let dest = Destination {
             bot_id: bot.id.clone(),
@@ -776,7 +791,10 @@ fn new_message_id() -> String {
 
 /// `?wait=` as a duration (`5s`, `500ms`, or milliseconds), at most [`MAX_WAIT`].
 fn wait_of(url: &str) -> Result<Option<Duration>, String> {
-    let Some((_, value)) = http::query_pairs(url).into_iter().find(|(k, _)| k == "wait") else {
+    let Some((_, value)) = http::query_pairs(url)
+        .into_iter()
+        .find(|(k, _)| k == "wait")
+    else {
         return Ok(None);
     };
     let parsed = match value.trim().parse::<u64>() {
@@ -785,10 +803,7 @@ fn wait_of(url: &str) -> Result<Option<Duration>, String> {
     };
     match parsed {
         Ok(d) if d <= MAX_WAIT => Ok(Some(d)),
-        Ok(_) => Err(format!(
-            "wait must be at most {} s",
-            MAX_WAIT.as_secs()
-        )),
+        Ok(_) => Err(format!("wait must be at most {} s", MAX_WAIT.as_secs())),
         Err(e) => Err(format!("wait: {e}")),
     }
 }
@@ -812,7 +827,10 @@ fn string_field(body: &Map<String, Value>, key: &str) -> Result<Option<String>, 
 fn tag_field(body: &Map<String, Value>) -> Result<Option<String>, String> {
     match string_field(body, "tag")? {
         Some(t) if t == HUMAN_AGENT => Ok(Some(t)),
-        Some(_) => Err(child("tag", &format!("\"tag\" must be one of [{HUMAN_AGENT}]"))),
+        Some(_) => Err(child(
+            "tag",
+            &format!("\"tag\" must be one of [{HUMAN_AGENT}]"),
+        )),
         None => Ok(None),
     }
 }
@@ -831,14 +849,19 @@ fn check_messages(body: &Map<String, Value>, bot: &Bot) -> Result<Ask, String> {
     let payloads = match body.get("payloads") {
         None => None,
         Some(Value::Array(items)) if items.is_empty() => {
-            return Err(child("payloads", "\"payloads\" must contain at least 1 items"))
+            return Err(child(
+                "payloads",
+                "\"payloads\" must contain at least 1 items",
+            ))
         }
         Some(Value::Array(items)) => {
             for (i, item) in items.iter().enumerate() {
                 let why = match item {
                     Value::Object(map) => match map.get("type") {
                         Some(Value::String(_)) | None => continue,
-                        Some(_) => format!("child \"type\" fails because [\"type\" must be a string]"),
+                        Some(_) => {
+                            "child \"type\" fails because [\"type\" must be a string]".to_string()
+                        }
                     },
                     _ => format!("\"{i}\" must be an object"),
                 };
@@ -862,14 +885,29 @@ fn check_messages(body: &Map<String, Value>, bot: &Bot) -> Result<Ask, String> {
     let thread_id = string_field(body, "threadId")?;
     unknown_key(
         body,
-        &["payloads", "contentId", "contentType", "args", "tag", "threadId"],
+        &[
+            "payloads",
+            "contentId",
+            "contentType",
+            "args",
+            "tag",
+            "threadId",
+        ],
     )?;
     let peers = "[payloads, contentId, contentType]";
-    let given = [payloads.is_some(), content_id.is_some(), content_type.is_some()];
+    let given = [
+        payloads.is_some(),
+        content_id.is_some(),
+        content_type.is_some(),
+    ];
     match given.iter().filter(|g| **g).count() {
         0 => return Err(format!("\"value\" must contain at least one of {peers}")),
         1 => {}
-        _ => return Err(format!("\"value\" contains a conflict between exclusive peers {peers}")),
+        _ => {
+            return Err(format!(
+                "\"value\" contains a conflict between exclusive peers {peers}"
+            ))
+        }
     }
     if payloads.is_some() && args.is_some() {
         return Err("\"args\" is only for contentId and contentType".into());
@@ -881,7 +919,10 @@ fn check_messages(body: &Map<String, Value>, bot: &Bot) -> Result<Ask, String> {
         if !bot.elements.contains_key(&id) {
             return Err(child(
                 "contentId",
-                &format!("content element \"{id}\" does not exist in bot \"{}\"", bot.id),
+                &format!(
+                    "content element \"{id}\" does not exist in bot \"{}\"",
+                    bot.id
+                ),
             ));
         }
         Speech::Say {
@@ -891,7 +932,10 @@ fn check_messages(body: &Map<String, Value>, bot: &Bot) -> Result<Ask, String> {
     } else {
         let kind = content_type.unwrap_or_default();
         if kind.starts_with(['#', '@']) {
-            return Err(child("contentType", "\"contentType\" is a content type name, like builtin_text"));
+            return Err(child(
+                "contentType",
+                "\"contentType\" is a content type name, like builtin_text",
+            ));
         }
         Speech::Say {
             reference: kind,
@@ -971,7 +1015,10 @@ mod tests {
         );
         assert_eq!(
             Call::parse("/api/v1/bots/b/proactive/messages/abc"),
-            Some(Call::Status { bot: "b", id: "abc" })
+            Some(Call::Status {
+                bot: "b",
+                id: "abc"
+            })
         );
         assert_eq!(Call::parse("/api/v1/bots/b/proactive/api/u"), None);
         assert_eq!(Call::parse("/api/v1/bots/b/converse/u"), None);

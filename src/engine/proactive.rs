@@ -29,6 +29,10 @@ pub enum Speech {
     Flow { flow: String, node: Option<String> },
 }
 
+/// What the caller of [`Engine::speak_first`] adds to its batch: the channel's queue items
+/// for the rendered payloads, or why it cannot take them.
+pub type StageFirstWords<'a> = dyn FnMut(&[Value], &mut Batch) -> Result<(), String> + 'a;
+
 /// Why the bot could not speak first.
 #[derive(Debug, Clone, PartialEq)]
 pub enum SpeakError {
@@ -51,7 +55,7 @@ impl Engine {
         dest: &Destination,
         speech: Speech,
         deadline: Option<Instant>,
-        then: &mut dyn FnMut(&[Value], &mut Batch) -> Result<(), String>,
+        then: &mut StageFirstWords,
     ) -> Result<(Vec<Value>, Committed), SpeakError> {
         let bot = self
             .bot(&dest.bot_id)

@@ -22,12 +22,12 @@ pub mod signature;
 pub mod webhook;
 
 use crate::channels::delivery::{Delivery, Job, Outcome};
-use crate::config::units;
-use crate::engine::runtime::Destination;
-use crate::engine::{Engine, Event, TurnError};
 use crate::channels::proactive::{self, DeliveryError, ItemMark};
+use crate::config::units;
 use crate::engine::event::now_ms;
+use crate::engine::runtime::Destination;
 use crate::engine::runtime::Staging;
+use crate::engine::{Engine, Event, TurnError};
 use crate::http::Route;
 use crate::store::{Batch, Committed, Namespace, Queue, Store};
 use graph::{backoff, Failure, Graph};
@@ -344,8 +344,13 @@ impl Messenger {
                     ));
                 };
                 let key = conversation_key(&dest.bot_id, &dest.target);
-                let mut items =
-                    plan(&dest.bot_id, &dest.target, &payloads, false, config.typing_delay);
+                let mut items = plan(
+                    &dest.bot_id,
+                    &dest.target,
+                    &payloads,
+                    false,
+                    config.typing_delay,
+                );
                 if let Some(mark) = &dest.proactive {
                     mark_proactive(&mut items, mark);
                 }

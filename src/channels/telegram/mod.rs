@@ -21,8 +21,8 @@ pub mod send;
 pub mod throttle;
 
 use crate::channels::delivery::{Delivery, Job, Outcome};
-use crate::config::{units, Settings};
 use crate::channels::proactive::{self, ItemMark};
+use crate::config::{units, Settings};
 use crate::engine::runtime::Staging;
 use crate::engine::{Destination, Engine, Event, TurnError};
 use crate::store::{Batch, Committed, Queue};
@@ -215,7 +215,12 @@ impl Telegram {
                         send::send_step(&rt.api, rt.throttle.as_ref(), step, &mut count);
                     if let Ok(mark) = ItemMark::deserialize(&step["proactive"]) {
                         match (&outcome, refusal) {
-                            (_, Some(error)) => proactive::report(store.as_ref(), &rt.config.bot_id, &mark, Some(error)),
+                            (_, Some(error)) => proactive::report(
+                                store.as_ref(),
+                                &rt.config.bot_id,
+                                &mark,
+                                Some(error),
+                            ),
                             (Outcome::Done | Outcome::Pause(_), None) => {
                                 proactive::report(store.as_ref(), &rt.config.bot_id, &mark, None)
                             }
@@ -247,31 +252,47 @@ impl Telegram {
             let (runtimes, outbound) = (runtimes.clone(), outbound.clone());
             engine.set_proactive_sink(
                 "telegram",
-                Arc::new(move |dest: &Destination, payloads: Vec<Value>, batch: &mut Batch| {
-                    let Some(rt) = runtimes.get(&dest.bot_id) else {
-                        return Err(format!("Telegram is not enabled for bot \"{}\"", dest.bot_id));
-                    };
-                    let chat = dest.thread_id.clone().unwrap_or_else(|| dest.target.clone());
-                    let mut steps = send::plan(&rt.config, &chat, &payloads);
-                    if let Some(mark) = &dest.proactive {
-                        let count = steps.len();
-                        for (step, m) in steps.iter_mut().zip(proactive::item_marks(mark, count)) {
-                            step["proactive"] = serde_json::to_value(m).unwrap_or_default();
+                Arc::new(
+                    move |dest: &Destination, payloads: Vec<Value>, batch: &mut Batch| {
+                        let Some(rt) = runtimes.get(&dest.bot_id) else {
+                            return Err(format!(
+                                "Telegram is not enabled for bot \"{}\"",
+                                dest.bot_id
+                            ));
+                        };
+                        let chat = dest
+                            .thread_id
+                            .clone()
+                            .unwrap_or_else(|| dest.target.clone());
+                        let mut steps = send::plan(&rt.config, &chat, &payloads);
+                        if let Some(mark) = &dest.proactive {
+                            let count = steps.len();
+                            for (step, m) in
+                                steps.iter_mut().zip(proactive::item_marks(mark, count))
+                            {
+                                step["proactive"] = serde_json::to_value(m).unwrap_or_default();
+                            }
                         }
-                    }
-                    let mut staged = outbound.staged();
-                    let count = steps.len();
-                    for step in steps {
-                        outbound.stage(&mut staged, batch, &chat_key(&dest.bot_id, &chat), step, None);
-                    }
-                    let outbound = outbound.clone();
-                    Ok(Staging {
-                        items: count,
-                        schedule: Box::new(move |committed: &Committed| {
-                            outbound.schedule(staged, committed);
-                        }),
-                    })
-                }),
+                        let mut staged = outbound.staged();
+                        let count = steps.len();
+                        for step in steps {
+                            outbound.stage(
+                                &mut staged,
+                                batch,
+                                &chat_key(&dest.bot_id, &chat),
+                                step,
+                                None,
+                            );
+                        }
+                        let outbound = outbound.clone();
+                        Ok(Staging {
+                            items: count,
+                            schedule: Box::new(move |committed: &Committed| {
+                                outbound.schedule(staged, committed);
+                            }),
+                        })
+                    },
+                ),
             );
         }
 
