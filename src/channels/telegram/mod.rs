@@ -30,9 +30,9 @@ use api::Api;
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 use std::collections::HashMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 use throttle::{Limits, Throttle};
@@ -124,12 +124,62 @@ pub struct BotRuntime {
     pub gate: Mutex<()>,
 }
 
+/// The bots Telegram is on for, by bot id: replaced one bot at a time by a live reload.
+type Runtimes = Arc<RwLock<HashMap<String, Arc<BotRuntime>>>>;
+
 /// The running channel.
 pub struct Telegram {
+    engine: Arc<Engine>,
+    runtimes: Runtimes,
     inbound: Arc<Delivery>,
     outbound: Arc<Delivery>,
-    stop: Arc<AtomicBool>,
-    pollers: Vec<JoinHandle<()>>,
+    /// Each bot's poller and the flag that stops it.
+    pollers: HashMap<String, (Arc<AtomicBool>, JoinHandle<()>)>,
+    /// `storage/`, where pollers import the previous release's offsets from.
+    storage: PathBuf,
+}
+
+impl BotRuntime {
+    fn new(config: BotConfig) -> BotRuntime {
+        let throttle = config.throttle.then(|| Throttle::new(Limits::TELEGRAM));
+        let api = Api::new(&config.api_base, &config.token);
+        BotRuntime {
+            config,
+            api,
+            throttle,
+            gate: Mutex::new(()),
+        }
+    }
+}
+
+fn runtime(runtimes: &Runtimes, bot: &str) -> Option<Arc<BotRuntime>> {
+    runtimes
+        .read()
+        .unwrap_or_else(|e| e.into_inner())
+        .get(bot)
+        .cloned()
+}
+
+/// What the inbound queue still holds, per bot: where polling resumes after a crash.
+fn spooled_updates(
+    store: &dyn crate::store::Store,
+) -> std::io::Result<HashMap<String, poller::Resume>> {
+    let mut spooled = HashMap::new();
+    for queued in store.pending(Queue::TelegramIn)? {
+        let Ok(item) = poller::InboundUpdate::deserialize(&queued.item) else {
+            continue;
+        };
+        if let Some(update_id) = item.update["update_id"].as_i64() {
+            spooled.insert(
+                item.bot,
+                poller::Resume {
+                    update_id,
+                    at_ms: item.at,
+                },
+            );
+        }
+    }
+    Ok(spooled)
 }
 
 impl Telegram {
@@ -140,25 +190,15 @@ impl Telegram {
         let mut runtimes: HashMap<String, Arc<BotRuntime>> = HashMap::new();
         for id in engine.bot_ids() {
             if let Some(config) = BotConfig::load(&settings, &id) {
-                let throttle = config.throttle.then(|| Throttle::new(Limits::TELEGRAM));
-                let api = Api::new(&config.api_base, &config.token);
-                runtimes.insert(
-                    id,
-                    Arc::new(BotRuntime {
-                        config,
-                        api,
-                        throttle,
-                        gate: Mutex::new(()),
-                    }),
-                );
+                runtimes.insert(id, Arc::new(BotRuntime::new(config)));
             }
         }
         if runtimes.is_empty() {
             return None;
         }
         let root = settings.data_dir.join("storage").join("telegram");
-        let runtimes = Arc::new(runtimes);
-        match Self::start_with(engine.clone(), runtimes.clone(), &root) {
+        let runtimes = Arc::new(RwLock::new(runtimes));
+        match Self::start_with(engine.clone(), runtimes, &root) {
             Ok(t) => Some(t),
             Err(e) => {
                 log::error!("Telegram cannot start: {}: {e}", root.display());
@@ -169,26 +209,11 @@ impl Telegram {
 
     fn start_with(
         engine: Arc<Engine>,
-        runtimes: Arc<HashMap<String, Arc<BotRuntime>>>,
+        runtimes: Runtimes,
         root: &Path,
     ) -> std::io::Result<Telegram> {
-        // What the inbound queue still holds, per bot: where polling resumes after a crash.
         let store = engine.store();
-        let mut spooled: HashMap<String, poller::Resume> = HashMap::new();
-        for queued in store.pending(Queue::TelegramIn)? {
-            let Ok(item) = poller::InboundUpdate::deserialize(&queued.item) else {
-                continue;
-            };
-            if let Some(update_id) = item.update["update_id"].as_i64() {
-                spooled.insert(
-                    item.bot,
-                    poller::Resume {
-                        update_id,
-                        at_ms: item.at,
-                    },
-                );
-            }
-        }
+        let spooled = spooled_updates(store.as_ref())?;
 
         // Outbound first: replies left from before a restart are queued before new ones.
         let failures: Arc<Mutex<HashMap<String, u32>>> = Arc::default();
@@ -201,7 +226,7 @@ impl Telegram {
                 "tg-send",
                 Box::new(move |job| {
                     let (key, step) = (job.key, job.item);
-                    let Some(rt) = step["bot"].as_str().and_then(|b| runtimes.get(b)) else {
+                    let Some(rt) = step["bot"].as_str().and_then(|b| runtime(&runtimes, b)) else {
                         log::warn!("a Telegram reply for bot {} is dropped: Telegram is not enabled for it", step["bot"]);
                         return Outcome::Drop;
                     };
@@ -254,7 +279,7 @@ impl Telegram {
                 "telegram",
                 Arc::new(
                     move |dest: &Destination, payloads: Vec<Value>, batch: &mut Batch| {
-                        let Some(rt) = runtimes.get(&dest.bot_id) else {
+                        let Some(rt) = runtime(&runtimes, &dest.bot_id) else {
                             return Err(format!(
                                 "Telegram is not enabled for bot \"{}\"",
                                 dest.bot_id
@@ -296,24 +321,24 @@ impl Telegram {
             );
         }
 
-        let stop = Arc::new(AtomicBool::new(false));
-        let mut pollers = Vec::new();
-        for (id, rt) in runtimes.iter() {
-            let p = poller::Poller {
-                rt: rt.clone(),
-                inbound: inbound.clone(),
-                stop: stop.clone(),
-                store: store.clone(),
-                storage: root.parent().unwrap_or(root).to_path_buf(),
-                spooled: spooled.get(id).copied(),
-            };
-            pollers.push(
-                std::thread::Builder::new()
-                    .name(format!("tg-poll-{id}"))
-                    .spawn(move || p.run())?,
-            );
+        let mut telegram = Telegram {
+            engine,
+            runtimes: runtimes.clone(),
+            inbound,
+            outbound,
+            pollers: HashMap::new(),
+            storage: root.parent().unwrap_or(root).to_path_buf(),
+        };
+        let started: Vec<(String, Arc<BotRuntime>)> = runtimes
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .map(|(id, rt)| (id.clone(), rt.clone()))
+            .collect();
+        for (id, rt) in started {
+            telegram.start_poller(rt, spooled.get(&id).copied())?;
         }
-        let mut ids: Vec<&String> = runtimes.keys().collect();
+        let mut ids: Vec<&String> = telegram.pollers.keys().collect();
         ids.sort();
         log::info!(
             "Telegram enabled for: {}",
@@ -322,12 +347,75 @@ impl Telegram {
                 .collect::<Vec<_>>()
                 .join(", ")
         );
-        Ok(Telegram {
-            inbound,
-            outbound,
-            stop,
-            pollers,
-        })
+        Ok(telegram)
+    }
+
+    fn start_poller(
+        &mut self,
+        rt: Arc<BotRuntime>,
+        spooled: Option<poller::Resume>,
+    ) -> std::io::Result<()> {
+        let id = rt.config.bot_id.clone();
+        let stop = Arc::new(AtomicBool::new(false));
+        let p = poller::Poller {
+            rt,
+            inbound: self.inbound.clone(),
+            stop: stop.clone(),
+            store: self.engine.store(),
+            storage: self.storage.clone(),
+            spooled,
+        };
+        let handle = std::thread::Builder::new()
+            .name(format!("tg-poll-{id}"))
+            .spawn(move || p.run())?;
+        self.pollers.insert(id, (stop, handle));
+        Ok(())
+    }
+
+    /// Whether no bot uses Telegram any more.
+    pub fn is_idle(&self) -> bool {
+        self.pollers.is_empty()
+    }
+
+    /// A live reload changed the Telegram configuration of `bots`: each one's poller stops
+    /// (its long poll may take up to `grace` to end) and starts again with the new
+    /// configuration, or stays off. The other bots' pollers and every queue go on untouched;
+    /// replies already queued for a restarted bot are sent with its new configuration.
+    pub fn restart_bots(&mut self, bots: &[String], grace: Duration) {
+        let settings = self.engine.settings();
+        for id in bots {
+            let was_on = self.pollers.remove(id).map(|(stop, handle)| {
+                stop.store(true, Ordering::SeqCst);
+                join_within(handle, Instant::now() + grace);
+            });
+            let fresh = self
+                .engine
+                .bot(id)
+                .and_then(|_| BotConfig::load(&settings, id))
+                .map(|config| Arc::new(BotRuntime::new(config)));
+            let mut runtimes = self.runtimes.write().unwrap_or_else(|e| e.into_inner());
+            match fresh {
+                Some(rt) => {
+                    runtimes.insert(id.clone(), rt.clone());
+                    drop(runtimes);
+                    let spooled = spooled_updates(self.engine.store().as_ref())
+                        .ok()
+                        .and_then(|s| s.get(id).copied());
+                    match self.start_poller(rt, spooled) {
+                        Ok(()) => log::info!("Telegram restarted for bot \"{id}\""),
+                        Err(e) => {
+                            log::error!("bot \"{id}\": cannot start its Telegram poller: {e}")
+                        }
+                    }
+                }
+                None => {
+                    runtimes.remove(id);
+                    if was_on.is_some() {
+                        log::info!("Telegram is off for bot \"{id}\" now");
+                    }
+                }
+            }
+        }
     }
 
     /// Stops polling, then the turns and sends in progress (what is left stays spooled).
@@ -341,18 +429,26 @@ impl Telegram {
     /// live reload waits for them all, so that no update is spooled after the workers stopped
     /// and no old poller overlaps the new one.
     pub fn stop_within(self, grace: Duration) {
-        self.stop.store(true, Ordering::SeqCst);
+        for (stop, _) in self.pollers.values() {
+            stop.store(true, Ordering::SeqCst);
+        }
         let until = Instant::now() + grace;
-        for handle in self.pollers {
-            while !handle.is_finished() && Instant::now() < until {
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            if handle.is_finished() {
-                let _ = handle.join();
-            }
+        for (_, (_, handle)) in self.pollers {
+            join_within(handle, until);
         }
         self.inbound.stop();
         self.outbound.stop();
+    }
+}
+
+/// Waits until `until` for a stopped poller to end (one still in a long poll is left: what
+/// it receives is spooled before it is confirmed, so nothing is lost).
+fn join_within(handle: JoinHandle<()>, until: Instant) {
+    while !handle.is_finished() && Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    if handle.is_finished() {
+        let _ = handle.join();
     }
 }
 
@@ -419,12 +515,7 @@ fn command(text: &str) -> Option<&str> {
 /// The inbound handler: one update → one turn → its replies queued for sending, in order,
 /// on the chat's outbound key, in the same commit as the turn's state and the update's
 /// removal.
-fn handle_update(
-    engine: &Engine,
-    runtimes: &HashMap<String, Arc<BotRuntime>>,
-    outbound: &Delivery,
-    job: &Job,
-) -> Outcome {
+fn handle_update(engine: &Engine, runtimes: &Runtimes, outbound: &Delivery, job: &Job) -> Outcome {
     let (key, attempt) = (job.key, job.attempt);
     let item = match poller::InboundUpdate::deserialize(job.item) {
         Ok(item) => item,
@@ -433,7 +524,7 @@ fn handle_update(
         }
     };
     let bot = item.bot.as_str();
-    let Some(rt) = runtimes.get(bot) else {
+    let Some(rt) = runtime(runtimes, bot) else {
         log::warn!(
             "a Telegram update for bot \"{bot}\" is dropped: Telegram is not enabled for it"
         );
