@@ -177,6 +177,10 @@ fn converse_users_get_proactive_messages_first_and_keys_are_checked() {
         "\"colour\" is not allowed",
     );
     bad(
+        json!({"contentType": "builtin_nothing", "args": {"text": "a"}}),
+        "the content cannot be rendered",
+    );
+    bad(
         json!({"payloads": [{"text": "a"}], "tag": "HUMAN_AGENT"}),
         "\"tag\" is only for the messenger channel",
     );
@@ -236,6 +240,19 @@ fn converse_users_get_proactive_messages_first_and_keys_are_checked() {
         status_of(port, "welcome-bot", &first_id).json()["status"],
         "waiting"
     );
+    // Waiting is all a Converse message can be until the user's next request: a wait for
+    // its outcome ends there (200), it does not run out (202).
+    let waited = speak_with(
+        port,
+        "welcome-bot",
+        "api",
+        "cy",
+        "messages",
+        &hello,
+        "?wait=10s",
+    );
+    assert_eq!(waited.status, 200, "{}", waited.text());
+    assert_eq!(waited.json()["status"], "waiting");
 
     // The same Idempotency-Key twice: one message, the same answer; with another body: 422.
     let payload = json!({"payloads": [{"type": "text", "text": "Only once"}]});

@@ -86,8 +86,10 @@ pub enum State {
 }
 
 impl State {
-    fn is_final(self) -> bool {
-        matches!(self, State::Sent | State::Failed)
+    /// Whether a wait for the outcome is over: sent, failed, or kept for a Converse user
+    /// (nothing happens to it before their next request).
+    fn is_settled(self) -> bool {
+        self != State::Queued
     }
 }
 
@@ -601,7 +603,7 @@ impl Proactive {
         loop {
             let status = read::<Status>(store.as_ref(), &bot.id, &status_key(&id));
             match status {
-                Some(s) if s.status.is_final() => return Reply::json(200, &s.view()),
+                Some(s) if s.status.is_settled() => return Reply::json(200, &s.view()),
                 Some(s) if Instant::now() >= deadline => return Reply::json(202, &s.view()),
                 None => return reply,
                 Some(_) => {}
@@ -682,6 +684,7 @@ impl Proactive {
             expires_ms: now + STATUS_TTL.as_millis() as i64,
         };
         let mut schedule = None;
+        let plays_flow = matches!(ask.speech, Speech::Flow { .. });
         let deadline = Instant::now() + self.engine.settings().converse.timeout;
         let spoken = self.engine.speak_first(
             &dest,
@@ -748,8 +751,13 @@ impl Proactive {
                     self.engine.settings().converse.timeout.as_millis()
                 ),
             ),
+            Err(SpeakError::Failed(why)) if !plays_flow => Reply::error(
+                400,
+                "BadRequestError",
+                &format!("Bad Request: the content cannot be rendered: {why}"),
+            ),
             Err(SpeakError::Failed(why)) => {
-                log::warn!("bot \"{}\": a proactive message failed: {why}", bot.id);
+                log::warn!("bot \"{}\": a proactive flow failed: {why}", bot.id);
                 Reply::error(
                     500,
                     "InternalServerError",
