@@ -153,9 +153,6 @@ impl Channels {
 fn start_messenger(engine: &Arc<Engine>, webhook: &RouteSlot) -> Option<Messenger> {
     let messenger = Messenger::start(engine.clone());
     *webhook.hold() = messenger.as_ref().and_then(Messenger::route);
-    if let Some(m) = &messenger {
-        engine.set_proactive_sink("messenger", m.proactive_sink());
-    }
     messenger
 }
 
@@ -265,9 +262,6 @@ fn live_reload(engine: &Arc<Engine>, channels: &mut Channels, data_dir: &Path) {
         let started = Messenger::start(engine.clone());
         *slot = started.as_ref().and_then(Messenger::route);
         drop(slot);
-        if let Some(m) = &started {
-            engine.set_proactive_sink("messenger", m.proactive_sink());
-        }
         channels.messenger = started;
         channels.messenger_config = messenger;
     }

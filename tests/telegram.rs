@@ -557,6 +557,65 @@ fn an_old_offset_file_is_imported() {
     assert_eq!(stored["update_id"], 41);
 }
 
+/// Items the previous release left on the queues, in its own shapes (`{bot, update, at}` in,
+/// one call `{bot, chat, method, params, pause_ms, fallback, at}` out): played and sent
+/// after the upgrade, then gone from the queues.
+#[test]
+fn items_the_previous_release_queued_are_played_and_sent() {
+    let token = "557:LEGACYtoken";
+    let fake = FakeTelegram::start(&[token]);
+    let data = echo_data(
+        "tg-legacy-items",
+        &fake,
+        token,
+        json!({"typingDelay": false, "throttle": false}),
+    );
+    drop(Server::start(data.path(), &[]));
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    let update = json!({"update_id": 41, "message": {"message_id": 1, "from": {"id": 77},
+        "chat": {"id": 77, "type": "private"}, "date": 1, "text": "queued before"}});
+    let inbound = json!({"bot": "echo-bot", "update": update, "at": now});
+    let outbound = json!({"bot": "echo-bot", "chat": "78", "method": "sendMessage",
+        "params": {"chat_id": 78, "text": "left *from* before", "parse_mode": "Markdown"},
+        "pause_ms": 0, "fallback": true, "at": now});
+    {
+        let db = database(data.path());
+        db.execute(
+            "INSERT INTO queue_items (queue, key, item, created_ms) VALUES ('telegram-in', 'echo-bot/77', ?1, 0), ('telegram-out', 'echo-bot/78', ?2, 0)",
+            [inbound.to_string(), outbound.to_string()],
+        )
+        .unwrap();
+    }
+    let server = Server::start(data.path(), &[]);
+    assert_eq!(
+        fake.wait_texts(token, 77, 1, Duration::from_secs(20)),
+        ["message|queued before|77|77"],
+        "{}",
+        server.log()
+    );
+    assert_eq!(
+        fake.wait_texts(token, 78, 1, Duration::from_secs(20)),
+        ["left *from* before"]
+    );
+    assert_eq!(fake.sent(token, 78)[0].params["parse_mode"], "Markdown");
+    assert!(wait_until(Duration::from_secs(10), || {
+        database(data.path())
+            .query_row("SELECT count(*) FROM queue_items", [], |r| {
+                r.get::<_, i64>(0)
+            })
+            .unwrap()
+            == 0
+    }));
+    let log = server.log();
+    assert!(
+        !log.contains("dead letter") && !log.contains("quarantine"),
+        "{log}"
+    );
+}
+
 /// 20 chats × 30 messages to welcome-bot: all answered, each chat in order.
 #[test]
 fn twenty_chats_thirty_messages_in_order() {
