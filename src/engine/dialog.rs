@@ -67,6 +67,8 @@ pub struct Turn<'a> {
     pub context: DialogContext,
     pub channel: String,
     pub bot_url: String,
+    /// The running settings (module configuration for `bp.config`).
+    pub settings: std::sync::Arc<crate::config::Settings>,
     /// Rendered payloads to send, in order.
     pub outputs: Vec<Value>,
     /// Bot KV writes, applied only when the turn's state is saved.

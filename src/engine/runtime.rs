@@ -455,13 +455,15 @@ impl Engine {
         channel: &str,
         deadline: Option<Instant>,
     ) -> Turn<'a> {
+        let settings = self.settings();
         Turn {
             bot,
             store: self.store.as_ref(),
             scope,
             context,
             channel: channel.to_string(),
-            bot_url: self.settings().http.external_url.clone(),
+            bot_url: settings.http.external_url.clone(),
+            settings,
             outputs: Vec::new(),
             kv_writes: Vec::new(),
             deadline,
