@@ -859,3 +859,34 @@ fn actions_jump_and_read_configuration_and_unhonoured_calls_throw_by_name() {
         server.log()
     );
 }
+
+#[test]
+fn an_action_computes_from_args_and_an_nlu_entity() {
+    let data = TempDir::new("js-entity");
+    js_bot(
+        data.path(),
+        json!([node(
+            "start",
+            &[
+                "bmi {\"height\": \"2\", \"channel\": \"{{event.channel}}\"}",
+                &say("{{{temp.reply}}}; weight {{user.weight}}")
+            ],
+            None,
+            json!([{"condition": "true", "node": "END"}])
+        )]),
+        json!({}),
+    );
+    action_file(data.path(), "bmi", BMI_ACTION);
+    let server = Server::start(data.path(), &[]);
+    assert_eq!(
+        texts_of(&converse(server.port, BOT, "u1", "I weigh eighty")),
+        ["BMI 20 from \"eighty\" on api; weight 80"],
+        "{}",
+        server.log()
+    );
+    // `user` is kept across turns; `temp` is not.
+    assert_eq!(
+        texts_of(&converse(server.port, BOT, "u1", "hello")),
+        ["no number in hello; weight 80"]
+    );
+}
