@@ -890,3 +890,53 @@ fn an_action_computes_from_args_and_an_nlu_entity() {
         ["no number in hello; weight 80"]
     );
 }
+
+/// Debian's node-lodash, which `make test` installs (tests/deps): a real npm package, copied
+/// into the test data folder as `npm install lodash` would place it.
+const LODASH: &str = "/usr/share/nodejs/lodash";
+
+#[test]
+fn require_loads_a_real_npm_package_from_the_data_folder() {
+    let installed = Path::new(LODASH);
+    assert!(
+        installed.join("package.json").is_file(),
+        "{LODASH} is missing: run tests/deps (make test does) to install node-lodash"
+    );
+    let version = serde_json::from_str::<Value>(
+        &std::fs::read_to_string(installed.join("package.json")).unwrap(),
+    )
+    .unwrap()["version"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let data = TempDir::new("js-lodash");
+    copy_dir(installed, &data.path().join("node_modules/lodash"));
+    js_bot(
+        data.path(),
+        json!([node(
+            "start",
+            &["useLodash {}", &say("{{temp.result}}")],
+            None,
+            json!([{"condition": "true", "node": "END"}])
+        )]),
+        json!({}),
+    );
+    action_file(
+        data.path(),
+        "useLodash",
+        "const _ = require('lodash')\n\
+         const sums = _.chunk([1, 2, 3, 4, 5], 2).map(_.sum)\n\
+         temp.result = [sums.join(','), _.capitalize(event.preview), _.get(event, 'payload.type'), _.VERSION].join(' ')\n",
+    );
+    let server = Server::start(data.path(), &[]);
+    assert_eq!(
+        texts_of(&converse(server.port, BOT, "u1", "hELLO")),
+        [format!("3,7,5 Hello text {version}")],
+        "{}",
+        server.log()
+    );
+    // botd check finds the package installed and pure JavaScript.
+    let (code, out, err) = botd(&["check", "--data", data.path().to_str().unwrap()], &[]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(!out.contains("lodash"), "{out}");
+}
