@@ -66,6 +66,7 @@ pub fn run(data_dir: &Path) -> i32 {
     if engine.bot_ids().is_empty() {
         log::warn!("no bot loaded from {}/bots", data_dir.display());
     }
+    engine.mount_all();
     let webhook = Arc::new(RouteSlot::default());
     let routes: Vec<Arc<dyn Route>> =
         vec![Arc::new(Converse::new(engine.clone())), webhook.clone()];
@@ -118,6 +119,7 @@ pub fn run(data_dir: &Path) -> i32 {
         Ok(Ok(channels)) => channels.stop(),
         _ => log::error!("the maintenance thread failed; channels stop with the process"),
     }
+    engine.unmount_all();
     log::info!("stopped");
     0
 }

@@ -1369,3 +1369,44 @@ fn a_javascript_action_answers_over_telegram() {
         server.log()
     );
 }
+
+/// The action of tests/js.rs that computes from `args` and an NLU entity, over a push channel:
+/// `user` and `temp` it writes show in the reply, and `user` stays for the next message.
+#[test]
+fn a_javascript_action_computes_from_an_nlu_entity_over_telegram() {
+    let token = "708:JSentity";
+    let fake = FakeTelegram::start(&[token]);
+    let data = data_copy("tg-js-entity");
+    global_config(data.path(), &fake, json!({"typingDelay": false}));
+    echo_bot(data.path(), "js-tg-bot");
+    bot_token(data.path(), "js-tg-bot", json!({"botToken": token}));
+    let dir = data.path().join("bots/js-tg-bot");
+    let flow = json!({"version": "0.0.1", "flow": "main.flow.json", "startNode": "entry",
+        "catchAll": {"onReceive": [], "next": []},
+        "nodes": [{"id": "entry", "name": "entry",
+            "onEnter": ["bmi {\"height\": \"2\", \"channel\": \"{{event.channel}}\"}",
+                "say #builtin_text {\"text\": \"{{{temp.reply}}}; weight {{user.weight}}\"}"],
+            "onReceive": null, "next": [{"condition": "true", "node": "END"}]}]});
+    write(&dir, "flows/main.flow.json", &flow.to_string());
+    write(&dir, "actions/bmi.js", common::BMI_ACTION);
+    let server = Server::start(data.path(), &[]);
+    fake.text(token, 12, 12, "I weigh eighty");
+    let first = fake.wait_texts(token, 12, 1, Duration::from_secs(15));
+    assert_eq!(
+        first,
+        ["BMI 20 from \"eighty\" on telegram; weight 80"],
+        "{}",
+        server.log()
+    );
+    fake.text(token, 12, 12, "hello");
+    let both = fake.wait_texts(token, 12, 2, Duration::from_secs(15));
+    assert_eq!(
+        both,
+        [
+            "BMI 20 from \"eighty\" on telegram; weight 80",
+            "no number in hello; weight 80"
+        ],
+        "{}",
+        server.log()
+    );
+}
