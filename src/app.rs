@@ -68,6 +68,7 @@ pub fn run(data_dir: &Path) -> i32 {
     if engine.bot_ids().is_empty() {
         log::warn!("no bot loaded from {}/bots", data_dir.display());
     }
+    engine.mount_all();
     let webhook = Arc::new(RouteSlot::default());
     let routes: Vec<Arc<dyn Route>> = vec![
         Arc::new(Converse::new(engine.clone())),
@@ -123,6 +124,7 @@ pub fn run(data_dir: &Path) -> i32 {
         Ok(Ok(channels)) => channels.stop(),
         _ => log::error!("the maintenance thread failed; channels stop with the process"),
     }
+    engine.unmount_all();
     log::info!("stopped");
     0
 }
@@ -158,9 +160,6 @@ impl Channels {
 fn start_messenger(engine: &Arc<Engine>, webhook: &RouteSlot) -> Option<Messenger> {
     let messenger = Messenger::start(engine.clone());
     *webhook.hold() = messenger.as_ref().and_then(Messenger::route);
-    if let Some(m) = &messenger {
-        engine.set_proactive_sink("messenger", m.proactive_sink());
-    }
     messenger
 }
 
@@ -279,9 +278,6 @@ fn live_reload(engine: &Arc<Engine>, channels: &mut Channels, data_dir: &Path) {
         let started = Messenger::start(engine.clone());
         *slot = started.as_ref().and_then(Messenger::route);
         drop(slot);
-        if let Some(m) = &started {
-            engine.set_proactive_sink("messenger", m.proactive_sink());
-        }
         channels.messenger = started;
         channels.messenger_config = messenger;
     }

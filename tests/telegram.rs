@@ -557,6 +557,65 @@ fn an_old_offset_file_is_imported() {
     assert_eq!(stored["update_id"], 41);
 }
 
+/// Items the previous release left on the queues, in its own shapes (`{bot, update, at}` in,
+/// one call `{bot, chat, method, params, pause_ms, fallback, at}` out): played and sent
+/// after the upgrade, then gone from the queues.
+#[test]
+fn items_the_previous_release_queued_are_played_and_sent() {
+    let token = "557:LEGACYtoken";
+    let fake = FakeTelegram::start(&[token]);
+    let data = echo_data(
+        "tg-legacy-items",
+        &fake,
+        token,
+        json!({"typingDelay": false, "throttle": false}),
+    );
+    drop(Server::start(data.path(), &[]));
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    let update = json!({"update_id": 41, "message": {"message_id": 1, "from": {"id": 77},
+        "chat": {"id": 77, "type": "private"}, "date": 1, "text": "queued before"}});
+    let inbound = json!({"bot": "echo-bot", "update": update, "at": now});
+    let outbound = json!({"bot": "echo-bot", "chat": "78", "method": "sendMessage",
+        "params": {"chat_id": 78, "text": "left *from* before", "parse_mode": "Markdown"},
+        "pause_ms": 0, "fallback": true, "at": now});
+    {
+        let db = database(data.path());
+        db.execute(
+            "INSERT INTO queue_items (queue, key, item, created_ms) VALUES ('telegram-in', 'echo-bot/77', ?1, 0), ('telegram-out', 'echo-bot/78', ?2, 0)",
+            [inbound.to_string(), outbound.to_string()],
+        )
+        .unwrap();
+    }
+    let server = Server::start(data.path(), &[]);
+    assert_eq!(
+        fake.wait_texts(token, 77, 1, Duration::from_secs(20)),
+        ["message|queued before|77|77"],
+        "{}",
+        server.log()
+    );
+    assert_eq!(
+        fake.wait_texts(token, 78, 1, Duration::from_secs(20)),
+        ["left *from* before"]
+    );
+    assert_eq!(fake.sent(token, 78)[0].params["parse_mode"], "Markdown");
+    assert!(wait_until(Duration::from_secs(10), || {
+        database(data.path())
+            .query_row("SELECT count(*) FROM queue_items", [], |r| {
+                r.get::<_, i64>(0)
+            })
+            .unwrap()
+            == 0
+    }));
+    let log = server.log();
+    assert!(
+        !log.contains("dead letter") && !log.contains("quarantine"),
+        "{log}"
+    );
+}
+
 /// 20 chats × 30 messages to welcome-bot: all answered, each chat in order.
 #[test]
 fn twenty_chats_thirty_messages_in_order() {
@@ -1357,6 +1416,47 @@ fn a_javascript_action_answers_over_telegram() {
     assert_eq!(
         texts,
         ["first: hello", "HELLO on telegram"],
+        "{}",
+        server.log()
+    );
+}
+
+/// The action of tests/js.rs that computes from `args` and an NLU entity, over a push channel:
+/// `user` and `temp` it writes show in the reply, and `user` stays for the next message.
+#[test]
+fn a_javascript_action_computes_from_an_nlu_entity_over_telegram() {
+    let token = "708:JSentity";
+    let fake = FakeTelegram::start(&[token]);
+    let data = data_copy("tg-js-entity");
+    global_config(data.path(), &fake, json!({"typingDelay": false}));
+    echo_bot(data.path(), "js-tg-bot");
+    bot_token(data.path(), "js-tg-bot", json!({"botToken": token}));
+    let dir = data.path().join("bots/js-tg-bot");
+    let flow = json!({"version": "0.0.1", "flow": "main.flow.json", "startNode": "entry",
+        "catchAll": {"onReceive": [], "next": []},
+        "nodes": [{"id": "entry", "name": "entry",
+            "onEnter": ["bmi {\"height\": \"2\", \"channel\": \"{{event.channel}}\"}",
+                "say #builtin_text {\"text\": \"{{{temp.reply}}}; weight {{user.weight}}\"}"],
+            "onReceive": null, "next": [{"condition": "true", "node": "END"}]}]});
+    write(&dir, "flows/main.flow.json", &flow.to_string());
+    write(&dir, "actions/bmi.js", common::BMI_ACTION);
+    let server = Server::start(data.path(), &[]);
+    fake.text(token, 12, 12, "I weigh eighty");
+    let first = fake.wait_texts(token, 12, 1, Duration::from_secs(15));
+    assert_eq!(
+        first,
+        ["BMI 20 from \"eighty\" on telegram; weight 80"],
+        "{}",
+        server.log()
+    );
+    fake.text(token, 12, 12, "hello");
+    let both = fake.wait_texts(token, 12, 2, Duration::from_secs(15));
+    assert_eq!(
+        both,
+        [
+            "BMI 20 from \"eighty\" on telegram; weight 80",
+            "no number in hello; weight 80"
+        ],
         "{}",
         server.log()
     );

@@ -1,11 +1,14 @@
 //! Channels: one module per channel. Each parses what arrives into an engine event and
-//! delivers what the engine renders. Channels know nothing of flows.
+//! delivers what the engine renders. Channels know nothing of flows. The push channels
+//! (Messenger, Telegram) run on one [`pipeline`], with one way of trying again ([`retry`]).
 
 pub mod converse;
 pub mod delivery;
 pub mod messenger;
+pub mod pipeline;
 pub mod proactive;
 pub mod render;
+pub mod retry;
 pub mod telegram;
 
 use serde_json::Value;

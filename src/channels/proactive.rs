@@ -277,10 +277,10 @@ pub fn sweep(engine: &Engine) {
     }
 }
 
-/// The Messenger conversation record of when the user last wrote (`channel_state`), read
-/// by the 24-hour rule.
-pub fn messenger_last_inbound_key(psid: &str) -> String {
-    format!("messenger/lastInbound/{psid}")
+/// The record (`channel_state`) of when the user of a conversation on `channel` last wrote,
+/// for channels that say (Messenger, read by the 24-hour rule).
+pub fn last_inbound_key(channel: &str, conversation: &str) -> String {
+    format!("{channel}/lastInbound/{conversation}")
 }
 
 /// The tag a Messenger message needs now, or why it may not be sent (`409`).
@@ -293,7 +293,11 @@ fn messenger_rule(
 ) -> Result<Option<String>, Reply> {
     let conflict = |m: String| Err(Reply::error(409, "ConflictError", &m));
     let last = store
-        .get(Namespace::Channel, bot, &messenger_last_inbound_key(psid))
+        .get(
+            Namespace::Channel,
+            bot,
+            &last_inbound_key("messenger", psid),
+        )
         .map_err(|e| {
             log::error!("bot \"{bot}\": {e}");
             Reply::error(500, "StorageError", "Unexpected error")

@@ -15,6 +15,7 @@ struct Fixture {
     dir: PathBuf,
     bot: Bot,
     store: SqliteStore,
+    settings: std::sync::Arc<Settings>,
 }
 
 impl Drop for Fixture {
@@ -58,6 +59,7 @@ fn fixture(tag: &str, version: &str) -> Fixture {
         bot: outcome.bot.expect("bot loads"),
         store,
         dir,
+        settings: std::sync::Arc::new(settings),
     }
 }
 
@@ -69,6 +71,7 @@ fn turn<'a>(f: &'a Fixture, event: Value) -> Turn<'a> {
         context: DialogContext::default(),
         channel: "api".into(),
         bot_url: "http://localhost:3000".into(),
+        settings: f.settings.clone(),
         outputs: Vec::new(),
         kv_writes: Vec::new(),
         deadline: None,

@@ -2,14 +2,12 @@
 //! spooled before they are confirmed, one turn at a time per chat, replies sent in order per
 //! chat and paced as Telegram asks.
 //!
-//! ```text
-//! poller (1 thread per bot) ──push──▶ inbound Delivery (key bot/chat) ──turn──▶ Engine
-//!                                                     │
-//!            janitor (proactive sink) ──push──▶ outbound Delivery (key bot/chat) ──▶ Bot API
-//! ```
-//!
-//! Both deliveries are queues of the store (`telegram-in`, `telegram-out`) and survive a
-//! restart; a turn's state, the removal of its update and its replies are one commit.
+//! It runs on the push channels' [`Pipeline`]: the poller (one thread per bot) commits
+//! updates to the inbound queue (`telegram-in`, key bot/chat); the pipeline plays each turn
+//! ([`event_for`] is the parser) and queues its replies ([`send::plan`] is the renderer) on
+//! the outbound queue (`telegram-out`), sent by [`send::send_reply`] (the API client). Both
+//! queues survive a restart; a turn's state, the removal of its update and its replies are
+//! one commit.
 //! Delivery guarantee (see `docs/telegram.md`): every update Telegram hands out is handled at
 //! least once, and a reply is sent at least once; a crash can repeat only what was in flight
 //! at that moment.
@@ -20,18 +18,19 @@ pub mod render;
 pub mod send;
 pub mod throttle;
 
-use crate::channels::delivery::{Delivery, Job, Outcome};
-use crate::channels::proactive::{self, ItemMark};
+use crate::channels::pipeline::{
+    self, InboundRecord, OutboundRecord, Pipeline, PushChannel, Reply, Sent,
+};
+use crate::channels::retry::Stop;
 use crate::config::{units, Settings};
-use crate::engine::runtime::Staging;
-use crate::engine::{Destination, Engine, Event, TurnError};
-use crate::store::{Batch, Committed, Queue};
+use crate::engine::{Destination, Engine, Event};
+use crate::store::{Queue, Store};
 use api::Api;
+use send::BotCall;
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -124,17 +123,28 @@ pub struct BotRuntime {
     pub gate: Mutex<()>,
 }
 
-/// The bots Telegram is on for, by bot id: replaced one bot at a time by a live reload.
-type Runtimes = Arc<RwLock<HashMap<String, Arc<BotRuntime>>>>;
+/// The Telegram bots botd runs: the channel's parser, renderer and API client.
+pub struct TelegramBots {
+    /// By bot id; a live reload replaces one bot's at a time.
+    runtimes: RwLock<HashMap<String, Arc<BotRuntime>>>,
+}
+
+impl TelegramBots {
+    fn runtime(&self, bot: &str) -> Option<Arc<BotRuntime>> {
+        self.runtimes
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(bot)
+            .cloned()
+    }
+}
 
 /// The running channel.
 pub struct Telegram {
     engine: Arc<Engine>,
-    runtimes: Runtimes,
-    inbound: Arc<Delivery>,
-    outbound: Arc<Delivery>,
-    /// Each bot's poller and the flag that stops it.
-    pollers: HashMap<String, (Arc<AtomicBool>, JoinHandle<()>)>,
+    pipeline: Arc<Pipeline<TelegramBots>>,
+    /// Each bot's poller and what stops it.
+    pollers: HashMap<String, (Arc<Stop>, JoinHandle<()>)>,
     /// `storage/`, where pollers import the previous release's offsets from.
     storage: PathBuf,
 }
@@ -152,34 +162,35 @@ impl BotRuntime {
     }
 }
 
-fn runtime(runtimes: &Runtimes, bot: &str) -> Option<Arc<BotRuntime>> {
-    runtimes
-        .read()
-        .unwrap_or_else(|e| e.into_inner())
-        .get(bot)
-        .cloned()
-}
-
 /// What the inbound queue still holds, per bot: where polling resumes after a crash.
-fn spooled_updates(
-    store: &dyn crate::store::Store,
-) -> std::io::Result<HashMap<String, poller::Resume>> {
+fn spooled_updates(store: &dyn Store) -> std::io::Result<HashMap<String, poller::Resume>> {
     let mut spooled = HashMap::new();
     for queued in store.pending(Queue::TelegramIn)? {
-        let Ok(item) = poller::InboundUpdate::deserialize(&queued.item) else {
+        let Ok(record) = pipeline::read_inbound::<TelegramBots>(&queued.item) else {
             continue;
         };
-        if let Some(update_id) = item.update["update_id"].as_i64() {
+        if let Some(update_id) = record.event["update_id"].as_i64() {
             spooled.insert(
-                item.bot,
+                record.bot,
                 poller::Resume {
                     update_id,
-                    at_ms: item.at,
+                    at_ms: record.at,
                 },
             );
         }
     }
     Ok(spooled)
+}
+
+/// Waits until `until` for a stopped poller to end (one still in a long poll is left: what
+/// it receives is spooled before it is confirmed, so nothing is lost).
+fn join_within(handle: JoinHandle<()>, until: Instant) {
+    while !handle.is_finished() && Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    if handle.is_finished() {
+        let _ = handle.join();
+    }
 }
 
 impl Telegram {
@@ -197,8 +208,10 @@ impl Telegram {
             return None;
         }
         let root = settings.data_dir.join("storage").join("telegram");
-        let runtimes = Arc::new(RwLock::new(runtimes));
-        match Self::start_with(engine.clone(), runtimes, &root) {
+        let bots = TelegramBots {
+            runtimes: RwLock::new(runtimes),
+        };
+        match Self::start_with(engine.clone(), bots, &root) {
             Ok(t) => Some(t),
             Err(e) => {
                 log::error!("Telegram cannot start: {}: {e}", root.display());
@@ -209,127 +222,26 @@ impl Telegram {
 
     fn start_with(
         engine: Arc<Engine>,
-        runtimes: Runtimes,
+        bots: TelegramBots,
         root: &Path,
     ) -> std::io::Result<Telegram> {
-        let store = engine.store();
-        let spooled = spooled_updates(store.as_ref())?;
-
-        // Outbound first: replies left from before a restart are queued before new ones.
-        let failures: Arc<Mutex<HashMap<String, u32>>> = Arc::default();
-        let outbound = {
-            let (runtimes, store) = (runtimes.clone(), store.clone());
-            Arc::new(Delivery::start(
-                store.clone(),
-                Queue::TelegramOut,
-                OUTBOUND_THREADS,
-                "tg-send",
-                Box::new(move |job| {
-                    let (key, step) = (job.key, job.item);
-                    let Some(rt) = step["bot"].as_str().and_then(|b| runtime(&runtimes, b)) else {
-                        log::warn!("a Telegram reply for bot {} is dropped: Telegram is not enabled for it", step["bot"]);
-                        return Outcome::Drop;
-                    };
-                    let mut count = failures
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .get(key)
-                        .copied()
-                        .unwrap_or(0);
-                    let (outcome, refusal) =
-                        send::send_step(&rt.api, rt.throttle.as_ref(), step, &mut count);
-                    if let Ok(mark) = ItemMark::deserialize(&step["proactive"]) {
-                        match (&outcome, refusal) {
-                            (_, Some(error)) => proactive::report(
-                                store.as_ref(),
-                                &rt.config.bot_id,
-                                &mark,
-                                Some(error),
-                            ),
-                            (Outcome::Done | Outcome::Pause(_), None) => {
-                                proactive::report(store.as_ref(), &rt.config.bot_id, &mark, None)
-                            }
-                            _ => {}
-                        }
-                    }
-                    let mut map = failures.lock().unwrap_or_else(|e| e.into_inner());
-                    if count == 0 {
-                        map.remove(key);
-                    } else {
-                        map.insert(key.to_string(), count);
-                    }
-                    outcome
-                }),
-            )?)
-        };
-        let inbound = {
-            let (runtimes, engine, outbound) = (runtimes.clone(), engine.clone(), outbound.clone());
-            Arc::new(Delivery::start(
-                store.clone(),
-                Queue::TelegramIn,
-                INBOUND_THREADS,
-                "tg-turn",
-                Box::new(move |job| handle_update(&engine, &runtimes, &outbound, job)),
-            )?)
-        };
-
-        {
-            let (runtimes, outbound) = (runtimes.clone(), outbound.clone());
-            engine.set_proactive_sink(
-                "telegram",
-                Arc::new(
-                    move |dest: &Destination, payloads: Vec<Value>, batch: &mut Batch| {
-                        let Some(rt) = runtime(&runtimes, &dest.bot_id) else {
-                            return Err(format!(
-                                "Telegram is not enabled for bot \"{}\"",
-                                dest.bot_id
-                            ));
-                        };
-                        let chat = dest
-                            .thread_id
-                            .clone()
-                            .unwrap_or_else(|| dest.target.clone());
-                        let mut steps = send::plan(&rt.config, &chat, &payloads);
-                        if let Some(mark) = &dest.proactive {
-                            let count = steps.len();
-                            for (step, m) in
-                                steps.iter_mut().zip(proactive::item_marks(mark, count))
-                            {
-                                step["proactive"] = serde_json::to_value(m).unwrap_or_default();
-                            }
-                        }
-                        let mut staged = outbound.staged();
-                        let count = steps.len();
-                        for step in steps {
-                            outbound.stage(
-                                &mut staged,
-                                batch,
-                                &chat_key(&dest.bot_id, &chat),
-                                step,
-                                None,
-                            );
-                        }
-                        let outbound = outbound.clone();
-                        Ok(Staging {
-                            items: count,
-                            schedule: Box::new(move |committed: &Committed| {
-                                outbound.schedule(staged, committed);
-                            }),
-                        })
-                    },
-                ),
-            );
-        }
+        let spooled = spooled_updates(engine.store().as_ref())?;
+        let bots = Arc::new(bots);
+        let pipeline = Arc::new(Pipeline::start(
+            &engine,
+            bots.clone(),
+            "tg",
+            (INBOUND_THREADS, OUTBOUND_THREADS),
+        )?);
 
         let mut telegram = Telegram {
             engine,
-            runtimes: runtimes.clone(),
-            inbound,
-            outbound,
+            pipeline,
             pollers: HashMap::new(),
             storage: root.parent().unwrap_or(root).to_path_buf(),
         };
-        let started: Vec<(String, Arc<BotRuntime>)> = runtimes
+        let started: Vec<(String, Arc<BotRuntime>)> = bots
+            .runtimes
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .iter()
@@ -356,10 +268,10 @@ impl Telegram {
         spooled: Option<poller::Resume>,
     ) -> std::io::Result<()> {
         let id = rt.config.bot_id.clone();
-        let stop = Arc::new(AtomicBool::new(false));
+        let stop = Arc::new(Stop::new());
         let p = poller::Poller {
             rt,
-            inbound: self.inbound.clone(),
+            pipeline: self.pipeline.clone(),
             stop: stop.clone(),
             store: self.engine.store(),
             storage: self.storage.clone(),
@@ -379,13 +291,13 @@ impl Telegram {
 
     /// A live reload changed the Telegram configuration of `bots`: each one's poller stops
     /// (its long poll may take up to `grace` to end) and starts again with the new
-    /// configuration, or stays off. The other bots' pollers and every queue go on untouched;
+    /// configuration, or stays off. The other bots' pollers and the queues go on untouched;
     /// replies already queued for a restarted bot are sent with its new configuration.
     pub fn restart_bots(&mut self, bots: &[String], grace: Duration) {
         let settings = self.engine.settings();
         for id in bots {
             let was_on = self.pollers.remove(id).map(|(stop, handle)| {
-                stop.store(true, Ordering::SeqCst);
+                stop.stop();
                 join_within(handle, Instant::now() + grace);
             });
             let fresh = self
@@ -393,7 +305,8 @@ impl Telegram {
                 .bot(id)
                 .and_then(|_| BotConfig::load(&settings, id))
                 .map(|config| Arc::new(BotRuntime::new(config)));
-            let mut runtimes = self.runtimes.write().unwrap_or_else(|e| e.into_inner());
+            let channel = self.pipeline.channel();
+            let mut runtimes = channel.runtimes.write().unwrap_or_else(|e| e.into_inner());
             match fresh {
                 Some(rt) => {
                     runtimes.insert(id.clone(), rt.clone());
@@ -430,31 +343,137 @@ impl Telegram {
     /// and no old poller overlaps the new one.
     pub fn stop_within(self, grace: Duration) {
         for (stop, _) in self.pollers.values() {
-            stop.store(true, Ordering::SeqCst);
+            stop.stop();
         }
         let until = Instant::now() + grace;
         for (_, (_, handle)) in self.pollers {
             join_within(handle, until);
         }
-        self.inbound.stop();
-        self.outbound.stop();
+        self.pipeline.stop();
     }
 }
 
-/// Waits until `until` for a stopped poller to end (one still in a long poll is left: what
-/// it receives is spooled before it is confirmed, so nothing is lost).
-fn join_within(handle: JoinHandle<()>, until: Instant) {
-    while !handle.is_finished() && Instant::now() < until {
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    if handle.is_finished() {
-        let _ = handle.join();
-    }
+/// The previous release's inbound item: `{bot, update, at}`.
+#[derive(Deserialize)]
+struct LegacyInbound {
+    bot: String,
+    update: Value,
+    #[serde(default)]
+    at: i64,
 }
 
-/// The delivery key of a chat of a bot.
-pub fn chat_key(bot: &str, chat: &str) -> String {
-    format!("{bot}/{chat}")
+/// The previous release's outbound item, one call: `{bot, chat, method, params, pause_ms,
+/// fallback, at}`.
+#[derive(Deserialize)]
+struct LegacyOutbound {
+    bot: String,
+    chat: String,
+    method: String,
+    params: Value,
+    #[serde(default)]
+    pause_ms: u64,
+    #[serde(default)]
+    fallback: bool,
+    #[serde(default)]
+    at: i64,
+}
+
+impl PushChannel for TelegramBots {
+    /// A Telegram update, as `getUpdates` gave it.
+    type Event = Value;
+    type Call = BotCall;
+    const NAME: &'static str = "Telegram";
+    const CHANNEL: &'static str = "telegram";
+    const INBOUND: Queue = Queue::TelegramIn;
+    const OUTBOUND: Queue = Queue::TelegramOut;
+
+    fn serves(&self, bot: &str) -> bool {
+        self.runtime(bot).is_some()
+    }
+
+    /// Waits until the poller has recorded the offset of the update's batch, and answers a
+    /// button tap's callback query (on the first attempt only).
+    fn received(&self, record: &InboundRecord<Value>, attempt: u32) {
+        let Some(rt) = self.runtime(&record.bot) else {
+            return;
+        };
+        drop(rt.gate.lock().unwrap_or_else(|e| e.into_inner()));
+        let id = record.event["callback_query"]["id"].as_str();
+        if let (Some(id), 1) = (id, attempt) {
+            // Stops the spinner on the button; best effort (a late answer is refused, harmlessly).
+            if let Err(e) = rt.api.call(
+                "answerCallbackQuery",
+                &json!({"callback_query_id": id}),
+                Duration::from_secs(10),
+            ) {
+                log::debug!("bot \"{}\": answerCallbackQuery failed: {e}", record.bot);
+            }
+        }
+    }
+
+    fn event(&self, record: &InboundRecord<Value>) -> Option<Event> {
+        let found = event_for(&record.bot, &record.event);
+        if found.is_none() {
+            log::debug!(
+                "bot \"{}\": a Telegram update of an unhandled kind is skipped",
+                record.bot
+            );
+        }
+        found.map(|(event, _)| event)
+    }
+
+    fn render(
+        &self,
+        bot: &str,
+        chat: &str,
+        payloads: &[Value],
+        _answering: bool,
+    ) -> Vec<Reply<BotCall>> {
+        match self.runtime(bot) {
+            Some(rt) => send::plan(&rt.config, chat, payloads),
+            None => Vec::new(),
+        }
+    }
+
+    fn conversation_of(&self, destination: &Destination) -> String {
+        destination
+            .thread_id
+            .clone()
+            .unwrap_or_else(|| destination.target.clone())
+    }
+
+    fn send(&self, reply: &OutboundRecord<BotCall>) -> Sent {
+        match self.runtime(&reply.bot) {
+            Some(rt) => send::send_reply(&rt, reply),
+            None => Sent::Done,
+        }
+    }
+
+    fn legacy_inbound(item: &Value) -> Option<InboundRecord<Value>> {
+        let old = LegacyInbound::deserialize(item).ok()?;
+        Some(InboundRecord {
+            conversation: update_chat(&old.update),
+            bot: old.bot,
+            at: old.at,
+            event: old.update,
+        })
+    }
+
+    fn legacy_outbound(item: &Value) -> Option<OutboundRecord<BotCall>> {
+        let old = LegacyOutbound::deserialize(item).ok()?;
+        Some(OutboundRecord {
+            bot: old.bot,
+            conversation: old.chat,
+            at: old.at,
+            calls: vec![BotCall {
+                method: old.method,
+                params: old.params,
+                fallback: old.fallback,
+            }],
+            pause_ms: old.pause_ms,
+            proactive: None,
+        })
+    }
 }
 
 /// The chat an update belongs to (its `chat.id`, or the sender for an inline callback).
@@ -512,74 +531,6 @@ fn command(text: &str) -> Option<&str> {
     (!name.is_empty()).then_some(name)
 }
 
-/// The inbound handler: one update → one turn → its replies queued for sending, in order,
-/// on the chat's outbound key, in the same commit as the turn's state and the update's
-/// removal.
-fn handle_update(engine: &Engine, runtimes: &Runtimes, outbound: &Delivery, job: &Job) -> Outcome {
-    let (key, attempt) = (job.key, job.attempt);
-    let item = match poller::InboundUpdate::deserialize(job.item) {
-        Ok(item) => item,
-        Err(e) => {
-            return Outcome::DeadLetter(format!("not a queued Telegram update: {e}"));
-        }
-    };
-    let bot = item.bot.as_str();
-    let Some(rt) = runtime(runtimes, bot) else {
-        log::warn!(
-            "a Telegram update for bot \"{bot}\" is dropped: Telegram is not enabled for it"
-        );
-        return Outcome::Drop;
-    };
-    // Wait until the poller has recorded the offset of this update's batch.
-    drop(rt.gate.lock().unwrap_or_else(|e| e.into_inner()));
-    let update = &item.update;
-    let Some((event, callback_id)) = event_for(bot, update) else {
-        log::debug!("bot \"{bot}\": a Telegram update of an unhandled kind is skipped");
-        return Outcome::Drop;
-    };
-    if let (Some(id), 1) = (&callback_id, attempt) {
-        // Stops the spinner on the button; best effort (a late answer is refused, harmlessly).
-        if let Err(e) = rt.api.call(
-            "answerCallbackQuery",
-            &json!({"callback_query_id": id}),
-            Duration::from_secs(10),
-        ) {
-            log::debug!("bot \"{bot}\": answerCallbackQuery failed: {e}");
-        }
-    }
-    let chat = event
-        .thread_id
-        .clone()
-        .unwrap_or_else(|| event.target.clone());
-    let mut staged = outbound.staged();
-    let played = engine.turn_with(event, None, &mut |out, batch| {
-        batch.dequeue(job.queue, job.id);
-        for step in send::plan(&rt.config, &chat, &out.responses) {
-            outbound.stage(&mut staged, batch, key, step, None);
-        }
-    });
-    match played {
-        Ok((_, committed)) => {
-            outbound.schedule(staged, &committed);
-            Outcome::Removed
-        }
-        Err(TurnError::UnknownBot(_)) => {
-            log::warn!("bot \"{bot}\" is not loaded any more; a Telegram update is dropped");
-            Outcome::Drop
-        }
-        Err(TurnError::Storage(e)) if e.permanent => {
-            Outcome::DeadLetter(format!("bot \"{bot}\": the turn cannot be saved: {e}"))
-        }
-        Err(e) if attempt < 8 => {
-            log::warn!("bot \"{bot}\": a Telegram turn failed ({e}); trying again");
-            Outcome::Retry(send::backoff(attempt))
-        }
-        Err(e) => Outcome::DeadLetter(format!(
-            "bot \"{bot}\": a Telegram turn failed {attempt} times ({e})"
-        )),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -626,5 +577,34 @@ mod tests {
         assert_eq!(id.as_deref(), Some("q1"));
         assert_eq!(update_chat(&cb), "8");
         assert!(event_for("b", &json!({"update_id": 8, "edited_message": {}})).is_none());
+    }
+
+    #[test]
+    fn the_previous_release_items_are_read() {
+        let update = json!({"update_id": 41, "message": {"message_id": 1, "from": {"id": 7},
+            "chat": {"id": -99}, "text": "hi"}});
+        let old_in = json!({"bot": "welcome-bot", "update": update, "at": 1234});
+        let record = pipeline::read_inbound::<TelegramBots>(&old_in).unwrap();
+        assert_eq!(
+            (record.bot.as_str(), record.conversation.as_str(), record.at),
+            ("welcome-bot", "-99", 1234)
+        );
+        assert_eq!(record.event, update);
+        let old_out = json!({"bot": "welcome-bot", "chat": "-99", "method": "sendMessage",
+            "params": {"chat_id": -99, "text": "*hi*", "parse_mode": "Markdown"},
+            "pause_ms": 0, "fallback": true, "at": 99});
+        let reply = pipeline::read_outbound::<TelegramBots>(&old_out).unwrap();
+        assert_eq!(
+            (reply.conversation.as_str(), reply.at, reply.pause_ms),
+            ("-99", 99, 0)
+        );
+        assert_eq!(
+            reply.calls,
+            vec![BotCall {
+                method: "sendMessage".into(),
+                params: json!({"chat_id": -99, "text": "*hi*", "parse_mode": "Markdown"}),
+                fallback: true
+            }]
+        );
     }
 }

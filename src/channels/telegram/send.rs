@@ -1,6 +1,7 @@
 //! Sending (§5.3, with the 11.8.1 quirks fixed): the payloads a turn rendered for `telegram`
-//! become a list of Bot API calls ("steps"), pushed in order on the outbound [`Delivery`]
-//! keyed by chat; [`send_step`] performs one of them.
+//! become a list of Bot API calls ([`plan`], the channel's renderer), one per reply on the
+//! pipeline's outbound queue keyed by chat; [`send_reply`] (the channel's API client) makes
+//! them.
 //!
 //! - `typing` → `sendChatAction(typing)`, then a pause of the Botpress delay (1000 ms when the
 //!   value is missing or not a number, else at least 500 ms; `true` is 500 ms), renewed every
@@ -12,15 +13,14 @@
 //!   picture, then `*title*\nsubtitle` with an inline keyboard (url buttons; postback and
 //!   say-something buttons as `callback_data`, at most 64 bytes).
 //! - image → `sendPhoto` (`sendAnimation` for a .gif) with the title as caption.
-//!
-//! [`Delivery`]: crate::channels::delivery::Delivery
 
-use super::api::{Api, ApiError};
-use super::throttle::{Held, Throttle};
-use super::BotConfig;
-use crate::channels::delivery::Outcome;
+use super::api::ApiError;
+use super::throttle::Held;
+use super::{BotConfig, BotRuntime};
+use crate::channels::pipeline::{OutboundRecord, Reply, Sent};
 use crate::channels::proactive::DeliveryError;
-use crate::engine::event::now_ms;
+use crate::channels::retry::Failure;
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
 
@@ -31,18 +31,30 @@ const MAX_CALLBACK_DATA: usize = 64;
 /// A chat action shows for about 5 s; longer delays renew it this often.
 const TYPING_RENEW: Duration = Duration::from_millis(4500);
 const MAX_TYPING: Duration = Duration::from_secs(30);
-/// A reply that could not be sent for this long is given up.
-const MAX_AGE_MS: i64 = 24 * 3600 * 1000;
+/// One Bot API call of a reply.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BotCall {
+    pub method: String,
+    pub params: Value,
+    /// A text with `parse_mode` that is sent again without it if Telegram refuses it (400).
+    #[serde(default)]
+    pub fallback: bool,
+}
 
-/// The Bot API calls that deliver `responses` to `chat`, in order.
-pub fn plan(cfg: &BotConfig, chat: &str, responses: &[Value]) -> Vec<Value> {
+/// The Bot API calls that deliver `responses` to `chat`, in order: one reply each, so that
+/// the throttle paces every message and a retry repeats nothing else.
+pub fn plan(cfg: &BotConfig, chat: &str, responses: &[Value]) -> Vec<Reply<BotCall>> {
     let mut steps = Vec::new();
     let chat_id = chat_id_value(chat);
     let mut step = |method: &str, params: Value, pause: Duration, fallback: bool| {
-        steps.push(
-            json!({"bot": cfg.bot_id, "chat": chat, "method": method, "params": params,
-            "pause_ms": pause.as_millis() as u64, "fallback": fallback, "at": now_ms()}),
-        );
+        steps.push(Reply {
+            calls: vec![BotCall {
+                method: method.to_string(),
+                params,
+                fallback,
+            }],
+            pause,
+        });
     };
     for payload in responses {
         let kind = payload["type"].as_str().unwrap_or("text");
@@ -325,76 +337,54 @@ fn is_message(method: &str) -> bool {
     method != "sendChatAction"
 }
 
-/// Performs one planned step. `failures` counts this key's failures in a row (for the
-/// back-off); it is reset on success. With a dropped message comes why Telegram refused it
-/// (a blocked bot's 403), for the proactive API to report.
-pub fn send_step(
-    api: &Api,
-    throttle: Option<&Throttle>,
-    step: &Value,
-    failures: &mut u32,
-) -> (Outcome, Option<DeliveryError>) {
-    let mut refusal = None;
-    let outcome = perform(api, throttle, step, failures, &mut refusal);
-    (outcome, refusal)
+/// Makes the calls of one reply, paced by the bot's throttle.
+pub fn send_reply(rt: &BotRuntime, reply: &OutboundRecord<BotCall>) -> Sent {
+    for call in &reply.calls {
+        match send_call(rt, &reply.bot, call) {
+            Sent::Done => {}
+            other => return other,
+        }
+    }
+    Sent::Done
 }
 
-fn perform(
-    api: &Api,
-    throttle: Option<&Throttle>,
-    step: &Value,
-    failures: &mut u32,
-    refusal: &mut Option<DeliveryError>,
-) -> Outcome {
-    let bot = step["bot"].as_str().unwrap_or("");
-    let method = step["method"].as_str().unwrap_or("sendMessage");
-    let mut params = step["params"].clone();
-    if now_ms() - step["at"].as_i64().unwrap_or_else(now_ms) > MAX_AGE_MS {
-        log::warn!("bot \"{bot}\": a {method} could not be sent for 24 hours and is given up");
-        *refusal = Some(DeliveryError {
-            code: None,
-            description: "not sent for 24 hours (the Bot API was unreachable or busy)".into(),
-        });
-        return Outcome::Drop;
-    }
-    if let (Some(throttle), true) = (throttle, is_message(method)) {
-        let chat = params["chat_id"].as_i64().unwrap_or(0);
+fn send_call(rt: &BotRuntime, bot: &str, call: &BotCall) -> Sent {
+    let method = call.method.as_str();
+    let mut params = call.params.clone();
+    let chat = params["chat_id"].as_i64().unwrap_or(0);
+    if let (Some(throttle), true) = (&rt.throttle, is_message(method)) {
         if let Err(wait) = throttle.try_acquire(chat, Instant::now()) {
-            return Outcome::Retry(wait);
+            return Sent::Wait(wait);
         }
     }
     let timeout = Duration::from_secs(30);
-    let mut result = api.call(method, &params, timeout);
+    let mut result = rt.api.call(method, &params, timeout);
     if let Err(ApiError::Telegram {
         status: 400,
         description,
         ..
     }) = &result
     {
-        if step["fallback"].as_bool() == Some(true) {
+        if call.fallback {
             log::debug!("bot \"{bot}\": {method} refused with parse_mode ({description}); sending it as plain text");
             if let Some(map) = params.as_object_mut() {
                 map.remove("parse_mode");
             }
-            result = api.call(method, &params, timeout);
+            result = rt.api.call(method, &params, timeout);
         }
     }
     match result {
-        Ok(_) => {
-            *failures = 0;
-            match step["pause_ms"].as_u64().unwrap_or(0) {
-                0 => Outcome::Done,
-                ms => Outcome::Pause(Duration::from_millis(ms)),
-            }
-        }
+        Ok(_) => Sent::Done,
         Err(ApiError::Telegram {
             status: 429,
             retry_after,
             ..
         }) => {
             let wait = Duration::from_secs(retry_after.unwrap_or(1).clamp(1, 3600));
-            let chat = params["chat_id"].as_i64().unwrap_or(0);
-            let held = throttle.map(|t| t.refused(chat, wait, Instant::now()));
+            let held = rt
+                .throttle
+                .as_ref()
+                .map(|t| t.refused(chat, wait, Instant::now()));
             let whom = match held {
                 Some(Held::Bot) => "every chat of the bot".to_string(),
                 _ => format!("chat {}", params["chat_id"]),
@@ -403,59 +393,28 @@ fn perform(
                 "bot \"{bot}\": Telegram asks to slow down (429); {method} and {whom} wait {} s",
                 wait.as_secs()
             );
-            Outcome::Retry(wait)
+            Sent::Failed(Failure::Retry {
+                after: Some(wait),
+                why: format!("{method}: Telegram answered 429"),
+            })
         }
-        Err(e) => {
-            let outcome = failed(bot, method, &e, failures);
-            if outcome == Outcome::Drop {
-                *refusal = Some(match &e {
-                    ApiError::Telegram {
-                        status,
-                        description,
-                        ..
-                    } => DeliveryError {
-                        code: Some(*status),
-                        description: description.clone(),
-                    },
-                    ApiError::Network(why) => DeliveryError {
-                        code: None,
-                        description: why.clone(),
-                    },
-                });
-            }
-            outcome
-        }
+        Err(e) if e.is_transient() => Sent::Failed(Failure::Retry {
+            after: None,
+            why: format!("{method} failed ({e})"),
+        }),
+        Err(e) if e.is_bad_token() => Sent::Failed(Failure::GiveUp(format!(
+            "{method} refused: {e} (is botToken right?)"
+        ))),
+        Err(ApiError::Telegram {
+            status,
+            description,
+            ..
+        }) => Sent::Refused(DeliveryError {
+            code: Some(status),
+            description,
+        }),
+        Err(e) => Sent::Failed(Failure::GiveUp(format!("{method} refused: {e}"))),
     }
-}
-
-fn failed(bot: &str, method: &str, error: &ApiError, failures: &mut u32) -> Outcome {
-    match error {
-        e if e.is_transient() => {
-            *failures += 1;
-            let wait = backoff(*failures);
-            if *failures == 1 {
-                log::warn!("bot \"{bot}\": {method} failed ({e}); retrying with back-off");
-            } else {
-                log::debug!("bot \"{bot}\": {method} failed again ({e}); next try in {wait:?}");
-            }
-            Outcome::Retry(wait)
-        }
-        e if e.is_bad_token() => {
-            log::error!(
-                "bot \"{bot}\": {method} refused: {e} (is botToken right?); message dropped"
-            );
-            Outcome::Drop
-        }
-        e => {
-            log::warn!("bot \"{bot}\": {method} refused: {e}; message dropped");
-            Outcome::Drop
-        }
-    }
-}
-
-/// 1 s, 2 s, 4 s … capped at 60 s.
-pub fn backoff(failures: u32) -> Duration {
-    Duration::from_secs(1u64 << failures.saturating_sub(1).min(6)).min(Duration::from_secs(60))
 }
 
 #[cfg(test)]
@@ -472,6 +431,19 @@ mod tests {
             typing_delay: typing,
             throttle: true,
         }
+    }
+
+    /// The plan as JSON steps `{method, params, pause_ms, fallback}`, for the assertions.
+    fn plan(cfg: &BotConfig, chat: &str, responses: &[Value]) -> Vec<Value> {
+        super::plan(cfg, chat, responses)
+            .into_iter()
+            .map(|r| {
+                assert_eq!(r.calls.len(), 1, "one call per reply");
+                let c = &r.calls[0];
+                json!({"method": c.method, "params": c.params, "fallback": c.fallback,
+                    "pause_ms": r.pause.as_millis() as u64})
+            })
+            .collect()
     }
 
     #[test]
@@ -612,11 +584,5 @@ mod tests {
         assert_eq!(steps[0]["params"]["text"].as_str().unwrap().len(), 4096);
         assert!(steps[0]["params"].get("reply_markup").is_none());
         assert!(steps[1]["params"].get("reply_markup").is_some());
-    }
-
-    #[test]
-    fn backoff_doubles_to_a_minute() {
-        let got: Vec<u64> = (1..=8).map(|n| backoff(n).as_secs()).collect();
-        assert_eq!(got, vec![1, 2, 4, 8, 16, 32, 60, 60]);
     }
 }
