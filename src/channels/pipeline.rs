@@ -22,6 +22,12 @@
 //! else on the curve (counted per conversation, failures in a row); a reply that could not be
 //! sent for [`MAX_REPLY_AGE`] is given up with a log line.
 //!
+//! **Proactive messages** (`channels/proactive`) come in through the sink, marked: each of
+//! their replies says which message it belongs to and whether it is the last, and the
+//! outbound handler reports what became of it (the first refusal fails the message, the last
+//! reply sent sends it). For channels whose rules count from the user's last message
+//! ([`PushChannel::sent_at`]), that time is stored per conversation in each turn's commit.
+//!
 //! **Records** are JSON in the store. A record of the previous release (each channel had its
 //! own shape and key names) is still read: [`PushChannel::legacy_inbound`] and
 //! [`PushChannel::legacy_outbound`] turn it into the current one.
