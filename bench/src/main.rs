@@ -177,12 +177,7 @@ fn main() {
             std::process::exit(2);
         }
     };
-    for bin in [&o.botd, &o.ceiling] {
-        if !bin.exists() {
-            eprintln!("bench: {} is missing (make bench builds it)", bin.display());
-            std::process::exit(2);
-        }
-    }
+    // This section needs botd alone.
     if o.only.as_deref() == Some("telegram-pace") {
         std::process::exit(match pace_only(&o) {
             Ok(()) => 0,
@@ -191,6 +186,12 @@ fn main() {
                 1
             }
         });
+    }
+    for bin in [&o.botd, &o.ceiling] {
+        if !bin.exists() {
+            eprintln!("bench: {} is missing (make bench builds it)", bin.display());
+            std::process::exit(2);
+        }
     }
     let started = Instant::now();
     let mut r = Results {
@@ -309,7 +310,8 @@ fn splice(document: &str, section: &str) -> String {
                 .unwrap_or(&document[end..]);
             format!("{}{marked}{rest}", &document[..a])
         }
-        _ => format!("{}\n{marked}", document.trim_end()),
+        _ if document.trim().is_empty() => marked,
+        _ => format!("{}\n\n{marked}", document.trim_end()),
     }
 }
 

@@ -68,11 +68,14 @@ pub struct Pace {
     pub fake_us: Vec<u32>,
     /// (what, sends, worst excess over the allowed count in any window, where)
     pub checks: Vec<(String, usize, i64, String)>,
+    /// Load average (1 min) before and after.
+    pub load: (f64, f64),
 }
 
 /// Runs the section; `seconds` of lockstep play.
 pub fn telegram_pace(botd: &Path, work: &Path, seconds: Duration) -> Result<Pace, String> {
     let api = fakes::fake_telegram()?;
+    let load_start = crate::procs::load_average();
     let mut pace = Pace {
         fake_us: fake_latency(api.server.port)?,
         ..Pace::default()
@@ -117,6 +120,7 @@ pub fn telegram_pace(botd: &Path, work: &Path, seconds: Duration) -> Result<Pace
             .collect()
     });
     pace.seconds = began.elapsed().as_secs_f64();
+    pace.load = (load_start, crate::procs::load_average());
     botd.stop();
     for r in results {
         let played = r?;
@@ -297,14 +301,16 @@ pub fn render(p: &Pace) -> String {
     let _ = writeln!(m, "## Telegram at conversation speed (lockstep users)\n");
     let _ = writeln!(
         m,
-        "{} users ({} in their own private chat, 1 in a group) play welcome-bot for {:.0} s, each answering the moment the turn's last message reaches the fake Bot API: \"hi\", a name, then \"hi\" again and again. {} turns, {} messages ({:.1}/s), {} turn(s) lost.\n",
+        "{} users ({} in their own private chat, 1 in a group) play welcome-bot for {:.0} s, each answering the moment the turn's last message reaches the fake Bot API: \"hi\", a name, then \"hi\" again and again. {} turns, {} messages ({:.1}/s), {} turn(s) lost. Load average (1 min) {:.2} at start, {:.2} at end: compare the rows with the fake's own, measured in the same run.\n",
         p.users,
         p.users - 1,
         p.seconds,
         p.turns,
         p.messages,
         p.messages as f64 / p.seconds.max(1e-9),
-        p.lost_turns
+        p.lost_turns,
+        p.load.0,
+        p.load.1
     );
     let _ = writeln!(m, "| latency | p50 ms | p99 ms |");
     let _ = writeln!(m, "|---|---:|---:|");
