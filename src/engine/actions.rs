@@ -2,8 +2,8 @@
 //! (11.9.7, plus 12's `resetSession`), the choice skill's, the slot and API-call skills' (in
 //! [`super::skills`]) and the analytics module's metrics. Any other name is a custom
 //! JavaScript action, run by [`super::js`] from the bot's `actions/` or `data/global/actions/`;
-//! the load report names those with no file, and calling one fails the turn as an unknown
-//! action does in Botpress.
+//! the load report names those with no file, and calling one fails its instruction as an
+//! unknown action does in Botpress (logged; the turn stops there and is saved).
 
 use super::content::ContentElement;
 use super::dialog::Turn;
@@ -149,7 +149,7 @@ pub fn check_flow_calls(
                     };
                     problems.push(Problem::new(
                         &shown,
-                        format!("{place}: action \"{name}\" {why}; this node will fail with the bot's error message"),
+                        format!("{place}: action \"{name}\" {why}; this node's instruction will fail (logged, the turn stops there)"),
                     ))
                 }
                 Ok(Call::Say { reference, .. }) => {
@@ -158,7 +158,7 @@ pub fn check_flow_calls(
                             None => problems.push(Problem::new(&shown, format!("{place}: content element \"{id}\" does not exist"))),
                             Some(e) if !super::content::CONTENT_TYPES.contains(&e.content_type.as_str()) => problems.push(Problem::new(
                                 &shown,
-                                format!("{place}: content element \"{id}\" is a \"{}\", which botd cannot render; this node will fail with the bot's error message", e.content_type),
+                                format!("{place}: content element \"{id}\" is a \"{}\", which botd cannot render; this node's instruction will fail (logged, the turn stops there)", e.content_type),
                             )),
                             Some(_) => {}
                         }

@@ -67,7 +67,7 @@ pub fn load_elements(dir: &Path, shown_root: &str) -> LoadedElements {
         if !CONTENT_TYPES.contains(&content_type) {
             warnings.push(Problem::new(
                 &shown,
-                format!("content type \"{content_type}\" is not one botd can render; a flow that says one of these elements fails with the bot's error message"),
+                format!("content type \"{content_type}\" is not one botd can render; a flow that says one of these elements fails there (logged, the turn stops)"),
             ));
         }
         let json = match crate::config::read_json(&path) {
