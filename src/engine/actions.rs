@@ -391,18 +391,13 @@ pub fn run(name: &str, args: &Map<String, Value>, turn: &mut Turn) -> Result<(),
     Ok(())
 }
 
-/// The choice skill's answer parser: a number picks that choice, then `intent:` keywords
-/// against the NLU intent, then any keyword contained in what the user wrote.
+/// The choice skill's answer parser: a number picks that choice (when the `basic-skills`
+/// configuration's `matchNumbers`), then `intent:` keywords against the NLU intent (when its
+/// `matchNLU`), then any keyword contained in what the user wrote. The skill's own `config`
+/// argument (retries, repeat the question) is not read here, as in Botpress.
 fn choice_parse_answer(args: &Map<String, Value>, turn: &mut Turn) -> Result<(), String> {
-    let config = args.get("config").cloned().unwrap_or(Value::Null);
-    let match_numbers = config
-        .get("matchNumbers")
-        .and_then(Value::as_bool)
-        .unwrap_or(true);
-    let match_nlu = config
-        .get("matchNLU")
-        .and_then(Value::as_bool)
-        .unwrap_or(true);
+    let match_numbers = turn.bot.choice.match_numbers;
+    let match_nlu = turn.bot.choice.match_nlu;
     let event = &turn.scope["event"];
     let preview = event["preview"].as_str().unwrap_or("").to_lowercase();
     let user_text = event["payload"]["text"]

@@ -85,6 +85,8 @@ pub struct Bot {
     pub nlu: Nlu,
     /// Each intent's NLU contexts (what `slot_update_contexts` listens to).
     pub intent_contexts: HashMap<String, Vec<String>>,
+    /// How the choice skill reads answers (the `basic-skills` module's configuration).
+    pub choice: ChoiceConfig,
     /// A fingerprint of the folder's files, to notice edits and reload.
     pub fingerprint: u64,
     /// Limits of one action call and of one hook call (`bot.config.json` → `scripts`).
@@ -92,6 +94,30 @@ pub struct Bot {
     pub hook_limits: js::Limits,
     /// The hook files that run on this bot's events (global, then the bot's own).
     pub hooks: js::Hooks,
+}
+
+/// The `basic-skills` configuration `choice_parse_answer` reads at run time (schema defaults <
+/// `data/global/config/basic-skills.json` < `BP_BASIC-SKILLS_*` < the bot's
+/// `config/basic-skills.json`, as Botpress's `getModuleConfigForBot`). Its other keys only
+/// feed Botpress's flow editor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChoiceConfig {
+    /// `matchNumbers`: "2" picks the element's second choice.
+    pub match_numbers: bool,
+    /// `matchNLU`: an `intent:<name>` keyword matches the understood intent.
+    pub match_nlu: bool,
+}
+
+impl ChoiceConfig {
+    /// Reads the merged configuration with JavaScript's truthiness, as the action's
+    /// `if (config.matchNumbers && …)` does (so `"false"` counts as true).
+    pub fn from_module_config(config: &Map<String, Value>) -> ChoiceConfig {
+        let flag = |key: &str| content::truthy(config.get(key).unwrap_or(&Value::Null));
+        ChoiceConfig {
+            match_numbers: flag("matchNumbers"),
+            match_nlu: flag("matchNLU"),
+        }
+    }
 }
 
 /// What loading one bot folder gave.
@@ -252,6 +278,26 @@ pub fn load_bot(settings: &Settings, id: &str) -> LoadOutcome {
             "qnaMakerApiKey: Microsoft QnA Maker is not supported by botd",
         ));
     }
+    // Botpress reads the module's configuration without checking it: a bad value is a
+    // warning, and read as JavaScript reads it.
+    let (skills_config, skills_problems) = settings.module_config("basic-skills", Some(&dir));
+    out.warnings.extend(skills_problems);
+    let choice = ChoiceConfig::from_module_config(&skills_config);
+    let element_type = skills_config
+        .get("defaultContentElement")
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    if !content::truthy(
+        skills_config
+            .get("disableIntegrityCheck")
+            .unwrap_or(&Value::Null),
+    ) && !content::CONTENT_TYPES.contains(&element_type)
+    {
+        out.warnings.push(Problem::new(
+            format!("{shown_root}/config/basic-skills.json"),
+            format!("defaultContentElement: Configured to use Content Element \"{element_type}\", but it was not found (botd renders {})", content::CONTENT_TYPES.join(", ")),
+        ));
+    }
     for module in ["channel-messenger", "channel-telegram"] {
         out.errors
             .extend(settings.module_config(module, Some(&dir)).1);
@@ -349,6 +395,7 @@ pub fn load_bot(settings: &Settings, id: &str) -> LoadOutcome {
             .to_string(),
         nlu,
         intent_contexts,
+        choice,
         action_limits,
         hook_limits,
     });
