@@ -776,3 +776,66 @@ fn bluebot_every_second_level_choice() {
         assert_eq!(say(p, bot, user, answer), expected, "{answer}");
     }
 }
+
+// ------------------------------------------------------------------ builtin/wait
+
+#[test]
+fn wait_delays_the_rest_of_the_turn_and_a_wait_past_the_deadline_times_out() {
+    let data = TempDir::new("wait-bot");
+    let d = data.path();
+    write(
+        d,
+        "global/botpress.config.json",
+        r#"{"converse": {"timeout": "2s"}}"#,
+    );
+    write(
+        d,
+        "bots/wait-bot/bot.config.json",
+        r#"{"name":"w","version":"12.1.6","defaultLanguage":"en","languages":["en"]}"#,
+    );
+    // Botpress: `await new Promise(resolve => setTimeout(resolve, args.delay || 1000))`.
+    write(
+        d,
+        "bots/wait-bot/flows/main.flow.json",
+        r#"{"version":"0.0.1","startNode":"entry","nodes":[
+            {"id":"n0001","name":"entry","onEnter":[],"onReceive":[],"next":[
+                {"condition":"event.payload.text === 'short'","node":"short"},
+                {"condition":"event.payload.text === 'long'","node":"long"},
+                {"condition":"true","node":"entry"}]},
+            {"id":"n0002","name":"short","onEnter":[
+                "say #builtin_text {\"text\":\"one\"}",
+                "builtin/wait {\"delay\":\"400\"}",
+                "builtin/setVariable {\"type\":\"user\",\"name\":\"waited\",\"value\":\"yes\"}",
+                "say #builtin_text {\"text\":\"two {{user.waited}}\"}"],"onReceive":null,"next":[]},
+            {"id":"n0003","name":"long","onEnter":[
+                "builtin/setVariable {\"type\":\"user\",\"name\":\"long\",\"value\":\"yes\"}",
+                "builtin/wait {\"delay\":5000}",
+                "say #builtin_text {\"text\":\"never\"}"],"onReceive":null,"next":[]}
+        ]}"#,
+    );
+    let server = Server::start(d, &[]);
+    for user in ["u1", "u2"] {
+        assert_eq!(
+            say(server.port, "wait-bot", user, "hi"),
+            Vec::<Value>::new()
+        );
+    }
+    let started = std::time::Instant::now();
+    let plain = |t: &str| json!({"type": "text", "markdown": true, "text": t});
+    assert_eq!(
+        say(server.port, "wait-bot", "u1", "short"),
+        vec![plain("one"), plain("two yes")]
+    );
+    // A lower bound only: the turn cannot have answered before its wait was over.
+    assert!(
+        started.elapsed() >= std::time::Duration::from_millis(400),
+        "{:?}",
+        started.elapsed()
+    );
+    // A wait longer than converse.timeout: the turn times out, and nothing of it is saved.
+    let answer = converse(server.port, "wait-bot", "u2", "long");
+    assert_eq!(answer.status, 504, "{}", answer.text());
+    let token = token(d, &[]);
+    let state = state_after(server.port, "wait-bot", "u2", "hello", &token);
+    assert_eq!(state["user"], json!({}), "{state}");
+}

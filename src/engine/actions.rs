@@ -365,7 +365,7 @@ pub fn run(name: &str, args: &Map<String, Value>, turn: &mut Turn) -> Result<(),
         "builtin/resetContext" => {
             set_context_list(object_mut(&mut turn.scope, "session"), Vec::new());
         }
-        "builtin/wait" => {}
+        "builtin/wait" => wait(args.get("delay"), turn)?,
         "basic-skills/choice_parse_answer" => choice_parse_answer(args, turn)?,
         "basic-skills/choice_invalid_answer" => {
             // Skills from Botpress 12.5 on pass a randomId that suffixes the counter.
@@ -389,6 +389,52 @@ pub fn run(name: &str, args: &Map<String, Value>, turn: &mut Turn) -> Result<(),
         }
     }
     Ok(())
+}
+
+/// `builtin/wait {delay}`: Botpress 11.9.7 and 12 wait `setTimeout(resolve, args.delay ||
+/// 1000)` before the next instruction. Node reads the delay as a number and takes anything
+/// below 1 ms, above 2^31 - 1 ms or not a number as 1 ms. When the channel answers with all the
+/// replies at once (Converse), the turn sleeps, at most until its deadline (past it, the turn
+/// times out as any slow turn does); otherwise the wait is a pause between the replies, kept
+/// by the channel's delivery without holding a thread.
+fn wait(delay: Option<&Value>, turn: &mut Turn) -> Result<(), String> {
+    let delay = wait_delay(delay);
+    if !turn.replies_together {
+        turn.outputs.push(super::pause_payload(delay));
+        return Ok(());
+    }
+    let until = std::time::Instant::now() + delay;
+    match turn.deadline {
+        Some(deadline) if deadline < until => {
+            std::thread::sleep(deadline.saturating_duration_since(std::time::Instant::now()));
+            Err(format!(
+                "the wait of {} ms goes past the turn's deadline",
+                delay.as_millis()
+            ))
+        }
+        _ => {
+            std::thread::sleep(delay);
+            Ok(())
+        }
+    }
+}
+
+/// The delay `builtin/wait` waits: `args.delay || 1000`, as Node's `setTimeout` reads it.
+fn wait_delay(delay: Option<&Value>) -> std::time::Duration {
+    let given = delay.filter(|d| super::content::truthy(d));
+    let ms = match given {
+        None => 1000.0,
+        Some(Value::Number(n)) => n.as_f64().unwrap_or(f64::NAN),
+        Some(Value::String(s)) => super::expr::string_to_number(s),
+        Some(Value::Bool(true)) => 1.0,
+        Some(_) => f64::NAN,
+    };
+    let ms = if (1.0..=2_147_483_647.0).contains(&ms) {
+        ms.trunc()
+    } else {
+        1.0
+    };
+    std::time::Duration::from_millis(ms as u64)
 }
 
 /// The choice skill's answer parser: a number picks that choice (when the `basic-skills`
@@ -641,6 +687,33 @@ mod tests {
             .contains("not valid JSON"));
         assert!(parse_call("say").is_err());
         assert!(parse_call("x [1]").unwrap_err().contains("JSON object"));
+    }
+
+    #[test]
+    fn wait_delays_read_as_node_reads_them() {
+        for (delay, ms) in [
+            (None, 1000),
+            (Some(json!(null)), 1000),
+            (Some(json!("")), 1000),
+            (Some(json!(0)), 1000),
+            (Some(json!(false)), 1000),
+            (Some(json!(250)), 250),
+            (Some(json!("250")), 250),
+            (Some(json!(" 40 ")), 40),
+            (Some(json!(12.9)), 12),
+            (Some(json!("0")), 1),
+            (Some(json!("soon")), 1),
+            (Some(json!(-5)), 1),
+            (Some(json!(3_000_000_000u64)), 1),
+            (Some(json!(true)), 1),
+            (Some(json!({"ms": 5})), 1),
+        ] {
+            assert_eq!(
+                wait_delay(delay.as_ref()),
+                std::time::Duration::from_millis(ms),
+                "{delay:?}"
+            );
+        }
     }
 
     #[test]

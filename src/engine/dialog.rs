@@ -73,6 +73,9 @@ pub struct Turn<'a> {
     /// Bot KV writes, applied only when the turn's state is saved.
     pub kv_writes: Vec<(String, Value)>,
     pub deadline: Option<Instant>,
+    /// [`super::Event::replies_together`]: whether `builtin/wait` sleeps within the turn or
+    /// leaves a pause between the replies.
+    pub replies_together: bool,
 }
 
 /// The most node entries one turn may make before it is stopped as an infinite loop.

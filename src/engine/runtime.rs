@@ -316,6 +316,7 @@ impl Engine {
 
         let in_middle_of_flow = !record.context.is_empty();
         let mut turn = self.new_turn(bot, scope, record.context.clone(), &channel, deadline);
+        turn.replies_together = event.replies_together;
         if let Some(effects) = before_incoming {
             turn.scope["event"]["flags"] = effects.flags;
             turn.kv_writes = effects.kv_writes;
@@ -465,6 +466,8 @@ impl Engine {
             outputs: Vec::new(),
             kv_writes: Vec::new(),
             deadline,
+            // Replies nobody waits for (a timeout's) go out as they come.
+            replies_together: false,
         }
     }
 
@@ -739,6 +742,10 @@ fn outgoing_hooks(turn: &mut Turn, dialog_ran: bool) {
     if bot.hooks.has("before_outgoing_middleware") {
         let outputs = std::mem::take(&mut turn.outputs);
         for payload in outputs {
+            if super::pause_of(&payload).is_some() {
+                turn.outputs.push(payload);
+                continue;
+            }
             let mut hooked = object([
                 ("type", payload["type"].clone()),
                 ("channel", Value::String(turn.channel.clone())),

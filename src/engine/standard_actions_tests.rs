@@ -87,6 +87,7 @@ fn turn<'a>(f: &'a Fixture, event: Value) -> Turn<'a> {
         outputs: Vec::new(),
         kv_writes: Vec::new(),
         deadline: None,
+        replies_together: false,
     }
 }
 

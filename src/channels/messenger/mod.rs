@@ -384,7 +384,10 @@ pub fn plan(
             calls.push(action("typing_off"));
             typing = false;
         }
-        if payload.get("type").and_then(Value::as_str) == Some("typing") {
+        if let Some(pause) = crate::engine::pause_of(payload) {
+            // `builtin/wait`: what came before goes out, then the conversation waits.
+            flush(&mut calls, pause.as_millis() as u64);
+        } else if payload.get("type").and_then(Value::as_str) == Some("typing") {
             calls.push(action("typing_on"));
             let pause = if typing_delay {
                 crate::channels::typing_delay(payload.get("value")).as_millis() as u64
@@ -419,7 +422,8 @@ fn play(core: &Core, outbound: &Delivery, job: &Job) -> Outcome {
         Err(e) => return Outcome::DeadLetter(format!("not a queued Messenger event: {e}")),
     };
     let (bot, psid) = (item.bot.as_str(), item.psid.as_str());
-    let event = Event::new(bot, "messenger", &item.kind, psid, item.payload.clone());
+    let event =
+        Event::new(bot, "messenger", &item.kind, psid, item.payload.clone()).replies_as_they_come();
     let typing = core.bots.get(bot).is_none_or(|b| b.typing_delay);
     let mut staged = outbound.staged();
     let played = core.engine.turn_with(event, None, &mut |out, batch| {
@@ -608,6 +612,30 @@ fn sleep_unless(stopping: &AtomicBool, d: Duration) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_wait_pauses_after_what_came_before() {
+        let payloads = vec![
+            json!({"text": "a"}),
+            crate::engine::pause_payload(Duration::from_millis(700)),
+            json!({"type": "typing", "value": true}),
+            json!({"text": "b"}),
+        ];
+        let items = plan("bot1", "U1", &payloads, false, false);
+        let shape: Vec<(usize, u64)> = items
+            .iter()
+            .map(|i| {
+                (
+                    i["calls"].as_array().unwrap().len(),
+                    i["pauseMs"].as_u64().unwrap(),
+                )
+            })
+            .collect();
+        // "a"; the pause (no call); typing_on, typing_off, "b" (no typing delay here).
+        assert_eq!(shape, [(1, 0), (0, 700), (3, 0)]);
+        assert_eq!(items[0]["calls"][0]["message"]["text"], "a");
+        assert_eq!(items[2]["calls"][2]["message"]["text"], "b");
+    }
 
     #[test]
     fn plans_calls_in_order() {

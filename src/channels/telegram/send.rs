@@ -27,6 +27,8 @@ use std::time::{Duration, Instant};
 const MAX_TEXT: usize = 4096;
 /// Longest `callback_data`, in bytes.
 const MAX_CALLBACK_DATA: usize = 64;
+/// The "method" of a planned step that calls nothing and only pauses the chat (`builtin/wait`).
+const PAUSE_METHOD: &str = "pause";
 /// A chat action shows for about 5 s; longer delays renew it this often.
 const TYPING_RENEW: Duration = Duration::from_millis(4500);
 const MAX_TYPING: Duration = Duration::from_secs(30);
@@ -44,6 +46,11 @@ pub fn plan(cfg: &BotConfig, chat: &str, responses: &[Value]) -> Vec<Value> {
         );
     };
     for payload in responses {
+        if let Some(pause) = crate::engine::pause_of(payload) {
+            // `builtin/wait`: a step that calls nothing, then the chat waits.
+            step(PAUSE_METHOD, Value::Null, pause, false);
+            continue;
+        }
         let kind = payload["type"].as_str().unwrap_or("text");
         match kind {
             "typing" => {
@@ -334,6 +341,12 @@ pub fn send_step(
 ) -> Outcome {
     let bot = step["bot"].as_str().unwrap_or("");
     let method = step["method"].as_str().unwrap_or("sendMessage");
+    if method == PAUSE_METHOD {
+        return match step["pause_ms"].as_u64().unwrap_or(0) {
+            0 => Outcome::Done,
+            ms => Outcome::Pause(Duration::from_millis(ms)),
+        };
+    }
     let mut params = step["params"].clone();
     if now_ms() - step["at"].as_i64().unwrap_or_else(now_ms) > MAX_AGE_MS {
         log::warn!("bot \"{bot}\": a {method} could not be sent for 24 hours and is given up");
@@ -435,6 +448,37 @@ mod tests {
             typing_delay: typing,
             throttle: true,
         }
+    }
+
+    #[test]
+    fn a_wait_is_a_step_that_only_pauses_the_chat() {
+        let responses = vec![
+            json!({"type": "text", "markdown": true, "text": "one"}),
+            crate::engine::pause_payload(Duration::from_millis(1500)),
+            json!({"type": "text", "markdown": true, "text": "two"}),
+        ];
+        let steps = plan(&cfg(true), "42", &responses);
+        let shape: Vec<(&str, u64)> = steps
+            .iter()
+            .map(|s| {
+                (
+                    s["method"].as_str().unwrap(),
+                    s["pause_ms"].as_u64().unwrap(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            shape,
+            [("sendMessage", 0), ("pause", 1500), ("sendMessage", 0)]
+        );
+        // The pause step calls nothing: an API that does not exist is never reached.
+        let api = super::super::api::Api::new("http://127.0.0.1:9", "1:A");
+        let mut failures = 3;
+        assert_eq!(
+            send_step(&api, None, &steps[1], &mut failures),
+            Outcome::Pause(Duration::from_millis(1500))
+        );
+        assert_eq!(failures, 3);
     }
 
     #[test]
