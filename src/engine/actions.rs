@@ -1,5 +1,5 @@
 //! The actions botd runs natively (§8.4, §8.6): every action of Botpress's `builtin` module
-//! (11.9.7, plus 12's `resetSession`), the choice skill's, the slot and API-call skills' (in
+//! (11.9.7, plus 12's `resetSession` and `switchLanguage`), the choice skill's, the slot and API-call skills' (in
 //! [`super::skills`]) and the analytics module's metrics. Any other name is a custom
 //! JavaScript action, run by [`super::js`] from the bot's `actions/` or `data/global/actions/`;
 //! the load report names those with no file, and calling one fails its instruction as an
@@ -13,7 +13,7 @@ use serde_json::{json, Map, Value};
 use std::collections::HashMap;
 
 /// Every action botd implements.
-pub const NATIVE_ACTIONS: [&str; 21] = [
+pub const NATIVE_ACTIONS: [&str; 22] = [
     "builtin/setVariable",
     "builtin/setGlobalVariable",
     "builtin/getGlobalVariable",
@@ -24,6 +24,7 @@ pub const NATIVE_ACTIONS: [&str; 21] = [
     "builtin/removeContext",
     "builtin/resetContext",
     "builtin/resetSession",
+    "builtin/switchLanguage",
     "builtin/wait",
     "basic-skills/choice_parse_answer",
     "basic-skills/choice_invalid_answer",
@@ -366,6 +367,16 @@ pub fn run(name: &str, args: &Map<String, Value>, turn: &mut Turn) -> Result<(),
             set_context_list(object_mut(&mut turn.scope, "session"), Vec::new());
         }
         "builtin/wait" => wait(args.get("delay"), turn)?,
+        "builtin/switchLanguage" => {
+            // Botpress 12.2: `event.state.user.language = args.lang` (kept even when it is not
+            // one of the bot's languages; content then falls back to the default one).
+            let lang = args.get("lang").cloned().unwrap_or(Value::Null);
+            let user = object_mut(&mut turn.scope, "user");
+            match lang {
+                Value::Null => user.remove("language"),
+                other => user.insert("language".into(), other),
+            };
+        }
         "basic-skills/choice_parse_answer" => choice_parse_answer(args, turn)?,
         "basic-skills/choice_invalid_answer" => {
             // Skills from Botpress 12.5 on pass a randomId that suffixes the counter.

@@ -89,11 +89,9 @@ impl<'a> Turn<'a> {
             .to_string()
     }
 
+    /// The language content elements are rendered in: `user.language`, else the default.
     pub fn language(&self) -> String {
-        self.scope["user"]["language"]
-            .as_str()
-            .unwrap_or(&self.bot.default_language)
-            .to_string()
+        super::runtime::user_language(self.bot, &self.scope["user"])
     }
 
     pub fn kv_get(&self, key: &str) -> Option<Value> {
