@@ -1,5 +1,5 @@
 //! The actions botd runs natively (§8.4, §8.6): every action of Botpress's `builtin` module
-//! (11.9.7, plus 12's `resetSession` and `switchLanguage`), the choice skill's, the slot and API-call skills' (in
+//! (11.9.7, plus 12's `resetSession`, `switchLanguage` and `removeVariable`), the choice skill's, the slot and API-call skills' (in
 //! [`super::skills`]) and the analytics module's metrics. Any other name is a custom
 //! JavaScript action, run by [`super::js`] from the bot's `actions/` or `data/global/actions/`;
 //! the load report names those with no file, and calling one fails its instruction as an
@@ -13,8 +13,9 @@ use serde_json::{json, Map, Value};
 use std::collections::HashMap;
 
 /// Every action botd implements.
-pub const NATIVE_ACTIONS: [&str; 22] = [
+pub const NATIVE_ACTIONS: [&str; 23] = [
     "builtin/setVariable",
+    "builtin/removeVariable",
     "builtin/setGlobalVariable",
     "builtin/getGlobalVariable",
     "builtin/resetGlobalVariable",
@@ -40,7 +41,15 @@ pub const NATIVE_ACTIONS: [&str; 22] = [
 
 /// Actions Botpress's own modules ship that botd does not run (they need a service botd
 /// does not have); the load report says so rather than calling them custom JavaScript.
-const MISSING_STANDARD_ACTIONS: [(&str, &str); 4] = [
+const MISSING_STANDARD_ACTIONS: [(&str, &str); 6] = [
+    (
+        "builtin/sendFeedback",
+        "saves feedback on a Botpress 12 NDU workflow's event, which botd neither runs nor stores",
+    ),
+    (
+        "builtin/storeFileLocally",
+        "downloads a file into Botpress's media storage, which botd does not write to",
+    ),
     (
         "basic-skills/send_email",
         "sends mail through an SMTP server, which botd has no configuration for",
@@ -213,12 +222,34 @@ pub fn run(name: &str, args: &Map<String, Value>, turn: &mut Turn) -> Result<(),
                 ));
             }
             let obj = object_mut(&mut turn.scope, &kind);
-            let empty = matches!(&value, Value::Null)
+            // `value === 'null' || value === '' || typeof value === 'undefined'` erases; a
+            // JSON null is a value (kept as null).
+            let empty = args.get("value").is_none()
                 || value.as_str().is_some_and(|s| s.is_empty() || s == "null");
             if empty {
                 obj.remove(&var);
             } else {
                 obj.insert(var, value);
+            }
+        }
+        "builtin/removeVariable" => {
+            // Botpress 12.28: the bot variable becomes the string 'null'; any other is deleted.
+            let kind = text("type").unwrap_or_else(|| "undefined".into());
+            let var = text("name").unwrap_or_else(|| "undefined".into());
+            if kind == "bot" {
+                let mut global = turn
+                    .kv_get("global")
+                    .filter(Value::is_object)
+                    .unwrap_or_else(|| Value::Object(Map::new()));
+                global[var.as_str()] = Value::String("null".into());
+                turn.scope["bot"] = global.clone();
+                turn.kv_set("global", global);
+            } else if ["user", "session", "temp"].contains(&kind.as_str()) {
+                object_mut(&mut turn.scope, &kind).remove(&var);
+            } else {
+                return Err(format!(
+                    "removeVariable: unknown type \"{kind}\" (use user, session, temp or bot)"
+                ));
             }
         }
         "builtin/setGlobalVariable" => {

@@ -677,3 +677,65 @@ fn the_choice_skill_reads_the_basic_skills_configuration() {
         "{warnings:?}"
     );
 }
+
+#[test]
+fn botpress_12_language_and_variable_actions() {
+    let f = fixture("lang-vars", "12.28.0");
+    let mut t = turn(&f, text_event("hi"));
+    // switchLanguage (12.2): `event.state.user.language = args.lang`.
+    run(&mut t, "builtin/switchLanguage", json!({"lang": "fr"}));
+    assert_eq!(t.scope["user"]["language"], "fr");
+    assert_eq!(t.language(), "fr");
+    run(&mut t, "builtin/switchLanguage", json!({}));
+    assert!(t.scope["user"].get("language").is_none());
+    assert_eq!(t.language(), "en", "unset: the default language");
+
+    // setVariable erases on '', 'null' and a missing value; a JSON null is a value.
+    run(
+        &mut t,
+        "builtin/setVariable",
+        json!({"type": "temp", "name": "a", "value": null}),
+    );
+    assert_eq!(t.scope["temp"].get("a"), Some(&Value::Null));
+    run(
+        &mut t,
+        "builtin/setVariable",
+        json!({"type": "temp", "name": "a"}),
+    );
+    assert!(t.scope["temp"].get("a").is_none());
+
+    // removeVariable (12.28): deletes a user/session/temp variable; the bot's becomes 'null'.
+    run(
+        &mut t,
+        "builtin/setVariable",
+        json!({"type": "session", "name": "s", "value": "x"}),
+    );
+    run(
+        &mut t,
+        "builtin/setVariable",
+        json!({"type": "bot", "name": "b", "value": "y"}),
+    );
+    run(
+        &mut t,
+        "builtin/removeVariable",
+        json!({"type": "session", "name": "s"}),
+    );
+    assert!(t.scope["session"].get("s").is_none());
+    run(
+        &mut t,
+        "builtin/removeVariable",
+        json!({"type": "bot", "name": "b"}),
+    );
+    assert_eq!(t.scope["bot"], json!({"b": "null"}));
+    commit(&mut t);
+    assert_eq!(
+        f.store.get(Namespace::Kv, "test-bot", "global").unwrap(),
+        Some(json!({"b": "null"}))
+    );
+    assert!(actions::run(
+        "builtin/removeVariable",
+        &args(json!({"type": "context", "name": "x"})),
+        &mut t
+    )
+    .is_err());
+}
