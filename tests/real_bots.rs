@@ -126,6 +126,53 @@ fn check_warns_with_file_and_field_and_the_bot_still_runs() {
     );
 }
 
+#[test]
+fn broken_intent_and_entity_files_are_warnings_and_the_bot_still_answers() {
+    let data = data_with("tpl-welcome-bot");
+    let bot = data.path().join("bots/tpl-welcome-bot");
+    // A JavaScript regular expression botd's regex engine cannot compile (look-ahead), a file
+    // that is not JSON, and utterances that are not strings.
+    write(
+        &bot,
+        "entities/order_id.json",
+        r#"{"id":"order_id","name":"order_id","type":"pattern","pattern":"(?=ORD)ORD-\\d+","occurences":[]}"#,
+    );
+    write(&bot, "intents/broken.json", "{\"name\": \"broken\",");
+    write(
+        &bot,
+        "intents/numbers.json",
+        r#"{"name":"numbers","contexts":["global"],"utterances":[1,2,3],"slots":[]}"#,
+    );
+    let (code, out, err) = botd(&["check", "--data", data.path().to_str().unwrap()], &[]);
+    assert_eq!(code, 0, "stdout: {out}\nstderr: {err}");
+    assert!(err.contains("tpl-welcome-bot: ok (3 warnings)"), "{err}");
+    let root = format!("{}/bots/tpl-welcome-bot", data.path().display());
+    for (file, field) in [
+        (
+            "entities/order_id.json",
+            "field `pattern` is not a valid regular expression",
+        ),
+        ("intents/broken.json", "invalid JSON"),
+        (
+            "intents/numbers.json",
+            "field `utterances` must be an array of strings",
+        ),
+    ] {
+        assert!(
+            out.lines().any(
+                |l| l.starts_with(&format!("{root}/{file}: warning: {field}"))
+                    && l.ends_with("; the NLU is trained without it")
+            ),
+            "{file}: {out}"
+        );
+    }
+    let server = Server::start(data.path(), &[]);
+    assert_eq!(
+        say(server.port, "tpl-welcome-bot", "u1", "Hello"),
+        welcome_greeting()
+    );
+}
+
 // ------------------------------------------------------------------ tpl-welcome-bot (11.9.7)
 
 const WELCOME: &str = "Hi, I'm Welcome Bot! My task is to help you understand how Botpress works.";

@@ -346,7 +346,14 @@ pub fn load_bot(settings: &Settings, id: &str) -> LoadOutcome {
 
     let (mut intents, entities, nlu_file_problems) =
         nlu::load_bot_nlu_files(&dir, &default_language);
-    out.errors.extend(nlu_file_problems);
+    // A broken intent or entity file does not stop the bot (its flows run; Botpress's NLU
+    // would fail to train it): the file, or the field named, is left out of training.
+    out.warnings.extend(nlu_file_problems.into_iter().map(|p| {
+        Problem::new(
+            p.path,
+            format!("{}; the NLU is trained without it", p.message),
+        )
+    }));
     intents.retain(|i| !i.name.starts_with(qna::INTENT_PREFIX));
     intents.extend(qna::intents(&qna_entries, &default_language));
     if !out.errors.is_empty() {
