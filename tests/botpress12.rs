@@ -251,3 +251,172 @@ fn check_reports_what_botpress_12_has_and_botd_does_not_run() {
         "{err}"
     );
 }
+
+/// A bot in English and French, made with Botpress `version`.
+fn two_language_bot(data: &std::path::Path, version: &str) {
+    let bot = "bots/bp12-lang";
+    write(
+        data,
+        &format!("{bot}/bot.config.json"),
+        &format!(
+            r#"{{"name":"lang","version":"{version}","defaultLanguage":"en","languages":["en","fr"]}}"#
+        ),
+    );
+    let main = json!({"version": "0.0.1", "startNode": "entry", "nodes": [
+        node("entry", &[], Some(&[]), json!([
+            {"condition": "event.nlu.intent.name === 'greet'", "node": "greet"},
+            {"condition": "event.payload.text === 'en français'", "node": "switch"},
+            {"condition": "true", "node": "entry"}])),
+        node("greet", &["say #!builtin_text-welcome".to_string()], None, json!([])),
+        node("switch", &["builtin/switchLanguage {\"lang\":\"fr\"}".to_string(),
+            "say #!builtin_text-welcome".to_string()], None, json!([]))
+    ]});
+    write(
+        data,
+        &format!("{bot}/flows/main.flow.json"),
+        &main.to_string(),
+    );
+    write(
+        data,
+        &format!("{bot}/content-elements/builtin_text.json"),
+        r#"[{"id":"builtin_text-welcome","formData":{"text$en":"Welcome!","text$fr":"Bienvenue !"}},
+            {"id":"builtin_text-menu","formData":{"text$en":"Our menu: pizza.","text$fr":"Notre carte : pizza."}}]"#,
+    );
+    write(
+        data,
+        &format!("{bot}/intents/greet.json"),
+        r#"{"name":"greet","contexts":["global"],"slots":[],"utterances":{
+            "en":["hello","hi there","good morning","hey, how are you"],
+            "fr":["bonjour","salut","bonsoir, comment allez-vous","bonjour à tous"]}}"#,
+    );
+    write(
+        data,
+        &format!("{bot}/qna/hours.json"),
+        r#"{"id":"hours","data":{"action":"text","category":"global","enabled":true,"redirectFlow":"","redirectNode":"",
+            "questions":{"en":["What are your opening hours?","When do you open?","What time do you open?"],
+                         "fr":["Quelles sont vos heures d'ouverture ?","Quand ouvrez-vous ?","À quelle heure ouvrez-vous ?"]},
+            "answers":{"en":["We open at 9."],"fr":["Nous ouvrons à 9h."]}}}"#,
+    );
+    write(
+        data,
+        &format!("{bot}/qna/menu.json"),
+        r##"{"id":"menu","data":{"action":"text","category":"global","enabled":true,"redirectFlow":"","redirectNode":"",
+            "questions":{"en":["Can I see the menu?","What is on the menu?"],"fr":["Puis-je voir la carte ?","Qu'est-ce qu'il y a sur la carte ?"]},
+            "answers":{"en":["#!builtin_text-menu"],"fr":["#!builtin_text-menu"]}}}"##,
+    );
+}
+
+fn typed(t: &str) -> Vec<Value> {
+    vec![json!({"type": "typing", "value": true}), text(t)]
+}
+
+#[test]
+fn two_languages_before_12_10_nlu_and_qna_answers_follow_the_detected_language() {
+    let data = TempDir::new("bp12-lang-1216");
+    two_language_bot(data.path(), "12.1.6");
+    let (code, out, err) = botd(&["check", "--data", data.path().to_str().unwrap()], &[]);
+    assert_eq!((code, out.as_str()), (0, ""), "{err}");
+    let server = Server::start(data.path(), &[]);
+    let p = server.port;
+    let bot = "bp12-lang";
+    // Botpress 12 predicts with the model of the language it detects among the bot's
+    // (`_detectLang`), and 12.0–12.9's QnA answers in `event.nlu.language`.
+    assert_eq!(
+        responses(&converse(
+            p,
+            bot,
+            "a",
+            "Quelles sont vos heures d'ouverture ?"
+        )),
+        typed("Nous ouvrons à 9h.")
+    );
+    assert_eq!(
+        responses(&converse(p, bot, "a2", "What are your opening hours?")),
+        typed("We open at 9.")
+    );
+    let token = token(data.path(), &[]);
+    let answer = secured(
+        p,
+        bot,
+        "b",
+        &json!({"type": "text", "text": "Quand ouvrez-vous ?"}),
+        "nlu",
+        &token,
+    );
+    assert_eq!(answer.json()["nlu"]["language"], "fr", "{}", answer.text());
+    assert_eq!(answer.json()["nlu"]["detectedLanguage"], "fr");
+    let answer = secured(
+        p,
+        bot,
+        "b",
+        &json!({"type": "text", "text": "Guten Morgen, wie geht es dir?"}),
+        "nlu",
+        &token,
+    );
+    assert_eq!(
+        answer.json()["nlu"]["language"],
+        "en",
+        "not one of the bot's: the default"
+    );
+    assert_eq!(answer.json()["nlu"]["detectedLanguage"], "n/a");
+    // An element answer: before 12.10 the QnA module renders it with no event, so in the
+    // default language whatever the question's.
+    assert_eq!(
+        responses(&converse(p, bot, "c", "Puis-je voir la carte ?")),
+        vec![text("Our menu: pizza.")]
+    );
+    // Flow content follows `user.language`: unset, the default language, even for a French
+    // greeting matched by the French model; `builtin/switchLanguage` sets it.
+    assert_eq!(
+        responses(&converse(p, bot, "d", "bonjour")),
+        Vec::<Value>::new()
+    );
+    assert_eq!(
+        responses(&converse(p, bot, "d", "bonjour à tous")),
+        vec![text("Welcome!")]
+    );
+    converse(p, bot, "d", "hello");
+    assert_eq!(
+        responses(&converse(p, bot, "d", "en français")),
+        vec![text("Bienvenue !")]
+    );
+    converse(p, bot, "d", "hello");
+    assert_eq!(
+        responses(&converse(p, bot, "d", "hey, how are you")),
+        vec![text("Bienvenue !")]
+    );
+}
+
+#[test]
+fn two_languages_from_12_10_qna_answers_follow_the_user_language() {
+    let data = TempDir::new("bp12-lang-1210");
+    two_language_bot(data.path(), "12.10.0");
+    let server = Server::start(data.path(), &[]);
+    let p = server.port;
+    let bot = "bp12-lang";
+    // 12.10's QnA answers in `user.language ?? defaultLanguage`: the French question is
+    // understood in French and answered in English until the user's language is French.
+    assert_eq!(
+        responses(&converse(
+            p,
+            bot,
+            "a",
+            "Quelles sont vos heures d'ouverture ?"
+        )),
+        typed("We open at 9.")
+    );
+    converse(p, bot, "e", "hello");
+    assert_eq!(
+        responses(&converse(p, bot, "e", "en français")),
+        vec![text("Bienvenue !")]
+    );
+    assert_eq!(
+        responses(&converse(p, bot, "e", "What are your opening hours?")),
+        typed("Nous ouvrons à 9h.")
+    );
+    // The element answer renders in the user's language.
+    assert_eq!(
+        responses(&converse(p, bot, "e", "Can I see the menu?")),
+        vec![text("Notre carte : pizza.")]
+    );
+}

@@ -87,9 +87,17 @@ pub struct Bot {
     pub elements: HashMap<String, ContentElement>,
     pub qna: Vec<QnaEntry>,
     pub qna_renderer: String,
+    /// The NLU of the default language.
     pub nlu: Nlu,
+    /// `bot.config.json`'s `languages` (the default language first). Botpress 11 folders, and
+    /// 12 folders of one language, have only the default one.
+    pub languages: Vec<String>,
+    /// The NLU of each other language of a Botpress 12 folder.
+    pub other_nlus: Vec<(String, Nlu)>,
     /// Each intent's NLU contexts (what `slot_update_contexts` listens to).
     pub intent_contexts: HashMap<String, Vec<String>>,
+    /// How the choice skill reads answers (the `basic-skills` module's configuration).
+    pub choice: ChoiceConfig,
     /// A fingerprint of the folder's files, to notice edits and reload.
     pub fingerprint: u64,
     /// Limits of one action call and of one hook call (`bot.config.json` → `scripts`).
@@ -97,6 +105,30 @@ pub struct Bot {
     pub hook_limits: js::Limits,
     /// The hook files that run on this bot's events (global, then the bot's own).
     pub hooks: js::Hooks,
+}
+
+/// The `basic-skills` configuration `choice_parse_answer` reads at run time (schema defaults <
+/// `data/global/config/basic-skills.json` < `BP_BASIC-SKILLS_*` < the bot's
+/// `config/basic-skills.json`, as Botpress's `getModuleConfigForBot`). Its other keys only
+/// feed Botpress's flow editor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChoiceConfig {
+    /// `matchNumbers`: "2" picks the element's second choice.
+    pub match_numbers: bool,
+    /// `matchNLU`: an `intent:<name>` keyword matches the understood intent.
+    pub match_nlu: bool,
+}
+
+impl ChoiceConfig {
+    /// Reads the merged configuration with JavaScript's truthiness, as the action's
+    /// `if (config.matchNumbers && …)` does (so `"false"` counts as true).
+    pub fn from_module_config(config: &Map<String, Value>) -> ChoiceConfig {
+        let flag = |key: &str| content::truthy(config.get(key).unwrap_or(&Value::Null));
+        ChoiceConfig {
+            match_numbers: flag("matchNumbers"),
+            match_nlu: flag("matchNLU"),
+        }
+    }
 }
 
 /// What loading one bot folder gave.
@@ -257,6 +289,26 @@ pub fn load_bot(settings: &Settings, id: &str) -> LoadOutcome {
             "qnaMakerApiKey: Microsoft QnA Maker is not supported by botd",
         ));
     }
+    // Botpress reads the module's configuration without checking it: a bad value is a
+    // warning, and read as JavaScript reads it.
+    let (skills_config, skills_problems) = settings.module_config("basic-skills", Some(&dir));
+    out.warnings.extend(skills_problems);
+    let choice = ChoiceConfig::from_module_config(&skills_config);
+    let element_type = skills_config
+        .get("defaultContentElement")
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    if !content::truthy(
+        skills_config
+            .get("disableIntegrityCheck")
+            .unwrap_or(&Value::Null),
+    ) && !content::CONTENT_TYPES.contains(&element_type)
+    {
+        out.warnings.push(Problem::new(
+            format!("{shown_root}/config/basic-skills.json"),
+            format!("defaultContentElement: Configured to use Content Element \"{element_type}\", but it was not found (botd renders {})", content::CONTENT_TYPES.join(", ")),
+        ));
+    }
     for module in ["channel-messenger", "channel-telegram"] {
         out.errors
             .extend(settings.module_config(module, Some(&dir)).1);
@@ -265,7 +317,15 @@ pub fn load_bot(settings: &Settings, id: &str) -> LoadOutcome {
         .get("qnaDir")
         .and_then(Value::as_str)
         .unwrap_or("./qna");
-    let loaded_qna = qna::load(&dir.join(qna_dir), &shown_root, &default_language);
+    let botpress_version =
+        BotpressVersion::from_config(config.get("version").and_then(Value::as_str));
+    let languages = bot_languages(&config, &default_language, botpress_version);
+    let loaded_qna = qna::load(
+        &dir.join(qna_dir),
+        &shown_root,
+        &default_language,
+        &languages,
+    );
     out.errors.extend(loaded_qna.errors);
     out.warnings.extend(loaded_qna.warnings);
     let qna_entries = loaded_qna.entries;
@@ -291,12 +351,31 @@ pub fn load_bot(settings: &Settings, id: &str) -> LoadOutcome {
 
     let (mut intents, entities, nlu_file_problems) =
         nlu::load_bot_nlu_files(&dir, &default_language);
-    out.errors.extend(nlu_file_problems);
+    // A broken intent or entity file does not stop the bot (its flows run; Botpress's NLU
+    // would fail to train it): the file, or the field named, is left out of training.
+    out.warnings.extend(nlu_file_problems.into_iter().map(|p| {
+        Problem::new(
+            p.path,
+            format!("{}; the NLU is trained without it", p.message),
+        )
+    }));
     intents.retain(|i| !i.name.starts_with(qna::INTENT_PREFIX));
-    intents.extend(qna::intents(&qna_entries));
+    intents.extend(qna::intents(&qna_entries, &default_language));
     if !out.errors.is_empty() {
         return out;
     }
+    // Botpress 12 trains one model per language, each on that language's utterances and
+    // questions.
+    let other_intents: Vec<(String, Vec<nlu::IntentDef>)> = languages
+        .iter()
+        .filter(|l| **l != default_language)
+        .map(|lang| {
+            let (mut list, _, _) = nlu::load_bot_nlu_files(&dir, lang);
+            list.retain(|i| !i.name.starts_with(qna::INTENT_PREFIX));
+            list.extend(qna::intents(&qna_entries, lang));
+            (lang.clone(), list)
+        })
+        .collect();
     let intent_contexts = intents
         .iter()
         .map(|i| (i.name.clone(), i.contexts.clone()))
@@ -305,23 +384,24 @@ pub fn load_bot(settings: &Settings, id: &str) -> LoadOutcome {
         .get("confidenceTreshold")
         .and_then(Value::as_f64)
         .unwrap_or(0.7);
-    let nlu = Nlu::train(
-        &intents,
-        &entities,
-        &NluConfig {
-            system_entities: nlu_config
-                .get("ducklingEnabled")
-                .and_then(Value::as_bool)
-                .unwrap_or(true),
-            ..NluConfig::with_threshold(threshold)
-        },
-    );
+    let nlu_settings = NluConfig {
+        system_entities: nlu_config
+            .get("ducklingEnabled")
+            .and_then(Value::as_bool)
+            .unwrap_or(true),
+        ..NluConfig::with_threshold(threshold)
+    };
+    let nlu = Nlu::train(&intents, &entities, &nlu_settings);
+    let other_nlus = other_intents
+        .into_iter()
+        .map(|(lang, list)| (lang, Nlu::train(&list, &entities, &nlu_settings)))
+        .collect();
 
     out.bot = Some(Bot {
         id: id.to_string(),
-        botpress_version: BotpressVersion::from_config(
-            config.get("version").and_then(Value::as_str),
-        ),
+        botpress_version,
+        languages,
+        other_nlus,
         name: config
             .get("name")
             .and_then(Value::as_str)
@@ -354,10 +434,37 @@ pub fn load_bot(settings: &Settings, id: &str) -> LoadOutcome {
             .to_string(),
         nlu,
         intent_contexts,
+        choice,
         action_limits,
         hook_limits,
     });
     out
+}
+
+/// The languages a bot speaks: the default one first, then the other ones of
+/// `bot.config.json`'s `languages` (Botpress 12; a Botpress 11 folder speaks its default
+/// language only).
+fn bot_languages(
+    config: &Map<String, Value>,
+    default_language: &str,
+    version: BotpressVersion,
+) -> Vec<String> {
+    let mut languages = vec![default_language.to_string()];
+    if version.0 < 12 {
+        return languages;
+    }
+    for lang in config
+        .get("languages")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+    {
+        if !languages.iter().any(|l| l == lang) {
+            languages.push(lang.to_string());
+        }
+    }
+    languages
 }
 
 /// `scripts.actionTimeout` (5 s, Botpress's), `scripts.hookTimeout` (1 s, Botpress's) and
@@ -463,6 +570,33 @@ pub fn fingerprint(dir: &Path) -> u64 {
 impl Bot {
     pub fn flow(&self, name: &str) -> Option<&Flow> {
         self.flows.get(name)
+    }
+
+    /// The NLU trained for `lang` (the default language's for any other).
+    pub fn nlu_for(&self, lang: &str) -> &Nlu {
+        self.other_nlus
+            .iter()
+            .find(|(l, _)| l == lang)
+            .map_or(&self.nlu, |(_, nlu)| nlu)
+    }
+
+    /// The language Botpress 12's NLU predicts in (its `_detectLang`): the language detected
+    /// in the last three messages and this one, when it is one of the bot's, else the
+    /// default language. Also gives the detected language (`n/a` when none of the bot's).
+    pub fn prediction_language(&self, text: &str, last_messages: &[String]) -> (String, String) {
+        let mut joined: Vec<&str> = last_messages
+            .iter()
+            .rev()
+            .take(3)
+            .map(String::as_str)
+            .collect();
+        joined.push(text);
+        let detected = nlu::detect_language(&joined.join(" "));
+        if self.languages.contains(&detected) {
+            (detected.clone(), detected)
+        } else {
+            (self.default_language.clone(), "n/a".to_string())
+        }
     }
 
     /// The parsed condition, from the load-time cache (queues saved by an older version of

@@ -51,8 +51,9 @@ impl DialogContext {
 /// Why a turn stopped without finishing.
 #[derive(Debug, Clone, PartialEq)]
 pub enum DialogError {
-    /// A flow, node, content element or action failed: the bot's error message is sent and
-    /// the state of the turn is not saved.
+    /// The dialog engine itself failed (a flow or node that does not exist, a loop): the
+    /// bot's error message is sent and the state of the turn is not saved. A failing
+    /// instruction is not this: it stops the turn, which is saved ([`instruction_failed`]).
     Failed(String),
     /// The turn ran past its deadline (`converse.timeout`); nothing is saved.
     Timeout,
@@ -74,6 +75,9 @@ pub struct Turn<'a> {
     /// Bot KV writes, applied only when the turn's state is saved.
     pub kv_writes: Vec<(String, Value)>,
     pub deadline: Option<Instant>,
+    /// [`super::Event::replies_together`]: whether `builtin/wait` sleeps within the turn or
+    /// leaves a pause between the replies.
+    pub replies_together: bool,
 }
 
 /// The most node entries one turn may make before it is stopped as an infinite loop.
@@ -87,11 +91,9 @@ impl<'a> Turn<'a> {
             .to_string()
     }
 
+    /// The language content elements are rendered in: `user.language`, else the default.
     pub fn language(&self) -> String {
-        self.scope["user"]["language"]
-            .as_str()
-            .unwrap_or(&self.bot.default_language)
-            .to_string()
+        super::runtime::user_language(self.bot, &self.scope["user"])
     }
 
     pub fn kv_get(&self, key: &str) -> Option<Value> {
@@ -326,11 +328,12 @@ pub fn process(turn: &mut Turn) -> Result<(), DialogError> {
             let function = instruction.function.clone().unwrap_or_default();
             match instruction.kind {
                 InstructionKind::OnEnter | InstructionKind::OnReceive => {
-                    turn.run_call(&function).map_err(|e| {
-                        fail(format!(
-                            "flows/{flow_name}, node \"{node_name}\": error processing \"{function}\": {e}"
-                        ))
-                    })?;
+                    if let Err(e) = turn.run_call(&function) {
+                        turn.check_deadline()?;
+                        instruction_failed(turn, &flow_name, &node_name, &function, &e);
+                        stop_at(turn, queue, instruction, queue_kept);
+                        return Ok(());
+                    }
                     if turn.context.has_jumped {
                         // The action called bp.dialog.jumpTo: the rest of this queue is
                         // dropped and the conversation goes on from the jump's node.
@@ -344,11 +347,15 @@ pub fn process(turn: &mut Turn) -> Result<(), DialogError> {
                     return Ok(());
                 }
                 InstructionKind::Transition => {
-                    let passes = bot.eval_condition(&function, &turn.scope).map_err(|e| {
-                        fail(format!(
-                            "flows/{flow_name}, node \"{node_name}\": condition `{function}`: {e}"
-                        ))
-                    })?;
+                    let passes = match bot.eval_condition(&function, &turn.scope) {
+                        Ok(passes) => passes,
+                        Err(e) => {
+                            turn.check_deadline()?;
+                            instruction_failed(turn, &flow_name, &node_name, &function, &e);
+                            stop_at(turn, queue, instruction, queue_kept);
+                            return Ok(());
+                        }
+                    };
                     if passes {
                         let target = instruction.node.clone().unwrap_or_default();
                         if target.is_empty() {
@@ -357,12 +364,7 @@ pub fn process(turn: &mut Turn) -> Result<(), DialogError> {
                             // resumed from, this transition first, so the next message meets
                             // the same transition; a fresh queue is not kept, and the next
                             // message plays the node again.
-                            if queue_kept {
-                                queue.push_front(instruction);
-                                turn.context.queue = Some(Queue {
-                                    instructions: queue.into(),
-                                });
-                            }
+                            stop_at(turn, queue, instruction, queue_kept);
                             return Ok(());
                         }
                         break target;
@@ -435,6 +437,37 @@ fn conversation_end_jumped(turn: &mut Turn) -> bool {
     let mut event = turn.scope["event"].clone();
     super::js::run_hook(turn, "before_conversation_end", &mut event);
     turn.context.has_jumped
+}
+
+/// Botpress's processing error (the dialog engine's `_reportProcessingError`, 11.9.7 to 12.x):
+/// an action that throws or is missing, a `say` that cannot render, a condition that throws
+/// something other than a `TypeError` is logged as a warning naming flow, node and
+/// instruction; the turn stops there and its state is saved, and the user gets nothing more
+/// (Botpress sends its error message only when the dialog engine itself fails: a flow or node
+/// that does not exist).
+fn instruction_failed(turn: &Turn, flow: &str, node: &str, instruction: &str, error: &str) {
+    log::warn!(
+        "bot \"{}\": flows/{flow}, node \"{node}\": error processing \"{instruction}\": {error}",
+        turn.bot.id
+    );
+}
+
+/// Stops the turn at `instruction`, leaving the queue in the context as Botpress does: when
+/// an instruction of this queue already ran (or it was resumed), the queue is kept with this
+/// instruction first, so the next message meets it again; a fresh queue is not kept, and the
+/// next message plays the node again.
+fn stop_at(
+    turn: &mut Turn,
+    mut queue: std::collections::VecDeque<Instruction>,
+    instruction: Instruction,
+    queue_kept: bool,
+) {
+    if queue_kept {
+        queue.push_front(instruction);
+        turn.context.queue = Some(Queue {
+            instructions: queue.into(),
+        });
+    }
 }
 
 /// Moves to `target` (§8.5), noting the node entered in `trace`.
