@@ -17,6 +17,7 @@ pub mod poller;
 pub mod render;
 pub mod send;
 pub mod throttle;
+pub mod webhook;
 
 use crate::channels::pipeline::{
     self, InboundRecord, OutboundRecord, Pipeline, PushChannel, Reply, Sent,
@@ -49,6 +50,19 @@ pub struct BotConfig {
     pub parse_mode: String,
     pub typing_delay: bool,
     pub throttle: bool,
+    /// How updates arrive: long polling (the default) or Telegram calling botd's webhook.
+    pub mode: Mode,
+}
+
+/// How a bot receives its updates.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Mode {
+    /// botd asks with `getUpdates` (no public address needed).
+    Polling,
+    /// Telegram posts each update to `url`, with `secret` in the
+    /// `X-Telegram-Bot-Api-Secret-Token` header; `secret` is `None` when the configuration
+    /// has none (botd makes one and keeps it in the database).
+    Webhook { url: String, secret: Option<String> },
 }
 
 impl BotConfig {
@@ -100,6 +114,31 @@ impl BotConfig {
         let flag = |key: &str| merged.get(key).and_then(Value::as_bool).unwrap_or(true);
         let poll_timeout =
             units::parse_duration(&text("pollTimeout", "25s")).unwrap_or(Duration::from_secs(25));
+        let file = dir.join("config").join("channel-telegram.json");
+        let mode = match text("mode", "polling").as_str() {
+            "polling" => Mode::Polling,
+            "webhook" => {
+                let secret = text("webhookSecret", "");
+                if !secret.is_empty() && !webhook::is_valid_secret(&secret) {
+                    log::error!(
+                        "{}: webhookSecret: Telegram accepts 1 to 256 characters among A-Z, a-z, 0-9, _ and -; Telegram stays off for bot \"{bot_id}\"",
+                        file.display()
+                    );
+                    return None;
+                }
+                Mode::Webhook {
+                    url: webhook::url(&settings.http.external_url, bot_id),
+                    secret: Some(secret).filter(|s| !s.is_empty()),
+                }
+            }
+            other => {
+                log::error!(
+                    "{}: mode: {other:?} is neither \"polling\" nor \"webhook\"; Telegram stays off for bot \"{bot_id}\"",
+                    file.display()
+                );
+                return None;
+            }
+        };
         Some(BotConfig {
             bot_id: bot_id.to_string(),
             token,
@@ -109,6 +148,7 @@ impl BotConfig {
             parse_mode: text("parseMode", "Markdown"),
             typing_delay: flag("typingDelay"),
             throttle: flag("throttle"),
+            mode,
         })
     }
 }
@@ -131,7 +171,10 @@ pub struct TelegramBots {
 /// The running channel.
 pub struct Telegram {
     pipeline: Arc<Pipeline<TelegramBots>>,
+    /// The webhook route, when a bot is in webhook mode.
+    route: Option<Arc<webhook::Webhook>>,
     stop: Arc<Stop>,
+    /// The pollers, and the threads setting webhooks up.
     pollers: Vec<JoinHandle<()>>,
 }
 
@@ -201,7 +244,25 @@ impl Telegram {
 
         let stop = Arc::new(Stop::new());
         let mut pollers = Vec::new();
+        let mut secrets = HashMap::new();
         for (id, rt) in bots.runtimes.iter() {
+            if let Mode::Webhook { url, secret } = &rt.config.mode {
+                let secret = match webhook::secret(store.as_ref(), id, secret.as_deref()) {
+                    Ok(s) => s,
+                    Err(e) => {
+                        log::error!("bot \"{id}\": cannot keep a Telegram webhook secret ({e}); Telegram is stopped for this bot");
+                        continue;
+                    }
+                };
+                secrets.insert(id.clone(), secret.clone());
+                let (rt, url, stop) = (rt.clone(), url.clone(), stop.clone());
+                pollers.push(
+                    std::thread::Builder::new()
+                        .name(format!("tg-hook-{id}"))
+                        .spawn(move || webhook::register(&rt, &url, &secret, &stop))?,
+                );
+                continue;
+            }
             let p = poller::Poller {
                 rt: rt.clone(),
                 pipeline: pipeline.clone(),
@@ -225,11 +286,23 @@ impl Telegram {
                 .collect::<Vec<_>>()
                 .join(", ")
         );
+        let route = (!secrets.is_empty()).then(|| {
+            Arc::new(webhook::Webhook {
+                secrets,
+                pipeline: pipeline.clone(),
+            })
+        });
         Ok(Telegram {
             pipeline,
+            route,
             stop,
             pollers,
         })
+    }
+
+    /// The webhook route of the bots in webhook mode, if any.
+    pub fn route(&self) -> Option<Arc<dyn crate::http::Route>> {
+        self.route.clone().map(|r| r as Arc<dyn crate::http::Route>)
     }
 
     /// Stops polling, then the turns and sends in progress (what is left stays spooled).

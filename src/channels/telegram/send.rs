@@ -438,6 +438,7 @@ mod tests {
             parse_mode: "Markdown".into(),
             typing_delay: typing,
             throttle: true,
+            mode: super::super::Mode::Polling,
         }
     }
 
