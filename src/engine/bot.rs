@@ -321,7 +321,13 @@ pub fn load_bot(settings: &Settings, id: &str) -> LoadOutcome {
         &default_language,
         &languages,
     );
-    out.errors.extend(loaded_qna.errors);
+    // An unreadable QnA file leaves that entry out; the bot runs without it.
+    out.warnings.extend(
+        loaded_qna
+            .errors
+            .into_iter()
+            .map(|p| Problem::new(p.path, format!("{}; the entry is left out", p.message))),
+    );
     out.warnings.extend(loaded_qna.warnings);
     let qna_entries = loaded_qna.entries;
     for entry in &qna_entries {
