@@ -435,7 +435,9 @@ fn jump_bot(data: &std::path::Path, version: &str) {
     let main = json!({"version": "0.0.1", "startNode": "entry", "nodes": [
         node("entry", &[say("sub or top?")], Some(&[]), json!([
             {"condition": "event.payload.text === 'sub'", "node": "ask"},
-            {"condition": "event.payload.text === 'top'", "node": "top"}])),
+            {"condition": "event.payload.text === 'top'", "node": "top"},
+            {"condition": "event.payload.text === 'red'", "node": "red"}])),
+        node("red", &[say("red port")], None, json!([{"condition": "true", "node": ""}])),
         {"id": "id-ask", "name": "ask", "type": "skill-call", "skill": "choice",
             "flow": "skills/ask.flow.json", "onEnter": null, "onReceive": null,
             "next": [{"condition": "true", "node": "done"}]},
@@ -520,4 +522,23 @@ fn from_12_4_returning_with_no_flow_to_return_to_stops_the_turn() {
         "{}",
         server.log()
     );
+}
+
+#[test]
+fn from_12_5_a_transition_with_no_destination_ends_the_flow() {
+    // 12.5 on: `_endFlow` (context and temp cleared), so the next message starts over;
+    // before, the turn stops and the next message meets the same transition again.
+    for (version, after) in [("12.10.5", vec![text("sub or top?")]), ("12.2.0", vec![])] {
+        let data = TempDir::new("bp12-red");
+        jump_bot(data.path(), version);
+        let server = Server::start(data.path(), &[]);
+        let p = server.port;
+        let bot = "bp12-jump";
+        converse(p, bot, "u3", "hi");
+        assert_eq!(
+            responses(&converse(p, bot, "u3", "red")),
+            vec![text("red port")]
+        );
+        assert_eq!(responses(&converse(p, bot, "u3", "hi")), after, "{version}");
+    }
 }

@@ -34,6 +34,31 @@ impl BotpressVersion {
         }
     }
 
+    /// A folder whose `version` does not say Botpress 12 may still be one (some exports drop
+    /// the key): a `messaging` block is Botpress 12.24 on, a choice skill with a `randomId`
+    /// 12.3 on; the earliest release with what the folder holds is taken.
+    pub fn or_inferred(self, config: &Map<String, Value>, flows: &HashMap<String, Flow>) -> Self {
+        if self.0 >= 12 {
+            return self;
+        }
+        if config.get("messaging").is_some_and(Value::is_object) {
+            return BotpressVersion(12, 24, 0);
+        }
+        let random_ids = flows.values().any(|f| {
+            f.nodes.iter().any(|n| {
+                n.on_receive
+                    .iter()
+                    .flatten()
+                    .chain(n.on_enter.iter())
+                    .any(|c| c.starts_with("basic-skills/choice_") && c.contains("\"randomId\""))
+            })
+        });
+        if random_ids {
+            return BotpressVersion(12, 3, 0);
+        }
+        self
+    }
+
     /// Where the slot skill keeps slots in the session: Botpress 12 renamed it.
     pub fn slots_key(self) -> &'static str {
         if self.0 >= 12 {
@@ -313,7 +338,8 @@ pub fn load_bot(settings: &Settings, id: &str) -> LoadOutcome {
         .and_then(Value::as_str)
         .unwrap_or("./qna");
     let botpress_version =
-        BotpressVersion::from_config(config.get("version").and_then(Value::as_str));
+        BotpressVersion::from_config(config.get("version").and_then(Value::as_str))
+            .or_inferred(&config, &flows);
     let languages = bot_languages(&config, &default_language, botpress_version);
     let loaded_qna = qna::load(
         &dir.join(qna_dir),

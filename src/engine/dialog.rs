@@ -365,10 +365,16 @@ pub fn process(turn: &mut Turn) -> Result<(), DialogError> {
                         let target = instruction.node.clone().unwrap_or_default();
                         if target.is_empty() {
                             // A transition with no destination (the editor's unconnected
-                            // port) stops the turn where it is. Botpress keeps the queue it
-                            // resumed from, this transition first, so the next message meets
-                            // the same transition; a fresh queue is not kept, and the next
-                            // message plays the node again.
+                            // port). Botpress 12.5 on ends the flow there (context and temp
+                            // cleared), so the next message starts over.
+                            if bot.botpress_version >= BotpressVersion(12, 5, 0) {
+                                turn.end_flow();
+                                return Ok(());
+                            }
+                            // Before, it stops the turn where it is. Botpress keeps the queue
+                            // it resumed from, this transition first, so the next message
+                            // meets the same transition; a fresh queue is not kept, and the
+                            // next message plays the node again.
                             stop_at(turn, queue, instruction, queue_kept);
                             return Ok(());
                         }
