@@ -643,3 +643,40 @@ impl Bot {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn a_folder_without_a_botpress_12_version_is_read_from_what_it_holds() {
+        let config = |v: Value| v.as_object().unwrap().clone();
+        let none = HashMap::new();
+        let v11 = BotpressVersion::from_config(Some("1.0.0"));
+        assert_eq!(v11, BotpressVersion(11, 9, 7));
+        assert_eq!(v11.or_inferred(&config(json!({})), &none), v11);
+        assert_eq!(
+            v11.or_inferred(&config(json!({"messaging": {"channels": {}}})), &none),
+            BotpressVersion(12, 24, 0)
+        );
+        let choice = flow::parse_flow(
+            "skills/choice-1.flow.json",
+            &json!({"version": "0.0.1", "startNode": "parse", "nodes": [{"id": "p001", "name": "parse",
+                "onEnter": [], "next": [],
+                "onReceive": ["basic-skills/choice_parse_answer {\"randomId\":\"x1\",\"keywords\":{}}"]}]}),
+        )
+        .unwrap();
+        let flows = HashMap::from([(choice.name.clone(), choice)]);
+        assert_eq!(
+            v11.or_inferred(&config(json!({})), &flows),
+            BotpressVersion(12, 3, 0)
+        );
+        // A stated Botpress 12 version is kept.
+        let v12 = BotpressVersion::from_config(Some("12.1.6"));
+        assert_eq!(
+            v12.or_inferred(&config(json!({"messaging": {}})), &flows),
+            v12
+        );
+    }
+}
