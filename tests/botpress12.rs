@@ -420,3 +420,125 @@ fn two_languages_from_12_10_qna_answers_follow_the_user_language() {
         vec![text("Notre carte : pizza.")]
     );
 }
+
+/// A bot whose sub-flow returns with `#` or `##`, and whose main flow returns with `#` with
+/// no flow to return to.
+fn jump_bot(data: &std::path::Path, version: &str) {
+    let bot = "bots/bp12-jump";
+    write(
+        data,
+        &format!("{bot}/bot.config.json"),
+        &format!(
+            r#"{{"name":"jump","version":"{version}","defaultLanguage":"en","languages":["en"]}}"#
+        ),
+    );
+    let main = json!({"version": "0.0.1", "startNode": "entry", "nodes": [
+        node("entry", &[say("sub or top?")], Some(&[]), json!([
+            {"condition": "event.payload.text === 'sub'", "node": "ask"},
+            {"condition": "event.payload.text === 'top'", "node": "top"},
+            {"condition": "event.payload.text === 'red'", "node": "red"}])),
+        node("red", &[say("red port")], None, json!([{"condition": "true", "node": ""}])),
+        {"id": "id-ask", "name": "ask", "type": "skill-call", "skill": "choice",
+            "flow": "skills/ask.flow.json", "onEnter": null, "onReceive": null,
+            "next": [{"condition": "true", "node": "done"}]},
+        node("done", &[say("done")], None, json!([])),
+        node("top", &[say("returning")], None, json!([{"condition": "true", "node": "#"}]))
+    ]});
+    write(
+        data,
+        &format!("{bot}/flows/main.flow.json"),
+        &main.to_string(),
+    );
+    let ask = json!({"version": "0.0.1", "startNode": "entry", "nodes": [
+        node("entry", &[say("question?")], Some(&[]), json!([
+            {"condition": "event.payload.text === 'again'", "node": "##"},
+            {"condition": "true", "node": "#"}]))
+    ]});
+    write(
+        data,
+        &format!("{bot}/flows/skills/ask.flow.json"),
+        &ask.to_string(),
+    );
+}
+
+#[test]
+fn from_12_10_a_double_hash_return_plays_the_calling_node_again() {
+    for (version, after_again) in [("12.10.5", "question?"), ("12.9.0", "done")] {
+        let data = TempDir::new("bp12-jump");
+        jump_bot(data.path(), version);
+        let (code, out, err) = botd(&["check", "--data", data.path().to_str().unwrap()], &[]);
+        assert_eq!((code, out.as_str()), (0, ""), "{version}: {err}");
+        let server = Server::start(data.path(), &[]);
+        let p = server.port;
+        let bot = "bp12-jump";
+        assert_eq!(
+            responses(&converse(p, bot, "u1", "hi")),
+            vec![text("sub or top?")]
+        );
+        assert_eq!(
+            responses(&converse(p, bot, "u1", "sub")),
+            vec![text("question?")]
+        );
+        // `#`: back on the skill-call node (its jump point used), whose transitions run.
+        assert_eq!(
+            responses(&converse(p, bot, "u1", "yes")),
+            vec![text("done")]
+        );
+        converse(p, bot, "u1", "hi");
+        assert_eq!(
+            responses(&converse(p, bot, "u1", "sub")),
+            vec![text("question?")]
+        );
+        // `##`: 12.10 plays the calling node again (the sub-flow is asked again); 12.9
+        // reads it as `#`.
+        assert_eq!(
+            responses(&converse(p, bot, "u1", "again")),
+            vec![text(after_again)],
+            "{version}"
+        );
+    }
+}
+
+#[test]
+fn from_12_4_returning_with_no_flow_to_return_to_stops_the_turn() {
+    let data = TempDir::new("bp12-jump-top");
+    jump_bot(data.path(), "12.10.5");
+    let server = Server::start(data.path(), &[]);
+    let p = server.port;
+    let bot = "bp12-jump";
+    converse(p, bot, "u2", "hi");
+    // Botpress 12.4 on: "no previous flow found": the turn stops on "top", nothing more is
+    // said and no error flow plays; the next message plays "top" again.
+    assert_eq!(
+        responses(&converse(p, bot, "u2", "top")),
+        vec![text("returning")]
+    );
+    assert_eq!(
+        responses(&converse(p, bot, "u2", "anything")),
+        vec![text("returning")]
+    );
+    assert!(
+        !server.log().contains("transition to \"#\" failed"),
+        "{}",
+        server.log()
+    );
+}
+
+#[test]
+fn from_12_5_a_transition_with_no_destination_ends_the_flow() {
+    // 12.5 on: `_endFlow` (context and temp cleared), so the next message starts over;
+    // before, the turn stops and the next message meets the same transition again.
+    for (version, after) in [("12.10.5", vec![text("sub or top?")]), ("12.2.0", vec![])] {
+        let data = TempDir::new("bp12-red");
+        jump_bot(data.path(), version);
+        let server = Server::start(data.path(), &[]);
+        let p = server.port;
+        let bot = "bp12-jump";
+        converse(p, bot, "u3", "hi");
+        assert_eq!(
+            responses(&converse(p, bot, "u3", "red")),
+            vec![text("red port")]
+        );
+        assert_eq!(responses(&converse(p, bot, "u3", "hi")), after, "{version}");
+    }
+}

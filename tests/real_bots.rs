@@ -127,7 +127,7 @@ fn check_warns_with_file_and_field_and_the_bot_still_runs() {
 }
 
 #[test]
-fn broken_intent_and_entity_files_are_warnings_and_the_bot_still_answers() {
+fn broken_intent_entity_and_qna_files_are_warnings_and_the_bot_still_answers() {
     let data = data_with("tpl-welcome-bot");
     let bot = data.path().join("bots/tpl-welcome-bot");
     // A JavaScript regular expression botd's regex engine cannot compile (look-ahead), a file
@@ -138,6 +138,7 @@ fn broken_intent_and_entity_files_are_warnings_and_the_bot_still_answers() {
         r#"{"id":"order_id","name":"order_id","type":"pattern","pattern":"(?=ORD)ORD-\\d+","occurences":[]}"#,
     );
     write(&bot, "intents/broken.json", "{\"name\": \"broken\",");
+    write(&bot, "qna/broken.json", "{\"id\": \"broken\", \"data\": [");
     write(
         &bot,
         "intents/numbers.json",
@@ -145,8 +146,14 @@ fn broken_intent_and_entity_files_are_warnings_and_the_bot_still_answers() {
     );
     let (code, out, err) = botd(&["check", "--data", data.path().to_str().unwrap()], &[]);
     assert_eq!(code, 0, "stdout: {out}\nstderr: {err}");
-    assert!(err.contains("tpl-welcome-bot: ok (3 warnings)"), "{err}");
+    assert!(err.contains("tpl-welcome-bot: ok (4 warnings)"), "{err}");
     let root = format!("{}/bots/tpl-welcome-bot", data.path().display());
+    assert!(
+        out.lines().any(|l| l
+            .starts_with(&format!("{root}/qna/broken.json: warning: invalid JSON"))
+            && l.ends_with("; the entry is left out")),
+        "{out}"
+    );
     for (file, field) in [
         (
             "entities/order_id.json",

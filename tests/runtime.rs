@@ -594,8 +594,8 @@ fn flowtest_variables_and_templating() {
     assert_eq!(state["temp"]["n"], 0);
     assert_eq!(state["bot"], json!({"last": esc}));
 
-    // "null" and "" delete the variable; a JSON null is a value (Botpress 11.9.7's
-    // setVariable.js deletes only for 'null', '' and undefined, and assigns anything else).
+    // "null" and "" delete the variable (as a missing value does); a JSON null is a value
+    // (`value === 'null' || value === '' || typeof value === 'undefined'` is false for it).
     let (said, state) = c.turn("forget");
     assert_eq!(said, strings(&["unset"]));
     assert_eq!(state["user"], json!({}));

@@ -34,6 +34,31 @@ impl BotpressVersion {
         }
     }
 
+    /// A folder whose `version` does not say Botpress 12 may still be one (some exports drop
+    /// the key): a `messaging` block is Botpress 12.24 on, a choice skill with a `randomId`
+    /// 12.3 on; the earliest release with what the folder holds is taken.
+    pub fn or_inferred(self, config: &Map<String, Value>, flows: &HashMap<String, Flow>) -> Self {
+        if self.0 >= 12 {
+            return self;
+        }
+        if config.get("messaging").is_some_and(Value::is_object) {
+            return BotpressVersion(12, 24, 0);
+        }
+        let random_ids = flows.values().any(|f| {
+            f.nodes.iter().any(|n| {
+                n.on_receive
+                    .iter()
+                    .flatten()
+                    .chain(n.on_enter.iter())
+                    .any(|c| c.starts_with("basic-skills/choice_") && c.contains("\"randomId\""))
+            })
+        });
+        if random_ids {
+            return BotpressVersion(12, 3, 0);
+        }
+        self
+    }
+
     /// Where the slot skill keeps slots in the session: Botpress 12 renamed it.
     pub fn slots_key(self) -> &'static str {
         if self.0 >= 12 {
@@ -318,7 +343,8 @@ pub fn load_bot(settings: &Settings, id: &str) -> LoadOutcome {
         .and_then(Value::as_str)
         .unwrap_or("./qna");
     let botpress_version =
-        BotpressVersion::from_config(config.get("version").and_then(Value::as_str));
+        BotpressVersion::from_config(config.get("version").and_then(Value::as_str))
+            .or_inferred(&config, &flows);
     let languages = bot_languages(&config, &default_language, botpress_version);
     let loaded_qna = qna::load(
         &dir.join(qna_dir),
@@ -326,7 +352,13 @@ pub fn load_bot(settings: &Settings, id: &str) -> LoadOutcome {
         &default_language,
         &languages,
     );
-    out.errors.extend(loaded_qna.errors);
+    // An unreadable QnA file leaves that entry out; the bot runs without it.
+    out.warnings.extend(
+        loaded_qna
+            .errors
+            .into_iter()
+            .map(|p| Problem::new(p.path, format!("{}; the entry is left out", p.message))),
+    );
     out.warnings.extend(loaded_qna.warnings);
     let qna_entries = loaded_qna.entries;
     for entry in &qna_entries {
@@ -614,5 +646,42 @@ impl Bot {
                 Err(_) => js::eval_condition(source, scope, self.action_limits),
             },
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn a_folder_without_a_botpress_12_version_is_read_from_what_it_holds() {
+        let config = |v: Value| v.as_object().unwrap().clone();
+        let none = HashMap::new();
+        let v11 = BotpressVersion::from_config(Some("1.0.0"));
+        assert_eq!(v11, BotpressVersion(11, 9, 7));
+        assert_eq!(v11.or_inferred(&config(json!({})), &none), v11);
+        assert_eq!(
+            v11.or_inferred(&config(json!({"messaging": {"channels": {}}})), &none),
+            BotpressVersion(12, 24, 0)
+        );
+        let choice = flow::parse_flow(
+            "skills/choice-1.flow.json",
+            &json!({"version": "0.0.1", "startNode": "parse", "nodes": [{"id": "p001", "name": "parse",
+                "onEnter": [], "next": [],
+                "onReceive": ["basic-skills/choice_parse_answer {\"randomId\":\"x1\",\"keywords\":{}}"]}]}),
+        )
+        .unwrap();
+        let flows = HashMap::from([(choice.name.clone(), choice)]);
+        assert_eq!(
+            v11.or_inferred(&config(json!({})), &flows),
+            BotpressVersion(12, 3, 0)
+        );
+        // A stated Botpress 12 version is kept.
+        let v12 = BotpressVersion::from_config(Some("12.1.6"));
+        assert_eq!(
+            v12.or_inferred(&config(json!({"messaging": {}})), &flows),
+            v12
+        );
     }
 }

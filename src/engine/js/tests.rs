@@ -326,6 +326,16 @@ fn editor_skill_and_arithmetic_conditions_evaluate_as_javascript() {
         ("Object.keys(temp.response.body).length === 2", true),
         ("JSON.stringify(user.tags) === '[\"a\",\"b\"]'", true),
         ("temp?.response?.body?.ok === true", true),
+        // The event carries its state, the very objects `user` and `temp` are.
+        ("event.state.temp.count + 1 === 3", true),
+        (
+            "event.state.user === user && event.state.temp === temp",
+            true,
+        ),
+        (
+            "event.state.session.slots.size.value.toUpperCase() === 'LARGE'",
+            true,
+        ),
     ];
     let mut wrong = Vec::new();
     let mut native_count = 0;
