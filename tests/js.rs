@@ -765,11 +765,12 @@ fn a_conversation_end_hook_can_carry_the_conversation_on() {
     js_bot(
         data.path(),
         json!([
+            // A transition with no destination ends the flow (Botpress 12.5 on).
             node(
                 "start",
                 &[&say("hello")],
                 None,
-                json!([{"condition": "true", "node": "END"}])
+                json!([{"condition": "true", "node": ""}])
             ),
             node(
                 "survey",
@@ -777,13 +778,14 @@ fn a_conversation_end_hook_can_carry_the_conversation_on() {
                 Some(&[]),
                 json!([{"condition": "true", "node": "thanks"}])
             ),
-            // No transition: the flow ends when its instructions are done.
             node(
                 "thanks",
                 &[&say("thanks for {{event.payload.text}}")],
                 None,
-                json!([])
-            )
+                json!([{"condition": "true", "node": "END"}])
+            ),
+            // No transition: the flow ends when its instructions are done.
+            node("bye", &[&say("bye")], None, json!([]))
         ]),
         // Botpress 12.26 added the hook.
         json!({"version": "12.26.0"}),
@@ -796,6 +798,8 @@ fn a_conversation_end_hook_can_carry_the_conversation_on() {
          if (!event.state.user.surveyed) {\n\
            event.state.user.surveyed = true\n\
            await bp.dialog.jumpTo(event.threadId, event, 'main.flow.json', 'survey')\n\
+         } else if (ended === 'thanks') {\n\
+           await bp.dialog.jumpTo(event.threadId, event, 'main.flow.json', 'bye')\n\
          }\n",
     );
     let server = Server::start(data.path(), &[]);
@@ -806,11 +810,12 @@ fn a_conversation_end_hook_can_carry_the_conversation_on() {
     );
     assert_eq!(
         texts_of(&converse(server.port, BOT, "u1", "5 stars")),
-        ["thanks for 5 stars"]
+        ["thanks for 5 stars", "bye"]
     );
     let state = state_after(server.port, BOT, "u1", "hi again", &t);
-    // The third turn ended at once (surveyed): the hook ran at each end and did not move it.
-    assert_eq!(state["user"]["ends"], "start;thanks;start;", "{state}");
+    // The hook ran at each end (no destination, END, the last instruction) and the third turn
+    // ended at once: the hook did not move it.
+    assert_eq!(state["user"]["ends"], "start;thanks;bye;start;", "{state}");
     assert_eq!(state["context"], json!({}), "{state}");
 }
 

@@ -378,6 +378,9 @@ pub fn process(turn: &mut Turn) -> Result<(), DialogError> {
                             // port). Botpress 12.5 on ends the flow there (context and temp
                             // cleared), so the next message starts over.
                             if bot.botpress_version >= BotpressVersion(12, 5, 0) {
+                                if conversation_end_jumped(turn) {
+                                    continue 'nodes;
+                                }
                                 turn.end_flow();
                                 return Ok(());
                             }
@@ -451,8 +454,8 @@ pub fn process(turn: &mut Turn) -> Result<(), DialogError> {
     )))
 }
 
-/// Botpress 12.26's `before_conversation_end` hooks, when a flow ends (END, or the last
-/// instruction of a node without transitions) outside `timeout.flow.json` and
+/// Botpress 12.26's `before_conversation_end` hooks, when a flow ends (END, a transition with
+/// no destination, or the last instruction of a node without transitions) outside `timeout.flow.json` and
 /// `conversation_end.flow.json`; the context is still the ending flow's. Whether a hook
 /// moved the conversation with `bp.dialog.jumpTo`, which then goes on instead of ending.
 fn conversation_end_jumped(turn: &mut Turn) -> bool {
