@@ -5,7 +5,7 @@ DATA_DIR ?= /var/lib/botd
 CARGO    ?= cargo
 BIN      := target/release/botd
 
-.PHONY: run build test check install bench bench-nlu pi test-arm smoke-arm clean
+.PHONY: run build test test-deps check install bench bench-nlu pi test-arm smoke-arm clean
 
 ## run: build the release binary and serve ./data on http://localhost:3000
 run: build
@@ -15,8 +15,12 @@ build:
 	$(CARGO) build --release --locked
 
 ## test: the whole suite (unit, engine transcripts, real-HTTP integration tests)
-test:
+test: test-deps
 	$(CARGO) test --locked --all-targets
+
+## test-deps: the Debian packages the tests use (node-lodash), installed when missing
+test-deps:
+	tests/deps
 
 ## check: formatting, lints, and `botd check` on the bundled bots
 check:
@@ -58,7 +62,7 @@ pi:
 	packaging/pi build
 
 ## test-arm: the whole test suite for aarch64, under qemu-user
-test-arm:
+test-arm: test-deps
 	packaging/pi test
 
 ## smoke-arm: the aarch64 release binary end to end under qemu-user (Converse, Messenger, Telegram, SIGTERM)

@@ -48,7 +48,9 @@ pub fn schema(module: &str) -> Option<Value> {
             "pollTimeout": {"type": "string", "format": "duration", "default": "25s", "description": "Long-polling timeout of getUpdates (whole seconds, 1 to 50)."},
             "parseMode": {"type": "string", "default": "Markdown", "description": "parse_mode for text messages (Markdown, MarkdownV2, HTML, or empty for plain text); a rejected message is resent as plain text."},
             "typingDelay": {"type": "boolean", "default": true, "description": "Wait the Botpress typing delay after sendChatAction (set false for benchmarks)."},
-            "throttle": {"type": "boolean", "default": true, "description": "Pace outgoing messages as Telegram asks: about 1 a second per chat, 20 a minute per group, 30 a second in all (order kept). Set false only for tests or a local Bot API server; a 429 is still honoured."}
+            "throttle": {"type": "boolean", "default": true, "description": "Pace outgoing messages as Telegram asks: about 1 a second per chat, 20 a minute per group, 30 a second in all (order kept). Set false only for tests or a local Bot API server; a 429 is still honoured."},
+            "mode": {"type": "string", "default": "polling", "description": "How updates arrive: \"polling\" (getUpdates; no public address needed) or \"webhook\" (botd calls setWebhook with {EXTERNAL_URL}/api/v1/bots/<bot>/mod/channel-telegram/webhook and Telegram posts each update there)."},
+            "webhookSecret": {"type": "string", "description": "The secret_token given to setWebhook and checked on X-Telegram-Bot-Api-Secret-Token (1 to 256 of A-Z a-z 0-9 _ -). Empty: botd makes one and keeps it in the database. Never logged."}
         }),
         "nlu" => json!({
             "confidenceTreshold": {"type": "number", "default": 0.7, "description": "Minimum confidence for an intent to be chosen (the misspelling is Botpress's key name)."},

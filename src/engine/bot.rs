@@ -91,6 +91,11 @@ impl BotpressVersion {
         }
     }
 
+    /// Botpress 12.26 added the `before_conversation_end` hook.
+    pub fn has_conversation_end(self) -> bool {
+        self >= BotpressVersion(12, 26, 0)
+    }
+
     /// Botpress 12.1.5 added the infinite-loop guard and the error flow.
     pub fn has_loop_guard(self) -> bool {
         self >= BotpressVersion(12, 1, 5)

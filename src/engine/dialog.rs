@@ -87,6 +87,8 @@ pub struct Turn<'a> {
     pub context: DialogContext,
     pub channel: String,
     pub bot_url: String,
+    /// The running settings (module configuration for `bp.config`).
+    pub settings: std::sync::Arc<crate::config::Settings>,
     /// Rendered payloads to send, in order.
     pub outputs: Vec<Value>,
     /// Bot KV writes, applied only when the turn's state is saved.
@@ -271,7 +273,7 @@ pub fn process(turn: &mut Turn) -> Result<(), DialogError> {
     let bot = turn.bot;
     let fail = |m: String| DialogError::Failed(m);
     let mut trace = StackTrace::default();
-    for _ in 0..MAX_STEPS {
+    'nodes: for _ in 0..MAX_STEPS {
         turn.check_deadline()?;
         if turn.context.is_empty() {
             let main = bot
@@ -332,6 +334,9 @@ pub fn process(turn: &mut Turn) -> Result<(), DialogError> {
         let target = loop {
             turn.check_deadline()?;
             let Some(instruction) = queue.pop_front() else {
+                if conversation_end_jumped(turn) {
+                    continue 'nodes;
+                }
                 turn.end_flow();
                 return Ok(());
             };
@@ -343,6 +348,11 @@ pub fn process(turn: &mut Turn) -> Result<(), DialogError> {
                         instruction_failed(turn, &flow_name, &node_name, &function, &e);
                         stop_at(turn, queue, instruction, queue_kept);
                         return Ok(());
+                    }
+                    if turn.context.has_jumped {
+                        // The action called bp.dialog.jumpTo: the rest of this queue is
+                        // dropped and the conversation goes on from the jump's node.
+                        continue 'nodes;
                     }
                 }
                 InstructionKind::Wait => {
@@ -402,6 +412,9 @@ pub fn process(turn: &mut Turn) -> Result<(), DialogError> {
                 continue;
             }
         }
+        if target == "END" && conversation_end_jumped(turn) {
+            continue;
+        }
         let moved = transition(turn, &target, &mut trace);
         if moved == Ok(Moved::Stopped) {
             // Botpress 12.4: `#` with no flow to return to stops the turn where it is.
@@ -436,6 +449,24 @@ pub fn process(turn: &mut Turn) -> Result<(), DialogError> {
     Err(fail(format!(
         "Infinite loop detected: more than {MAX_STEPS} node changes in one turn"
     )))
+}
+
+/// Botpress 12.26's `before_conversation_end` hooks, when a flow ends (END, or the last
+/// instruction of a node without transitions) outside `timeout.flow.json` and
+/// `conversation_end.flow.json`; the context is still the ending flow's. Whether a hook
+/// moved the conversation with `bp.dialog.jumpTo`, which then goes on instead of ending.
+fn conversation_end_jumped(turn: &mut Turn) -> bool {
+    let bot = turn.bot;
+    let flow = turn.context.current_flow.as_deref().unwrap_or("");
+    if !bot.botpress_version.has_conversation_end()
+        || !bot.hooks.has("before_conversation_end")
+        || ["timeout.flow.json", "conversation_end.flow.json"].contains(&flow)
+    {
+        return false;
+    }
+    let mut event = turn.scope["event"].clone();
+    super::js::run_hook(turn, "before_conversation_end", &mut event);
+    turn.context.has_jumped
 }
 
 /// Botpress's processing error (the dialog engine's `_reportProcessingError`, 11.9.7 to 12.x):

@@ -80,6 +80,8 @@ pub struct Engine {
     /// Fingerprints of bot folders that failed to load, so a broken bot is reported once per
     /// edit rather than on every check.
     failed: Mutex<HashMap<String, u64>>,
+    /// Whether the bots are mounted (`botd run`): bot lifecycle hooks run from then on.
+    mounted: std::sync::atomic::AtomicBool,
 }
 
 impl Engine {
@@ -94,6 +96,7 @@ impl Engine {
             timeouts: Mutex::new(TimeoutIndex::default()),
             sinks: RwLock::new(HashMap::new()),
             failed: Mutex::new(HashMap::new()),
+            mounted: std::sync::atomic::AtomicBool::new(false),
         };
         let problems = engine.load_bots();
         (engine, problems)
@@ -211,8 +214,84 @@ impl Engine {
                 _ => {}
             }
         }
+        let replaced: Vec<Remount> = current
+            .iter()
+            .filter(|(id, old)| next.get(*id).is_none_or(|new| !Arc::ptr_eq(old, new)))
+            .map(|(id, old)| (Some(old.clone()), next.get(id).cloned()))
+            .chain(
+                next.iter()
+                    .filter(|(id, _)| !current.contains_key(*id))
+                    .map(|(_, new)| (None, Some(new.clone()))),
+            )
+            .collect();
+        // Botpress reloads a bot by unmounting and mounting it again; the new version answers
+        // once mounted.
+        if self.mounted.load(std::sync::atomic::Ordering::SeqCst) {
+            for (old, new) in replaced {
+                if let Some(old) = old {
+                    self.lifecycle_hook(&old, "after_bot_unmount");
+                }
+                if let Some(new) = new {
+                    self.lifecycle_hook(&new, "after_bot_mount");
+                }
+            }
+        }
         *self.bots.write().unwrap_or_else(|e| e.into_inner()) = next;
         problems
+    }
+
+    /// Mounts every loaded bot (`after_bot_mount`), as Botpress does when it starts; bots
+    /// reloaded from then on are unmounted and mounted again.
+    pub fn mount_all(&self) {
+        self.mounted
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        for id in self.bot_ids() {
+            if let Some(bot) = self.bot(&id) {
+                self.lifecycle_hook(&bot, "after_bot_mount");
+            }
+        }
+    }
+
+    /// Unmounts every bot (`after_bot_unmount`), when botd stops.
+    pub fn unmount_all(&self) {
+        if !self
+            .mounted
+            .swap(false, std::sync::atomic::Ordering::SeqCst)
+        {
+            return;
+        }
+        for id in self.bot_ids() {
+            if let Some(bot) = self.bot(&id) {
+                self.lifecycle_hook(&bot, "after_bot_unmount");
+            }
+        }
+    }
+
+    /// Runs `after_bot_mount` or `after_bot_unmount` for `bot`, outside any conversation;
+    /// what the hooks wrote to the bot's KV store is committed.
+    fn lifecycle_hook(&self, bot: &Bot, hook: &str) {
+        if !bot.hooks.has(hook) {
+            return;
+        }
+        let scope = object([
+            ("event", json!({ "botId": bot.id })),
+            ("user", json!({})),
+            ("session", json!({})),
+            ("temp", json!({})),
+        ]);
+        let mut turn = self.new_turn(bot, scope, DialogContext::default(), "", None);
+        let mut args = json!({ "botId": bot.id });
+        js::run_hook_with(&mut turn, hook, &mut args, js::HookArgs::Bot);
+        if turn.kv_writes.is_empty() {
+            return;
+        }
+        let mut batch = Batch::new();
+        for (key, value) in turn.kv_writes {
+            batch.put(Namespace::Kv, &bot.id, &key, value);
+        }
+        if let Err(e) = self.store.commit(batch) {
+            log::warn!("bot \"{}\": {hook}: cannot save its KV writes: {e}", bot.id);
+        }
     }
 
     pub fn bot(&self, id: &str) -> Option<Arc<Bot>> {
@@ -293,14 +372,8 @@ impl Engine {
         let mut user = state::load_user(store, &bot.id, &channel, &target).map_err(io)?;
         let bot_kv = state::load_bot_kv(store, &bot.id).map_err(io)?;
         let user_before = user.clone();
-        let before_incoming = self.before_incoming_hooks(
-            bot,
-            &mut event,
-            &mut user,
-            &mut record.session,
-            &mut record.temp,
-            deadline,
-        );
+        let before_incoming =
+            self.before_incoming_hooks(bot, &mut event, &mut user, &mut record, deadline);
 
         let nlu = understand(bot, &event, &record.session, now);
         let mut scope = object([
@@ -327,7 +400,7 @@ impl Engine {
             js::run_hook(&mut turn, "after_incoming_middleware", &mut hooked);
             turn.scope["event"] = hooked;
         }
-        let decided = self.decide_turn(&mut turn, &nlu, in_middle_of_flow, now);
+        let decided = self.decide_turn(&mut turn, session_id, &nlu, in_middle_of_flow, now);
         let run_dialog = decided.run_dialog
             && !js::skips_dialog(&turn.scope["event"])
             && !["session_reset", "typing", "visit"].contains(&event.kind.as_str());
@@ -405,8 +478,7 @@ impl Engine {
         bot: &Bot,
         event: &mut Event,
         user: &mut Value,
-        session: &mut Value,
-        temp: &mut Value,
+        record: &mut state::SessionRecord,
         deadline: Option<Instant>,
     ) -> Option<HookEffects> {
         if !bot.hooks.has("before_incoming_middleware") {
@@ -424,12 +496,15 @@ impl Engine {
         ]);
         let scope = object([
             ("user", user.take()),
-            ("session", session.take()),
-            ("temp", temp.take()),
+            ("session", record.session.take()),
+            ("temp", record.temp.take()),
         ]);
         let channel = event.channel.clone();
-        let mut turn = self.new_turn(bot, scope, DialogContext::default(), &channel, deadline);
+        let context = std::mem::take(&mut record.context);
+        let mut turn = self.new_turn(bot, scope, context, &channel, deadline);
         js::run_hook(&mut turn, "before_incoming_middleware", &mut hooked);
+        // A hook's bp.dialog.jumpTo moves the conversation the dialog engine will play.
+        record.context = std::mem::take(&mut turn.context);
         if let Some(kind) = hooked["type"].as_str() {
             event.kind = kind.to_string();
         }
@@ -438,8 +513,8 @@ impl Engine {
         }
         event.payload = hooked["payload"].take();
         *user = turn.scope["user"].take();
-        *session = turn.scope["session"].take();
-        *temp = turn.scope["temp"].take();
+        record.session = turn.scope["session"].take();
+        record.temp = turn.scope["temp"].take();
         Some(HookEffects {
             flags: hooked["flags"].take(),
             kv_writes: turn.kv_writes,
@@ -456,13 +531,15 @@ impl Engine {
         channel: &str,
         deadline: Option<Instant>,
     ) -> Turn<'a> {
+        let settings = self.settings();
         Turn {
             bot,
             store: self.store.as_ref(),
             scope,
             context,
             channel: channel.to_string(),
-            bot_url: self.settings().http.external_url.clone(),
+            bot_url: settings.http.external_url.clone(),
+            settings,
             outputs: Vec::new(),
             kv_writes: Vec::new(),
             deadline,
@@ -476,6 +553,7 @@ impl Engine {
     fn decide_turn(
         &self,
         turn: &mut Turn,
+        session_id: &str,
         nlu: &Value,
         in_middle_of_flow: bool,
         now: i64,
@@ -486,7 +564,7 @@ impl Engine {
             .and_then(|l| l.last())
             .cloned()
             .unwrap_or(Value::Null);
-        let (suggestions, elected) = decide(
+        let (suggestions, mut elected) = decide(
             qna::suggest(
                 &bot.qna,
                 nlu,
@@ -498,7 +576,7 @@ impl Engine {
             now,
             bot.botpress_version.min_qna_confidence(),
         );
-        let suggestions_json: Vec<Value> = suggestions
+        let mut suggestions_json: Vec<Value> = suggestions
             .iter()
             .map(|(s, status, reason)| {
                 let payloads = self.suggestion_payloads(bot, s, &turn.scope, &turn.channel);
@@ -506,6 +584,26 @@ impl Engine {
                     "sourceDetails": s.source_details, "decision": {"status": status, "reason": reason}})
             })
             .collect();
+        if bot.hooks.has("before_suggestions_election") {
+            // Botpress: the hook sees every decided suggestion as `event.suggestions` (and
+            // `suggestions`), may change them, and the first one elected then is.
+            let mut hooked = turn.scope["event"].take();
+            hooked["suggestions"] = Value::Array(suggestions_json);
+            js::run_hook_with(
+                turn,
+                "before_suggestions_election",
+                &mut hooked,
+                js::HookArgs::Suggestions { session_id },
+            );
+            suggestions_json = match hooked.as_object_mut().and_then(|e| e.remove("suggestions")) {
+                Some(Value::Array(list)) => list,
+                _ => Vec::new(),
+            };
+            turn.scope["event"] = hooked;
+            elected = suggestions_json
+                .iter()
+                .position(|s| s["decision"]["status"] == "elected");
+        }
         let mut decided = Decided {
             decision: default_decision(),
             run_dialog: true,
@@ -514,8 +612,8 @@ impl Engine {
             suggestions: Vec::new(),
         };
         if let Some(i) = elected {
-            let s = &suggestions[i].0;
-            let payloads: Vec<Value> = suggestions_json[i]["payloads"]
+            let chosen = &suggestions_json[i];
+            let payloads: Vec<Value> = chosen["payloads"]
                 .as_array()
                 .map(|p| {
                     p.iter()
@@ -524,21 +622,41 @@ impl Engine {
                         .collect()
                 })
                 .unwrap_or_default();
-            turn.push_outputs(payloads);
+            // The answer's text, as QnA gave it (what the hook left of it otherwise).
+            let source_details = chosen["sourceDetails"].as_str().unwrap_or("");
+            let reply_preview = suggestions
+                .iter()
+                .find(|(s, _, _)| s.source_details == source_details)
+                .and_then(|(s, _, _)| s.answer.clone())
+                .or_else(|| {
+                    payloads
+                        .iter()
+                        .find_map(|p| p["text"].as_str().map(str::to_string))
+                })
+                .unwrap_or_default();
             let incoming = turn.scope["event"]["preview"].clone();
             turn.add_history(json!({
-                "incomingPreview": incoming, "replySource": format!("{} {}", s.source, s.source_details),
-                "replyPreview": s.answer.clone().unwrap_or_default(), "replyConfidence": s.confidence,
+                "incomingPreview": incoming,
+                "replySource": format!("{} {source_details}", chosen["source"].as_str().unwrap_or("")),
+                "replyPreview": reply_preview, "replyConfidence": chosen["confidence"],
                 "replyDate": iso_time(now),
             }));
-            match &s.redirect {
+            turn.push_outputs(payloads);
+            let redirect = chosen["payloads"]
+                .as_array()
+                .and_then(|p| p.iter().find(|x| x["type"] == "redirect"))
+                .and_then(|r| {
+                    let flow = r["flow"].as_str().filter(|f| !f.is_empty())?;
+                    Some((flow.to_string(), r["node"].as_str().map(str::to_string)))
+                });
+            match redirect {
                 // A redirect plays the flow from there; the decision shown is the flow's.
                 Some((flow, node)) => {
                     decided.redirect_error =
-                        dialog::jump_to(bot, &mut turn.context, flow, node.as_deref()).err();
+                        dialog::jump_to(bot, &mut turn.context, &flow, node.as_deref()).err();
                 }
                 None => {
-                    decided.decision = suggestions_json[i].clone();
+                    decided.decision = chosen.clone();
                     decided.run_dialog = false;
                     decided.save_context = false;
                 }
@@ -655,6 +773,9 @@ fn not_loaded(settings: &Settings, id: &str, outcome: &bot::LoadOutcome) -> Opti
         )
     })
 }
+
+/// A bot version going (unmounted) and one coming (mounted) in a reload.
+type Remount = (Option<Arc<Bot>>, Option<Arc<Bot>>);
 
 /// What the decision engine settled for a turn.
 struct Decided {

@@ -15,6 +15,7 @@ struct Fixture {
     dir: PathBuf,
     bot: Bot,
     store: SqliteStore,
+    settings: std::sync::Arc<Settings>,
 }
 
 impl Drop for Fixture {
@@ -71,6 +72,7 @@ fn fixture_with(tag: &str, version: &str, files: &[(&str, &str)]) -> (Fixture, V
             bot: outcome.bot.expect("bot loads"),
             store,
             dir,
+            settings: std::sync::Arc::new(settings),
         },
         warnings,
     )
@@ -84,6 +86,7 @@ fn turn<'a>(f: &'a Fixture, event: Value) -> Turn<'a> {
         context: DialogContext::default(),
         channel: "api".into(),
         bot_url: "http://localhost:3000".into(),
+        settings: f.settings.clone(),
         outputs: Vec::new(),
         kv_writes: Vec::new(),
         deadline: None,

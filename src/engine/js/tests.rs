@@ -148,6 +148,49 @@ fn conditions_beyond_the_native_subset_run_as_javascript() {
     assert!(check_condition("user.age >>> 3").is_ok());
 }
 
+/// The function `compiled` gives for `file`, called in a fresh context: what it returns.
+fn call_compiled(file: &Path) -> String {
+    let rt = Runtime::new().unwrap();
+    let ctx = Context::full(&rt).unwrap();
+    ctx.with(|ctx| {
+        let script = Script {
+            shown: "actions/cached.js",
+            file,
+            globals: "",
+        };
+        let f = compiled(&ctx, &script).unwrap();
+        // The wrapper is an async function: `finish` runs the jobs until it settles.
+        let promise: rquickjs::Promise = f.call(()).unwrap();
+        promise.finish::<String>().unwrap()
+    })
+}
+
+#[test]
+fn a_script_is_compiled_once_per_edit() {
+    let dir = std::env::temp_dir().join(format!("botd-js-cache-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("cached.js");
+    std::fs::write(&file, "return 'first'").unwrap();
+    assert_eq!(call_compiled(&file), "first");
+    let stamp = || {
+        COMPILED.lock().unwrap().as_ref().unwrap()[&file]
+            .bytecode
+            .clone()
+    };
+    let cached = stamp();
+    assert_eq!(call_compiled(&file), "first");
+    // The same bytecode served the second call: nothing was compiled again.
+    assert!(Arc::ptr_eq(&cached, &stamp()));
+    // An edit (another size here) compiles the file again.
+    std::fs::write(&file, "return 'second one'").unwrap();
+    assert_eq!(call_compiled(&file), "second one");
+    assert!(!Arc::ptr_eq(&cached, &stamp()));
+    // Sloppy mode, as Botpress runs actions: an undeclared assignment makes a global.
+    std::fs::write(&file, "undeclared = 'sloppy'; return undeclared").unwrap();
+    assert_eq!(call_compiled(&file), "sloppy");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// What Botpress's editor, its skills and bot authors write in transitions, with the value
 /// JavaScript gives each on one state (worked out from the language's rules, not from botd).
 /// Every one is evaluated as a turn does (natively when the native subset parses it, else in
