@@ -37,7 +37,12 @@ impl BotpressVersion {
     /// A folder whose `version` does not say Botpress 12 may still be one (some exports drop
     /// the key): a `messaging` block is Botpress 12.24 on, a choice skill with a `randomId`
     /// 12.3 on; the earliest release with what the folder holds is taken.
-    pub fn or_inferred(self, config: &Map<String, Value>, flows: &HashMap<String, Flow>) -> Self {
+    pub fn or_inferred(
+        self,
+        config: &Map<String, Value>,
+        flows: &HashMap<String, Flow>,
+        bot_dir: &Path,
+    ) -> Self {
         if self.0 >= 12 {
             return self;
         }
@@ -55,6 +60,9 @@ impl BotpressVersion {
         });
         if random_ids {
             return BotpressVersion(12, 3, 0);
+        }
+        if keyed_by_language(bot_dir) {
+            return BotpressVersion(12, 0, 0);
         }
         self
     }
@@ -344,7 +352,7 @@ pub fn load_bot(settings: &Settings, id: &str) -> LoadOutcome {
         .unwrap_or("./qna");
     let botpress_version =
         BotpressVersion::from_config(config.get("version").and_then(Value::as_str))
-            .or_inferred(&config, &flows);
+            .or_inferred(&config, &flows, &dir);
     let languages = bot_languages(&config, &default_language, botpress_version);
     let loaded_qna = qna::load(
         &dir.join(qna_dir),
@@ -471,6 +479,21 @@ pub fn load_bot(settings: &Settings, id: &str) -> LoadOutcome {
         hook_limits,
     });
     out
+}
+
+/// Whether the folder's intents or QnA entries key their utterances or questions by
+/// language, which Botpress 12 does and 11 does not.
+fn keyed_by_language(bot_dir: &Path) -> bool {
+    let keyed = |folder: &str, field: &dyn Fn(&Value) -> &Value| {
+        std::fs::read_dir(bot_dir.join(folder))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter(|e| e.path().extension().is_some_and(|x| x == "json"))
+            .filter_map(|e| crate::config::read_json(&e.path()).ok())
+            .any(|json| field(&json).is_object())
+    };
+    keyed("intents", &|j| &j["utterances"]) || keyed("qna", &|j| &j["data"]["questions"])
 }
 
 /// The languages a bot speaks: the default one first, then the other ones of
@@ -658,11 +681,16 @@ mod tests {
     fn a_folder_without_a_botpress_12_version_is_read_from_what_it_holds() {
         let config = |v: Value| v.as_object().unwrap().clone();
         let none = HashMap::new();
+        let no_dir = Path::new("/nonexistent");
         let v11 = BotpressVersion::from_config(Some("1.0.0"));
         assert_eq!(v11, BotpressVersion(11, 9, 7));
-        assert_eq!(v11.or_inferred(&config(json!({})), &none), v11);
+        assert_eq!(v11.or_inferred(&config(json!({})), &none, no_dir), v11);
         assert_eq!(
-            v11.or_inferred(&config(json!({"messaging": {"channels": {}}})), &none),
+            v11.or_inferred(
+                &config(json!({"messaging": {"channels": {}}})),
+                &none,
+                no_dir
+            ),
             BotpressVersion(12, 24, 0)
         );
         let choice = flow::parse_flow(
@@ -674,13 +702,32 @@ mod tests {
         .unwrap();
         let flows = HashMap::from([(choice.name.clone(), choice)]);
         assert_eq!(
-            v11.or_inferred(&config(json!({})), &flows),
+            v11.or_inferred(&config(json!({})), &flows, no_dir),
             BotpressVersion(12, 3, 0)
         );
+        // Intents keyed by language are Botpress 12's.
+        let dir = std::env::temp_dir().join(format!("botd-infer-{}", std::process::id()));
+        std::fs::create_dir_all(dir.join("intents")).unwrap();
+        std::fs::write(
+            dir.join("intents/hi.json"),
+            r#"{"name":"hi","utterances":["hi"]}"#,
+        )
+        .unwrap();
+        assert_eq!(v11.or_inferred(&config(json!({})), &none, &dir), v11);
+        std::fs::write(
+            dir.join("intents/hi.json"),
+            r#"{"name":"hi","utterances":{"en":["hi"]}}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            v11.or_inferred(&config(json!({})), &none, &dir),
+            BotpressVersion(12, 0, 0)
+        );
+        let _ = std::fs::remove_dir_all(&dir);
         // A stated Botpress 12 version is kept.
         let v12 = BotpressVersion::from_config(Some("12.1.6"));
         assert_eq!(
-            v12.or_inferred(&config(json!({"messaging": {}})), &flows),
+            v12.or_inferred(&config(json!({"messaging": {}})), &flows, no_dir),
             v12
         );
     }
