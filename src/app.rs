@@ -6,8 +6,7 @@
 //! module files again. A configuration with any problem is logged (file and field) and the
 //! running one stays. Otherwise it replaces the running settings at once (Converse, limits,
 //! origins, secrets, dialog), bots are loaded again when their defaults changed, and a channel
-//! restarts only when its own module configuration changed — Telegram only for the bots whose
-//! configuration changed, the other bots' long polls go on: its queues are in the store, so a
+//! restarts only when its own module configuration changed: its queues are in the store, so a
 //! stop and a start lose nothing. The reload runs on the maintenance thread, so no janitor
 //! reply is queued while a channel is between its stop and its start.
 
@@ -70,10 +69,12 @@ pub fn run(data_dir: &Path) -> i32 {
     }
     engine.mount_all();
     let webhook = Arc::new(RouteSlot::default());
+    let telegram_webhook = Arc::new(RouteSlot::default());
     let routes: Vec<Arc<dyn Route>> = vec![
         Arc::new(Converse::new(engine.clone())),
         Arc::new(Proactive::new(engine.clone())),
         webhook.clone(),
+        telegram_webhook.clone(),
     ];
     let messenger = start_messenger(&engine, &webhook);
     let state = Arc::new(AppState {
@@ -105,9 +106,10 @@ pub fn run(data_dir: &Path) -> i32 {
     let channels = Channels {
         telegram_config: telegram_config(&engine),
         messenger_config: messenger_config(&engine),
-        telegram: Telegram::start(engine.clone()),
+        telegram: start_telegram(&engine, &telegram_webhook),
         messenger,
         webhook,
+        telegram_webhook,
     };
     let maintenance = {
         let (engine, stop, data_dir) = (engine.clone(), stop.clone(), data_dir.to_path_buf());
@@ -135,6 +137,8 @@ struct Channels {
     messenger: Option<Messenger>,
     /// Where the Messenger webhook route is, so a restarted Messenger replaces it.
     webhook: Arc<RouteSlot>,
+    /// Where the Telegram webhook route is (bots in webhook mode), likewise.
+    telegram_webhook: Arc<RouteSlot>,
     telegram_config: ModuleConfigs,
     messenger_config: ModuleConfigs,
 }
@@ -161,6 +165,15 @@ fn start_messenger(engine: &Arc<Engine>, webhook: &RouteSlot) -> Option<Messenge
     let messenger = Messenger::start(engine.clone());
     *webhook.hold() = messenger.as_ref().and_then(Messenger::route);
     messenger
+}
+
+/// Starts Telegram with its webhook route in place: the slot is held meanwhile, so an update
+/// Telegram posts as soon as its webhook is set waits for the route instead of a 404.
+fn start_telegram(engine: &Arc<Engine>, webhook: &RouteSlot) -> Option<Telegram> {
+    let mut slot = webhook.hold();
+    let telegram = Telegram::start(engine.clone());
+    *slot = telegram.as_ref().and_then(Telegram::route);
+    telegram
 }
 
 fn module_configs(engine: &Engine, module: &str) -> ModuleConfigs {
@@ -283,22 +296,13 @@ fn live_reload(engine: &Arc<Engine>, channels: &mut Channels, data_dir: &Path) {
     }
     let telegram = telegram_config(engine);
     if telegram != channels.telegram_config {
-        let bots = changed_bots(&channels.telegram_config, &telegram);
-        match channels.telegram.as_mut() {
-            Some(running) => {
-                log::info!(
-                    "reload: the Telegram configuration of {} changed; Telegram restarts for it once its long poll ends",
-                    bots.join(", ")
-                );
-                running.restart_bots(&bots, TELEGRAM_RESTART_GRACE);
-                if running.is_idle() {
-                    if let Some(t) = channels.telegram.take() {
-                        t.stop();
-                    }
-                }
-            }
-            None => channels.telegram = Telegram::start(engine.clone()),
+        log::info!(
+            "reload: the Telegram configuration changed; Telegram restarts once its long polls end"
+        );
+        if let Some(t) = channels.telegram.take() {
+            t.stop_within(TELEGRAM_RESTART_GRACE);
         }
+        channels.telegram = start_telegram(engine, &channels.telegram_webhook);
         channels.telegram_config = telegram;
     }
     log::info!("reload done");
@@ -327,20 +331,6 @@ fn unreadable_channel_files(engine: &Engine) -> Vec<crate::engine::Problem> {
         }
     }
     problems
-}
-
-/// The bots whose merged configuration differs between `old` and `new` (added and removed
-/// bots included; a global change shows in every bot's merged configuration).
-fn changed_bots(old: &ModuleConfigs, new: &ModuleConfigs) -> Vec<String> {
-    let mut ids: Vec<String> = old
-        .keys()
-        .chain(new.keys())
-        .filter(|id| !id.is_empty() && old.get(*id) != new.get(*id))
-        .cloned()
-        .collect();
-    ids.sort();
-    ids.dedup();
-    ids
 }
 
 /// The settings a running HTTP server cannot change: named as in `botpress.config.json`.

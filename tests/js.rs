@@ -10,9 +10,6 @@ use std::path::Path;
 
 const BOT: &str = "js-bot";
 
-const ERROR_TEXT: &str =
-    "😯 Oops! We've got a problem. Please try something else while we're fixing it 🔨";
-
 /// Writes bot `BOT` with `nodes` in its main flow (the first is the start node).
 fn js_bot(data: &Path, nodes: Value, extra_config: Value) {
     let dir = data.join("bots").join(BOT);
@@ -301,7 +298,8 @@ fn runaway_scripts_are_stopped_while_other_conversations_are_answered() {
             ["hello there"]
         );
         let answer = stuck.join().unwrap();
-        assert_eq!(texts_of(&answer), [ERROR_TEXT], "{word}");
+        // Botpress logs a failing action and saves the turn; nothing more is sent.
+        assert_eq!(texts_of(&answer), Vec::<String>::new(), "{word}");
         // The server's log is read by another thread: the line may trail the answer a little.
         let logged = |log: &str| log.contains(file) && log.contains(reason);
         wait_until(std::time::Duration::from_secs(10), || logged(&server.log()));
@@ -313,9 +311,20 @@ fn runaway_scripts_are_stopped_while_other_conversations_are_answered() {
         assert_eq!(lines.len(), 1, "{word}: one log line expected in\n{log}");
         assert!(lines[0].contains(BOT), "{}", lines[0]);
     }
-    // The worker that ran them carries on; the failed turn saved nothing, so the conversation
-    // still waits where it was.
-    assert_eq!(texts_of(&converse(port, BOT, "a-loop", "hi")), ["hello hi"]);
+    // The worker that ran them carries on. The failed turn was saved on the failing node,
+    // so the next message plays that node again, as in Botpress.
+    assert_eq!(
+        texts_of(&converse(port, BOT, "a-throw", "hi")),
+        Vec::<String>::new()
+    );
+    let log = server.log();
+    assert_eq!(
+        log.lines()
+            .filter(|l| l.contains("actions/fails.js:3") && l.contains("broken on purpose"))
+            .count(),
+        2,
+        "{log}"
+    );
 }
 
 #[test]
@@ -385,7 +394,7 @@ fn require_loads_local_files_and_pure_js_packages_and_refuses_builtins() {
     assert_eq!(texts_of(&converse(server.port, BOT, "u2", "hi")), ["ready"]);
     assert_eq!(
         texts_of(&converse(server.port, BOT, "u2", "fs")),
-        [ERROR_TEXT]
+        Vec::<String>::new()
     );
     assert!(
         server.log().contains("\"fs\" is a Node.js built-in module"),
@@ -756,11 +765,12 @@ fn a_conversation_end_hook_can_carry_the_conversation_on() {
     js_bot(
         data.path(),
         json!([
+            // A transition with no destination ends the flow (Botpress 12.5 on).
             node(
                 "start",
                 &[&say("hello")],
                 None,
-                json!([{"condition": "true", "node": "END"}])
+                json!([{"condition": "true", "node": ""}])
             ),
             node(
                 "survey",
@@ -768,13 +778,14 @@ fn a_conversation_end_hook_can_carry_the_conversation_on() {
                 Some(&[]),
                 json!([{"condition": "true", "node": "thanks"}])
             ),
-            // No transition: the flow ends when its instructions are done.
             node(
                 "thanks",
                 &[&say("thanks for {{event.payload.text}}")],
                 None,
-                json!([])
-            )
+                json!([{"condition": "true", "node": "END"}])
+            ),
+            // No transition: the flow ends when its instructions are done.
+            node("bye", &[&say("bye")], None, json!([]))
         ]),
         // Botpress 12.26 added the hook.
         json!({"version": "12.26.0"}),
@@ -787,6 +798,8 @@ fn a_conversation_end_hook_can_carry_the_conversation_on() {
          if (!event.state.user.surveyed) {\n\
            event.state.user.surveyed = true\n\
            await bp.dialog.jumpTo(event.threadId, event, 'main.flow.json', 'survey')\n\
+         } else if (ended === 'thanks') {\n\
+           await bp.dialog.jumpTo(event.threadId, event, 'main.flow.json', 'bye')\n\
          }\n",
     );
     let server = Server::start(data.path(), &[]);
@@ -797,11 +810,12 @@ fn a_conversation_end_hook_can_carry_the_conversation_on() {
     );
     assert_eq!(
         texts_of(&converse(server.port, BOT, "u1", "5 stars")),
-        ["thanks for 5 stars"]
+        ["thanks for 5 stars", "bye"]
     );
     let state = state_after(server.port, BOT, "u1", "hi again", &t);
-    // The third turn ended at once (surveyed): the hook ran at each end and did not move it.
-    assert_eq!(state["user"]["ends"], "start;thanks;start;", "{state}");
+    // The hook ran at each end (no destination, END, the last instruction) and the third turn
+    // ended at once: the hook did not move it.
+    assert_eq!(state["user"]["ends"], "start;thanks;bye;start;", "{state}");
     assert_eq!(state["context"], json!({}), "{state}");
 }
 

@@ -2,7 +2,7 @@
 //! dialog → render → save).
 
 use super::actions::{context_list, set_context_list};
-use super::bot::{self, Bot};
+use super::bot::{self, Bot, BotpressVersion};
 use super::decision::{decide, default_decision};
 use super::dialog::{self, DialogContext, DialogError, Turn};
 use super::event::{default_nlu, iso_time, new_event_id, now_ms, object, Event};
@@ -417,6 +417,7 @@ impl Engine {
 
         let in_middle_of_flow = !record.context.is_empty();
         let mut turn = self.new_turn(bot, scope, record.context.clone(), &channel, deadline);
+        turn.replies_together = event.replies_together;
         if let Some(effects) = before_incoming {
             turn.scope["event"]["flags"] = effects.flags;
             turn.kv_writes = effects.kv_writes;
@@ -570,6 +571,8 @@ impl Engine {
             outputs: Vec::new(),
             kv_writes: Vec::new(),
             deadline,
+            // Replies nobody waits for (a timeout's) go out as they come.
+            replies_together: false,
         }
     }
 
@@ -590,7 +593,12 @@ impl Engine {
             .cloned()
             .unwrap_or(Value::Null);
         let (suggestions, mut elected) = decide(
-            qna::suggest(&bot.qna, nlu),
+            qna::suggest(
+                &bot.qna,
+                nlu,
+                &answer_language(bot, nlu, &turn.scope["user"]),
+                &bot.default_language,
+            ),
             &last_message,
             in_middle_of_flow,
             now,
@@ -740,7 +748,14 @@ impl Engine {
             botpress: bot.botpress_version,
         };
         if let Some(id) = s.answer.as_deref().and_then(|a| a.strip_prefix("#!")) {
-            // Botpress 12: an answer that names a content element renders that element.
+            // Botpress 12: an answer that names a content element renders that element, in
+            // the user's language from 12.10 (before, the QnA module gave the renderer no
+            // event, so the element rendered in the default language).
+            let lang = if bot.botpress_version >= BotpressVersion(12, 10, 0) {
+                user_language(bot, &scope["user"])
+            } else {
+                bot.default_language.clone()
+            };
             let rendered = bot
                 .elements
                 .get(id)
@@ -749,7 +764,7 @@ impl Engine {
                     super::content::render_answer_element(
                         element,
                         scope,
-                        &bot.default_language,
+                        &lang,
                         &bot.default_language,
                         target,
                     )
@@ -816,9 +831,46 @@ fn understand(bot: &Bot, event: &Event, session: &Value, now: i64) -> Value {
         || ["session_reset", "bp_dialog_timeout", "visit", "timeout"]
             .contains(&event.kind.as_str());
     if skip {
-        default_nlu(&included)
-    } else {
-        bot.nlu.understand(&event.preview, &included, now)
+        return default_nlu(&included);
+    }
+    if bot.botpress_version.0 < 12 {
+        return bot.nlu.understand(&event.preview, &included, now);
+    }
+    // Botpress 12 predicts with the model of the language it detects among the bot's.
+    let last_messages: Vec<String> = session["lastMessages"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|m| m["incomingPreview"].as_str().map(str::to_string))
+        .collect();
+    let (language, detected) = bot.prediction_language(&event.preview, &last_messages);
+    let mut nlu = bot
+        .nlu_for(&language)
+        .understand(&event.preview, &included, now);
+    nlu["language"] = Value::String(language);
+    nlu["detectedLanguage"] = Value::String(detected);
+    nlu
+}
+
+/// `event.state.user.language` when it is set, else the bot's default language (what
+/// Botpress's `cms.renderElement` translates content elements into).
+pub(super) fn user_language(bot: &Bot, user: &Value) -> String {
+    user["language"]
+        .as_str()
+        .filter(|l| !l.is_empty())
+        .unwrap_or(&bot.default_language)
+        .to_string()
+}
+
+/// The language a QnA answer is picked in: Botpress 12.0 to 12.9 take the NLU's language
+/// (`n/a`: the default one), 12.10 on the user's language; Botpress 11 bots have one.
+fn answer_language(bot: &Bot, nlu: &Value, user: &Value) -> String {
+    if bot.botpress_version >= BotpressVersion(12, 10, 0) {
+        return user_language(bot, user);
+    }
+    match nlu["language"].as_str() {
+        Some(lang) if bot.botpress_version.0 >= 12 && lang != "n/a" => lang.to_string(),
+        _ => bot.default_language.clone(),
     }
 }
 
@@ -888,6 +940,10 @@ pub(super) fn outgoing_hooks(turn: &mut Turn, dialog_ran: bool) {
     if bot.hooks.has("before_outgoing_middleware") {
         let outputs = std::mem::take(&mut turn.outputs);
         for payload in outputs {
+            if super::pause_of(&payload).is_some() {
+                turn.outputs.push(payload);
+                continue;
+            }
             let mut hooked = object([
                 ("type", payload["type"].clone()),
                 ("channel", Value::String(turn.channel.clone())),

@@ -459,7 +459,10 @@ pub fn plan(
             calls.push(action("typing_off"));
             typing = false;
         }
-        if payload.get("type").and_then(Value::as_str) == Some("typing") {
+        if let Some(pause) = crate::engine::pause_of(payload) {
+            // `builtin/wait`: what came before goes out, then the conversation waits.
+            flush(&mut calls, pause);
+        } else if payload.get("type").and_then(Value::as_str) == Some("typing") {
             calls.push(action("typing_on"));
             // Without a pause, the calls stay in the reply of the message that follows: one
             // queue item (and one removal) fewer.
@@ -590,6 +593,30 @@ mod tests {
             .into_iter()
             .map(|r| json!({"calls": r.calls, "pauseMs": r.pause.as_millis() as u64}))
             .collect()
+    }
+
+    #[test]
+    fn a_wait_pauses_after_what_came_before() {
+        let payloads = vec![
+            json!({"text": "a"}),
+            crate::engine::pause_payload(Duration::from_millis(700)),
+            json!({"type": "typing", "value": true}),
+            json!({"text": "b"}),
+        ];
+        let items = plan_json("U1", &payloads, false, false);
+        let shape: Vec<(usize, u64)> = items
+            .iter()
+            .map(|i| {
+                (
+                    i["calls"].as_array().unwrap().len(),
+                    i["pauseMs"].as_u64().unwrap(),
+                )
+            })
+            .collect();
+        // "a"; the pause (no call); typing_on, typing_off, "b" (no typing delay here).
+        assert_eq!(shape, [(1, 0), (0, 700), (3, 0)]);
+        assert_eq!(items[0]["calls"][0]["message"]["text"], "a");
+        assert_eq!(items[2]["calls"][2]["message"]["text"], "b");
     }
 
     #[test]

@@ -17,6 +17,7 @@ pub mod poller;
 pub mod render;
 pub mod send;
 pub mod throttle;
+pub mod webhook;
 
 use crate::channels::pipeline::{
     self, InboundRecord, OutboundRecord, Pipeline, PushChannel, Reply, Sent,
@@ -24,14 +25,14 @@ use crate::channels::pipeline::{
 use crate::channels::retry::Stop;
 use crate::config::{units, Settings};
 use crate::engine::{Destination, Engine, Event};
-use crate::store::{Queue, Store};
+use crate::store::Queue;
 use api::Api;
 use send::BotCall;
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, RwLock};
+use std::path::Path;
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 use throttle::{Limits, Throttle};
@@ -49,6 +50,19 @@ pub struct BotConfig {
     pub parse_mode: String,
     pub typing_delay: bool,
     pub throttle: bool,
+    /// How updates arrive: long polling (the default) or Telegram calling botd's webhook.
+    pub mode: Mode,
+}
+
+/// How a bot receives its updates.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Mode {
+    /// botd asks with `getUpdates` (no public address needed).
+    Polling,
+    /// Telegram posts each update to `url`, with `secret` in the
+    /// `X-Telegram-Bot-Api-Secret-Token` header; `secret` is `None` when the configuration
+    /// has none (botd makes one and keeps it in the database).
+    Webhook { url: String, secret: Option<String> },
 }
 
 impl BotConfig {
@@ -100,6 +114,31 @@ impl BotConfig {
         let flag = |key: &str| merged.get(key).and_then(Value::as_bool).unwrap_or(true);
         let poll_timeout =
             units::parse_duration(&text("pollTimeout", "25s")).unwrap_or(Duration::from_secs(25));
+        let file = dir.join("config").join("channel-telegram.json");
+        let mode = match text("mode", "polling").as_str() {
+            "polling" => Mode::Polling,
+            "webhook" => {
+                let secret = text("webhookSecret", "");
+                if !secret.is_empty() && !webhook::is_valid_secret(&secret) {
+                    log::error!(
+                        "{}: webhookSecret: Telegram accepts 1 to 256 characters among A-Z, a-z, 0-9, _ and -; Telegram stays off for bot \"{bot_id}\"",
+                        file.display()
+                    );
+                    return None;
+                }
+                Mode::Webhook {
+                    url: webhook::url(&settings.http.external_url, bot_id),
+                    secret: Some(secret).filter(|s| !s.is_empty()),
+                }
+            }
+            other => {
+                log::error!(
+                    "{}: mode: {other:?} is neither \"polling\" nor \"webhook\"; Telegram stays off for bot \"{bot_id}\"",
+                    file.display()
+                );
+                return None;
+            }
+        };
         Some(BotConfig {
             bot_id: bot_id.to_string(),
             token,
@@ -109,6 +148,7 @@ impl BotConfig {
             parse_mode: text("parseMode", "Markdown"),
             typing_delay: flag("typingDelay"),
             throttle: flag("throttle"),
+            mode,
         })
     }
 }
@@ -125,72 +165,17 @@ pub struct BotRuntime {
 
 /// The Telegram bots botd runs: the channel's parser, renderer and API client.
 pub struct TelegramBots {
-    /// By bot id; a live reload replaces one bot's at a time.
-    runtimes: RwLock<HashMap<String, Arc<BotRuntime>>>,
-}
-
-impl TelegramBots {
-    fn runtime(&self, bot: &str) -> Option<Arc<BotRuntime>> {
-        self.runtimes
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(bot)
-            .cloned()
-    }
+    runtimes: HashMap<String, Arc<BotRuntime>>,
 }
 
 /// The running channel.
 pub struct Telegram {
-    engine: Arc<Engine>,
     pipeline: Arc<Pipeline<TelegramBots>>,
-    /// Each bot's poller and what stops it.
-    pollers: HashMap<String, (Arc<Stop>, JoinHandle<()>)>,
-    /// `storage/`, where pollers import the previous release's offsets from.
-    storage: PathBuf,
-}
-
-impl BotRuntime {
-    fn new(config: BotConfig) -> BotRuntime {
-        let throttle = config.throttle.then(|| Throttle::new(Limits::TELEGRAM));
-        let api = Api::new(&config.api_base, &config.token);
-        BotRuntime {
-            config,
-            api,
-            throttle,
-            gate: Mutex::new(()),
-        }
-    }
-}
-
-/// What the inbound queue still holds, per bot: where polling resumes after a crash.
-fn spooled_updates(store: &dyn Store) -> std::io::Result<HashMap<String, poller::Resume>> {
-    let mut spooled = HashMap::new();
-    for queued in store.pending(Queue::TelegramIn)? {
-        let Ok(record) = pipeline::read_inbound::<TelegramBots>(&queued.item) else {
-            continue;
-        };
-        if let Some(update_id) = record.event["update_id"].as_i64() {
-            spooled.insert(
-                record.bot,
-                poller::Resume {
-                    update_id,
-                    at_ms: record.at,
-                },
-            );
-        }
-    }
-    Ok(spooled)
-}
-
-/// Waits until `until` for a stopped poller to end (one still in a long poll is left: what
-/// it receives is spooled before it is confirmed, so nothing is lost).
-fn join_within(handle: JoinHandle<()>, until: Instant) {
-    while !handle.is_finished() && Instant::now() < until {
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    if handle.is_finished() {
-        let _ = handle.join();
-    }
+    /// The webhook route, when a bot is in webhook mode.
+    route: Option<Arc<webhook::Webhook>>,
+    stop: Arc<Stop>,
+    /// The pollers, and the threads setting webhooks up.
+    pollers: Vec<JoinHandle<()>>,
 }
 
 impl Telegram {
@@ -201,17 +186,24 @@ impl Telegram {
         let mut runtimes: HashMap<String, Arc<BotRuntime>> = HashMap::new();
         for id in engine.bot_ids() {
             if let Some(config) = BotConfig::load(&settings, &id) {
-                runtimes.insert(id, Arc::new(BotRuntime::new(config)));
+                let throttle = config.throttle.then(|| Throttle::new(Limits::TELEGRAM));
+                let api = Api::new(&config.api_base, &config.token);
+                runtimes.insert(
+                    id,
+                    Arc::new(BotRuntime {
+                        config,
+                        api,
+                        throttle,
+                        gate: Mutex::new(()),
+                    }),
+                );
             }
         }
         if runtimes.is_empty() {
             return None;
         }
         let root = settings.data_dir.join("storage").join("telegram");
-        let bots = TelegramBots {
-            runtimes: RwLock::new(runtimes),
-        };
-        match Self::start_with(engine.clone(), bots, &root) {
+        match Self::start_with(engine.clone(), TelegramBots { runtimes }, &root) {
             Ok(t) => Some(t),
             Err(e) => {
                 log::error!("Telegram cannot start: {}: {e}", root.display());
@@ -225,7 +217,23 @@ impl Telegram {
         bots: TelegramBots,
         root: &Path,
     ) -> std::io::Result<Telegram> {
-        let spooled = spooled_updates(engine.store().as_ref())?;
+        // What the inbound queue still holds, per bot: where polling resumes after a crash.
+        let store = engine.store();
+        let mut spooled: HashMap<String, poller::Resume> = HashMap::new();
+        for queued in store.pending(Queue::TelegramIn)? {
+            let Ok(record) = pipeline::read_inbound::<TelegramBots>(&queued.item) else {
+                continue;
+            };
+            if let Some(update_id) = record.event["update_id"].as_i64() {
+                spooled.insert(
+                    record.bot,
+                    poller::Resume {
+                        update_id,
+                        at_ms: record.at,
+                    },
+                );
+            }
+        }
         let bots = Arc::new(bots);
         let pipeline = Arc::new(Pipeline::start(
             &engine,
@@ -234,23 +242,42 @@ impl Telegram {
             (INBOUND_THREADS, OUTBOUND_THREADS),
         )?);
 
-        let mut telegram = Telegram {
-            engine,
-            pipeline,
-            pollers: HashMap::new(),
-            storage: root.parent().unwrap_or(root).to_path_buf(),
-        };
-        let started: Vec<(String, Arc<BotRuntime>)> = bots
-            .runtimes
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .iter()
-            .map(|(id, rt)| (id.clone(), rt.clone()))
-            .collect();
-        for (id, rt) in started {
-            telegram.start_poller(rt, spooled.get(&id).copied())?;
+        let stop = Arc::new(Stop::new());
+        let mut pollers = Vec::new();
+        let mut secrets = HashMap::new();
+        for (id, rt) in bots.runtimes.iter() {
+            if let Mode::Webhook { url, secret } = &rt.config.mode {
+                let secret = match webhook::secret(store.as_ref(), id, secret.as_deref()) {
+                    Ok(s) => s,
+                    Err(e) => {
+                        log::error!("bot \"{id}\": cannot keep a Telegram webhook secret ({e}); Telegram is stopped for this bot");
+                        continue;
+                    }
+                };
+                secrets.insert(id.clone(), secret.clone());
+                let (rt, url, stop) = (rt.clone(), url.clone(), stop.clone());
+                pollers.push(
+                    std::thread::Builder::new()
+                        .name(format!("tg-hook-{id}"))
+                        .spawn(move || webhook::register(&rt, &url, &secret, &stop))?,
+                );
+                continue;
+            }
+            let p = poller::Poller {
+                rt: rt.clone(),
+                pipeline: pipeline.clone(),
+                stop: stop.clone(),
+                store: store.clone(),
+                storage: root.parent().unwrap_or(root).to_path_buf(),
+                spooled: spooled.get(id).copied(),
+            };
+            pollers.push(
+                std::thread::Builder::new()
+                    .name(format!("tg-poll-{id}"))
+                    .spawn(move || p.run())?,
+            );
         }
-        let mut ids: Vec<&String> = telegram.pollers.keys().collect();
+        let mut ids: Vec<&String> = bots.runtimes.keys().collect();
         ids.sort();
         log::info!(
             "Telegram enabled for: {}",
@@ -259,76 +286,23 @@ impl Telegram {
                 .collect::<Vec<_>>()
                 .join(", ")
         );
-        Ok(telegram)
+        let route = (!secrets.is_empty()).then(|| {
+            Arc::new(webhook::Webhook {
+                secrets,
+                pipeline: pipeline.clone(),
+            })
+        });
+        Ok(Telegram {
+            pipeline,
+            route,
+            stop,
+            pollers,
+        })
     }
 
-    fn start_poller(
-        &mut self,
-        rt: Arc<BotRuntime>,
-        spooled: Option<poller::Resume>,
-    ) -> std::io::Result<()> {
-        let id = rt.config.bot_id.clone();
-        let stop = Arc::new(Stop::new());
-        let p = poller::Poller {
-            rt,
-            pipeline: self.pipeline.clone(),
-            stop: stop.clone(),
-            store: self.engine.store(),
-            storage: self.storage.clone(),
-            spooled,
-        };
-        let handle = std::thread::Builder::new()
-            .name(format!("tg-poll-{id}"))
-            .spawn(move || p.run())?;
-        self.pollers.insert(id, (stop, handle));
-        Ok(())
-    }
-
-    /// Whether no bot uses Telegram any more.
-    pub fn is_idle(&self) -> bool {
-        self.pollers.is_empty()
-    }
-
-    /// A live reload changed the Telegram configuration of `bots`: each one's poller stops
-    /// (its long poll may take up to `grace` to end) and starts again with the new
-    /// configuration, or stays off. The other bots' pollers and the queues go on untouched;
-    /// replies already queued for a restarted bot are sent with its new configuration.
-    pub fn restart_bots(&mut self, bots: &[String], grace: Duration) {
-        let settings = self.engine.settings();
-        for id in bots {
-            let was_on = self.pollers.remove(id).map(|(stop, handle)| {
-                stop.stop();
-                join_within(handle, Instant::now() + grace);
-            });
-            let fresh = self
-                .engine
-                .bot(id)
-                .and_then(|_| BotConfig::load(&settings, id))
-                .map(|config| Arc::new(BotRuntime::new(config)));
-            let channel = self.pipeline.channel();
-            let mut runtimes = channel.runtimes.write().unwrap_or_else(|e| e.into_inner());
-            match fresh {
-                Some(rt) => {
-                    runtimes.insert(id.clone(), rt.clone());
-                    drop(runtimes);
-                    let spooled = spooled_updates(self.engine.store().as_ref())
-                        .ok()
-                        .and_then(|s| s.get(id).copied());
-                    match self.start_poller(rt, spooled) {
-                        Ok(()) => log::info!("Telegram restarted for bot \"{id}\""),
-                        Err(e) => {
-                            log::error!("bot \"{id}\": cannot start its Telegram poller: {e}")
-                        }
-                    }
-                }
-                None => {
-                    runtimes.remove(id);
-                    if was_on.is_some() {
-                        log::info!("Telegram is off for bot \"{id}\" now");
-                    }
-                }
-            }
-        }
+    /// The webhook route of the bots in webhook mode, if any.
+    pub fn route(&self) -> Option<Arc<dyn crate::http::Route>> {
+        self.route.clone().map(|r| r as Arc<dyn crate::http::Route>)
     }
 
     /// Stops polling, then the turns and sends in progress (what is left stays spooled).
@@ -342,12 +316,15 @@ impl Telegram {
     /// live reload waits for them all, so that no update is spooled after the workers stopped
     /// and no old poller overlaps the new one.
     pub fn stop_within(self, grace: Duration) {
-        for (stop, _) in self.pollers.values() {
-            stop.stop();
-        }
+        self.stop.stop();
         let until = Instant::now() + grace;
-        for (_, (_, handle)) in self.pollers {
-            join_within(handle, until);
+        for handle in self.pollers {
+            while !handle.is_finished() && Instant::now() < until {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            if handle.is_finished() {
+                let _ = handle.join();
+            }
         }
         self.pipeline.stop();
     }
@@ -388,13 +365,13 @@ impl PushChannel for TelegramBots {
     const OUTBOUND: Queue = Queue::TelegramOut;
 
     fn serves(&self, bot: &str) -> bool {
-        self.runtime(bot).is_some()
+        self.runtimes.contains_key(bot)
     }
 
     /// Waits until the poller has recorded the offset of the update's batch, and answers a
     /// button tap's callback query (on the first attempt only).
     fn received(&self, record: &InboundRecord<Value>, attempt: u32) {
-        let Some(rt) = self.runtime(&record.bot) else {
+        let Some(rt) = self.runtimes.get(&record.bot) else {
             return;
         };
         drop(rt.gate.lock().unwrap_or_else(|e| e.into_inner()));
@@ -429,7 +406,7 @@ impl PushChannel for TelegramBots {
         payloads: &[Value],
         _answering: bool,
     ) -> Vec<Reply<BotCall>> {
-        match self.runtime(bot) {
+        match self.runtimes.get(bot) {
             Some(rt) => send::plan(&rt.config, chat, payloads),
             None => Vec::new(),
         }
@@ -443,8 +420,8 @@ impl PushChannel for TelegramBots {
     }
 
     fn send(&self, reply: &OutboundRecord<BotCall>) -> Sent {
-        match self.runtime(&reply.bot) {
-            Some(rt) => send::send_reply(&rt, reply),
+        match self.runtimes.get(&reply.bot) {
+            Some(rt) => send::send_reply(rt, reply),
             None => Sent::Done,
         }
     }
@@ -507,8 +484,9 @@ pub fn event_for(bot_id: &str, update: &Value) -> Option<(Event, Option<String>)
             Some(Some("help")) => "help",
             _ => "message",
         };
-        let event =
-            Event::new(bot_id, "telegram", kind, &target, message.clone()).with_thread(Some(chat));
+        let event = Event::new(bot_id, "telegram", kind, &target, message.clone())
+            .with_thread(Some(chat))
+            .replies_as_they_come();
         return Some((event, None));
     }
     if let Some(query) = update.get("callback_query").filter(|q| q.is_object()) {
@@ -517,8 +495,9 @@ pub fn event_for(bot_id: &str, update: &Value) -> Option<(Event, Option<String>)
         let data = query["data"].as_str().unwrap_or("");
         let payload = json!({"type": "callback", "text": data, "data": data, "id": query["id"],
             "from": query["from"], "message": query["message"]});
-        let event =
-            Event::new(bot_id, "telegram", "callback", &target, payload).with_thread(Some(chat));
+        let event = Event::new(bot_id, "telegram", "callback", &target, payload)
+            .with_thread(Some(chat))
+            .replies_as_they_come();
         return Some((event, query["id"].as_str().map(str::to_string)));
     }
     None

@@ -46,7 +46,11 @@ pub struct BotCall {
 pub fn plan(cfg: &BotConfig, chat: &str, responses: &[Value]) -> Vec<Reply<BotCall>> {
     let mut steps = Vec::new();
     let chat_id = chat_id_value(chat);
-    let mut step = |method: &str, params: Value, pause: Duration, fallback: bool| {
+    let step = |steps: &mut Vec<Reply<BotCall>>,
+                method: &str,
+                params: Value,
+                pause: Duration,
+                fallback: bool| {
         steps.push(Reply {
             calls: vec![BotCall {
                 method: method.to_string(),
@@ -57,6 +61,14 @@ pub fn plan(cfg: &BotConfig, chat: &str, responses: &[Value]) -> Vec<Reply<BotCa
         });
     };
     for payload in responses {
+        if let Some(pause) = crate::engine::pause_of(payload) {
+            // `builtin/wait`: a reply that calls nothing, then the chat waits.
+            steps.push(Reply {
+                calls: Vec::new(),
+                pause,
+            });
+            continue;
+        }
         let kind = payload["type"].as_str().unwrap_or("text");
         match kind {
             "typing" => {
@@ -68,6 +80,7 @@ pub fn plan(cfg: &BotConfig, chat: &str, responses: &[Value]) -> Vec<Reply<BotCa
                         Duration::ZERO
                     };
                     step(
+                        &mut steps,
                         "sendChatAction",
                         json!({"chat_id": chat_id, "action": "typing"}),
                         pause,
@@ -107,6 +120,7 @@ pub fn plan(cfg: &BotConfig, chat: &str, responses: &[Value]) -> Vec<Reply<BotCa
                         }
                     }
                     step(
+                        &mut steps,
                         "sendMessage",
                         params,
                         Duration::ZERO,
@@ -118,7 +132,7 @@ pub fn plan(cfg: &BotConfig, chat: &str, responses: &[Value]) -> Vec<Reply<BotCa
                 for card in payload["elements"].as_array().into_iter().flatten() {
                     if let Some(picture) = card["picture"].as_str().filter(|p| !p.is_empty()) {
                         let (method, params) = media(chat_id.clone(), picture, None);
-                        step(method, params, Duration::ZERO, false);
+                        step(&mut steps, method, params, Duration::ZERO, false);
                     }
                     let title = card["title"].as_str().unwrap_or("");
                     let subtitle = card["subtitle"].as_str().unwrap_or("");
@@ -146,7 +160,7 @@ pub fn plan(cfg: &BotConfig, chat: &str, responses: &[Value]) -> Vec<Reply<BotCa
                         params["reply_markup"] = k;
                     }
                     let fallback = params.get("parse_mode").is_some();
-                    step("sendMessage", params, Duration::ZERO, fallback);
+                    step(&mut steps, "sendMessage", params, Duration::ZERO, fallback);
                 }
             }
             "image" => {
@@ -154,7 +168,7 @@ pub fn plan(cfg: &BotConfig, chat: &str, responses: &[Value]) -> Vec<Reply<BotCa
                     continue;
                 };
                 let (method, params) = media(chat_id.clone(), url, payload["title"].as_str());
-                step(method, params, Duration::ZERO, false);
+                step(&mut steps, method, params, Duration::ZERO, false);
             }
             "video" | "audio" | "file" => {
                 let Some(url) = payload["url"].as_str().filter(|u| !u.is_empty()) else {
@@ -170,7 +184,7 @@ pub fn plan(cfg: &BotConfig, chat: &str, responses: &[Value]) -> Vec<Reply<BotCa
                 if let Some(c) = payload["title"].as_str().filter(|c| !c.is_empty()) {
                     params["caption"] = json!(truncate_chars(c, 1024));
                 }
-                step(method, params, Duration::ZERO, false);
+                step(&mut steps, method, params, Duration::ZERO, false);
             }
             "location" => {
                 let (Some(latitude), Some(longitude)) =
@@ -187,6 +201,7 @@ pub fn plan(cfg: &BotConfig, chat: &str, responses: &[Value]) -> Vec<Reply<BotCa
                 // A venue shows the place's name and address; it needs both.
                 if let (Some(t), Some(a)) = (title, address) {
                     step(
+                        &mut steps,
                         "sendVenue",
                         json!({"chat_id": chat_id, "latitude": latitude,
                         "longitude": longitude, "title": t, "address": a}),
@@ -196,6 +211,7 @@ pub fn plan(cfg: &BotConfig, chat: &str, responses: &[Value]) -> Vec<Reply<BotCa
                     continue;
                 }
                 step(
+                    &mut steps,
                     "sendLocation",
                     json!({"chat_id": chat_id, "latitude": latitude,
                     "longitude": longitude}),
@@ -205,6 +221,7 @@ pub fn plan(cfg: &BotConfig, chat: &str, responses: &[Value]) -> Vec<Reply<BotCa
                 // The one of title and address there is follows as text.
                 if let Some(label) = title.or(address) {
                     step(
+                        &mut steps,
                         "sendMessage",
                         json!({"chat_id": chat_id, "text": label}),
                         Duration::ZERO,
@@ -430,6 +447,7 @@ mod tests {
             parse_mode: "Markdown".into(),
             typing_delay: typing,
             throttle: true,
+            mode: super::super::Mode::Polling,
         }
     }
 
@@ -444,6 +462,34 @@ mod tests {
                     "pause_ms": r.pause.as_millis() as u64})
             })
             .collect()
+    }
+
+    #[test]
+    fn a_wait_is_a_reply_that_only_pauses_the_chat() {
+        let responses = vec![
+            json!({"type": "text", "markdown": true, "text": "one"}),
+            crate::engine::pause_payload(Duration::from_millis(1500)),
+            json!({"type": "text", "markdown": true, "text": "two"}),
+        ];
+        let replies = super::plan(&cfg(true), "42", &responses);
+        let shape: Vec<(Vec<&str>, u64)> = replies
+            .iter()
+            .map(|r| {
+                (
+                    r.calls.iter().map(|c| c.method.as_str()).collect(),
+                    r.pause.as_millis() as u64,
+                )
+            })
+            .collect();
+        // The pause calls nothing: it only holds the chat before "two".
+        assert_eq!(
+            shape,
+            [
+                (vec!["sendMessage"], 0),
+                (vec![], 1500),
+                (vec!["sendMessage"], 0)
+            ]
+        );
     }
 
     #[test]

@@ -262,7 +262,9 @@ pub fn eval_condition(source: &str, scope: &Value, limits: Limits) -> Result<boo
             let _: rquickjs::Value = ctx.eval(
                 "(function () { const s = JSON.parse(globalThis.__input); delete globalThis.__input; \
                  for (const k of ['event', 'user', 'temp', 'session', 'bot']) globalThis[k] = s[k]; \
-                 if (globalThis.temp === undefined || globalThis.temp === null) globalThis.temp = {}; })()",
+                 if (globalThis.temp === undefined || globalThis.temp === null) globalThis.temp = {}; \
+                 if (globalThis.event && typeof globalThis.event === 'object' && globalThis.event.state === undefined) \
+                 globalThis.event.state = { user: globalThis.user, temp: globalThis.temp, session: globalThis.session, bot: globalThis.bot }; })()",
             )?;
             let f: Function = ctx.eval_with_options(condition_code(source), options("condition"))?;
             let v: rquickjs::Value = f.call(())?;

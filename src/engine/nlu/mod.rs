@@ -280,7 +280,12 @@ fn parse_entity(path: &Path, json: &Value, problems: &mut Vec<Problem>) -> Optio
         .unwrap_or(false);
     let kind = match json.get("type").and_then(Value::as_str) {
         Some("list") => {
-            let fuzzy = json.get("fuzzy").and_then(Value::as_bool).unwrap_or(false);
+            // Botpress 11 says `true`; 12 gives a tolerance, 1 (strict) down to 0.65 (loose).
+            let fuzzy = match json.get("fuzzy") {
+                Some(Value::Bool(b)) => *b,
+                Some(Value::Number(n)) => n.as_f64().is_some_and(|t| t < 1.0),
+                _ => false,
+            };
             let raw = json.get("occurences").or_else(|| json.get("occurrences"));
             let mut occurrences = Vec::new();
             match raw {
@@ -327,9 +332,18 @@ fn parse_entity(path: &Path, json: &Value, problems: &mut Vec<Problem>) -> Optio
                 return None;
             };
             if let Err(e) = entities::compile_pattern(p) {
+                // The regex crate draws the pattern with a caret over several lines: its last
+                // line says what is wrong.
+                let e = e.to_string();
+                let why = e
+                    .lines()
+                    .rfind(|l| !l.trim().is_empty())
+                    .unwrap_or("")
+                    .trim()
+                    .trim_start_matches("error: ");
                 problems.push(Problem::new(
                     &shown,
-                    format!("field `pattern` is not a valid regular expression: {e}"),
+                    format!("field `pattern` is not a valid regular expression ({p}): {why}"),
                 ));
                 return None;
             }

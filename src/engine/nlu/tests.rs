@@ -274,6 +274,17 @@ fn loads_bot_files_and_reports_problems() {
         r#"{"name":"code","type":"pattern","pattern":"[A-Z]{3}-\\d+","sensitive":true}"#,
     )
     .unwrap();
+    // Botpress 12's tolerance: below 1 is fuzzy, 1 is strict.
+    std::fs::write(
+        dir.join("entities/towns.json"),
+        r#"{"name":"towns","type":"list","fuzzy":0.8,"occurrences":[{"name":"Lyon","synonyms":[]}]}"#,
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("entities/exact.json"),
+        r#"{"name":"exact","type":"list","fuzzy":1,"occurrences":[{"name":"Nice","synonyms":[]}]}"#,
+    )
+    .unwrap();
     std::fs::write(
         dir.join("entities/badre.json"),
         r#"{"name":"badre","type":"pattern","pattern":"(oops"}"#,
@@ -296,8 +307,15 @@ fn loads_bot_files_and_reports_problems() {
     assert_eq!(intents[1].contexts, vec!["global"]);
     assert_eq!(intents[1].utterances, vec!["hi"]);
     assert_eq!(intents[1].slots[0].entities, vec!["a", "b"]);
-    assert_eq!(entities.len(), 2);
+    assert_eq!(entities.len(), 4);
     assert!(entities.iter().any(|e| e.name == "code" && e.sensitive));
+    let fuzzy_of = |name: &str| match &entities.iter().find(|e| e.name == name).unwrap().kind {
+        EntityKind::List { fuzzy, occurrences } => (*fuzzy, occurrences.len()),
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(fuzzy_of("towns"), (true, 1));
+    assert_eq!(fuzzy_of("exact"), (false, 1));
+    assert_eq!(fuzzy_of("cities"), (true, 1));
     let msgs: Vec<String> = problems.iter().map(|p| p.to_string()).collect();
     assert_eq!(problems.len(), 3, "{msgs:#?}");
     assert!(msgs
