@@ -6,12 +6,14 @@
 //! module files again. A configuration with any problem is logged (file and field) and the
 //! running one stays. Otherwise it replaces the running settings at once (Converse, limits,
 //! origins, secrets, dialog), bots are loaded again when their defaults changed, and a channel
-//! restarts only when its own module configuration changed: its queues are in the store, so a
+//! restarts only when its own module configuration changed — Telegram only for the bots whose
+//! configuration changed, the other bots' long polls go on: its queues are in the store, so a
 //! stop and a start lose nothing. The reload runs on the maintenance thread, so no janitor
 //! reply is queued while a channel is between its stop and its start.
 
 use crate::channels::converse::Converse;
 use crate::channels::messenger::Messenger;
+use crate::channels::proactive::{self, Proactive};
 use crate::channels::telegram::Telegram;
 use crate::config::Settings;
 use crate::engine::Engine;
@@ -71,6 +73,7 @@ pub fn run(data_dir: &Path) -> i32 {
     let telegram_webhook = Arc::new(RouteSlot::default());
     let routes: Vec<Arc<dyn Route>> = vec![
         Arc::new(Converse::new(engine.clone())),
+        Arc::new(Proactive::new(engine.clone())),
         webhook.clone(),
         telegram_webhook.clone(),
     ];
@@ -219,6 +222,7 @@ fn maintain(
             .max(Duration::from_millis(100));
         if last_sweep.is_none_or(|t| t.elapsed() >= sweep_every) {
             engine.sweep_sessions();
+            proactive::sweep(engine);
             last_sweep = Some(Instant::now());
         }
         if last_janitor.elapsed() >= janitor_every {
@@ -242,7 +246,15 @@ fn live_reload(engine: &Arc<Engine>, channels: &mut Channels, data_dir: &Path) {
         "SIGHUP: reloading the configuration of {}",
         data_dir.display()
     );
-    let new = match Settings::load(data_dir) {
+    let loaded = Settings::load(data_dir).and_then(|s| {
+        let broken = unreadable_channel_files(engine);
+        if broken.is_empty() {
+            Ok(s)
+        } else {
+            Err(broken)
+        }
+    });
+    let new = match loaded {
         Ok(s) => Arc::new(s),
         Err(problems) => {
             for p in &problems {
@@ -285,16 +297,65 @@ fn live_reload(engine: &Arc<Engine>, channels: &mut Channels, data_dir: &Path) {
     }
     let telegram = telegram_config(engine);
     if telegram != channels.telegram_config {
-        log::info!(
-            "reload: the Telegram configuration changed; Telegram restarts once its long polls end"
-        );
-        if let Some(t) = channels.telegram.take() {
-            t.stop_within(TELEGRAM_RESTART_GRACE);
+        let bots = changed_bots(&channels.telegram_config, &telegram);
+        match channels.telegram.as_mut() {
+            Some(running) => {
+                log::info!(
+                    "reload: the Telegram configuration of {} changed; Telegram restarts for it once its long poll ends",
+                    bots.join(", ")
+                );
+                running.restart_bots(&bots, TELEGRAM_RESTART_GRACE);
+                if running.is_idle() {
+                    *channels.telegram_webhook.hold() = None;
+                    if let Some(t) = channels.telegram.take() {
+                        t.stop();
+                    }
+                }
+            }
+            None => channels.telegram = start_telegram(engine, &channels.telegram_webhook),
         }
-        channels.telegram = start_telegram(engine, &channels.telegram_webhook);
         channels.telegram_config = telegram;
     }
     log::info!("reload done");
+}
+
+/// The channel files of loaded bots (`bots/<id>/config/channel-*.json`) that cannot be read or
+/// are not a JSON object: a reload with one of them is refused, so that a half-written file
+/// never turns a bot's channel off.
+fn unreadable_channel_files(engine: &Engine) -> Vec<crate::engine::Problem> {
+    let mut problems = Vec::new();
+    for id in engine.bot_ids() {
+        let Some(bot) = engine.bot(&id) else { continue };
+        for module in ["channel-messenger", "channel-telegram"] {
+            let path = bot.dir.join("config").join(format!("{module}.json"));
+            if !path.exists() {
+                continue;
+            }
+            match crate::config::read_json(&path) {
+                Ok(Value::Object(_)) => {}
+                Ok(_) => problems.push(crate::engine::Problem::new(
+                    path.display().to_string(),
+                    "must be a JSON object",
+                )),
+                Err(p) => problems.push(p),
+            }
+        }
+    }
+    problems
+}
+
+/// The bots whose merged configuration differs between `old` and `new` (added and removed
+/// bots included; a global change shows in every bot's merged configuration).
+fn changed_bots(old: &ModuleConfigs, new: &ModuleConfigs) -> Vec<String> {
+    let mut ids: Vec<String> = old
+        .keys()
+        .chain(new.keys())
+        .filter(|id| !id.is_empty() && old.get(*id) != new.get(*id))
+        .cloned()
+        .collect();
+    ids.sort();
+    ids.dedup();
+    ids
 }
 
 /// The settings a running HTTP server cannot change: named as in `botpress.config.json`.

@@ -1398,15 +1398,29 @@ fn a_turn_goes_in_a_burst_and_a_long_run_keeps_the_chat_rate() {
     );
 }
 
-/// SIGHUP: a change elsewhere leaves Telegram polling as it was; a change of the bot's
-/// Telegram configuration restarts its poller with it. An update that arrives just before
-/// the reload is still answered.
+/// SIGHUP: a change elsewhere leaves Telegram polling as it was; a change of one bot's
+/// Telegram configuration restarts that bot's poller with it, and only that one. An update
+/// that arrives just before the reload is still answered.
 #[test]
 fn sighup_restarts_telegram_only_when_its_configuration_changed() {
-    let token = "901:RELOADtoken";
-    let fake = FakeTelegram::start(&[token]);
+    let (token, other) = ("901:RELOADtoken", "902:OTHERtoken");
+    let fake = FakeTelegram::start(&[token, other]);
     let data = echo_data("tg-reload", &fake, token, json!({"typingDelay": false}));
+    echo_bot(data.path(), "other-bot");
+    bot_token(data.path(), "other-bot", json!({"botToken": other}));
     let server = Server::start(data.path(), &[]);
+    let started = |bot: &str| {
+        server
+            .log()
+            .matches(&format!("bot \"{bot}\": Telegram long polling started"))
+            .count()
+    };
+    assert!(
+        wait_until(Duration::from_secs(15), || started("echo-bot") == 1
+            && started("other-bot") == 1),
+        "{}",
+        server.log()
+    );
     let hangup = || {
         let status = std::process::Command::new("kill")
             .arg("-HUP")
@@ -1465,6 +1479,43 @@ fn sighup_restarts_telegram_only_when_its_configuration_changed() {
     fake.text(token, 12, 12, "after");
     let texts = fake.wait_texts(token, 12, 1, Duration::from_secs(20));
     assert_eq!(texts, vec!["message|after|12|12"], "{}", server.log());
+    // The other bot's poller was never restarted, and it answers as before.
+    assert_eq!(started("echo-bot"), 2, "{}", server.log());
+    assert_eq!(started("other-bot"), 1, "{}", server.log());
+    fake.text(other, 13, 13, "still here");
+    let texts = fake.wait_texts(other, 13, 1, Duration::from_secs(20));
+    assert_eq!(texts, vec!["message|still here|13|13"]);
+
+    // A half-written bot file: the reload is refused with the file named, nothing restarts,
+    // and a conversation in flight goes on.
+    fake.text(token, 14, 14, "during");
+    write(
+        data.path(),
+        "bots/echo-bot/config/channel-telegram.json",
+        "{\"botToken\": ",
+    );
+    hangup();
+    assert!(
+        wait_until(Duration::from_secs(20), || server
+            .log()
+            .contains("the running configuration stays")),
+        "{}",
+        server.log()
+    );
+    assert!(
+        server
+            .log()
+            .contains("bots/echo-bot/config/channel-telegram.json: invalid JSON"),
+        "{}",
+        server.log()
+    );
+    let texts = fake.wait_texts(token, 14, 1, Duration::from_secs(20));
+    assert_eq!(texts, vec!["message|during|14|14"]);
+    fake.text(token, 14, 14, "after the broken file");
+    let texts = fake.wait_texts(token, 14, 2, Duration::from_secs(20));
+    assert_eq!(texts[1], "message|after the broken file|14|14");
+    assert_eq!(started("echo-bot"), 2, "{}", server.log());
+    assert_eq!(reloads(), 2);
     assert!(
         fake.polls_since(token, reloaded_at)
             .iter()

@@ -14,11 +14,17 @@ pub struct Inbox {
     arrived: Condvar,
     pub total: AtomicU64,
     last: Mutex<Option<Instant>>,
+    /// Every text's recipient and arrival, in order, never taken (for the rate check).
+    log: Mutex<Vec<(String, Instant)>>,
 }
 
 impl Inbox {
     fn push(&self, to: &str, text: &str) {
         let now = Instant::now();
+        self.log
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push((to.to_string(), now));
         self.texts
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -61,6 +67,36 @@ impl Inbox {
                 .unwrap_or_else(|e| e.into_inner())
                 .0;
         }
+    }
+
+    /// Waits (at most `limit`) until `n` texts to `to` have arrived; takes and returns them.
+    pub fn take(&self, to: &str, n: usize, limit: Duration) -> Option<Vec<(String, Instant)>> {
+        let deadline = Instant::now() + limit;
+        let mut texts = self.texts.lock().unwrap_or_else(|e| e.into_inner());
+        loop {
+            if texts.get(to).is_some_and(|q| q.len() >= n) {
+                let queue = texts.get_mut(to)?;
+                let taken: Vec<_> = queue.drain(..n).collect();
+                if queue.is_empty() {
+                    texts.remove(to);
+                }
+                return Some(taken);
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return None;
+            }
+            texts = self
+                .arrived
+                .wait_timeout(texts, deadline - now)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+    }
+
+    /// Every text's recipient and arrival so far.
+    pub fn log(&self) -> Vec<(String, Instant)> {
+        self.log.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     pub fn clear(&self) {
@@ -185,6 +221,11 @@ struct UpdateState {
 impl Updates {
     /// Queues a text message from `chat` and returns its update id.
     pub fn push_text(&self, chat: i64, text: &str) -> i64 {
+        self.push_text_from(chat, chat, text)
+    }
+
+    /// Queues a text message from user `from` in `chat` (a group when negative).
+    pub fn push_text_from(&self, chat: i64, from: i64, text: &str) -> i64 {
         let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
         s.next_id += 1;
         let id = s.next_id;
@@ -192,8 +233,9 @@ impl Updates {
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
         s.queue.push_back(json!({"update_id": id, "message": {"message_id": id,
-            "from": {"id": chat, "is_bot": false, "first_name": "Bench", "language_code": "en"},
-            "chat": {"id": chat, "type": "private", "first_name": "Bench"}, "date": date, "text": text}}));
+            "from": {"id": from, "is_bot": false, "first_name": "Bench", "language_code": "en"},
+            "chat": {"id": chat, "type": if chat < 0 { "group" } else { "private" }, "first_name": "Bench"},
+            "date": date, "text": text}}));
         drop(s);
         self.added.notify_all();
         id

@@ -3,13 +3,17 @@
 //! the same run). Writes the table to bench/RESULTS.md.
 //!
 //! `bench [--botd PATH] [--profile-botd PATH] [--ceiling PATH] [--out FILE] [--users N] [--work DIR] [--quick]
-//! [--no-profile] [--only converse|channels|engine|footprint|profile]`
+//! [--no-profile] [--only converse|channels|telegram-pace|engine|footprint|profile]`
+//!
+//! `--only telegram-pace` rewrites only its own section of the results file (between its
+//! markers), so it can be run on its own without replacing the other figures.
 
 mod channels;
 mod engine;
 mod fakes;
 mod footprint;
 mod load;
+mod pacing;
 mod procs;
 mod report;
 mod scenario;
@@ -179,6 +183,15 @@ fn main() {
             std::process::exit(2);
         }
     }
+    if o.only.as_deref() == Some("telegram-pace") {
+        std::process::exit(match pace_only(&o) {
+            Ok(()) => 0,
+            Err(e) => {
+                eprintln!("bench: {e}");
+                1
+            }
+        });
+    }
     let started = Instant::now();
     let mut r = Results {
         machine: Some(procs::machine()),
@@ -214,6 +227,14 @@ fn main() {
     if o.runs("channels") {
         channels_section(&o, &mut r);
     }
+    let mut pace_section = None;
+    if o.runs("telegram-pace") {
+        println!("bench: telegram at conversation speed");
+        match pacing::telegram_pace(&o.botd, &o.work, pace_duration(&o)) {
+            Ok(p) => pace_section = Some(pacing::render(&p)),
+            Err(e) => r.notes.push(format!("Telegram pace section failed: {e}")),
+        }
+    }
     if o.runs("engine") {
         engine_section(&o, &mut r);
     }
@@ -241,13 +262,55 @@ fn main() {
         "The whole run took {:.0} s.",
         started.elapsed().as_secs_f64()
     ));
-    let text = report::render(&r);
+    let mut text = report::render(&r);
+    if let Some(section) = &pace_section {
+        text = splice(&text, section);
+    }
     println!("{text}");
     if let Err(e) = std::fs::write(&o.out, &text) {
         eprintln!("bench: cannot write {}: {e}", o.out.display());
         std::process::exit(1);
     }
     println!("bench: written to {}", o.out.display());
+}
+
+fn pace_duration(o: &Options) -> Duration {
+    Duration::from_secs(if o.quick { 8 } else { 20 })
+}
+
+/// `--only telegram-pace`: runs that section and puts it into the results file, leaving
+/// the rest of the file as it was.
+fn pace_only(o: &Options) -> Result<(), String> {
+    let _ = std::fs::create_dir_all(&o.work);
+    println!("bench: telegram at conversation speed");
+    let pace = pacing::telegram_pace(&o.botd, &o.work, pace_duration(o));
+    let _ = std::fs::remove_dir_all(&o.work);
+    let section = pacing::render(&pace?);
+    println!("{section}");
+    let before = std::fs::read_to_string(&o.out).unwrap_or_default();
+    std::fs::write(&o.out, splice(&before, &section))
+        .map_err(|e| format!("cannot write {}: {e}", o.out.display()))?;
+    println!("bench: section written to {}", o.out.display());
+    Ok(())
+}
+
+const PACE_BEGIN: &str = "<!-- telegram-pace -->";
+const PACE_END: &str = "<!-- /telegram-pace -->";
+
+/// `document` with its Telegram pace section (between the markers) replaced by `section`,
+/// or with `section` added at the end when it has none.
+fn splice(document: &str, section: &str) -> String {
+    let marked = format!("{PACE_BEGIN}\n{section}{PACE_END}\n");
+    match (document.find(PACE_BEGIN), document.find(PACE_END)) {
+        (Some(a), Some(b)) if a < b => {
+            let end = b + PACE_END.len();
+            let rest = document[end..]
+                .strip_prefix('\n')
+                .unwrap_or(&document[end..]);
+            format!("{}{marked}{rest}", &document[..a])
+        }
+        _ => format!("{}\n{marked}", document.trim_end()),
+    }
 }
 
 fn converse_section(o: &Options, r: &mut Results) -> Result<(), String> {

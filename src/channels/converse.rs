@@ -7,7 +7,11 @@
 //! (`converse.apiKeys`, sent as `X-BP-Api-Key`). Both are read from `botpress.config.json` and
 //! may be set per bot in `bot.config.json`; the settings are read per request, so a reload
 //! applies at once.
+//!
+//! Messages the proactive API kept for the user are taken in the commit of their next turn
+//! and come first in its `responses`.
 
+use super::proactive;
 use crate::config::access::{self, ConverseAccess, MAX_TRACKED};
 use crate::engine::bot::Bot;
 use crate::engine::event::now_ms;
@@ -97,7 +101,7 @@ impl Converse {
         if !secured {
             let keys: Vec<&String> = own.api_keys.iter().chain(&global.api_keys).collect();
             if !keys.is_empty() {
-                check_api_key(request.header(API_KEY_HEADER), &keys)?;
+                check_api_key(request.header(API_KEY_HEADER), &keys, "Converse API")?;
             }
         }
         if let Some(rate) = own.limits.per_user.or(global.limits.per_user) {
@@ -124,14 +128,17 @@ fn too_many(wait: Duration, whom: &str) -> Reply {
     .with_header("Retry-After", &seconds.to_string())
 }
 
-/// `401` without a key, `403` with a wrong one. Keys are compared as SHA-256 digests, every
-/// key and every byte, so the time taken says nothing about how much of a key was right.
-fn check_api_key(sent: Option<&str>, keys: &[&String]) -> Result<(), Reply> {
+/// `401` without a key, `403` with a wrong one (`what` names the API in the answer). Keys are
+/// compared as SHA-256 digests, every key and every byte, so the time taken says nothing
+/// about how much of a key was right.
+pub(crate) fn check_api_key(sent: Option<&str>, keys: &[&String], what: &str) -> Result<(), Reply> {
     let Some(sent) = sent.map(str::trim).filter(|k| !k.is_empty()) else {
         return Err(Reply::error(
             401,
             "UnauthorizedError",
-            &format!("Unauthorized: this bot's Converse API needs an API key in the {API_KEY_HEADER} header"),
+            &format!(
+                "Unauthorized: this bot's {what} needs an API key in the {API_KEY_HEADER} header"
+            ),
         ));
     };
     let digest = Sha256::digest(sent.as_bytes());
@@ -295,10 +302,19 @@ impl Converse {
         let mut event = Event::new(&bot.id, "api", &kind, user_id, Value::Object(payload));
         event.included_contexts = included_contexts;
         let deadline = Instant::now() + settings.converse.timeout;
-        match self.engine.turn(event, Some(deadline)) {
-            Ok(out) => {
+        // Proactive messages kept for this user come first, taken in the turn's commit.
+        let (store, session) = (self.engine.store(), event.session_id());
+        let mut kept = Vec::new();
+        let played = self
+            .engine
+            .turn_with(event, Some(deadline), &mut |_, batch| {
+                kept = proactive::take_mailbox(store.as_ref(), &bot.id, &session, batch);
+            });
+        match played {
+            Ok((out, _)) => {
                 let mut answer = Map::new();
-                answer.insert("responses".into(), Value::Array(out.responses));
+                kept.extend(out.responses);
+                answer.insert("responses".into(), Value::Array(kept));
                 let parts: [(&str, Value); 5] = [
                     ("nlu", out.nlu),
                     ("state", out.state),
@@ -428,12 +444,12 @@ mod tests {
             "second-key-0123456789".to_string(),
         );
         let keys = [&a, &b];
-        assert!(check_api_key(Some("second-key-0123456789"), &keys).is_ok());
-        assert!(check_api_key(Some(" first-key-0123456789 "), &keys).is_ok());
-        assert_eq!(check_api_key(None, &keys).unwrap_err().status, 401);
-        assert_eq!(check_api_key(Some(""), &keys).unwrap_err().status, 401);
+        assert!(check_api_key(Some("second-key-0123456789"), &keys, "x").is_ok());
+        assert!(check_api_key(Some(" first-key-0123456789 "), &keys, "x").is_ok());
+        assert_eq!(check_api_key(None, &keys, "x").unwrap_err().status, 401);
+        assert_eq!(check_api_key(Some(""), &keys, "x").unwrap_err().status, 401);
         assert_eq!(
-            check_api_key(Some("first-key-012345678"), &keys)
+            check_api_key(Some("first-key-012345678"), &keys, "x")
                 .unwrap_err()
                 .status,
             403

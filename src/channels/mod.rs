@@ -6,6 +6,7 @@ pub mod converse;
 pub mod delivery;
 pub mod messenger;
 pub mod pipeline;
+pub mod proactive;
 pub mod render;
 pub mod retry;
 pub mod telegram;

@@ -22,16 +22,23 @@
 //! else on the curve (counted per conversation, failures in a row); a reply that could not be
 //! sent for [`MAX_REPLY_AGE`] is given up with a log line.
 //!
+//! **Proactive messages** (`channels/proactive`) come in through the sink, marked: each of
+//! their replies says which message it belongs to and whether it is the last, and the
+//! outbound handler reports what became of it (the first refusal fails the message, the last
+//! reply sent sends it). For channels whose rules count from the user's last message
+//! ([`PushChannel::sent_at`]), that time is stored per conversation in each turn's commit.
+//!
 //! **Records** are JSON in the store. A record of the previous release (each channel had its
 //! own shape and key names) is still read: [`PushChannel::legacy_inbound`] and
 //! [`PushChannel::legacy_outbound`] turn it into the current one.
 
 use crate::channels::delivery::{Delivery, Job, Outcome, Staged};
+use crate::channels::proactive::{self, DeliveryError, ItemMark};
 use crate::channels::retry::{self, Failure};
 use crate::engine::event::now_ms;
-use crate::engine::runtime::ProactiveSink;
+use crate::engine::runtime::{ProactiveMark, ProactiveSink, Staging};
 use crate::engine::{Destination, Engine, Event, TurnError};
-use crate::store::{Batch, Committed, Queue, SeenId, StoreError};
+use crate::store::{Batch, Committed, Namespace, Queue, SeenId, Store, StoreError};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -73,6 +80,9 @@ pub struct OutboundRecord<C> {
     pub calls: Vec<C>,
     #[serde(default)]
     pub pause_ms: u64,
+    /// Set on the replies of a message of the proactive API, whose outcome is reported.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proactive: Option<ItemMark>,
 }
 
 /// What a renderer makes of a turn's payloads: calls that go out together, then a pause.
@@ -91,6 +101,9 @@ pub enum Sent {
     Wait(Duration),
     /// A call failed.
     Failed(Failure),
+    /// The API refused a call for good, with its HTTP status (Telegram's 403 for a bot the
+    /// user blocked): dropped like [`Failure::GiveUp`], and reported as it was said.
+    Refused(DeliveryError),
 }
 
 /// What a push channel supplies to the pipeline.
@@ -125,6 +138,15 @@ pub trait PushChannel: Send + Sync + 'static {
     ) -> Vec<Reply<Self::Call>>;
     /// The conversation replies to `destination` go to.
     fn conversation_of(&self, destination: &Destination) -> String;
+    /// When the user sent a received event (unix ms), for channels whose rules count from
+    /// the user's last message (Messenger's 24-hour window): it is stored per conversation,
+    /// in the turn's commit.
+    fn sent_at(&self, _record: &InboundRecord<Self::Event>) -> Option<i64> {
+        None
+    }
+    /// Adapts the calls of a message of the proactive API (Messenger: why the page writes,
+    /// and its `tag`).
+    fn mark_proactive(&self, _calls: &mut Vec<Self::Call>, _mark: &ProactiveMark) {}
     /// The API client: makes the calls of one reply.
     fn send(&self, reply: &OutboundRecord<Self::Call>) -> Sent;
     /// An inbound item in the previous release's shape, read as a record.
@@ -179,14 +201,18 @@ impl<C: PushChannel> Pipeline<C> {
         let store = engine.store();
         // Outbound first: replies left from before a restart are queued before new ones.
         let outbound = {
-            let channel = channel.clone();
+            let (channel, store) = (channel.clone(), store.clone());
             let failures = Failures::default();
             Arc::new(Delivery::start(
                 store.clone(),
                 C::OUTBOUND,
                 threads.1,
                 &format!("{name}-out"),
-                Box::new(move |job| send(channel.as_ref(), &failures, job)),
+                Box::new(move |job| {
+                    let outcome = send(channel.as_ref(), &failures, job);
+                    report(store.as_ref(), job, &outcome);
+                    outcome.0
+                }),
             )?)
         };
         let inbound = {
@@ -255,7 +281,9 @@ impl<C: PushChannel> Pipeline<C> {
             conversation,
             payloads,
             answering,
+            None,
         )
+        .0
     }
 
     /// Hands the replies staged in a committed batch to the senders.
@@ -263,35 +291,37 @@ impl<C: PushChannel> Pipeline<C> {
         self.outbound.schedule(staged, committed);
     }
 
-    /// Where the engine's replies nobody asked for (timeouts) go: the outbound queue, in the
-    /// commit of the conversation's state.
+    /// Where the engine's replies nobody asked for (timeouts, the proactive API) go: the
+    /// outbound queue, in the commit of the conversation's state. A message of the proactive
+    /// API is marked, so that its outcome is reported.
     pub fn proactive_sink(&self) -> ProactiveSink {
         let (channel, outbound) = (self.channel.clone(), self.outbound.clone());
         Arc::new(
             move |dest: &Destination, payloads: Vec<Value>, batch: &mut Batch| {
-                let staged = if channel.serves(&dest.bot_id) {
-                    let conversation = channel.conversation_of(dest);
-                    stage_replies(
-                        channel.as_ref(),
-                        &outbound,
-                        batch,
-                        &dest.bot_id,
-                        &conversation,
-                        &payloads,
-                        false,
-                    )
-                } else {
-                    log::info!(
-                        "bot \"{}\": replies for {} are dropped: {} is not enabled for this bot",
-                        dest.bot_id,
+                if !channel.serves(&dest.bot_id) {
+                    return Err(format!(
+                        "{} is not enabled for bot \"{}\"",
                         C::NAME,
-                        C::NAME
-                    );
-                    outbound.staged()
-                };
+                        dest.bot_id
+                    ));
+                }
+                let conversation = channel.conversation_of(dest);
+                let (staged, items) = stage_replies(
+                    channel.as_ref(),
+                    &outbound,
+                    batch,
+                    &dest.bot_id,
+                    &conversation,
+                    &payloads,
+                    false,
+                    dest.proactive.as_ref(),
+                );
                 let outbound = outbound.clone();
-                Box::new(move |committed: &Committed| {
-                    outbound.schedule(staged, committed);
+                Ok(Staging {
+                    items,
+                    schedule: Box::new(move |committed: &Committed| {
+                        outbound.schedule(staged, committed);
+                    }),
                 })
             },
         )
@@ -309,6 +339,8 @@ impl<C: PushChannel> Pipeline<C> {
     }
 }
 
+/// Stages the replies of `payloads`; returns them and how many there are.
+#[allow(clippy::too_many_arguments)]
 fn stage_replies<C: PushChannel>(
     channel: &C,
     outbound: &Delivery,
@@ -317,21 +349,32 @@ fn stage_replies<C: PushChannel>(
     conversation: &str,
     payloads: &[Value],
     answering: bool,
-) -> Staged {
+    proactive: Option<&ProactiveMark>,
+) -> (Staged, usize) {
     let key = conversation_key(bot, conversation);
     let at = now_ms();
     let mut staged = outbound.staged();
-    for reply in channel.render(bot, conversation, payloads, answering) {
+    let replies = channel.render(bot, conversation, payloads, answering);
+    let count = replies.len();
+    for (i, mut reply) in replies.into_iter().enumerate() {
+        let mark = proactive.map(|mark| {
+            channel.mark_proactive(&mut reply.calls, mark);
+            ItemMark {
+                id: mark.id.clone(),
+                last: i + 1 == count,
+            }
+        });
         let record = OutboundRecord {
             bot: bot.to_string(),
             conversation: conversation.to_string(),
             at,
             calls: reply.calls,
             pause_ms: reply.pause.as_millis() as u64,
+            proactive: mark,
         };
         outbound.stage(&mut staged, batch, &key, to_item(&record), None);
     }
-    staged
+    (staged, count)
 }
 
 /// The inbound handler: one event → one turn, whose state, the event's removal and the
@@ -355,17 +398,36 @@ fn play<C: PushChannel>(engine: &Engine, channel: &C, outbound: &Delivery, job: 
         return Outcome::Drop;
     };
     let mut staged = None;
+    // The user's message time, for rules that count from it; a late retry never moves it back.
+    let store = engine.store();
+    let last_key = proactive::last_inbound_key(C::CHANNEL, &record.conversation);
+    let sent_at = channel.sent_at(&record).filter(|at| {
+        let known = store.get(Namespace::Channel, bot, &last_key).ok().flatten();
+        *at > known.and_then(|v| v["at"].as_i64()).unwrap_or(0)
+    });
     let played = engine.turn_with(event, None, &mut |out, batch| {
         batch.dequeue(job.queue, job.id);
-        staged = Some(stage_replies(
-            channel,
-            outbound,
-            batch,
-            bot,
-            &record.conversation,
-            &out.responses,
-            true,
-        ));
+        if let Some(at) = sent_at {
+            batch.put(
+                Namespace::Channel,
+                bot,
+                &last_key,
+                serde_json::json!({"at": at}),
+            );
+        }
+        staged = Some(
+            stage_replies(
+                channel,
+                outbound,
+                batch,
+                bot,
+                &record.conversation,
+                &out.responses,
+                true,
+                None,
+            )
+            .0,
+        );
     });
     match played {
         Ok((_, committed)) => {
@@ -401,11 +463,42 @@ fn play<C: PushChannel>(engine: &Engine, channel: &C, outbound: &Delivery, job: 
     }
 }
 
-/// The outbound handler: one reply through the channel's API client.
-fn send<C: PushChannel>(channel: &C, failures: &Failures, job: &Job) -> Outcome {
+/// A reply's outcome for the proactive API: the message fails with the first refusal, and
+/// is sent with its last reply.
+fn report(store: &dyn Store, job: &Job, (outcome, refusal): &(Outcome, Option<DeliveryError>)) {
+    let mark = job
+        .item
+        .get("proactive")
+        .and_then(|m| ItemMark::deserialize(m).ok());
+    let (Some(mark), Some(bot)) = (mark, job.item["bot"].as_str()) else {
+        return;
+    };
+    match (outcome, refusal) {
+        (_, Some(error)) => proactive::report(store, bot, &mark, Some(error.clone())),
+        (Outcome::Done | Outcome::Pause(_), None) => proactive::report(store, bot, &mark, None),
+        _ => {}
+    }
+}
+
+/// The outbound handler: one reply through the channel's API client; with a dropped reply,
+/// why.
+fn send<C: PushChannel>(
+    channel: &C,
+    failures: &Failures,
+    job: &Job,
+) -> (Outcome, Option<DeliveryError>) {
     let record = match read_outbound::<C>(job.item) {
         Ok(record) => record,
-        Err(e) => return Outcome::DeadLetter(format!("not a queued {} reply: {e}", C::NAME)),
+        Err(e) => {
+            let why = format!("not a queued {} reply: {e}", C::NAME);
+            return (Outcome::DeadLetter(why), None);
+        }
+    };
+    let refused = |why: String| {
+        Some(DeliveryError {
+            code: None,
+            description: why,
+        })
     };
     let bot = record.bot.as_str();
     if !channel.serves(bot) {
@@ -414,7 +507,10 @@ fn send<C: PushChannel>(channel: &C, failures: &Failures, job: &Job) -> Outcome 
             C::NAME,
             C::NAME
         );
-        return Outcome::Drop;
+        return (
+            Outcome::Drop,
+            refused(format!("{} is not enabled for the bot now", C::NAME)),
+        );
     }
     if record.at > 0 && now_ms() - record.at > MAX_REPLY_AGE.as_millis() as i64 {
         log::warn!(
@@ -422,7 +518,10 @@ fn send<C: PushChannel>(channel: &C, failures: &Failures, job: &Job) -> Outcome 
             C::NAME,
             record.conversation
         );
-        return Outcome::Drop;
+        return (
+            Outcome::Drop,
+            refused("not sent for 24 hours (the API was unreachable or busy)".into()),
+        );
     }
     let forget = || {
         failures
@@ -430,7 +529,7 @@ fn send<C: PushChannel>(channel: &C, failures: &Failures, job: &Job) -> Outcome 
             .unwrap_or_else(|e| e.into_inner())
             .remove(job.key);
     };
-    match channel.send(&record) {
+    let outcome = match channel.send(&record) {
         Sent::Done => {
             forget();
             match record.pause_ms {
@@ -439,6 +538,16 @@ fn send<C: PushChannel>(channel: &C, failures: &Failures, job: &Job) -> Outcome 
             }
         }
         Sent::Wait(wait) => Outcome::Retry(wait),
+        Sent::Refused(error) => {
+            forget();
+            log::error!(
+                "{}: bot \"{bot}\": a reply to {} is dropped: {}",
+                C::NAME,
+                record.conversation,
+                error.description
+            );
+            return (Outcome::Drop, Some(error));
+        }
         Sent::Failed(Failure::Retry { after, why }) => {
             let failed = {
                 let mut map = failures.lock().unwrap_or_else(|e| e.into_inner());
@@ -464,9 +573,10 @@ fn send<C: PushChannel>(channel: &C, failures: &Failures, job: &Job) -> Outcome 
                 C::NAME,
                 record.conversation
             );
-            Outcome::Drop
+            return (Outcome::Drop, refused(why));
         }
-    }
+    };
+    (outcome, None)
 }
 
 #[cfg(test)]
@@ -534,6 +644,7 @@ mod tests {
             at: 1,
             calls: vec![json!({"m": 1})],
             pause_ms: 0,
+            proactive: None,
         };
         assert_eq!(read_outbound::<Fake>(&to_item(&out)).unwrap(), out);
         assert!(read_outbound::<Fake>(&json!({"bot": "b", "calls": []})).is_err());

@@ -63,13 +63,24 @@ impl ConverseAccess {
             }
             Some(_) => problems.push(Problem::new(file, "converse.rateLimit must be an object")),
         }
-        access.api_keys = strings(section.get("apiKeys"), "converse.apiKeys", file, problems);
-        if access.api_keys.iter().any(|k| k.trim().is_empty()) {
-            problems.push(Problem::new(file, "converse.apiKeys: a key is empty"));
-            access.api_keys.retain(|k| !k.trim().is_empty());
-        }
+        access.api_keys = api_keys(section.get("apiKeys"), "converse.apiKeys", file, problems);
         access
     }
+}
+
+/// A list of API keys (`field` of `file`): strings, none empty (an empty one is left out).
+pub fn api_keys(
+    value: Option<&Value>,
+    field: &str,
+    file: &str,
+    problems: &mut Vec<Problem>,
+) -> Vec<String> {
+    let mut keys = strings(value, field, file, problems);
+    if keys.iter().any(|k| k.trim().is_empty()) {
+        problems.push(Problem::new(file, format!("{field}: a key is empty")));
+        keys.retain(|k| !k.trim().is_empty());
+    }
+    keys
 }
 
 /// `{"burst": 5, "every": "2s"}`: `burst` requests at once, then one every `every`.

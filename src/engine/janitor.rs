@@ -167,15 +167,13 @@ impl Engine {
                 channel: channel.clone(),
                 target,
                 thread_id,
+                proactive: None,
             };
-            let sink = self
-                .sinks
-                .read()
-                .unwrap_or_else(|e| e.into_inner())
-                .get(&channel)
-                .cloned();
-            match sink {
-                Some(sink) => after_commit = Some(sink(&destination, turn.outputs, &mut batch)),
+            match self.proactive_sink(&channel) {
+                Some(sink) => match sink(&destination, turn.outputs, &mut batch) {
+                    Ok(staging) => after_commit = Some(staging.schedule),
+                    Err(why) => log::info!("bot \"{bot_id}\": timeout replies are dropped: {why}"),
+                },
                 None => log::info!("bot \"{bot_id}\": timeout replies for channel {channel} have nowhere to go (Converse cannot push)"),
             }
         }

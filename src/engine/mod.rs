@@ -14,6 +14,7 @@ pub mod js;
 pub mod js_builtins;
 pub mod locks;
 pub mod nlu;
+pub mod proactive;
 pub mod qna;
 pub mod random;
 pub mod runtime;

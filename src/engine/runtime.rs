@@ -51,20 +51,39 @@ impl std::fmt::Display for TurnError {
     }
 }
 
-/// Where a conversation lives on its channel, for replies nobody asked for (timeouts).
+/// Where a conversation lives on its channel, for replies nobody asked for (timeouts, the
+/// proactive API).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Destination {
     pub bot_id: String,
     pub channel: String,
     pub target: String,
     pub thread_id: Option<String>,
+    /// Set for a message of the proactive API: its id, whose outcome the channel reports.
+    pub proactive: Option<ProactiveMark>,
 }
 
-/// Queues payloads the engine produces on its own (timeout nodes) for a channel: the sink
-/// adds them to the batch that also holds the conversation's state, and the function it
-/// returns schedules them once that batch is committed.
+/// A message of the proactive API, as the channel that sends it sees it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProactiveMark {
+    /// The message id the caller asks the outcome of.
+    pub id: String,
+    /// A tag the channel's rules require for this message (Messenger's `HUMAN_AGENT`).
+    pub tag: Option<String>,
+}
+
+/// Queues payloads the engine produces on its own (timeout nodes, the proactive API) for a
+/// channel: the sink adds them to the batch that also holds the conversation's state and
+/// says how many queue items that made; `Err` says why the channel cannot take them (not
+/// enabled for the bot).
 pub type ProactiveSink =
-    Arc<dyn Fn(&Destination, Vec<Value>, &mut Batch) -> AfterCommit + Send + Sync>;
+    Arc<dyn Fn(&Destination, Vec<Value>, &mut Batch) -> Result<Staging, String> + Send + Sync>;
+
+/// What a sink staged: how many queue items, and what schedules them once committed.
+pub struct Staging {
+    pub items: usize,
+    pub schedule: AfterCommit,
+}
 
 /// What to do once a batch is committed (schedule the items it queued).
 pub type AfterCommit = Box<dyn FnOnce(&Committed) + Send>;
@@ -320,6 +339,15 @@ impl Engine {
             .write()
             .unwrap_or_else(|e| e.into_inner())
             .insert(channel.to_string(), sink);
+    }
+
+    /// Where proactive replies for `channel` go, when a channel registered one.
+    pub fn proactive_sink(&self, channel: &str) -> Option<ProactiveSink> {
+        self.sinks
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(channel)
+            .cloned()
     }
 
     /// Plays one turn. Turns of one conversation run one at a time, in arrival order; other
@@ -907,7 +935,7 @@ struct HookEffects {
 /// `before_outgoing_middleware` on every payload of a finished turn (a hook may change it),
 /// then `after_event_processed` on the incoming event, which Botpress 11 calls only when the
 /// dialog engine processed the event.
-fn outgoing_hooks(turn: &mut Turn, dialog_ran: bool) {
+pub(super) fn outgoing_hooks(turn: &mut Turn, dialog_ran: bool) {
     let bot = turn.bot;
     if bot.hooks.has("before_outgoing_middleware") {
         let outputs = std::mem::take(&mut turn.outputs);

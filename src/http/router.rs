@@ -127,7 +127,7 @@ fn preflight() -> Reply {
         .with_header("Access-Control-Allow-Methods", "GET, POST, OPTIONS")
         .with_header(
             "Access-Control-Allow-Headers",
-            "Content-Type, Authorization, X-BP-ExternalAuth, X-BP-Api-Key",
+            "Content-Type, Authorization, X-BP-ExternalAuth, X-BP-Api-Key, Idempotency-Key",
         )
 }
 

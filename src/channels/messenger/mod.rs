@@ -27,7 +27,8 @@ use crate::channels::pipeline::{
 };
 use crate::channels::retry::{self, Failure, Stop};
 use crate::config::units;
-use crate::engine::runtime::Destination;
+use crate::engine::event::now_ms;
+use crate::engine::runtime::{Destination, ProactiveMark};
 use crate::engine::{Engine, Event};
 use crate::http::Route;
 use crate::store::Queue;
@@ -118,6 +119,14 @@ pub struct MessengerEvent {
     /// The Botpress event type (`message`, `callback`).
     pub kind: String,
     pub payload: Value,
+    /// When the user sent it (Facebook's `timestamp`, unix ms; 0 when unknown): the start of
+    /// the 24-hour window the proactive API enforces.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub sent_at: i64,
+}
+
+fn is_zero(n: &i64) -> bool {
+    *n == 0
 }
 
 /// The previous release's inbound item: `{bot, psid, kind, payload}`.
@@ -345,6 +354,35 @@ impl PushChannel for Core {
         destination.target.clone()
     }
 
+    /// Facebook's timestamp of the event, never later than when the webhook took it.
+    fn sent_at(&self, record: &InboundRecord<MessengerEvent>) -> Option<i64> {
+        let received = if record.at > 0 { record.at } else { now_ms() };
+        let sent = record.event.sent_at;
+        Some(if sent > 0 {
+            sent.min(received)
+        } else {
+            received
+        })
+    }
+
+    /// Within the 24-hour window a proactive message is an `UPDATE`; with a tag (a human
+    /// agent, up to 7 days) it is a `MESSAGE_TAG` and goes without sender actions, which
+    /// Messenger refuses outside the window (the typing pauses stay).
+    fn mark_proactive(&self, calls: &mut Vec<Value>, mark: &ProactiveMark) {
+        if mark.tag.is_some() {
+            calls.retain(|c| c.get("sender_action").is_none());
+        }
+        for call in calls.iter_mut().filter(|c| c.get("message").is_some()) {
+            match &mark.tag {
+                Some(tag) => {
+                    call["messaging_type"] = json!("MESSAGE_TAG");
+                    call["tag"] = json!(tag);
+                }
+                None => call["messaging_type"] = json!("UPDATE"),
+            }
+        }
+    }
+
     fn send(&self, reply: &OutboundRecord<Value>) -> Sent {
         let Some(config) = self.bots.get(&reply.bot) else {
             return Sent::Failed(Failure::GiveUp(
@@ -375,6 +413,7 @@ impl PushChannel for Core {
             event: MessengerEvent {
                 kind: old.kind,
                 payload: old.payload,
+                sent_at: 0,
             },
         })
     }
@@ -387,6 +426,7 @@ impl PushChannel for Core {
             at: 0,
             calls: old.calls,
             pause_ms: old.pause_ms,
+            proactive: None,
         })
     }
 }
@@ -655,7 +695,8 @@ mod legacy_tests {
             record.event,
             MessengerEvent {
                 kind: "callback".into(),
-                payload: json!({"text": "GET_STARTED"})
+                payload: json!({"text": "GET_STARTED"}),
+                sent_at: 0,
             }
         );
         // Items of the release before had no kind: a message.

@@ -256,6 +256,7 @@ impl Webhook {
                 event: MessengerEvent {
                     kind: e.kind.to_string(),
                     payload: e.payload,
+                    sent_at: e.timestamp,
                 },
             };
             match index.get(&key) {

@@ -18,6 +18,7 @@ use super::api::ApiError;
 use super::throttle::Held;
 use super::{BotConfig, BotRuntime};
 use crate::channels::pipeline::{OutboundRecord, Reply, Sent};
+use crate::channels::proactive::DeliveryError;
 use crate::channels::retry::Failure;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
@@ -421,6 +422,14 @@ fn send_call(rt: &BotRuntime, bot: &str, call: &BotCall) -> Sent {
         Err(e) if e.is_bad_token() => Sent::Failed(Failure::GiveUp(format!(
             "{method} refused: {e} (is botToken right?)"
         ))),
+        Err(ApiError::Telegram {
+            status,
+            description,
+            ..
+        }) => Sent::Refused(DeliveryError {
+            code: Some(status),
+            description,
+        }),
         Err(e) => Sent::Failed(Failure::GiveUp(format!("{method} refused: {e}"))),
     }
 }
