@@ -582,9 +582,8 @@ pub fn event_for(bot_id: &str, update: &Value) -> Option<(Event, Option<String>)
             Some(Some("help")) => "help",
             _ => "message",
         };
-        let event = Event::new(bot_id, "telegram", kind, &target, message.clone())
-            .with_thread(Some(chat))
-            .replies_as_they_come();
+        let event =
+            Event::new(bot_id, "telegram", kind, &target, message.clone()).with_thread(Some(chat));
         return Some((event, None));
     }
     if let Some(query) = update.get("callback_query").filter(|q| q.is_object()) {
@@ -593,9 +592,8 @@ pub fn event_for(bot_id: &str, update: &Value) -> Option<(Event, Option<String>)
         let data = query["data"].as_str().unwrap_or("");
         let payload = json!({"type": "callback", "text": data, "data": data, "id": query["id"],
             "from": query["from"], "message": query["message"]});
-        let event = Event::new(bot_id, "telegram", "callback", &target, payload)
-            .with_thread(Some(chat))
-            .replies_as_they_come();
+        let event =
+            Event::new(bot_id, "telegram", "callback", &target, payload).with_thread(Some(chat));
         return Some((event, query["id"].as_str().map(str::to_string)));
     }
     None
