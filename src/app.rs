@@ -6,7 +6,8 @@
 //! module files again. A configuration with any problem is logged (file and field) and the
 //! running one stays. Otherwise it replaces the running settings at once (Converse, limits,
 //! origins, secrets, dialog), bots are loaded again when their defaults changed, and a channel
-//! restarts only when its own module configuration changed: its queues are in the store, so a
+//! restarts only when its own module configuration changed — Telegram only for the bots whose
+//! configuration changed, the other bots' long polls go on: its queues are in the store, so a
 //! stop and a start lose nothing. The reload runs on the maintenance thread, so no janitor
 //! reply is queued while a channel is between its stop and its start.
 
@@ -296,13 +297,23 @@ fn live_reload(engine: &Arc<Engine>, channels: &mut Channels, data_dir: &Path) {
     }
     let telegram = telegram_config(engine);
     if telegram != channels.telegram_config {
-        log::info!(
-            "reload: the Telegram configuration changed; Telegram restarts once its long polls end"
-        );
-        if let Some(t) = channels.telegram.take() {
-            t.stop_within(TELEGRAM_RESTART_GRACE);
+        let bots = changed_bots(&channels.telegram_config, &telegram);
+        match channels.telegram.as_mut() {
+            Some(running) => {
+                log::info!(
+                    "reload: the Telegram configuration of {} changed; Telegram restarts for it once its long poll ends",
+                    bots.join(", ")
+                );
+                running.restart_bots(&bots, TELEGRAM_RESTART_GRACE);
+                if running.is_idle() {
+                    *channels.telegram_webhook.hold() = None;
+                    if let Some(t) = channels.telegram.take() {
+                        t.stop();
+                    }
+                }
+            }
+            None => channels.telegram = start_telegram(engine, &channels.telegram_webhook),
         }
-        channels.telegram = start_telegram(engine, &channels.telegram_webhook);
         channels.telegram_config = telegram;
     }
     log::info!("reload done");
@@ -331,6 +342,20 @@ fn unreadable_channel_files(engine: &Engine) -> Vec<crate::engine::Problem> {
         }
     }
     problems
+}
+
+/// The bots whose merged configuration differs between `old` and `new` (added and removed
+/// bots included; a global change shows in every bot's merged configuration).
+fn changed_bots(old: &ModuleConfigs, new: &ModuleConfigs) -> Vec<String> {
+    let mut ids: Vec<String> = old
+        .keys()
+        .chain(new.keys())
+        .filter(|id| !id.is_empty() && old.get(*id) != new.get(*id))
+        .cloned()
+        .collect();
+    ids.sort();
+    ids.dedup();
+    ids
 }
 
 /// The settings a running HTTP server cannot change: named as in `botpress.config.json`.

@@ -175,3 +175,54 @@ fn bluebot_plays_over_messenger() {
         json!({"text": "Driving licence copy, Original FIR copy, original keys."})
     );
 }
+
+#[test]
+fn a_wait_pauses_the_conversation_after_what_was_said_before_it() {
+    let graph = FakeGraph::start();
+    let data = TempDir::new("messenger-wait");
+    let d = data.path();
+    write(
+        d,
+        "bots/wait-bot/bot.config.json",
+        r#"{"name":"w","version":"12.1.6","defaultLanguage":"en","languages":["en"]}"#,
+    );
+    // Ten minutes of `builtin/wait` between two replies.
+    write(
+        d,
+        "bots/wait-bot/flows/main.flow.json",
+        r#"{"version":"0.0.1","startNode":"entry","nodes":[
+            {"id":"n0001","name":"entry","onEnter":[],"onReceive":[],"next":[{"condition":"true","node":"long"}]},
+            {"id":"n0002","name":"long","onEnter":[
+                "say #builtin_text {\"text\":\"one\"}",
+                "builtin/wait {\"delay\":600000}",
+                "say #builtin_text {\"text\":\"two\"}"],"onReceive":null,"next":[]}
+        ]}"#,
+    );
+    write(
+        d,
+        "global/config/channel-messenger.json",
+        &json!({"appSecret": SECRET, "verifyToken": "v", "typingDelay": false,
+            "graphApiBase": format!("http://127.0.0.1:{}", graph.port)})
+        .to_string(),
+    );
+    write(
+        d,
+        "bots/wait-bot/config/channel-messenger.json",
+        &json!({"enabled": true, "accessToken": TOKEN}).to_string(),
+    );
+    let server = Server::start(d, &[]);
+    assert!(
+        wait_until(Duration::from_secs(10), || server
+            .log()
+            .contains(&format!("answers page {PAGE}"))),
+        "{}",
+        server.log()
+    );
+    send_text(server.port, "m1", "hi");
+    send_text(server.port, "m2", "go");
+    // The turn is saved and "one" goes out at once: the wait is a pause of the conversation's
+    // outbound queue, not a turn asleep for ten minutes before anything is sent.
+    let sent = graph.wait_messages(1);
+    assert_eq!(sent.len(), 1, "{sent:?}");
+    assert_eq!(sent[0]["text"], "one", "{sent:?}");
+}

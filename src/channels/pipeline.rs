@@ -397,6 +397,9 @@ fn play<C: PushChannel>(engine: &Engine, channel: &C, outbound: &Delivery, job: 
     let Some(event) = channel.event(&record) else {
         return Outcome::Drop;
     };
+    // A push channel sends each reply as it comes: a `builtin/wait` becomes a pause of this
+    // conversation's outbound queue, never a sleep of this thread.
+    let event = event.replies_as_they_come();
     let mut staged = None;
     // The user's message time, for rules that count from it; a late retry never moves it back.
     let store = engine.store();

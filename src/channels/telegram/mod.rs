@@ -25,14 +25,14 @@ use crate::channels::pipeline::{
 use crate::channels::retry::Stop;
 use crate::config::{units, Settings};
 use crate::engine::{Destination, Engine, Event};
-use crate::store::Queue;
+use crate::store::{Queue, Store};
 use api::Api;
 use send::BotCall;
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 use std::collections::HashMap;
-use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, RwLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 use throttle::{Limits, Throttle};
@@ -165,17 +165,75 @@ pub struct BotRuntime {
 
 /// The Telegram bots botd runs: the channel's parser, renderer and API client.
 pub struct TelegramBots {
-    runtimes: HashMap<String, Arc<BotRuntime>>,
+    /// By bot id; a live reload replaces one bot's at a time.
+    runtimes: RwLock<HashMap<String, Arc<BotRuntime>>>,
+}
+
+impl TelegramBots {
+    fn runtime(&self, bot: &str) -> Option<Arc<BotRuntime>> {
+        self.runtimes
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(bot)
+            .cloned()
+    }
 }
 
 /// The running channel.
 pub struct Telegram {
+    engine: Arc<Engine>,
     pipeline: Arc<Pipeline<TelegramBots>>,
-    /// The webhook route, when a bot is in webhook mode.
-    route: Option<Arc<webhook::Webhook>>,
-    stop: Arc<Stop>,
-    /// The pollers, and the threads setting webhooks up.
-    pollers: Vec<JoinHandle<()>>,
+    /// The webhook route (bots in webhook mode have their secret there).
+    route: Arc<webhook::Webhook>,
+    /// Each bot's poller (or, in webhook mode, the thread setting its webhook up) and what
+    /// stops it.
+    pollers: HashMap<String, (Arc<Stop>, JoinHandle<()>)>,
+    /// `storage/`, where pollers import the previous release's offsets from.
+    storage: PathBuf,
+}
+
+impl BotRuntime {
+    fn new(config: BotConfig) -> BotRuntime {
+        let throttle = config.throttle.then(|| Throttle::new(Limits::TELEGRAM));
+        let api = Api::new(&config.api_base, &config.token);
+        BotRuntime {
+            config,
+            api,
+            throttle,
+            gate: Mutex::new(()),
+        }
+    }
+}
+
+/// What the inbound queue still holds, per bot: where polling resumes after a crash.
+fn spooled_updates(store: &dyn Store) -> std::io::Result<HashMap<String, poller::Resume>> {
+    let mut spooled = HashMap::new();
+    for queued in store.pending(Queue::TelegramIn)? {
+        let Ok(record) = pipeline::read_inbound::<TelegramBots>(&queued.item) else {
+            continue;
+        };
+        if let Some(update_id) = record.event["update_id"].as_i64() {
+            spooled.insert(
+                record.bot,
+                poller::Resume {
+                    update_id,
+                    at_ms: record.at,
+                },
+            );
+        }
+    }
+    Ok(spooled)
+}
+
+/// Waits until `until` for a stopped poller to end (one still in a long poll is left: what
+/// it receives is spooled before it is confirmed, so nothing is lost).
+fn join_within(handle: JoinHandle<()>, until: Instant) {
+    while !handle.is_finished() && Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    if handle.is_finished() {
+        let _ = handle.join();
+    }
 }
 
 impl Telegram {
@@ -186,24 +244,17 @@ impl Telegram {
         let mut runtimes: HashMap<String, Arc<BotRuntime>> = HashMap::new();
         for id in engine.bot_ids() {
             if let Some(config) = BotConfig::load(&settings, &id) {
-                let throttle = config.throttle.then(|| Throttle::new(Limits::TELEGRAM));
-                let api = Api::new(&config.api_base, &config.token);
-                runtimes.insert(
-                    id,
-                    Arc::new(BotRuntime {
-                        config,
-                        api,
-                        throttle,
-                        gate: Mutex::new(()),
-                    }),
-                );
+                runtimes.insert(id, Arc::new(BotRuntime::new(config)));
             }
         }
         if runtimes.is_empty() {
             return None;
         }
         let root = settings.data_dir.join("storage").join("telegram");
-        match Self::start_with(engine.clone(), TelegramBots { runtimes }, &root) {
+        let bots = TelegramBots {
+            runtimes: RwLock::new(runtimes),
+        };
+        match Self::start_with(engine.clone(), bots, &root) {
             Ok(t) => Some(t),
             Err(e) => {
                 log::error!("Telegram cannot start: {}: {e}", root.display());
@@ -217,23 +268,7 @@ impl Telegram {
         bots: TelegramBots,
         root: &Path,
     ) -> std::io::Result<Telegram> {
-        // What the inbound queue still holds, per bot: where polling resumes after a crash.
-        let store = engine.store();
-        let mut spooled: HashMap<String, poller::Resume> = HashMap::new();
-        for queued in store.pending(Queue::TelegramIn)? {
-            let Ok(record) = pipeline::read_inbound::<TelegramBots>(&queued.item) else {
-                continue;
-            };
-            if let Some(update_id) = record.event["update_id"].as_i64() {
-                spooled.insert(
-                    record.bot,
-                    poller::Resume {
-                        update_id,
-                        at_ms: record.at,
-                    },
-                );
-            }
-        }
+        let spooled = spooled_updates(engine.store().as_ref())?;
         let bots = Arc::new(bots);
         let pipeline = Arc::new(Pipeline::start(
             &engine,
@@ -242,42 +277,28 @@ impl Telegram {
             (INBOUND_THREADS, OUTBOUND_THREADS),
         )?);
 
-        let stop = Arc::new(Stop::new());
-        let mut pollers = Vec::new();
-        let mut secrets = HashMap::new();
-        for (id, rt) in bots.runtimes.iter() {
-            if let Mode::Webhook { url, secret } = &rt.config.mode {
-                let secret = match webhook::secret(store.as_ref(), id, secret.as_deref()) {
-                    Ok(s) => s,
-                    Err(e) => {
-                        log::error!("bot \"{id}\": cannot keep a Telegram webhook secret ({e}); Telegram is stopped for this bot");
-                        continue;
-                    }
-                };
-                secrets.insert(id.clone(), secret.clone());
-                let (rt, url, stop) = (rt.clone(), url.clone(), stop.clone());
-                pollers.push(
-                    std::thread::Builder::new()
-                        .name(format!("tg-hook-{id}"))
-                        .spawn(move || webhook::register(&rt, &url, &secret, &stop))?,
-                );
-                continue;
-            }
-            let p = poller::Poller {
-                rt: rt.clone(),
-                pipeline: pipeline.clone(),
-                stop: stop.clone(),
-                store: store.clone(),
-                storage: root.parent().unwrap_or(root).to_path_buf(),
-                spooled: spooled.get(id).copied(),
-            };
-            pollers.push(
-                std::thread::Builder::new()
-                    .name(format!("tg-poll-{id}"))
-                    .spawn(move || p.run())?,
-            );
+        let route = Arc::new(webhook::Webhook {
+            secrets: RwLock::new(HashMap::new()),
+            pipeline: pipeline.clone(),
+        });
+        let mut telegram = Telegram {
+            engine,
+            pipeline,
+            route,
+            pollers: HashMap::new(),
+            storage: root.parent().unwrap_or(root).to_path_buf(),
+        };
+        let started: Vec<(String, Arc<BotRuntime>)> = bots
+            .runtimes
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .map(|(id, rt)| (id.clone(), rt.clone()))
+            .collect();
+        for (id, rt) in started {
+            telegram.start_bot(rt, spooled.get(&id).copied())?;
         }
-        let mut ids: Vec<&String> = bots.runtimes.keys().collect();
+        let mut ids: Vec<&String> = telegram.pollers.keys().collect();
         ids.sort();
         log::info!(
             "Telegram enabled for: {}",
@@ -286,23 +307,103 @@ impl Telegram {
                 .collect::<Vec<_>>()
                 .join(", ")
         );
-        let route = (!secrets.is_empty()).then(|| {
-            Arc::new(webhook::Webhook {
-                secrets,
-                pipeline: pipeline.clone(),
-            })
-        });
-        Ok(Telegram {
-            pipeline,
-            route,
-            stop,
-            pollers,
-        })
+        Ok(telegram)
     }
 
-    /// The webhook route of the bots in webhook mode, if any.
+    /// Starts receiving for one bot: its poller, or in webhook mode its secret on the route
+    /// and a thread that sets the webhook up.
+    fn start_bot(
+        &mut self,
+        rt: Arc<BotRuntime>,
+        spooled: Option<poller::Resume>,
+    ) -> std::io::Result<()> {
+        let id = rt.config.bot_id.clone();
+        let stop = Arc::new(Stop::new());
+        let handle = match &rt.config.mode {
+            Mode::Webhook { url, secret } => {
+                let store = self.engine.store();
+                let secret = match webhook::secret(store.as_ref(), &id, secret.as_deref()) {
+                    Ok(s) => s,
+                    Err(e) => {
+                        log::error!("bot \"{id}\": cannot keep a Telegram webhook secret ({e}); Telegram is stopped for this bot");
+                        return Ok(());
+                    }
+                };
+                self.route.set_secret(&id, Some(secret.clone()));
+                let (url, stop) = (url.clone(), stop.clone());
+                std::thread::Builder::new()
+                    .name(format!("tg-hook-{id}"))
+                    .spawn(move || webhook::register(&rt, &url, &secret, &stop))?
+            }
+            Mode::Polling => {
+                let p = poller::Poller {
+                    rt,
+                    pipeline: self.pipeline.clone(),
+                    stop: stop.clone(),
+                    store: self.engine.store(),
+                    storage: self.storage.clone(),
+                    spooled,
+                };
+                std::thread::Builder::new()
+                    .name(format!("tg-poll-{id}"))
+                    .spawn(move || p.run())?
+            }
+        };
+        self.pollers.insert(id, (stop, handle));
+        Ok(())
+    }
+
+    /// Whether no bot uses Telegram any more.
+    pub fn is_idle(&self) -> bool {
+        self.pollers.is_empty()
+    }
+
+    /// A live reload changed the Telegram configuration of `bots`: each one's poller (or
+    /// webhook) stops (a long poll may take up to `grace` to end) and starts again with the
+    /// new configuration, or stays off. The other bots and the queues go on untouched;
+    /// replies already queued for a restarted bot are sent with its new configuration.
+    pub fn restart_bots(&mut self, bots: &[String], grace: Duration) {
+        let settings = self.engine.settings();
+        for id in bots {
+            self.route.set_secret(id, None);
+            let was_on = self.pollers.remove(id).map(|(stop, handle)| {
+                stop.stop();
+                join_within(handle, Instant::now() + grace);
+            });
+            let fresh = self
+                .engine
+                .bot(id)
+                .and_then(|_| BotConfig::load(&settings, id))
+                .map(|config| Arc::new(BotRuntime::new(config)));
+            let channel = self.pipeline.channel();
+            let mut runtimes = channel.runtimes.write().unwrap_or_else(|e| e.into_inner());
+            match fresh {
+                Some(rt) => {
+                    runtimes.insert(id.clone(), rt.clone());
+                    drop(runtimes);
+                    let spooled = spooled_updates(self.engine.store().as_ref())
+                        .ok()
+                        .and_then(|s| s.get(id).copied());
+                    match self.start_bot(rt, spooled) {
+                        Ok(()) => log::info!("Telegram restarted for bot \"{id}\""),
+                        Err(e) => {
+                            log::error!("bot \"{id}\": cannot start its Telegram poller: {e}")
+                        }
+                    }
+                }
+                None => {
+                    runtimes.remove(id);
+                    if was_on.is_some() {
+                        log::info!("Telegram is off for bot \"{id}\" now");
+                    }
+                }
+            }
+        }
+    }
+
+    /// The webhook route of the bots in webhook mode (a bot that is not answers 404 there).
     pub fn route(&self) -> Option<Arc<dyn crate::http::Route>> {
-        self.route.clone().map(|r| r as Arc<dyn crate::http::Route>)
+        Some(self.route.clone() as Arc<dyn crate::http::Route>)
     }
 
     /// Stops polling, then the turns and sends in progress (what is left stays spooled).
@@ -316,15 +417,12 @@ impl Telegram {
     /// live reload waits for them all, so that no update is spooled after the workers stopped
     /// and no old poller overlaps the new one.
     pub fn stop_within(self, grace: Duration) {
-        self.stop.stop();
+        for (stop, _) in self.pollers.values() {
+            stop.stop();
+        }
         let until = Instant::now() + grace;
-        for handle in self.pollers {
-            while !handle.is_finished() && Instant::now() < until {
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            if handle.is_finished() {
-                let _ = handle.join();
-            }
+        for (_, (_, handle)) in self.pollers {
+            join_within(handle, until);
         }
         self.pipeline.stop();
     }
@@ -365,13 +463,13 @@ impl PushChannel for TelegramBots {
     const OUTBOUND: Queue = Queue::TelegramOut;
 
     fn serves(&self, bot: &str) -> bool {
-        self.runtimes.contains_key(bot)
+        self.runtime(bot).is_some()
     }
 
     /// Waits until the poller has recorded the offset of the update's batch, and answers a
     /// button tap's callback query (on the first attempt only).
     fn received(&self, record: &InboundRecord<Value>, attempt: u32) {
-        let Some(rt) = self.runtimes.get(&record.bot) else {
+        let Some(rt) = self.runtime(&record.bot) else {
             return;
         };
         drop(rt.gate.lock().unwrap_or_else(|e| e.into_inner()));
@@ -406,7 +504,7 @@ impl PushChannel for TelegramBots {
         payloads: &[Value],
         _answering: bool,
     ) -> Vec<Reply<BotCall>> {
-        match self.runtimes.get(bot) {
+        match self.runtime(bot) {
             Some(rt) => send::plan(&rt.config, chat, payloads),
             None => Vec::new(),
         }
@@ -420,8 +518,8 @@ impl PushChannel for TelegramBots {
     }
 
     fn send(&self, reply: &OutboundRecord<BotCall>) -> Sent {
-        match self.runtimes.get(&reply.bot) {
-            Some(rt) => send::send_reply(rt, reply),
+        match self.runtime(&reply.bot) {
+            Some(rt) => send::send_reply(&rt, reply),
             None => Sent::Done,
         }
     }
@@ -484,9 +582,8 @@ pub fn event_for(bot_id: &str, update: &Value) -> Option<(Event, Option<String>)
             Some(Some("help")) => "help",
             _ => "message",
         };
-        let event = Event::new(bot_id, "telegram", kind, &target, message.clone())
-            .with_thread(Some(chat))
-            .replies_as_they_come();
+        let event =
+            Event::new(bot_id, "telegram", kind, &target, message.clone()).with_thread(Some(chat));
         return Some((event, None));
     }
     if let Some(query) = update.get("callback_query").filter(|q| q.is_object()) {
@@ -495,9 +592,8 @@ pub fn event_for(bot_id: &str, update: &Value) -> Option<(Event, Option<String>)
         let data = query["data"].as_str().unwrap_or("");
         let payload = json!({"type": "callback", "text": data, "data": data, "id": query["id"],
             "from": query["from"], "message": query["message"]});
-        let event = Event::new(bot_id, "telegram", "callback", &target, payload)
-            .with_thread(Some(chat))
-            .replies_as_they_come();
+        let event =
+            Event::new(bot_id, "telegram", "callback", &target, payload).with_thread(Some(chat));
         return Some((event, query["id"].as_str().map(str::to_string)));
     }
     None

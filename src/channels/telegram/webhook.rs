@@ -26,7 +26,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 /// The header Telegram sends the secret token in.
@@ -101,15 +101,30 @@ pub fn secret(store: &dyn Store, bot: &str, configured: Option<&str>) -> Result<
 
 /// The route of the bots in webhook mode.
 pub struct Webhook {
-    /// bot id → its secret.
-    pub secrets: HashMap<String, String>,
+    /// bot id → its secret; a live reload changes one bot's at a time.
+    pub secrets: RwLock<HashMap<String, String>>,
     pub pipeline: Arc<Pipeline<TelegramBots>>,
 }
 
 impl Webhook {
+    /// Puts `bot` in webhook mode with `secret`, or (`None`) takes it out.
+    pub fn set_secret(&self, bot: &str, secret: Option<String>) {
+        let mut secrets = self.secrets.write().unwrap_or_else(|e| e.into_inner());
+        match secret {
+            Some(secret) => secrets.insert(bot.to_string(), secret),
+            None => secrets.remove(bot),
+        };
+    }
+
+    fn has_bot(&self, bot: &str) -> bool {
+        let secrets = self.secrets.read().unwrap_or_else(|e| e.into_inner());
+        secrets.contains_key(bot)
+    }
+
     fn authentic(&self, bot: &str, head: &http::Head) -> bool {
         let sent = head.header(SECRET_HEADER).unwrap_or("");
-        self.secrets
+        let secrets = self.secrets.read().unwrap_or_else(|e| e.into_inner());
+        secrets
             .get(bot)
             .is_some_and(|secret| same_secret(sent, secret))
     }
@@ -179,7 +194,7 @@ impl Webhook {
 impl Route for Webhook {
     fn admit(&self, head: &http::Head) -> Option<http::Admission> {
         let bot = bot_of(head.path())?;
-        if !self.secrets.contains_key(bot) {
+        if !self.has_bot(bot) {
             return None;
         }
         Some(if head.method != http::Method::Post {
