@@ -268,6 +268,14 @@ impl Engine {
         let Some(_guard) = self.locks.lock_until(&key, deadline) else {
             return Err(TurnError::Timeout);
         };
+        // Then against the other instances sharing the store (nothing when none can).
+        let Some(_hold) = self
+            .store
+            .hold_conversation(&key, deadline)
+            .map_err(TurnError::Storage)?
+        else {
+            return Err(TurnError::Timeout);
+        };
         if deadline.is_some_and(|d| Instant::now() >= d) {
             return Err(TurnError::Timeout);
         }

@@ -423,7 +423,7 @@ fn play(core: &Core, outbound: &Delivery, job: &Job) -> Outcome {
     let typing = core.bots.get(bot).is_none_or(|b| b.typing_delay);
     let mut staged = outbound.staged();
     let played = core.engine.turn_with(event, None, &mut |out, batch| {
-        batch.dequeue(job.queue, job.id);
+        batch.finish(job.queue, job.id);
         for call in plan(bot, psid, &out.responses, true, typing) {
             outbound.stage(&mut staged, batch, &conversation_key(bot, psid), call, None);
         }

@@ -420,7 +420,7 @@ fn handle_update(
         .unwrap_or_else(|| event.target.clone());
     let mut staged = outbound.staged();
     let played = engine.turn_with(event, None, &mut |out, batch| {
-        batch.dequeue(job.queue, job.id);
+        batch.finish(job.queue, job.id);
         for step in send::plan(&rt.config, &chat, &out.responses) {
             outbound.stage(&mut staged, batch, key, step, None);
         }
