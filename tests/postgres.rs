@@ -349,3 +349,142 @@ fn a_conversation_is_claimed_by_one_instance_and_taken_over_when_its_lease_ends(
     b.commit(batch).unwrap();
     assert!(b.claim(Queue::MessengerIn, lease).unwrap().held.is_empty());
 }
+
+// ---------------------------------------------------------------------------------------
+// Real instances behind a round-robin proxy
+// ---------------------------------------------------------------------------------------
+
+use common::proxy::RoundRobin;
+
+/// `n` botd instances on the database `url`, serving `data`.
+fn instances(
+    data: &std::path::Path,
+    url: &str,
+    n: usize,
+    env: &[(&str, &str)],
+) -> Vec<common::Server> {
+    (0..n)
+        .map(|_| {
+            let mut all = vec![
+                ("DATABASE_URL", url),
+                ("RUST_LOG", "info,botd::engine::runtime=debug"),
+            ];
+            all.extend_from_slice(env);
+            let server = common::Server::start(data, &all);
+            assert!(
+                common::wait_until(Duration::from_secs(5), || server
+                    .log()
+                    .contains("PostgreSQL postgres://botd@127.0.0.1")),
+                "{}",
+                server.log()
+            );
+            server
+        })
+        .collect()
+}
+
+fn ports(servers: &[common::Server]) -> Vec<u16> {
+    servers.iter().map(|s| s.port).collect()
+}
+
+fn greeting_ok(text: &str, name: &str) -> bool {
+    [
+        format!("👋, {name}!"),
+        format!("Hello, {name}!"),
+        format!("Welcome to Botpress, {name}!"),
+    ]
+    .contains(&text.to_string())
+}
+
+/// welcome-bot's first two turns for `name` (see `check_welcome` in tests/messenger.rs).
+fn introduce(port: u16, user: &str, name: &str) {
+    let said = common::texts(&common::converse(port, "welcome-bot", user, "hi").json());
+    assert_eq!(said, ["May I know your name please?"]);
+    let said = common::texts(&common::converse(port, "welcome-bot", user, name).json());
+    assert_eq!(said.len(), 3, "{said:?}");
+    assert!(greeting_ok(&said[0], name), "{said:?}");
+    assert_eq!(
+        said[1..],
+        [
+            "This is the first time we speak 🤖".to_string(),
+            "Try saying something like \"forget my name\"!".to_string()
+        ]
+    );
+}
+
+#[test]
+fn a_converse_conversation_continues_across_instances() {
+    let url = pg::shared().database("converse");
+    let data = common::data_copy("pg-converse");
+    let servers = instances(data.path(), &url, 3, &[]);
+    let proxy = RoundRobin::start(&ports(&servers));
+    introduce(proxy.port, "alice", "Alice");
+    for k in 1..=4 {
+        let said = common::texts(
+            &common::converse(proxy.port, "welcome-bot", "alice", &format!("ok {k}")).json(),
+        );
+        assert_eq!(said.len(), 2, "{said:?}");
+        assert!(greeting_ok(&said[0], "Alice"), "{said:?}");
+        assert_eq!(said[1], format!("We already spoke {k} times!"));
+    }
+    // Six turns, one connection each: every instance played two of them.
+    assert_eq!(*proxy.served.lock().unwrap(), [2, 2, 2]);
+}
+
+/// Five requests of one user, sent one after the other while the conversation is held (by
+/// this test, with the lock botd takes), reach three instances: once let go, they are
+/// played in the order they arrived, each on the state the one before left.
+#[test]
+fn concurrent_requests_of_one_user_over_instances_are_played_in_arrival_order() {
+    let url = pg::shared().database("order");
+    let data = common::data_copy("pg-order");
+    let servers = instances(data.path(), &url, 3, &[]);
+    let proxy = RoundRobin::start(&ports(&servers));
+    introduce(proxy.port, "bob", "Bob");
+    let queued = || -> usize {
+        servers
+            .iter()
+            .map(|s| s.log().matches("a turn waits for its conversation").count())
+            .sum()
+    };
+    let before = queued();
+    let key = format!(
+        "welcome-bot\u{0}{}",
+        botd::engine::event::session_id("api", "bob", None)
+    );
+    let mut holder = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+    holder
+        .execute(
+            "SELECT pg_advisory_lock($1)",
+            &[&(botd::store::hash_id(&key) as i64)],
+        )
+        .unwrap();
+    let mut watcher = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+    let waiting_in_db = |w: &mut postgres::Client| -> i64 {
+        w.query_one(
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted",
+            &[],
+        )
+        .unwrap()
+        .get(0)
+    };
+    let mut requests = Vec::new();
+    for i in 1..=5usize {
+        let port = proxy.port;
+        requests.push(std::thread::spawn(move || {
+            common::texts(&common::converse(port, "welcome-bot", "bob", &format!("ok {i}")).json())
+        }));
+        // Arrived: the turn waits for the conversation (the first three in the database,
+        // the two behind them in their instance, behind its first).
+        assert!(common::wait_until(Duration::from_secs(20), || queued()
+            == before + i
+            && waiting_in_db(&mut watcher) == i.min(3) as i64));
+    }
+    drop(holder);
+    for (i, request) in requests.into_iter().enumerate() {
+        let said = request.join().unwrap();
+        assert_eq!(said.len(), 2, "{said:?}");
+        assert!(greeting_ok(&said[0], "Bob"), "{said:?}");
+        assert_eq!(said[1], format!("We already spoke {} times!", i + 1));
+    }
+}

@@ -265,6 +265,7 @@ impl Engine {
             .ok_or_else(|| TurnError::UnknownBot(event.bot_id.clone()))?;
         let session_id = event.session_id();
         let key = format!("{}\u{0}{session_id}", bot.id);
+        log::debug!("bot \"{}\": a turn waits for its conversation", bot.id);
         let Some(_guard) = self.locks.lock_until(&key, deadline) else {
             return Err(TurnError::Timeout);
         };

@@ -4,6 +4,7 @@
 
 #[cfg(feature = "postgres")]
 pub mod pg;
+pub mod proxy;
 
 use serde_json::Value;
 use std::io::{BufRead, BufReader, Read, Write};
