@@ -488,3 +488,487 @@ fn concurrent_requests_of_one_user_over_instances_are_played_in_arrival_order() 
         assert_eq!(said[1], format!("We already spoke {} times!", i + 1));
     }
 }
+
+// ---------------------------------------------------------------------------------------
+// Messenger over instances (the fake Graph API follows tests/messenger.rs)
+// ---------------------------------------------------------------------------------------
+
+const SECRET: &str = "app-secret-for-tests";
+const WEBHOOK: &str = "/api/v1/bots/___/mod/channel-messenger/webhook";
+
+/// The Graph API: `GET /me` names the page, `POST /me/messages` is recorded (in arrival order).
+struct FakeGraph {
+    server: Arc<tiny_http::Server>,
+    port: u16,
+    sent: Arc<Mutex<Vec<Value>>>,
+}
+
+impl FakeGraph {
+    fn start() -> FakeGraph {
+        let server = Arc::new(tiny_http::Server::http("127.0.0.1:0").unwrap());
+        let port = server.server_addr().to_ip().unwrap().port();
+        let sent: Arc<Mutex<Vec<Value>>> = Arc::default();
+        for _ in 0..6 {
+            let (server, sent) = (server.clone(), sent.clone());
+            std::thread::spawn(move || {
+                while let Ok(mut request) = server.recv() {
+                    let url = request.url().to_string();
+                    let path = url.split('?').next().unwrap_or("").to_string();
+                    let mut raw = String::new();
+                    let _ = std::io::Read::read_to_string(request.as_reader(), &mut raw);
+                    let body: Value = serde_json::from_str(&raw).unwrap_or(Value::Null);
+                    let answer = match path.as_str() {
+                        "/v23.0/me" => json!({"id": "PW", "name": "Page PW"}),
+                        "/v23.0/me/messages" => {
+                            sent.lock().unwrap().push(body.clone());
+                            json!({"recipient_id": body["recipient"]["id"], "message_id": "m"})
+                        }
+                        _ => json!({"result": "success"}),
+                    };
+                    let _ = request.respond(tiny_http::Response::from_string(answer.to_string()));
+                }
+            });
+        }
+        FakeGraph { server, port, sent }
+    }
+
+    fn texts(&self, psid: &str) -> Vec<String> {
+        self.sent
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|c| c["recipient"]["id"] == psid)
+            .filter_map(|c| c["message"]["text"].as_str().map(str::to_string))
+            .collect()
+    }
+}
+
+impl Drop for FakeGraph {
+    fn drop(&mut self) {
+        for _ in 0..6 {
+            self.server.unblock();
+        }
+    }
+}
+
+fn messenger_data(tag: &str, fake: &FakeGraph) -> common::TempDir {
+    let data = common::data_copy(tag);
+    let global = json!({"appSecret": SECRET, "verifyToken": "v", "graphApiBase": format!("http://127.0.0.1:{}", fake.port), "typingDelay": false});
+    common::write(
+        data.path(),
+        "global/config/channel-messenger.json",
+        &global.to_string(),
+    );
+    common::write(
+        data.path(),
+        "bots/welcome-bot/config/channel-messenger.json",
+        &json!({"enabled": true, "accessToken": "TOKEN-W"}).to_string(),
+    );
+    data
+}
+
+fn start_messenger(data: &std::path::Path, url: &str, n: usize) -> Vec<common::Server> {
+    let servers = instances(data, url, n, &[("EXTERNAL_URL", "http://bots.example.org")]);
+    for s in &servers {
+        assert!(
+            common::wait_until(Duration::from_secs(10), || s
+                .log()
+                .contains("answers page PW")),
+            "{}",
+            s.log()
+        );
+    }
+    servers
+}
+
+/// A signed webhook POST of one text event; the status, or `None` when nobody answered.
+fn post_text(port: u16, psid: &str, mid: &str, text: &str) -> Option<u16> {
+    use hmac::{Hmac, Mac};
+    use std::io::{Read, Write};
+    let body = json!({"object": "page", "entry": [{"id": "PW", "time": 1_700_000_000_000i64, "messaging": [
+        {"sender": {"id": psid}, "recipient": {"id": "PW"}, "timestamp": 1_700_000_000_000i64, "message": {"mid": mid, "seq": 1, "text": text}}]}]})
+    .to_string();
+    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(SECRET.as_bytes()).unwrap();
+    mac.update(body.as_bytes());
+    let signature = format!("sha256={}", hex::encode(mac.finalize().into_bytes()));
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .ok()?;
+    let head = format!(
+        "POST {WEBHOOK} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\nX-Hub-Signature-256: {signature}\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).ok()?;
+    stream.write_all(body.as_bytes()).ok()?;
+    let mut raw = Vec::new();
+    let _ = stream.read_to_end(&mut raw);
+    let line = String::from_utf8_lossy(&raw).lines().next()?.to_string();
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+fn welcome_text(u: usize, k: usize) -> String {
+    match k {
+        1 => "hi".to_string(),
+        2 => format!("Name{u}"),
+        _ => format!("ok {k}"),
+    }
+}
+
+/// welcome-bot's transcript for user `u` who sent `n` messages (`hi`, the name, then more):
+/// every reply once and in order; the flow's counter ("We already spoke N times!") shows a
+/// turn played twice or out of order.
+fn check_welcome(texts: &[String], u: usize, n: usize) {
+    let name = format!("Name{u}");
+    assert_eq!(texts.len(), 4 + 2 * (n - 2), "{name}: {texts:?}");
+    assert_eq!(texts[0], "May I know your name please?");
+    assert!(greeting_ok(&texts[1], &name), "{name}: {}", texts[1]);
+    assert_eq!(texts[2], "This is the first time we speak 🤖");
+    for k in 1..=n - 2 {
+        assert!(greeting_ok(&texts[2 + 2 * k], &name), "{name}: {texts:?}");
+        assert_eq!(
+            texts[3 + 2 * k],
+            format!("We already spoke {k} times!"),
+            "{name}: {texts:?}"
+        );
+    }
+}
+
+/// `users` users send `n` messages each, one after the other per user (the next once the
+/// last was acknowledged), through `port`; returns once all are acknowledged. `mid_burst`
+/// runs once half of them are.
+fn burst(port: u16, users: usize, n: usize, mid_burst: impl FnOnce()) {
+    let acked = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let threads: Vec<_> = (0..users)
+        .map(|u| {
+            let acked = acked.clone();
+            std::thread::spawn(move || {
+                for k in 1..=n {
+                    let start = Instant::now();
+                    while post_text(
+                        port,
+                        &format!("U{u}"),
+                        &format!("mid.U{u}.{k}"),
+                        &welcome_text(u, k),
+                    ) != Some(200)
+                    {
+                        assert!(
+                            start.elapsed() < Duration::from_secs(30),
+                            "U{u} message {k} never acknowledged"
+                        );
+                        std::thread::sleep(Duration::from_millis(20));
+                    }
+                    acked.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                }
+            })
+        })
+        .collect();
+    assert!(common::wait_until(Duration::from_secs(60), || acked
+        .load(std::sync::atomic::Ordering::SeqCst)
+        >= users * n / 2));
+    mid_burst();
+    for t in threads {
+        t.join().unwrap();
+    }
+}
+
+#[test]
+fn a_messenger_burst_over_instances_plays_every_event_once_in_order() {
+    let fake = FakeGraph::start();
+    let url = pg::shared().database("burst");
+    let data = messenger_data("pg-burst", &fake);
+    let servers = start_messenger(data.path(), &url, 3);
+    let proxy = RoundRobin::start(&ports(&servers));
+    let (users, n) = (6, 8);
+    // Facebook sends some deliveries twice: the copies go to other instances.
+    burst(proxy.port, users, n, || {
+        for u in 0..users {
+            assert_eq!(
+                post_text(proxy.port, &format!("U{u}"), &format!("mid.U{u}.1"), "hi"),
+                Some(200)
+            );
+        }
+    });
+    for u in 0..users {
+        let last = format!("We already spoke {} times!", n - 2);
+        common::wait_until(Duration::from_secs(30), || {
+            fake.texts(&format!("U{u}")).contains(&last)
+        });
+        check_welcome(&fake.texts(&format!("U{u}")), u, n);
+    }
+    // Every instance received webhook calls.
+    assert!(proxy.served.lock().unwrap().iter().all(|n| *n > 0));
+}
+
+/// SIGKILL of one instance mid-burst: the others finish what it had queued (once its leases
+/// end) — nothing lost, nothing played twice; only a Graph call in flight may repeat.
+#[test]
+fn sigkill_of_an_instance_mid_burst_loses_nothing_and_plays_nothing_twice() {
+    let fake = FakeGraph::start();
+    let url = pg::shared().database("kill");
+    let data = messenger_data("pg-kill", &fake);
+    let mut servers = start_messenger(data.path(), &url, 3);
+    let proxy = RoundRobin::start(&ports(&servers));
+    let (users, n) = (6, 8);
+    let mut watcher = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+    burst(proxy.port, users, n, || {
+        // Killed while it holds conversations with work queued, which the others take over.
+        let owner = format!("%-{}-%", servers[1].child.id());
+        let holding = common::wait_until(Duration::from_secs(20), || {
+            watcher
+                .query_one(
+                    "SELECT count(*) FROM queue_keys WHERE owner LIKE $1 AND pending > 0",
+                    &[&owner],
+                )
+                .unwrap()
+                .get::<_, i64>(0)
+                > 0
+        });
+        assert!(holding, "instance 1 never held queued work");
+        servers[1].kill();
+    });
+    for u in 0..users {
+        let psid = format!("U{u}");
+        let last = format!("We already spoke {} times!", n - 2);
+        common::wait_until(Duration::from_secs(40), || {
+            fake.texts(&psid).contains(&last)
+        });
+        let texts = fake.texts(&psid);
+        let once = distinct(&texts);
+        // One reply item per user can have been in flight at the kill.
+        assert!(texts.len() - once.len() <= 2, "{psid}: {texts:?}");
+        check_welcome(&once, u, n);
+    }
+    let mut client = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+    let left: i64 = client
+        .query_one("SELECT count(*) FROM queue_items", &[])
+        .unwrap()
+        .get(0);
+    assert!(
+        common::wait_until(Duration::from_secs(10), || client
+            .query_one("SELECT count(*) FROM queue_items", &[])
+            .unwrap()
+            .get::<_, i64>(0)
+            == 0),
+        "{left} items left"
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// Telegram over instances
+// ---------------------------------------------------------------------------------------
+
+/// The Bot API for one token: `getUpdates` with offsets and long polls, answering 409 to a
+/// poll while another one is open (as Telegram does), and `sendMessage` recorded in order.
+#[derive(Clone, Default)]
+struct FakeBotApi {
+    state: Arc<(Mutex<BotApiState>, std::sync::Condvar)>,
+}
+
+#[derive(Default)]
+struct BotApiState {
+    queue: Vec<Value>,
+    next_id: i64,
+    polling: bool,
+    conflicts: usize,
+    polls: Vec<Instant>,
+    sent: Vec<(i64, String)>,
+}
+
+impl FakeBotApi {
+    fn start() -> (FakeBotApi, u16) {
+        let server = Arc::new(tiny_http::Server::http("127.0.0.1:0").unwrap());
+        let port = server.server_addr().to_ip().unwrap().port();
+        let fake = FakeBotApi::default();
+        let f = fake.clone();
+        std::thread::spawn(move || {
+            for mut request in server.incoming_requests() {
+                let f = f.clone();
+                std::thread::spawn(move || {
+                    let mut body = String::new();
+                    let _ = std::io::Read::read_to_string(request.as_reader(), &mut body);
+                    let params: Value = serde_json::from_str(&body).unwrap_or(json!({}));
+                    let method = request.url().rsplit('/').next().unwrap_or("").to_string();
+                    let (status, answer) = f.answer(&method, &params);
+                    let _ = request.respond(
+                        tiny_http::Response::from_string(answer.to_string())
+                            .with_status_code(status)
+                            .with_header(
+                                "Content-Type: application/json"
+                                    .parse::<tiny_http::Header>()
+                                    .unwrap(),
+                            ),
+                    );
+                });
+            }
+        });
+        (fake, port)
+    }
+
+    fn answer(&self, method: &str, params: &Value) -> (u16, Value) {
+        let (lock, cv) = &*self.state;
+        let mut state = lock.lock().unwrap();
+        match method {
+            "getUpdates" => {
+                state.polls.push(Instant::now());
+                if state.polling {
+                    state.conflicts += 1;
+                    return (
+                        409,
+                        json!({"ok": false, "error_code": 409, "description": "Conflict: terminated by other getUpdates request"}),
+                    );
+                }
+                if let Some(offset) = params["offset"].as_i64() {
+                    state
+                        .queue
+                        .retain(|u| u["update_id"].as_i64().unwrap() >= offset);
+                }
+                let until = Instant::now()
+                    + Duration::from_secs(params["timeout"].as_u64().unwrap_or(0).min(2));
+                state.polling = true;
+                loop {
+                    let now = Instant::now();
+                    if !state.queue.is_empty() || now >= until {
+                        state.polling = false;
+                        let batch: Vec<Value> = state.queue.iter().take(20).cloned().collect();
+                        return (200, json!({"ok": true, "result": batch}));
+                    }
+                    state = cv.wait_timeout(state, until - now).unwrap().0;
+                }
+            }
+            "sendMessage" => {
+                let chat = params["chat_id"]
+                    .as_i64()
+                    .or_else(|| params["chat_id"].as_str().and_then(|s| s.parse().ok()))
+                    .unwrap_or(0);
+                state
+                    .sent
+                    .push((chat, params["text"].as_str().unwrap_or("").to_string()));
+                (
+                    200,
+                    json!({"ok": true, "result": {"message_id": 1, "chat": {"id": chat}}}),
+                )
+            }
+            _ => (200, json!({"ok": true, "result": true})),
+        }
+    }
+
+    fn text(&self, chat: i64, text: &str) {
+        let (lock, cv) = &*self.state;
+        let mut state = lock.lock().unwrap();
+        state.next_id += 1;
+        let id = 5000 + state.next_id;
+        state.queue.push(json!({"update_id": id, "message": {"message_id": id, "date": 1_700_000_000,
+            "from": {"id": chat, "is_bot": false, "first_name": "T"}, "chat": {"id": chat, "type": "private"}, "text": text}}));
+        cv.notify_all();
+    }
+
+    fn texts(&self, chat: i64) -> Vec<String> {
+        let state = self.state.0.lock().unwrap();
+        state
+            .sent
+            .iter()
+            .filter(|(c, _)| *c == chat)
+            .map(|(_, t)| t.clone())
+            .collect()
+    }
+}
+
+/// Three instances, one Telegram bot: one of them polls at a time (Telegram would answer a
+/// second poller 409); after SIGKILL of that one another polls within 10 s, and every update
+/// is answered once and in order per chat.
+#[test]
+fn telegram_is_polled_by_one_instance_and_taken_over_after_sigkill() {
+    let (fake, api_port) = FakeBotApi::start();
+    let url = pg::shared().database("telegram");
+    let data = common::data_copy("pg-telegram");
+    common::write(
+        data.path(),
+        "global/config/channel-telegram.json",
+        &json!({"apiBase": format!("http://127.0.0.1:{api_port}"), "pollTimeout": "1s"})
+            .to_string(),
+    );
+    common::write(
+        data.path(),
+        "bots/welcome-bot/config/channel-telegram.json",
+        &json!({"enabled": true, "botToken": "123:TOKEN"}).to_string(),
+    );
+    let mut servers = instances(data.path(), &url, 3, &[]);
+    let polling = |s: &common::Server| s.log().contains("Telegram long polling started");
+    assert!(common::wait_until(Duration::from_secs(20), || servers
+        .iter()
+        .filter(|s| polling(s))
+        .count()
+        == 1));
+    let (chats, n) = (4i64, 6usize);
+    let say = |k: usize| {
+        for c in 0..chats {
+            fake.text(100 + c, &welcome_text(c as usize, k));
+        }
+    };
+    let answered = |k: usize| {
+        (0..chats).all(|c| {
+            distinct(&fake.texts(100 + c)).len() >= if k == 1 { 1 } else { 4 + 2 * (k - 2) }
+        })
+    };
+    for k in 1..=3 {
+        say(k);
+        assert!(
+            common::wait_until(Duration::from_secs(20), || answered(k)),
+            "turn {k}"
+        );
+    }
+    // Still one poller (the others wait for the lead).
+    assert_eq!(servers.iter().filter(|s| polling(s)).count(), 1);
+    let leader = servers.iter().position(polling).unwrap();
+    say(4);
+    servers[leader].kill();
+    let killed = Instant::now();
+    // Another instance polls within 10 s.
+    let taken = common::wait_until(Duration::from_secs(10), || {
+        servers
+            .iter()
+            .enumerate()
+            .any(|(i, s)| i != leader && s.log().contains("this instance polls Telegram now"))
+    });
+    assert!(taken, "no takeover within 10 s of the SIGKILL");
+    assert!(common::wait_until(Duration::from_secs(10), || {
+        fake.state
+            .0
+            .lock()
+            .unwrap()
+            .polls
+            .iter()
+            .any(|t| *t > killed)
+    }));
+    for k in 5..=n {
+        say(k);
+        assert!(
+            common::wait_until(Duration::from_secs(30), || answered(k)),
+            "turn {k}"
+        );
+    }
+    for c in 0..chats {
+        let texts = fake.texts(100 + c);
+        let once = distinct(&texts);
+        // A send in flight at the kill may repeat; no turn does.
+        assert!(texts.len() - once.len() <= 2, "chat {c}: {texts:?}");
+        check_welcome(&once, c as usize, n);
+    }
+    assert_eq!(
+        fake.state.0.lock().unwrap().conflicts,
+        0,
+        "two instances polled at once"
+    );
+}
+
+/// `texts` with repeats in a row left out (a send in flight at a SIGKILL is made again).
+fn distinct(texts: &[String]) -> Vec<String> {
+    let mut once: Vec<String> = Vec::new();
+    for t in texts {
+        if once.last() != Some(t) {
+            once.push(t.clone());
+        }
+    }
+    once
+}
