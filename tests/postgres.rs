@@ -501,6 +501,8 @@ struct FakeGraph {
     server: Arc<tiny_http::Server>,
     port: u16,
     sent: Arc<Mutex<Vec<Value>>>,
+    /// While set, `POST /me/messages` answers 500 (Facebook having a bad minute).
+    down: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl FakeGraph {
@@ -508,8 +510,9 @@ impl FakeGraph {
         let server = Arc::new(tiny_http::Server::http("127.0.0.1:0").unwrap());
         let port = server.server_addr().to_ip().unwrap().port();
         let sent: Arc<Mutex<Vec<Value>>> = Arc::default();
+        let down: Arc<std::sync::atomic::AtomicBool> = Arc::default();
         for _ in 0..6 {
-            let (server, sent) = (server.clone(), sent.clone());
+            let (server, sent, down) = (server.clone(), sent.clone(), down.clone());
             std::thread::spawn(move || {
                 while let Ok(mut request) = server.recv() {
                     let url = request.url().to_string();
@@ -519,6 +522,14 @@ impl FakeGraph {
                     let body: Value = serde_json::from_str(&raw).unwrap_or(Value::Null);
                     let answer = match path.as_str() {
                         "/v23.0/me" => json!({"id": "PW", "name": "Page PW"}),
+                        "/v23.0/me/messages" if down.load(std::sync::atomic::Ordering::SeqCst) => {
+                            let error = json!({"error": {"message": "An unexpected error has occurred.", "code": 2}});
+                            let _ = request.respond(
+                                tiny_http::Response::from_string(error.to_string())
+                                    .with_status_code(500),
+                            );
+                            continue;
+                        }
                         "/v23.0/me/messages" => {
                             sent.lock().unwrap().push(body.clone());
                             json!({"recipient_id": body["recipient"]["id"], "message_id": "m"})
@@ -529,7 +540,12 @@ impl FakeGraph {
                 }
             });
         }
-        FakeGraph { server, port, sent }
+        FakeGraph {
+            server,
+            port,
+            sent,
+            down,
+        }
     }
 
     fn texts(&self, psid: &str) -> Vec<String> {
@@ -971,4 +987,93 @@ fn distinct(texts: &[String]) -> Vec<String> {
         }
     }
     once
+}
+
+/// The database away for 10 s: Converse and the webhook answer 503 with the JSON error
+/// envelope, queued replies wait, and everything goes on once it is back, without a restart.
+#[test]
+fn the_database_away_for_ten_seconds_gets_503_then_everything_resumes() {
+    use std::sync::atomic::Ordering;
+    let cluster = pg::Cluster::private();
+    let url = cluster.database("outage");
+    let fake = FakeGraph::start();
+    let data = messenger_data("pg-outage", &fake);
+    let mut servers = start_messenger(data.path(), &url, 2);
+    let proxy = RoundRobin::start(&ports(&servers));
+    introduce(proxy.port, "carol", "Carol");
+    // Replies that cannot be sent yet stay queued in the database.
+    fake.down.store(true, Ordering::SeqCst);
+    for u in 0..3 {
+        assert_eq!(
+            post_text(proxy.port, &format!("U{u}"), &format!("mid.U{u}.1"), "hi"),
+            Some(200)
+        );
+    }
+    let mut client = cluster.client(url.rsplit('/').next().unwrap());
+    assert!(common::wait_until(Duration::from_secs(20), || client
+        .query_one(
+            "SELECT count(*) FROM queue_items WHERE queue = 'messenger-out'",
+            &[]
+        )
+        .unwrap()
+        .get::<_, i64>(0)
+        == 3));
+    drop(client);
+    cluster.stop();
+    let away = Instant::now();
+    fake.down.store(false, Ordering::SeqCst);
+    for _ in 0..2 {
+        let answer = common::converse(proxy.port, "welcome-bot", "carol", "ok 1");
+        assert_eq!(answer.status, 503, "{}", answer.text());
+        let body = answer.json();
+        assert_eq!(body["statusCode"], 503, "{body}");
+        assert!(
+            body["message"].as_str().unwrap_or("").contains("database"),
+            "{body}"
+        );
+        assert_eq!(post_text(proxy.port, "U9", "mid.U9.1", "hi"), Some(503));
+    }
+    // Nothing is sent while the database is away: the replies wait in it.
+    std::thread::sleep(Duration::from_secs(10).saturating_sub(away.elapsed()));
+    cluster.start();
+    // Back: the same processes answer, on the state they had.
+    let resumed = common::wait_until(Duration::from_secs(30), || {
+        common::converse(proxy.port, "welcome-bot", "carol", "ok 1").status == 200
+    });
+    assert!(resumed, "{}", servers[0].log());
+    let said = common::texts(&common::converse(proxy.port, "welcome-bot", "carol", "ok 2").json());
+    assert_eq!(
+        said.get(1).map(String::as_str),
+        Some("We already spoke 2 times!"),
+        "{said:?}"
+    );
+    for u in 0..3 {
+        let psid = format!("U{u}");
+        assert!(
+            common::wait_until(Duration::from_secs(60), || !fake.texts(&psid).is_empty()),
+            "{psid}"
+        );
+        assert_eq!(
+            post_text(
+                proxy.port,
+                &psid,
+                &format!("mid.U{u}.2"),
+                &format!("Name{u}")
+            ),
+            Some(200)
+        );
+        assert!(common::wait_until(Duration::from_secs(30), || distinct(
+            &fake.texts(&psid)
+        )
+        .len()
+            >= 4));
+        check_welcome(&distinct(&fake.texts(&psid)), u, 2);
+    }
+    for s in &mut servers {
+        assert!(
+            s.child.try_wait().unwrap().is_none(),
+            "an instance exited: {}",
+            s.log()
+        );
+    }
 }

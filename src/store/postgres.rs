@@ -61,6 +61,8 @@ const RETRIES: u32 = 4;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 /// Idle connections kept for reuse.
 const MAX_IDLE: usize = 16;
+/// A pooled connection idle this long is checked (one round trip) before it is used again.
+const STALE_AFTER: Duration = Duration::from_secs(5);
 /// Expired seen ids are deleted at most this often.
 const PRUNE_EVERY_MS: i64 = 60_000;
 /// The NOTIFY channel of queued work.
@@ -175,6 +177,8 @@ fn is_conflict(e: &postgres::Error) -> bool {
 struct Conn {
     client: Client,
     statements: HashMap<String, Statement>,
+    /// When it went back to the pool.
+    idle_since: Instant,
 }
 
 impl Conn {
@@ -225,6 +229,7 @@ impl Pool {
                 Ok(Conn {
                     client,
                     statements: HashMap::new(),
+                    idle_since: Instant::now(),
                 })
             }
             Err(e) => {
@@ -242,16 +247,27 @@ impl Pool {
     fn get(&self) -> Result<Conn, StoreError> {
         let idle = self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop();
         match idle {
-            Some(conn) if !conn.client.is_closed() => Ok(conn),
+            Some(mut conn) if !conn.client.is_closed() => {
+                // One idle for a while may have been closed by a server restart meanwhile.
+                if conn.idle_since.elapsed() < STALE_AFTER
+                    || conn.client.is_valid(Duration::from_secs(1)).is_ok()
+                {
+                    Ok(conn)
+                } else {
+                    self.clear();
+                    self.connect()
+                }
+            }
             _ => self.connect(),
         }
     }
 
     /// Gives a connection back, unless it broke or the pool has enough.
-    fn put(&self, conn: Conn) {
+    fn put(&self, mut conn: Conn) {
         if conn.client.is_closed() {
             return;
         }
+        conn.idle_since = Instant::now();
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
         if idle.len() < MAX_IDLE {
             idle.push(conn);
