@@ -1077,3 +1077,60 @@ fn the_database_away_for_ten_seconds_gets_503_then_everything_resumes() {
         );
     }
 }
+
+/// A context timeout known to three instances (each one indexed it) fires once: the janitor
+/// of each takes the conversation's lock and looks again, and finds it handled.
+#[test]
+fn a_context_timeout_fires_once_across_instances() {
+    let fake = FakeGraph::start();
+    let url = pg::shared().database("timeout");
+    let data = messenger_data("pg-timeout", &fake);
+    common::add_timeout_node(data.path(), "welcome-bot");
+    // Long enough for the other two instances to start and index it.
+    let config = data.path().join("bots/welcome-bot/bot.config.json");
+    let text = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace("\"1s\"", "\"6s\"");
+    std::fs::write(&config, text).unwrap();
+    let mut servers = start_messenger(data.path(), &url, 1);
+    let users = 4;
+    for u in 0..users {
+        assert_eq!(
+            post_text(
+                servers[0].port,
+                &format!("T{u}"),
+                &format!("mid.T{u}"),
+                "hi"
+            ),
+            Some(200)
+        );
+    }
+    for u in 0..users {
+        assert!(common::wait_until(Duration::from_secs(10), || !fake
+            .texts(&format!("T{u}"))
+            .is_empty()));
+    }
+    // The others start now: their first session sweep indexes the pending timeouts.
+    servers.extend(start_messenger(data.path(), &url, 2));
+    let timed_out = |u: usize| {
+        fake.texts(&format!("T{u}"))
+            .iter()
+            .filter(|t| *t == "Still there?")
+            .count()
+    };
+    for u in 0..users {
+        assert!(
+            common::wait_until(Duration::from_secs(20), || timed_out(u) >= 1),
+            "T{u}: {:?}",
+            fake.texts(&format!("T{u}"))
+        );
+    }
+    // Ten janitor rounds later, still once.
+    std::thread::sleep(Duration::from_secs(2));
+    for u in 0..users {
+        assert_eq!(
+            fake.texts(&format!("T{u}")),
+            ["May I know your name please?", "Still there?"]
+        );
+    }
+}
