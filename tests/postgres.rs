@@ -1134,3 +1134,53 @@ fn a_context_timeout_fires_once_across_instances() {
         );
     }
 }
+
+#[test]
+fn botd_check_reports_the_database_and_a_bad_url_is_refused() {
+    let url = pg::shared().database("check");
+    let data = common::data_copy("pg-check");
+    let dir = data.path().to_str().unwrap();
+    // Before the first start: nothing made yet.
+    let (code, _, err) = common::botd(&["check", "--data", dir], &[("DATABASE_URL", &url)]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        err.contains("schema version 0; botd creates or migrates it"),
+        "{err}"
+    );
+    drop(PostgresStore::open(&url).unwrap());
+    let (code, _, err) = common::botd(&["check", "--data", dir], &[("DATABASE_URL", &url)]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        err.contains("reachable, schema version 1, 0 queued item(s), 0 quarantined record(s), 0 dead letter(s)"),
+        "{err}"
+    );
+    assert!(!data.path().join("storage/botd.sqlite").exists());
+    // Nobody listening there: named, and `check` fails.
+    let gone = "postgres://botd:secret@127.0.0.1:1/botd";
+    let (code, out, err) = common::botd(&["check", "--data", dir], &[("DATABASE_URL", gone)]);
+    assert_eq!(code, 1);
+    assert!(
+        out.contains("postgres://botd@127.0.0.1:1/botd: cannot reach the database"),
+        "{out}"
+    );
+    assert!(
+        !out.contains("secret") && !err.contains("secret"),
+        "{out}{err}"
+    );
+    // `run` refuses to start on it, and on a URL that is not PostgreSQL, with one line.
+    let (code, _, err) = common::botd(&["run", "--data", dir], &[("DATABASE_URL", gone)]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("the database cannot be reached") && !err.contains("secret"),
+        "{err}"
+    );
+    let (code, _, err) = common::botd(
+        &["run", "--data", dir],
+        &[("DATABASE_URL", "mysql://u@h/db")],
+    );
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("DATABASE_URL: \"mysql://…\" is not a database botd uses"),
+        "{err}"
+    );
+}

@@ -343,6 +343,13 @@ impl Delivery {
             .take();
         if let Some(c) = claimer {
             let _ = c.join();
+            // Nothing runs here any more: the others may take these conversations now.
+            if let Err(e) = self.inner.store.release(self.inner.queue) {
+                log::warn!(
+                    "queue {}: cannot give up this instance's conversations ({e}); the others take them when the leases end",
+                    self.inner.queue.name()
+                );
+            }
         }
     }
 }

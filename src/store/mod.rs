@@ -435,6 +435,12 @@ pub trait Store: Send + Sync {
         )))
     }
 
+    /// Gives up this instance's leases on `queue` (a graceful stop), so the other instances
+    /// take its conversations at once instead of when the leases end.
+    fn release(&self, _queue: Queue) -> Result<(), StoreError> {
+        Ok(())
+    }
+
     /// Calls `wake` whenever another instance (or this one) queued work on `queue`, and once
     /// the database is reachable again after it was not. Only a shared store calls it.
     fn watch(&self, _queue: Queue, _wake: Arc<dyn Fn() + Send + Sync>) {}
@@ -573,6 +579,43 @@ pub fn is_valid_bot_id(id: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn database_url_chooses_the_store() {
+        let env = |url: &str| {
+            let file =
+                std::env::temp_dir().join(format!("botd-env-{}-{}", std::process::id(), url.len()));
+            std::fs::write(&file, format!("DATABASE_URL={url}\n")).unwrap();
+            let env = crate::config::dotenv::Env::load(&file).unwrap();
+            let _ = std::fs::remove_file(&file);
+            env
+        };
+        if std::env::var_os("DATABASE_URL").is_some() {
+            return; // The process environment wins over the file: nothing to learn here.
+        }
+        assert_eq!(database_url(&env("")).unwrap(), None);
+        assert_eq!(
+            database_url(&env("postgres://u@h/db")).unwrap().as_deref(),
+            Some("postgres://u@h/db")
+        );
+        let err = database_url(&env("mysql://u@h/db")).unwrap_err();
+        assert!(
+            err.contains("DATABASE_URL") && err.contains("mysql://"),
+            "{err}"
+        );
+        #[cfg(not(feature = "postgres"))]
+        {
+            let dir = std::env::temp_dir().join(format!("botd-nopg-{}", std::process::id()));
+            let err = open(&env("postgres://u@127.0.0.1:1/db"), &dir)
+                .err()
+                .unwrap();
+            assert!(
+                err.contains("without PostgreSQL support") && err.contains("--features postgres"),
+                "{err}"
+            );
+            assert!(!dir.exists(), "no SQLite database was made instead");
+        }
+    }
 
     #[test]
     fn bot_id_allowlist() {

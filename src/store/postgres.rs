@@ -935,6 +935,17 @@ impl Store for PostgresStore {
         })
     }
 
+    fn release(&self, queue: Queue) -> Result<(), StoreError> {
+        let me = self.instance.as_str();
+        self.with_conn(|conn| {
+            conn.execute(
+                "UPDATE queue_keys SET lease_until_ms = 0 WHERE queue = $1 AND owner = $2",
+                &[&queue.name(), &me],
+            )
+        })
+        .map(|_| ())
+    }
+
     fn watch(&self, queue: Queue, wake: Arc<dyn Fn() + Send + Sync>) {
         self.watchers
             .lock()
