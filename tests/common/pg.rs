@@ -9,15 +9,41 @@
 //! or `PATH`; `.ci/run` installs the `postgresql` package when they are missing.
 #![allow(dead_code)]
 
-use super::TempDir;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+/// The cluster's temporary folder (also used by `make bench`, which has no `TempDir`).
+pub struct Folder(PathBuf);
+
+impl Folder {
+    fn new() -> Folder {
+        static N: AtomicU64 = AtomicU64::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "botd-pg-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::SeqCst)
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        Folder(dir)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for Folder {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
 pub struct Cluster {
-    pub dir: TempDir,
+    pub dir: Folder,
     pub port: u16,
     bin: PathBuf,
     /// The user the server runs as (`None` when the tests do not run as root).
@@ -74,7 +100,7 @@ impl Cluster {
     /// A cluster of its own, stopped when dropped.
     pub fn private() -> Cluster {
         let bin = bindir();
-        let dir = TempDir::new("pg");
+        let dir = Folder::new();
         let run_as = is_root().then(|| "nobody".to_string());
         let data = dir.path().join("data");
         std::fs::create_dir_all(&data).unwrap();
