@@ -896,8 +896,15 @@ impl Store for PostgresStore {
         let me = self.instance.as_str();
         let name = queue.name();
         let (held, rows) = self.transaction(|conn| {
+            // Rows an enqueue holds right now are skipped (renewed at the next claim, well
+            // within the lease): a claim never waits for, nor deadlocks with, a commit.
             conn.execute(
-                &format!("UPDATE queue_keys SET lease_until_ms = {DB_NOW} + $3 WHERE queue = $1 AND owner = $2"),
+                &format!(
+                    "UPDATE queue_keys SET lease_until_ms = {DB_NOW} + $3
+                     WHERE (queue, key_sha) IN (
+                        SELECT queue, key_sha FROM queue_keys WHERE queue = $1 AND owner = $2
+                        FOR UPDATE SKIP LOCKED)"
+                ),
                 &[&name, &me, &lease_ms],
             )?;
             conn.execute(
@@ -913,11 +920,17 @@ impl Store for PostgresStore {
             // Conversations with nothing left are let go (an enqueue meanwhile has locked the
             // row and raised `pending`, which this re-checks).
             conn.execute(
-                "DELETE FROM queue_keys WHERE queue = $1 AND owner = $2 AND pending <= 0",
+                "DELETE FROM queue_keys WHERE (queue, key_sha) IN (
+                    SELECT queue, key_sha FROM queue_keys
+                    WHERE queue = $1 AND owner = $2 AND pending <= 0 FOR UPDATE SKIP LOCKED)
+                 AND pending <= 0",
                 &[&name, &me],
             )?;
             let held: Vec<String> = conn
-                .query("SELECT key FROM queue_keys WHERE queue = $1 AND owner = $2", &[&name, &me])?
+                .query(
+                    "SELECT key FROM queue_keys WHERE queue = $1 AND owner = $2",
+                    &[&name, &me],
+                )?
                 .iter()
                 .map(|r| r.try_get(0))
                 .collect::<Result<_, _>>()?;
