@@ -139,8 +139,10 @@ fn key_sha(key: &str) -> Vec<u8> {
     Sha256::digest(key.as_bytes()).to_vec()
 }
 
-/// The URL without its password, for log lines and `botd check`.
+/// The URL without its password (nor its parameters, which may hold one), for log lines
+/// and `botd check`.
 pub fn shown_url(url: &str) -> String {
+    let url = url.split('?').next().unwrap_or(url);
     let Some((scheme, rest)) = url.split_once("://") else {
         return "postgres://…".into();
     };
@@ -1171,4 +1173,22 @@ pub fn check_database(url: &str) -> super::sqlite::CheckReport {
     );
     report.lines = lines;
     report
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shown_urls_hold_no_password() {
+        assert_eq!(
+            shown_url("postgres://botd:s3cret@db:5432/botd?sslmode=disable"),
+            "postgres://botd@db:5432/botd"
+        );
+        assert_eq!(
+            shown_url("postgresql://db/botd?user=botd&password=s3cret"),
+            "postgresql://db/botd"
+        );
+        assert_eq!(shown_url("garbage"), "postgres://…");
+    }
 }
