@@ -1,5 +1,6 @@
-//! Runtime state behind a narrow, transactional interface, shaped for an embedded SQLite
-//! database now and PostgreSQL later: JSON records addressed by typed keys (namespace, bot,
+//! Runtime state behind a narrow, transactional interface, on an embedded SQLite database
+//! (`sqlite`) or, with `DATABASE_URL`, on PostgreSQL shared by several instances (`postgres`,
+//! the cargo feature of that name): JSON records addressed by typed keys (namespace, bot,
 //! key), FIFO queues per channel with an order that survives restarts, and ids already seen
 //! with an expiry. Every change is an [`Op`] in a [`Batch`]; a batch is committed whole or
 //! not at all, and a batch is plain data, so batches that are ready together share one
@@ -7,6 +8,11 @@
 //!
 //! A record or queue item that does not parse is moved to a quarantine (with one error log
 //! line naming it) and reads as absent, so the conversation goes on from a fresh state.
+//!
+//! What several instances need is part of the interface, and costs nothing on a store no
+//! other process shares: holding a conversation across instances
+//! ([`Store::hold_conversation`]), leading a role ([`Store::try_lead`]), and claiming a
+//! queue's conversations with leases ([`Store::claim`], [`Store::watch`], [`Store::release`]).
 
 mod group;
 mod import;
