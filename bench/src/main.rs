@@ -3,7 +3,7 @@
 //! the same run). Writes the table to bench/RESULTS.md.
 //!
 //! `bench [--botd PATH] [--profile-botd PATH] [--ceiling PATH] [--out FILE] [--users N] [--work DIR] [--quick]
-//! [--no-profile] [--only converse|channels|postgres|engine|footprint|profile]`
+//! [--no-profile] [--only converse|channels|postgres|engine|footprint|profile[,…]]`
 
 mod channels;
 mod engine;
@@ -34,13 +34,16 @@ pub struct Options {
     work: PathBuf,
     quick: bool,
     profile: bool,
-    /// Run only this section (converse, channels, engine, footprint, profile).
+    /// Run only these sections, comma-separated (converse, channels, postgres, engine,
+    /// footprint, profile).
     only: Option<String>,
 }
 
 impl Options {
     fn runs(&self, section: &str) -> bool {
-        self.only.as_deref().is_none_or(|s| s == section)
+        self.only
+            .as_deref()
+            .is_none_or(|s| s.split(',').any(|one| one == section))
     }
 }
 

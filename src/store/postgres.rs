@@ -502,24 +502,20 @@ fn listen(pool: &Pool, watchers: &Watchers) {
 /// The migrations above the database's version, each in its own transaction, with an
 /// advisory lock so that instances starting together do not race.
 fn migrate(conn: &mut Conn, shown: &str) -> Result<(), String> {
-    let fail = |what: &str, e: postgres::Error| format!("{shown}: {what}: {e}");
-    conn.client
-        .batch_execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
-        .or_else(|e| {
-            // Two instances creating the table at once: the loser sees a unique violation.
-            if e.code() == Some(&SqlState::UNIQUE_VIOLATION) {
-                Ok(())
-            } else {
-                Err(e)
-            }
-        })
-        .map_err(|e| fail("cannot create the schema_version table", e))?;
+    let fail = |what: &str, e: postgres::Error| match e.as_db_error() {
+        Some(db) => format!("{shown}: {what}: {} ({})", db.message(), db.code().code()),
+        None => format!("{shown}: {what}: {e}"),
+    };
     let mut tx = conn
         .client
         .transaction()
         .map_err(|e| fail("cannot start the migration", e))?;
+    // Everything under the lock, the version table too: instances starting together would
+    // otherwise race to create it.
     tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
         .map_err(|e| fail("cannot lock the schema", e))?;
+    tx.batch_execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+        .map_err(|e| fail("cannot create the schema_version table", e))?;
     let current: i64 = tx
         .query_one(
             "SELECT COALESCE(max(version), 0)::bigint FROM schema_version",
