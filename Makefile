@@ -7,7 +7,7 @@ BIN      := target/release/botd
 # PostgreSQL support (several instances on one database): see Cargo.toml's `postgres` feature.
 FEATURES ?= postgres
 
-.PHONY: run build test check install bench bench-nlu pi test-arm smoke-arm clean
+.PHONY: run build test test-deps check install bench bench-nlu pi test-arm smoke-arm clean
 
 ## run: build the release binary and serve ./data on http://localhost:3000
 run: build
@@ -17,9 +17,13 @@ build:
 	$(CARGO) build --release --locked --features "$(FEATURES)"
 
 ## test: the whole suite (unit, engine transcripts, real-HTTP integration tests, several instances on a private PostgreSQL cluster), then the library's tests of the SQLite-only build
-test:
+test: test-deps
 	$(CARGO) test --locked --all-targets --features "$(FEATURES)"
 	$(CARGO) test --locked --lib
+
+## test-deps: the Debian packages the tests use (node-lodash), installed when missing
+test-deps:
+	tests/deps
 
 ## check: formatting, lints, and `botd check` on the bundled bots
 check:
@@ -62,7 +66,7 @@ pi:
 	packaging/pi build
 
 ## test-arm: the whole test suite for aarch64, under qemu-user
-test-arm:
+test-arm: test-deps
 	packaging/pi test
 
 ## smoke-arm: the aarch64 release binary end to end under qemu-user (Converse, Messenger, Telegram, SIGTERM)

@@ -65,9 +65,14 @@ pub fn run(data_dir: &Path) -> i32 {
     if engine.bot_ids().is_empty() {
         log::warn!("no bot loaded from {}/bots", data_dir.display());
     }
+    engine.mount_all();
     let webhook = Arc::new(RouteSlot::default());
-    let routes: Vec<Arc<dyn Route>> =
-        vec![Arc::new(Converse::new(engine.clone())), webhook.clone()];
+    let telegram_webhook = Arc::new(RouteSlot::default());
+    let routes: Vec<Arc<dyn Route>> = vec![
+        Arc::new(Converse::new(engine.clone())),
+        webhook.clone(),
+        telegram_webhook.clone(),
+    ];
     let messenger = start_messenger(&engine, &webhook);
     let state = Arc::new(AppState {
         engine: engine.clone(),
@@ -99,9 +104,10 @@ pub fn run(data_dir: &Path) -> i32 {
     let channels = Channels {
         telegram_config: telegram_config(&engine),
         messenger_config: messenger_config(&engine),
-        telegram: Telegram::start(engine.clone()),
+        telegram: start_telegram(&engine, &telegram_webhook),
         messenger,
         webhook,
+        telegram_webhook,
     };
     let maintenance = {
         let (engine, stop, data_dir) = (engine.clone(), stop.clone(), data_dir.to_path_buf());
@@ -118,6 +124,7 @@ pub fn run(data_dir: &Path) -> i32 {
         Ok(Ok(channels)) => channels.stop(),
         _ => log::error!("the maintenance thread failed; channels stop with the process"),
     }
+    engine.unmount_all();
     log::info!("stopped");
     0
 }
@@ -128,6 +135,8 @@ struct Channels {
     messenger: Option<Messenger>,
     /// Where the Messenger webhook route is, so a restarted Messenger replaces it.
     webhook: Arc<RouteSlot>,
+    /// Where the Telegram webhook route is (bots in webhook mode), likewise.
+    telegram_webhook: Arc<RouteSlot>,
     telegram_config: ModuleConfigs,
     messenger_config: ModuleConfigs,
 }
@@ -153,10 +162,16 @@ impl Channels {
 fn start_messenger(engine: &Arc<Engine>, webhook: &RouteSlot) -> Option<Messenger> {
     let messenger = Messenger::start(engine.clone());
     *webhook.hold() = messenger.as_ref().and_then(Messenger::route);
-    if let Some(m) = &messenger {
-        engine.set_proactive_sink("messenger", m.proactive_sink());
-    }
     messenger
+}
+
+/// Starts Telegram with its webhook route in place: the slot is held meanwhile, so an update
+/// Telegram posts as soon as its webhook is set waits for the route instead of a 404.
+fn start_telegram(engine: &Arc<Engine>, webhook: &RouteSlot) -> Option<Telegram> {
+    let mut slot = webhook.hold();
+    let telegram = Telegram::start(engine.clone());
+    *slot = telegram.as_ref().and_then(Telegram::route);
+    telegram
 }
 
 fn module_configs(engine: &Engine, module: &str) -> ModuleConfigs {
@@ -265,9 +280,6 @@ fn live_reload(engine: &Arc<Engine>, channels: &mut Channels, data_dir: &Path) {
         let started = Messenger::start(engine.clone());
         *slot = started.as_ref().and_then(Messenger::route);
         drop(slot);
-        if let Some(m) = &started {
-            engine.set_proactive_sink("messenger", m.proactive_sink());
-        }
         channels.messenger = started;
         channels.messenger_config = messenger;
     }
@@ -279,7 +291,7 @@ fn live_reload(engine: &Arc<Engine>, channels: &mut Channels, data_dir: &Path) {
         if let Some(t) = channels.telegram.take() {
             t.stop_within(TELEGRAM_RESTART_GRACE);
         }
-        channels.telegram = Telegram::start(engine.clone());
+        channels.telegram = start_telegram(engine, &channels.telegram_webhook);
         channels.telegram_config = telegram;
     }
     log::info!("reload done");

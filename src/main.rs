@@ -221,6 +221,7 @@ fn chat(o: &Options) -> i32 {
         eprintln!("botd: bot \"{bot_id}\" is not loaded (see `botd check`)");
         return 1;
     }
+    engine.mount_all();
     eprintln!("Talking to {bot_id} as \"{}\". Ctrl-D to quit.", o.user);
     let stdin = std::io::stdin();
     let mut out = std::io::stdout();
@@ -254,6 +255,7 @@ fn chat(o: &Options) -> i32 {
             Err(e) => eprintln!("botd: {e}"),
         }
     }
+    engine.unmount_all();
     0
 }
 

@@ -505,7 +505,13 @@ fn status_schemas_media_and_response_time() {
         .header("X-Response-Time")
         .is_some_and(|v| v.ends_with("ms") && v.trim_end_matches("ms").parse::<f64>().is_ok()));
 
-    for module in ["channel-messenger", "channel-telegram", "nlu", "qna"] {
+    for module in [
+        "basic-skills",
+        "channel-messenger",
+        "channel-telegram",
+        "nlu",
+        "qna",
+    ] {
         let a = request(
             p,
             "GET",
@@ -533,7 +539,11 @@ fn status_schemas_media_and_response_time() {
             }
             assert_eq!(&props[k]["default"], v, "{module}.{k}");
             assert!(
-                props[k]["type"].is_string() && props[k]["description"].is_string(),
+                (props[k]["type"].is_string()
+                    || props[k]["type"]
+                        .as_array()
+                        .is_some_and(|l| l.iter().all(Value::is_string)))
+                    && props[k]["description"].is_string(),
                 "{module}.{k}"
             );
         }
@@ -1006,7 +1016,13 @@ fn first_start_creates_files_and_a_second_start_leaves_them_alone() {
             .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-'),
         "{secret}"
     );
-    for module in ["channel-messenger", "channel-telegram", "nlu", "qna"] {
+    for module in [
+        "basic-skills",
+        "channel-messenger",
+        "channel-telegram",
+        "nlu",
+        "qna",
+    ] {
         let file: Value = serde_json::from_str(
             &std::fs::read_to_string(data.path().join(format!("global/config/{module}.json")))
                 .unwrap(),

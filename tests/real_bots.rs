@@ -126,6 +126,60 @@ fn check_warns_with_file_and_field_and_the_bot_still_runs() {
     );
 }
 
+#[test]
+fn broken_intent_entity_and_qna_files_are_warnings_and_the_bot_still_answers() {
+    let data = data_with("tpl-welcome-bot");
+    let bot = data.path().join("bots/tpl-welcome-bot");
+    // A JavaScript regular expression botd's regex engine cannot compile (look-ahead), a file
+    // that is not JSON, and utterances that are not strings.
+    write(
+        &bot,
+        "entities/order_id.json",
+        r#"{"id":"order_id","name":"order_id","type":"pattern","pattern":"(?=ORD)ORD-\\d+","occurences":[]}"#,
+    );
+    write(&bot, "intents/broken.json", "{\"name\": \"broken\",");
+    write(&bot, "qna/broken.json", "{\"id\": \"broken\", \"data\": [");
+    write(
+        &bot,
+        "intents/numbers.json",
+        r#"{"name":"numbers","contexts":["global"],"utterances":[1,2,3],"slots":[]}"#,
+    );
+    let (code, out, err) = botd(&["check", "--data", data.path().to_str().unwrap()], &[]);
+    assert_eq!(code, 0, "stdout: {out}\nstderr: {err}");
+    assert!(err.contains("tpl-welcome-bot: ok (4 warnings)"), "{err}");
+    let root = format!("{}/bots/tpl-welcome-bot", data.path().display());
+    assert!(
+        out.lines().any(|l| l
+            .starts_with(&format!("{root}/qna/broken.json: warning: invalid JSON"))
+            && l.ends_with("; the entry is left out")),
+        "{out}"
+    );
+    for (file, field) in [
+        (
+            "entities/order_id.json",
+            "field `pattern` is not a valid regular expression",
+        ),
+        ("intents/broken.json", "invalid JSON"),
+        (
+            "intents/numbers.json",
+            "field `utterances` must be an array of strings",
+        ),
+    ] {
+        assert!(
+            out.lines().any(
+                |l| l.starts_with(&format!("{root}/{file}: warning: {field}"))
+                    && l.ends_with("; the NLU is trained without it")
+            ),
+            "{file}: {out}"
+        );
+    }
+    let server = Server::start(data.path(), &[]);
+    assert_eq!(
+        say(server.port, "tpl-welcome-bot", "u1", "Hello"),
+        welcome_greeting()
+    );
+}
+
 // ------------------------------------------------------------------ tpl-welcome-bot (11.9.7)
 
 const WELCOME: &str = "Hi, I'm Welcome Bot! My task is to help you understand how Botpress works.";
@@ -611,7 +665,7 @@ fn bluebot_qna_answer_then_redirect_to_the_choice() {
 // ------------------------------------------------------------------ run-time failures
 
 #[test]
-fn saying_an_unknown_type_or_calling_a_missing_action_takes_the_error_path() {
+fn saying_an_unknown_type_or_calling_a_missing_action_is_logged_and_the_turn_saved() {
     let data = TempDir::new("runtime-failures");
     let d = data.path();
     write(
@@ -649,15 +703,20 @@ fn saying_an_unknown_type_or_calling_a_missing_action_takes_the_error_path() {
         "{out}"
     );
     let server = Server::start(d, &[]);
-    let error_message = typed_text(
-        "😯 Oops! We've got a problem. Please try something else while we're fixing it 🔨",
-    );
+    // Botpress's dialog engine catches a failing instruction, logs it, and saves the turn:
+    // the user gets nothing more, and the conversation stays on the failing node, whose
+    // instructions run again on the next message.
     for (user, answer, node) in [("w", "widget", "widget"), ("c", "other", "custom")] {
         converse(server.port, "broken-run", user, "hi");
         assert_eq!(
             say(server.port, "broken-run", user, answer),
-            error_message,
+            Vec::<Value>::new(),
             "{node}"
+        );
+        assert_eq!(
+            say(server.port, "broken-run", user, "again"),
+            Vec::<Value>::new(),
+            "{node}: still on the failing node, not back at the start"
         );
         let needle = format!("flows/main.flow.json, node \"{node}\"");
         assert!(
@@ -770,4 +829,67 @@ fn bluebot_every_second_level_choice() {
         say(p, bot, user, "2");
         assert_eq!(say(p, bot, user, answer), expected, "{answer}");
     }
+}
+
+// ------------------------------------------------------------------ builtin/wait
+
+#[test]
+fn wait_delays_the_rest_of_the_turn_and_a_wait_past_the_deadline_times_out() {
+    let data = TempDir::new("wait-bot");
+    let d = data.path();
+    write(
+        d,
+        "global/botpress.config.json",
+        r#"{"converse": {"timeout": "2s"}}"#,
+    );
+    write(
+        d,
+        "bots/wait-bot/bot.config.json",
+        r#"{"name":"w","version":"12.1.6","defaultLanguage":"en","languages":["en"]}"#,
+    );
+    // Botpress: `await new Promise(resolve => setTimeout(resolve, args.delay || 1000))`.
+    write(
+        d,
+        "bots/wait-bot/flows/main.flow.json",
+        r#"{"version":"0.0.1","startNode":"entry","nodes":[
+            {"id":"n0001","name":"entry","onEnter":[],"onReceive":[],"next":[
+                {"condition":"event.payload.text === 'short'","node":"short"},
+                {"condition":"event.payload.text === 'long'","node":"long"},
+                {"condition":"true","node":"entry"}]},
+            {"id":"n0002","name":"short","onEnter":[
+                "say #builtin_text {\"text\":\"one\"}",
+                "builtin/wait {\"delay\":\"400\"}",
+                "builtin/setVariable {\"type\":\"user\",\"name\":\"waited\",\"value\":\"yes\"}",
+                "say #builtin_text {\"text\":\"two {{user.waited}}\"}"],"onReceive":null,"next":[]},
+            {"id":"n0003","name":"long","onEnter":[
+                "builtin/setVariable {\"type\":\"user\",\"name\":\"long\",\"value\":\"yes\"}",
+                "builtin/wait {\"delay\":5000}",
+                "say #builtin_text {\"text\":\"never\"}"],"onReceive":null,"next":[]}
+        ]}"#,
+    );
+    let server = Server::start(d, &[]);
+    for user in ["u1", "u2"] {
+        assert_eq!(
+            say(server.port, "wait-bot", user, "hi"),
+            Vec::<Value>::new()
+        );
+    }
+    let started = std::time::Instant::now();
+    let plain = |t: &str| json!({"type": "text", "markdown": true, "text": t});
+    assert_eq!(
+        say(server.port, "wait-bot", "u1", "short"),
+        vec![plain("one"), plain("two yes")]
+    );
+    // A lower bound only: the turn cannot have answered before its wait was over.
+    assert!(
+        started.elapsed() >= std::time::Duration::from_millis(400),
+        "{:?}",
+        started.elapsed()
+    );
+    // A wait longer than converse.timeout: the turn times out, and nothing of it is saved.
+    let answer = converse(server.port, "wait-bot", "u2", "long");
+    assert_eq!(answer.status, 504, "{}", answer.text());
+    let token = token(d, &[]);
+    let state = state_after(server.port, "wait-bot", "u2", "hello", &token);
+    assert_eq!(state["user"], json!({}), "{state}");
 }

@@ -396,9 +396,6 @@ fn strings(list: &[&str]) -> Vec<String> {
     list.iter().map(|s| s.to_string()).collect()
 }
 
-const OOPS: &str =
-    "😯 Oops! We've got a problem. Please try something else while we're fixing it 🔨";
-
 #[test]
 fn flowtest_sub_flows_return_with_transitions_only() {
     let flowtest = FlowTest::start("flow-sub");
@@ -597,7 +594,8 @@ fn flowtest_variables_and_templating() {
     assert_eq!(state["temp"]["n"], 0);
     assert_eq!(state["bot"], json!({"last": esc}));
 
-    // "null", "" and a missing value delete the variable.
+    // "null" and "" delete the variable (as a missing value does); a JSON null is a value
+    // (`value === 'null' || value === '' || typeof value === 'undefined'` is false for it).
     let (said, state) = c.turn("forget");
     assert_eq!(said, strings(&["unset"]));
     assert_eq!(state["user"], json!({}));
@@ -606,7 +604,12 @@ fn flowtest_variables_and_templating() {
         "{}",
         state["session"]
     );
-    assert!(state["temp"].get("t").is_none(), "{}", state["temp"]);
+    assert_eq!(
+        state["temp"].get("t"),
+        Some(&Value::Null),
+        "{}",
+        state["temp"]
+    );
 
     // The bot variable is shared by every user of the bot; the conversation counter is per user.
     let c2 = flowtest.chat("vars-2");
@@ -625,49 +628,43 @@ fn flowtest_variables_and_templating() {
 }
 
 #[test]
-fn flowtest_custom_action_fails_and_saves_nothing() {
+fn flowtest_a_failing_custom_action_stops_the_turn_and_saves_it() {
     let flowtest = FlowTest::start("flow-custom");
     let c = flowtest.chat("custom-1");
     c.say("hello");
     let (_, before) = c.turn("next");
     assert_eq!(before["context"]["currentNode"], "second");
-    // The turn fails: what the node said before the failing action was already sent (as
-    // Botpress sends each `say` at once), then the error message.
-    let before_oops = || {
-        let mut v =
-            vec![json!({"type": "text", "markdown": true, "text": "before the custom action"})];
-        v.extend(typed_text(OOPS));
-        v
-    };
+    // Botpress's dialog engine catches the failing action (`_reportProcessingError`): what
+    // the node said before it was sent, nothing follows (no error message), and the state
+    // of the turn is saved, the queue still holding the failing action first.
     let r = responses(&converse(
         flowtest.server.port,
         "flowtest",
         "custom-1",
         "go custom",
     ));
-    assert_eq!(r, before_oops());
-    // Nothing of that turn was saved: no user variable, still waiting in `second` (whose
-    // `true` transition leads to `third`).
-    let (said, after) = c.turn("whatever");
-    assert_eq!(said, strings(&["third"]));
-    assert_eq!(after["user"], json!({}));
     assert_eq!(
-        after["context"],
-        json!({}),
-        "third has no transition: the conversation ends"
+        r,
+        vec![json!({"type": "text", "markdown": true, "text": "before the custom action"})]
     );
-    // The failing node fails every time.
-    c.say("hello");
-    let r = responses(&converse(
-        flowtest.server.port,
-        "flowtest",
-        "custom-1",
-        "go custom",
-    ));
-    assert_eq!(r, before_oops());
-    let (said, after) = c.turn("next");
-    assert_eq!(said, strings(&["second"]));
-    assert_eq!(after["user"], json!({}));
+    let (said, after) = c.turn("whatever");
+    assert_eq!(said, strings(&[]), "the action fails again, before any say");
+    assert_eq!(after["user"], json!({"tainted": "yes"}));
+    assert_eq!(after["context"]["currentNode"], "custom");
+    let queue = &after["context"]["queue"]["instructions"];
+    assert_eq!(queue[0]["fn"], "myActions/doSomething {\"x\":1}", "{queue}");
+    assert_eq!(
+        queue[1]["fn"],
+        "say #builtin_text {\"text\": \"after the custom action\"}"
+    );
+    assert!(
+        flowtest
+            .server
+            .log()
+            .contains("node \"custom\": error processing \"myActions/doSomething {\"x\":1}\""),
+        "{}",
+        flowtest.server.log()
+    );
 }
 
 // ---------------------------------------------------------------- timeouts (§8.10)

@@ -203,6 +203,7 @@ fn secrets_and_conversations_are_private() {
         "storage/botd.sqlite-wal",
         "storage/botd.sqlite-shm",
         "global/botpress.config.json",
+        "global/config/basic-skills.json",
         "global/config/channel-messenger.json",
         "global/config/channel-telegram.json",
         "global/config/nlu.json",

@@ -557,6 +557,204 @@ fn an_old_offset_file_is_imported() {
     assert_eq!(stored["update_id"], 41);
 }
 
+/// Items the previous release left on the queues, in its own shapes (`{bot, update, at}` in,
+/// one call `{bot, chat, method, params, pause_ms, fallback, at}` out): played and sent
+/// after the upgrade, then gone from the queues.
+#[test]
+fn items_the_previous_release_queued_are_played_and_sent() {
+    let token = "557:LEGACYtoken";
+    let fake = FakeTelegram::start(&[token]);
+    let data = echo_data(
+        "tg-legacy-items",
+        &fake,
+        token,
+        json!({"typingDelay": false, "throttle": false}),
+    );
+    drop(Server::start(data.path(), &[]));
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    let update = json!({"update_id": 41, "message": {"message_id": 1, "from": {"id": 77},
+        "chat": {"id": 77, "type": "private"}, "date": 1, "text": "queued before"}});
+    let inbound = json!({"bot": "echo-bot", "update": update, "at": now});
+    let outbound = json!({"bot": "echo-bot", "chat": "78", "method": "sendMessage",
+        "params": {"chat_id": 78, "text": "left *from* before", "parse_mode": "Markdown"},
+        "pause_ms": 0, "fallback": true, "at": now});
+    {
+        let db = database(data.path());
+        db.execute(
+            "INSERT INTO queue_items (queue, key, item, created_ms) VALUES ('telegram-in', 'echo-bot/77', ?1, 0), ('telegram-out', 'echo-bot/78', ?2, 0)",
+            [inbound.to_string(), outbound.to_string()],
+        )
+        .unwrap();
+    }
+    let server = Server::start(data.path(), &[]);
+    assert_eq!(
+        fake.wait_texts(token, 77, 1, Duration::from_secs(20)),
+        ["message|queued before|77|77"],
+        "{}",
+        server.log()
+    );
+    assert_eq!(
+        fake.wait_texts(token, 78, 1, Duration::from_secs(20)),
+        ["left *from* before"]
+    );
+    assert_eq!(fake.sent(token, 78)[0].params["parse_mode"], "Markdown");
+    assert!(wait_until(Duration::from_secs(10), || {
+        database(data.path())
+            .query_row("SELECT count(*) FROM queue_items", [], |r| {
+                r.get::<_, i64>(0)
+            })
+            .unwrap()
+            == 0
+    }));
+    let log = server.log();
+    assert!(
+        !log.contains("dead letter") && !log.contains("quarantine"),
+        "{log}"
+    );
+}
+
+/// Webhook mode: botd calls setWebhook with its public URL and a secret it made and keeps;
+/// an update posted with the secret is committed and answered, a repeated update id is
+/// acknowledged but played once (also after a restart), a missing or wrong secret gets 403
+/// with the error envelope and is never played, and nothing polls.
+#[test]
+fn webhook_mode_sets_the_webhook_and_plays_each_update_once() {
+    let token = "558:HOOKtoken";
+    let fake = FakeTelegram::start(&[token]);
+    let data = echo_data(
+        "tg-webhook",
+        &fake,
+        token,
+        json!({"typingDelay": false, "throttle": false}),
+    );
+    bot_token(
+        data.path(),
+        "echo-bot",
+        json!({"botToken": token, "mode": "webhook"}),
+    );
+    let env = [("EXTERNAL_URL", "https://bot.example.org")];
+    let set_webhooks = || {
+        fake.calls(token)
+            .into_iter()
+            .filter(|c| c.method == "setWebhook")
+            .collect::<Vec<_>>()
+    };
+    let server = Server::start(data.path(), &env);
+    assert!(
+        wait_until(Duration::from_secs(10), || !set_webhooks().is_empty()),
+        "{}",
+        server.log()
+    );
+    let params = set_webhooks()[0].params.clone();
+    assert_eq!(
+        params["url"],
+        "https://bot.example.org/api/v1/bots/echo-bot/mod/channel-telegram/webhook"
+    );
+    assert_eq!(
+        params["allowed_updates"],
+        json!(["message", "callback_query"])
+    );
+    let secret = params["secret_token"].as_str().unwrap().to_string();
+    assert!(
+        secret.len() >= 32
+            && secret
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-'),
+        "{secret}"
+    );
+    let path = "/api/v1/bots/echo-bot/mod/channel-telegram/webhook";
+    let update = |id: i64, text: &str| {
+        json!({"update_id": id, "message": {"message_id": id, "date": 1_700_000_000,
+            "from": {"id": 61, "is_bot": false, "first_name": "T"},
+            "chat": {"id": 61, "type": "private"}, "text": text}})
+        .to_string()
+    };
+    let post = |port: u16, secret: Option<&str>, body: &str| {
+        let mut headers = vec![("Content-Type", "application/json")];
+        if let Some(s) = secret {
+            headers.push(("X-Telegram-Bot-Api-Secret-Token", s));
+        }
+        common::request(port, "POST", path, &headers, body.as_bytes())
+    };
+    let port = server.port;
+    assert_eq!(
+        post(port, Some(&secret), &update(500, "via webhook")).status,
+        200
+    );
+    assert_eq!(
+        fake.wait_texts(token, 61, 1, Duration::from_secs(20)),
+        ["message|via webhook|61|61"],
+        "{}",
+        server.log()
+    );
+    // Telegram repeats an update it thinks failed: acknowledged, not played again.
+    assert_eq!(
+        post(port, Some(&secret), &update(500, "via webhook")).status,
+        200
+    );
+    // Forged calls: no secret, a wrong one, one a byte short.
+    let short = &secret[..secret.len() - 1];
+    for wrong in [None, Some("not-the-secret"), Some(short)] {
+        let answer = post(port, wrong, &update(900, "forged"));
+        assert_eq!(answer.status, 403, "{wrong:?}: {}", answer.text());
+        let envelope = answer.json();
+        assert_eq!(envelope["statusCode"], 403);
+        assert!(
+            envelope["message"]
+                .as_str()
+                .unwrap()
+                .contains("X-Telegram-Bot-Api-Secret-Token"),
+            "{envelope}"
+        );
+    }
+    assert_eq!(common::request(port, "GET", path, &[], b"").status, 405);
+    assert_eq!(post(port, Some(&secret), "{not json").status, 400);
+    assert_eq!(
+        post(port, Some(&secret), &update(501, "second")).status,
+        200
+    );
+    // In order per chat: a replay of 500 or a forged update would show before "second".
+    assert_eq!(
+        fake.wait_texts(token, 61, 2, Duration::from_secs(20)),
+        ["message|via webhook|61|61", "message|second|61|61"]
+    );
+    drop(server);
+
+    // After a restart: the same secret, and update 500 is still known.
+    let server = Server::start(data.path(), &env);
+    assert!(wait_until(Duration::from_secs(10), || set_webhooks().len() == 2));
+    assert_eq!(set_webhooks()[1].params["secret_token"], secret.as_str());
+    let port = server.port;
+    assert_eq!(
+        post(port, Some(&secret), &update(500, "via webhook")).status,
+        200
+    );
+    assert_eq!(post(port, Some(&secret), &update(502, "third")).status, 200);
+    assert_eq!(
+        fake.wait_texts(token, 61, 3, Duration::from_secs(20)),
+        [
+            "message|via webhook|61|61",
+            "message|second|61|61",
+            "message|third|61|61"
+        ]
+    );
+    let calls = fake.calls(token);
+    assert!(
+        calls
+            .iter()
+            .all(|c| c.method != "getUpdates" && c.method != "deleteWebhook"),
+        "webhook mode does not poll"
+    );
+    assert!(
+        !server.log().contains(&secret),
+        "the secret reached the log"
+    );
+    assert!(!server.log().contains(token));
+}
+
 /// 20 chats × 30 messages to welcome-bot: all answered, each chat in order.
 #[test]
 fn twenty_chats_thirty_messages_in_order() {
@@ -1306,6 +1504,47 @@ fn a_javascript_action_answers_over_telegram() {
     assert_eq!(
         texts,
         ["first: hello", "HELLO on telegram"],
+        "{}",
+        server.log()
+    );
+}
+
+/// The action of tests/js.rs that computes from `args` and an NLU entity, over a push channel:
+/// `user` and `temp` it writes show in the reply, and `user` stays for the next message.
+#[test]
+fn a_javascript_action_computes_from_an_nlu_entity_over_telegram() {
+    let token = "708:JSentity";
+    let fake = FakeTelegram::start(&[token]);
+    let data = data_copy("tg-js-entity");
+    global_config(data.path(), &fake, json!({"typingDelay": false}));
+    echo_bot(data.path(), "js-tg-bot");
+    bot_token(data.path(), "js-tg-bot", json!({"botToken": token}));
+    let dir = data.path().join("bots/js-tg-bot");
+    let flow = json!({"version": "0.0.1", "flow": "main.flow.json", "startNode": "entry",
+        "catchAll": {"onReceive": [], "next": []},
+        "nodes": [{"id": "entry", "name": "entry",
+            "onEnter": ["bmi {\"height\": \"2\", \"channel\": \"{{event.channel}}\"}",
+                "say #builtin_text {\"text\": \"{{{temp.reply}}}; weight {{user.weight}}\"}"],
+            "onReceive": null, "next": [{"condition": "true", "node": "END"}]}]});
+    write(&dir, "flows/main.flow.json", &flow.to_string());
+    write(&dir, "actions/bmi.js", common::BMI_ACTION);
+    let server = Server::start(data.path(), &[]);
+    fake.text(token, 12, 12, "I weigh eighty");
+    let first = fake.wait_texts(token, 12, 1, Duration::from_secs(15));
+    assert_eq!(
+        first,
+        ["BMI 20 from \"eighty\" on telegram; weight 80"],
+        "{}",
+        server.log()
+    );
+    fake.text(token, 12, 12, "hello");
+    let both = fake.wait_texts(token, 12, 2, Duration::from_secs(15));
+    assert_eq!(
+        both,
+        [
+            "BMI 20 from \"eighty\" on telegram; weight 80",
+            "no number in hello; weight 80"
+        ],
         "{}",
         server.log()
     );

@@ -228,3 +228,69 @@ pub fn durable_write_ms(dir: &Path, count: usize) -> (f64, f64) {
     };
     (median(&mut times), p99)
 }
+
+/// The bot of the flow rows: one node that computes `temp.n` from the message and says it,
+/// with the native `builtin/setVariable` or with a small JavaScript action.
+pub const FLOW_BOT_PLAIN: &str = "bench-flow-native";
+pub const FLOW_BOT_ACTION: &str = "bench-flow-action";
+
+/// Writes both flow bots into `data/bots/`.
+pub fn write_flow_bots(data: &Path) -> Result<(), String> {
+    let compute = [
+        (
+            FLOW_BOT_PLAIN,
+            r#"builtin/setVariable {"type": "temp", "name": "n", "value": "{{event.payload.text}}"}"#,
+        ),
+        (FLOW_BOT_ACTION, r#"double {"n": "{{event.payload.text}}"}"#),
+    ];
+    for (id, call) in compute {
+        let dir = format!("bots/{id}");
+        let config = json!({"id": id, "name": id, "version": "1.0.0", "defaultLanguage": "en",
+            "languages": ["en"]});
+        crate::procs::write(data, &format!("{dir}/bot.config.json"), &config.to_string())?;
+        let flow = json!({"version": "0.0.1", "flow": "main.flow.json", "startNode": "entry",
+            "catchAll": {"onReceive": [], "next": []},
+            "nodes": [{"id": "node-entry", "name": "entry",
+                "onEnter": [call, "say #builtin_text {\"text\": \"n = {{temp.n}}\"}"],
+                "onReceive": null, "next": [{"condition": "true", "node": "END"}]}]});
+        crate::procs::write(
+            data,
+            &format!("{dir}/flows/main.flow.json"),
+            &flow.to_string(),
+        )?;
+        crate::procs::write(
+            data,
+            &format!("{dir}/flows/main.ui.json"),
+            r#"{"nodes":[]}"#,
+        )?;
+    }
+    crate::procs::write(
+        data,
+        &format!("bots/{FLOW_BOT_ACTION}/actions/double.js"),
+        "temp.n = Number(args.n) * 2\n",
+    )
+}
+
+/// One-turn conversations with flow bot `bot` on this thread for `limit`; turns/s. Each
+/// turn's answer is checked (the action doubles the number, setVariable keeps it).
+pub fn flow_turns_per_second(engine: &Engine, bot: &str, limit: Duration) -> Result<f64, String> {
+    let start = Instant::now();
+    let mut turns = 0u64;
+    while start.elapsed() < limit {
+        turns += 1;
+        let n = turns % 1000;
+        let event = Event::new(
+            bot,
+            "api",
+            "text",
+            &format!("flow-{}", turns % 64),
+            json!({"type": "text", "text": n.to_string()}),
+        );
+        let out = engine.turn(event, None).map_err(|e| e.to_string())?;
+        let expected = if bot == FLOW_BOT_ACTION { n * 2 } else { n };
+        if texts(&out.responses) != [format!("n = {expected}")] {
+            return Err(format!("engine: {bot} answered {:?}", out.responses));
+        }
+    }
+    Ok(turns as f64 / start.elapsed().as_secs_f64())
+}

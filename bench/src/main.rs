@@ -162,6 +162,9 @@ pub struct Results {
     pub engine_mem: Option<f64>,
     pub engine_disk: Option<f64>,
     pub engine_shm: Option<f64>,
+    /// One-node flow turns in memory: (native setVariable, the same with a JavaScript action).
+    pub flow_native_mem: Option<f64>,
+    pub flow_action_mem: Option<f64>,
     pub nlu_classify_us: f64,
     pub nlu_understand_us: f64,
     pub write_disk_ms: (f64, f64),
@@ -397,12 +400,32 @@ fn engine_section(o: &Options, r: &mut Results) {
         }
     };
     if let Ok(data) = fresh_data(&o.work.join("engine-mem")) {
+        if let Err(e) = engine::write_flow_bots(&data) {
+            r.notes.push(format!("flow bots not written: {e}"));
+        }
         let store: Arc<dyn botd::store::Store> = Arc::new(engine::MemStore::default());
         if let Ok(e) = engine::engine_on(&data, store.clone()) {
             let (c, u) =
                 engine::nlu_us(&e, Duration::from_millis(if o.quick { 500 } else { 1500 }));
             r.nlu_classify_us = c;
             r.nlu_understand_us = u;
+            // Alternated, so a change in the machine's load hits both rows alike.
+            let mut native = Vec::new();
+            let mut action = Vec::new();
+            for _ in 0..3 {
+                for (bot, into) in [
+                    (engine::FLOW_BOT_PLAIN, &mut native),
+                    (engine::FLOW_BOT_ACTION, &mut action),
+                ] {
+                    match engine::flow_turns_per_second(&e, bot, limit / 3) {
+                        Ok(v) => into.push(v),
+                        Err(err) => r.notes.push(format!("flow run failed: {err}")),
+                    }
+                }
+            }
+            let best = |v: &[f64]| v.iter().copied().reduce(f64::max);
+            r.flow_native_mem = best(&native);
+            r.flow_action_mem = best(&action);
         }
         r.engine_mem = run(&data, store, r);
     }

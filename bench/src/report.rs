@@ -361,6 +361,28 @@ pub fn render(r: &Results) -> String {
             let _ = writeln!(m, "| {label} | {v:.0} | {:.0} |", 1e6 / v.max(1e-9));
         }
     }
+    if let (Some(native), Some(action)) = (r.flow_native_mem, r.flow_action_mem) {
+        let _ = writeln!(
+            m,
+            "\nA one-node flow (compute `temp.n` from the message, say it, END), in memory, one turn per conversation, best of three alternated runs:\n"
+        );
+        let _ = writeln!(m, "| flow | turns/s | µs/turn |");
+        let _ = writeln!(m, "|---|---:|---:|");
+        for (label, v) in [
+            ("native `builtin/setVariable` (no JavaScript)", native),
+            (
+                "a small JavaScript action (`temp.n = Number(args.n) * 2`)",
+                action,
+            ),
+        ] {
+            let _ = writeln!(m, "| {label} | {v:.0} | {:.0} |", 1e6 / v.max(1e-9));
+        }
+        let _ = writeln!(
+            m,
+            "\nThe action's call (a fresh QuickJS context with the SDK, the file's cached bytecode, the scope in and out as JSON) adds **{:.0} µs** to the turn.",
+            1e6 / action.max(1e-9) - 1e6 / native.max(1e-9)
+        );
+    }
     let _ = writeln!(m, "\nNLU (welcome-bot model, median over varied utterances): intent classification **{:.1} µs**/utterance; full `understand` (language, intents, entities, slots) {:.1} µs.\n", r.nlu_classify_us, r.nlu_understand_us);
     let _ = writeln!(m, "One durable write (a SQLite commit of a session record, alone: WAL append and fsync): median **{:.2} ms**, p99 {:.2} ms on {}{}.\n",
         r.write_disk_ms.0, r.write_disk_ms.1, r.disk_fs,

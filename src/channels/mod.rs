@@ -1,14 +1,32 @@
 //! Channels: one module per channel. Each parses what arrives into an engine event and
-//! delivers what the engine renders. Channels know nothing of flows.
+//! delivers what the engine renders. Channels know nothing of flows. The push channels
+//! (Messenger, Telegram) run on one [`pipeline`], with one way of trying again ([`retry`]).
 
 pub mod converse;
 pub mod delivery;
 pub mod messenger;
+pub mod pipeline;
 pub mod render;
+pub mod retry;
 pub mod telegram;
 
 use serde_json::Value;
 use std::time::Duration;
+
+/// Compares two secrets in constant time (over their SHA-256 digests, so the length of the
+/// expected value does not leak either). An empty expected secret matches nothing.
+pub fn same_secret(given: &str, expected: &str) -> bool {
+    use sha2::{Digest, Sha256};
+    let (a, b) = (
+        Sha256::digest(given.as_bytes()),
+        Sha256::digest(expected.as_bytes()),
+    );
+    let diff = a
+        .iter()
+        .zip(b.iter())
+        .fold(0u8, |acc, (x, y)| acc | (x ^ y));
+    diff == 0 && !expected.is_empty()
+}
 
 /// The Botpress typing delay (§4.5), the same on every channel: 1000 ms when the value is
 /// missing or not a number, else that many ms with a 500 ms minimum (`true` counts as 1, so

@@ -397,14 +397,19 @@ pub fn validate_module(module: &str, file: &Map<String, Value>, shown: &str) -> 
             ));
             continue;
         };
-        let kind = prop["type"].as_str().unwrap_or("string");
-        let ok = match kind {
+        // A schema type is one name or a list of them (JSON Schema's `"type": [..]`).
+        let kinds: Vec<&str> = match &prop["type"] {
+            Value::Array(list) => list.iter().filter_map(Value::as_str).collect(),
+            other => vec![other.as_str().unwrap_or("string")],
+        };
+        let kind = kinds.join(" or ");
+        let ok = kinds.iter().any(|kind| match *kind {
             "boolean" => value.is_boolean(),
             "number" => value.is_number(),
             "array" => value.is_array() || value.is_null(),
             "object" => value.is_object(),
             _ => value.is_string(),
-        };
+        });
         if !ok {
             problems.push(Problem::new(
                 shown,

@@ -6,11 +6,27 @@
 use serde_json::{json, Map, Value};
 
 /// The modules whose configuration botd reads, in the order they are written at first start.
-pub const MODULES: [&str; 4] = ["channel-messenger", "channel-telegram", "nlu", "qna"];
+pub const MODULES: [&str; 5] = [
+    "basic-skills",
+    "channel-messenger",
+    "channel-telegram",
+    "nlu",
+    "qna",
+];
 
 /// The JSON schema of `module`, or `None` for a module botd does not have.
 pub fn schema(module: &str) -> Option<Value> {
     let properties = match module {
+        // Botpress 11.9.7's `modules/basic-skills/src/config.ts` (12 adds the mail transport).
+        "basic-skills" => json!({
+            "defaultContentElement": {"type": "string", "default": "builtin_single-choice", "description": "The content type Botpress's flow editor offers for a new choice skill; a skill already in a flow names its own element. Unless disableIntegrityCheck, botd check warns when botd cannot render it."},
+            "defaultContentRenderer": {"type": "string", "default": "#builtin_single-choice", "description": "Read by Botpress's flow editor only (new choice skills); accepted for compatibility."},
+            "defaultMaxAttempts": {"type": "number", "default": 3, "description": "The retries Botpress's flow editor offers for a new choice skill; a skill already in a flow holds its own (its invalid-answer transition)."},
+            "disableIntegrityCheck": {"type": "boolean", "default": true, "description": "When false, botd check warns if defaultContentElement is not a content type botd renders (as Botpress logs at start)."},
+            "matchNumbers": {"type": "boolean", "default": true, "description": "The choice skill takes an answer such as 1, #2 or 3) as that choice of its element."},
+            "matchNLU": {"type": "boolean", "default": true, "description": "The choice skill takes a choice whose keywords include intent:<name> when the NLU understood that intent."},
+            "transportConnectionString": {"type": ["string", "object"], "default": "<<change me>>", "description": "Botpress 12's mail transport for basic-skills/send_email, which botd does not run; accepted for compatibility."}
+        }),
         "channel-messenger" => json!({
             "enabled": {"type": "boolean", "default": false, "description": "Turns Messenger on for this bot (per bot)."},
             "accessToken": {"type": "string", "description": "Page Access Token of the Facebook Page this bot answers (per bot)."},
@@ -32,7 +48,9 @@ pub fn schema(module: &str) -> Option<Value> {
             "pollTimeout": {"type": "string", "format": "duration", "default": "25s", "description": "Long-polling timeout of getUpdates (whole seconds, 1 to 50)."},
             "parseMode": {"type": "string", "default": "Markdown", "description": "parse_mode for text messages (Markdown, MarkdownV2, HTML, or empty for plain text); a rejected message is resent as plain text."},
             "typingDelay": {"type": "boolean", "default": true, "description": "Wait the Botpress typing delay after sendChatAction (set false for benchmarks)."},
-            "throttle": {"type": "boolean", "default": true, "description": "Pace outgoing messages as Telegram asks: about 1 a second per chat, 20 a minute per group, 30 a second in all (order kept). Set false only for tests or a local Bot API server; a 429 is still honoured."}
+            "throttle": {"type": "boolean", "default": true, "description": "Pace outgoing messages as Telegram asks: about 1 a second per chat, 20 a minute per group, 30 a second in all (order kept). Set false only for tests or a local Bot API server; a 429 is still honoured."},
+            "mode": {"type": "string", "default": "polling", "description": "How updates arrive: \"polling\" (getUpdates; no public address needed) or \"webhook\" (botd calls setWebhook with {EXTERNAL_URL}/api/v1/bots/<bot>/mod/channel-telegram/webhook and Telegram posts each update there)."},
+            "webhookSecret": {"type": "string", "description": "The secret_token given to setWebhook and checked on X-Telegram-Bot-Api-Secret-Token (1 to 256 of A-Z a-z 0-9 _ -). Empty: botd makes one and keeps it in the database. Never logged."}
         }),
         "nlu" => json!({
             "confidenceTreshold": {"type": "number", "default": 0.7, "description": "Minimum confidence for an intent to be chosen (the misspelling is Botpress's key name)."},

@@ -1,9 +1,9 @@
 //! The actions botd runs natively (§8.4, §8.6): every action of Botpress's `builtin` module
-//! (11.9.7, plus 12's `resetSession`), the choice skill's, the slot and API-call skills' (in
+//! (11.9.7, plus 12's `resetSession`, `switchLanguage` and `removeVariable`), the choice skill's, the slot and API-call skills' (in
 //! [`super::skills`]) and the analytics module's metrics. Any other name is a custom
 //! JavaScript action, run by [`super::js`] from the bot's `actions/` or `data/global/actions/`;
-//! the load report names those with no file, and calling one fails the turn as an unknown
-//! action does in Botpress.
+//! the load report names those with no file, and calling one fails its instruction as an
+//! unknown action does in Botpress (logged; the turn stops there and is saved).
 
 use super::content::ContentElement;
 use super::dialog::Turn;
@@ -13,8 +13,9 @@ use serde_json::{json, Map, Value};
 use std::collections::HashMap;
 
 /// Every action botd implements.
-pub const NATIVE_ACTIONS: [&str; 21] = [
+pub const NATIVE_ACTIONS: [&str; 23] = [
     "builtin/setVariable",
+    "builtin/removeVariable",
     "builtin/setGlobalVariable",
     "builtin/getGlobalVariable",
     "builtin/resetGlobalVariable",
@@ -24,6 +25,7 @@ pub const NATIVE_ACTIONS: [&str; 21] = [
     "builtin/removeContext",
     "builtin/resetContext",
     "builtin/resetSession",
+    "builtin/switchLanguage",
     "builtin/wait",
     "basic-skills/choice_parse_answer",
     "basic-skills/choice_invalid_answer",
@@ -39,7 +41,15 @@ pub const NATIVE_ACTIONS: [&str; 21] = [
 
 /// Actions Botpress's own modules ship that botd does not run (they need a service botd
 /// does not have); the load report says so rather than calling them custom JavaScript.
-const MISSING_STANDARD_ACTIONS: [(&str, &str); 4] = [
+const MISSING_STANDARD_ACTIONS: [(&str, &str); 6] = [
+    (
+        "builtin/sendFeedback",
+        "saves feedback on a Botpress 12 NDU workflow's event, which botd neither runs nor stores",
+    ),
+    (
+        "builtin/storeFileLocally",
+        "downloads a file into Botpress's media storage, which botd does not write to",
+    ),
     (
         "basic-skills/send_email",
         "sends mail through an SMTP server, which botd has no configuration for",
@@ -149,7 +159,7 @@ pub fn check_flow_calls(
                     };
                     problems.push(Problem::new(
                         &shown,
-                        format!("{place}: action \"{name}\" {why}; this node will fail with the bot's error message"),
+                        format!("{place}: action \"{name}\" {why}; this node's instruction will fail (logged, the turn stops there)"),
                     ))
                 }
                 Ok(Call::Say { reference, .. }) => {
@@ -158,7 +168,7 @@ pub fn check_flow_calls(
                             None => problems.push(Problem::new(&shown, format!("{place}: content element \"{id}\" does not exist"))),
                             Some(e) if !super::content::CONTENT_TYPES.contains(&e.content_type.as_str()) => problems.push(Problem::new(
                                 &shown,
-                                format!("{place}: content element \"{id}\" is a \"{}\", which botd cannot render; this node will fail with the bot's error message", e.content_type),
+                                format!("{place}: content element \"{id}\" is a \"{}\", which botd cannot render; this node's instruction will fail (logged, the turn stops there)", e.content_type),
                             )),
                             Some(_) => {}
                         }
@@ -212,12 +222,34 @@ pub fn run(name: &str, args: &Map<String, Value>, turn: &mut Turn) -> Result<(),
                 ));
             }
             let obj = object_mut(&mut turn.scope, &kind);
-            let empty = matches!(&value, Value::Null)
+            // `value === 'null' || value === '' || typeof value === 'undefined'` erases; a
+            // JSON null is a value (kept as null).
+            let empty = args.get("value").is_none()
                 || value.as_str().is_some_and(|s| s.is_empty() || s == "null");
             if empty {
                 obj.remove(&var);
             } else {
                 obj.insert(var, value);
+            }
+        }
+        "builtin/removeVariable" => {
+            // Botpress 12.28: the bot variable becomes the string 'null'; any other is deleted.
+            let kind = text("type").unwrap_or_else(|| "undefined".into());
+            let var = text("name").unwrap_or_else(|| "undefined".into());
+            if kind == "bot" {
+                let mut global = turn
+                    .kv_get("global")
+                    .filter(Value::is_object)
+                    .unwrap_or_else(|| Value::Object(Map::new()));
+                global[var.as_str()] = Value::String("null".into());
+                turn.scope["bot"] = global.clone();
+                turn.kv_set("global", global);
+            } else if ["user", "session", "temp"].contains(&kind.as_str()) {
+                object_mut(&mut turn.scope, &kind).remove(&var);
+            } else {
+                return Err(format!(
+                    "removeVariable: unknown type \"{kind}\" (use user, session, temp or bot)"
+                ));
             }
         }
         "builtin/setGlobalVariable" => {
@@ -365,7 +397,17 @@ pub fn run(name: &str, args: &Map<String, Value>, turn: &mut Turn) -> Result<(),
         "builtin/resetContext" => {
             set_context_list(object_mut(&mut turn.scope, "session"), Vec::new());
         }
-        "builtin/wait" => {}
+        "builtin/wait" => wait(args.get("delay"), turn)?,
+        "builtin/switchLanguage" => {
+            // Botpress 12.2: `event.state.user.language = args.lang` (kept even when it is not
+            // one of the bot's languages; content then falls back to the default one).
+            let lang = args.get("lang").cloned().unwrap_or(Value::Null);
+            let user = object_mut(&mut turn.scope, "user");
+            match lang {
+                Value::Null => user.remove("language"),
+                other => user.insert("language".into(), other),
+            };
+        }
         "basic-skills/choice_parse_answer" => choice_parse_answer(args, turn)?,
         "basic-skills/choice_invalid_answer" => {
             // Skills from Botpress 12.5 on pass a randomId that suffixes the counter.
@@ -391,18 +433,59 @@ pub fn run(name: &str, args: &Map<String, Value>, turn: &mut Turn) -> Result<(),
     Ok(())
 }
 
-/// The choice skill's answer parser: a number picks that choice, then `intent:` keywords
-/// against the NLU intent, then any keyword contained in what the user wrote.
+/// `builtin/wait {delay}`: Botpress 11.9.7 and 12 wait `setTimeout(resolve, args.delay ||
+/// 1000)` before the next instruction. Node reads the delay as a number and takes anything
+/// below 1 ms, above 2^31 - 1 ms or not a number as 1 ms. When the channel answers with all the
+/// replies at once (Converse), the turn sleeps, at most until its deadline (past it, the turn
+/// times out as any slow turn does); otherwise the wait is a pause between the replies, kept
+/// by the channel's delivery without holding a thread.
+fn wait(delay: Option<&Value>, turn: &mut Turn) -> Result<(), String> {
+    let delay = wait_delay(delay);
+    if !turn.replies_together {
+        turn.outputs.push(super::pause_payload(delay));
+        return Ok(());
+    }
+    let until = std::time::Instant::now() + delay;
+    match turn.deadline {
+        Some(deadline) if deadline < until => {
+            std::thread::sleep(deadline.saturating_duration_since(std::time::Instant::now()));
+            Err(format!(
+                "the wait of {} ms goes past the turn's deadline",
+                delay.as_millis()
+            ))
+        }
+        _ => {
+            std::thread::sleep(delay);
+            Ok(())
+        }
+    }
+}
+
+/// The delay `builtin/wait` waits: `args.delay || 1000`, as Node's `setTimeout` reads it.
+fn wait_delay(delay: Option<&Value>) -> std::time::Duration {
+    let given = delay.filter(|d| super::content::truthy(d));
+    let ms = match given {
+        None => 1000.0,
+        Some(Value::Number(n)) => n.as_f64().unwrap_or(f64::NAN),
+        Some(Value::String(s)) => super::expr::string_to_number(s),
+        Some(Value::Bool(true)) => 1.0,
+        Some(_) => f64::NAN,
+    };
+    let ms = if (1.0..=2_147_483_647.0).contains(&ms) {
+        ms.trunc()
+    } else {
+        1.0
+    };
+    std::time::Duration::from_millis(ms as u64)
+}
+
+/// The choice skill's answer parser: a number picks that choice (when the `basic-skills`
+/// configuration's `matchNumbers`), then `intent:` keywords against the NLU intent (when its
+/// `matchNLU`), then any keyword contained in what the user wrote. The skill's own `config`
+/// argument (retries, repeat the question) is not read here, as in Botpress.
 fn choice_parse_answer(args: &Map<String, Value>, turn: &mut Turn) -> Result<(), String> {
-    let config = args.get("config").cloned().unwrap_or(Value::Null);
-    let match_numbers = config
-        .get("matchNumbers")
-        .and_then(Value::as_bool)
-        .unwrap_or(true);
-    let match_nlu = config
-        .get("matchNLU")
-        .and_then(Value::as_bool)
-        .unwrap_or(true);
+    let match_numbers = turn.bot.choice.match_numbers;
+    let match_nlu = turn.bot.choice.match_nlu;
     let event = &turn.scope["event"];
     let preview = event["preview"].as_str().unwrap_or("").to_lowercase();
     let user_text = event["payload"]["text"]
@@ -646,6 +729,33 @@ mod tests {
             .contains("not valid JSON"));
         assert!(parse_call("say").is_err());
         assert!(parse_call("x [1]").unwrap_err().contains("JSON object"));
+    }
+
+    #[test]
+    fn wait_delays_read_as_node_reads_them() {
+        for (delay, ms) in [
+            (None, 1000),
+            (Some(json!(null)), 1000),
+            (Some(json!("")), 1000),
+            (Some(json!(0)), 1000),
+            (Some(json!(false)), 1000),
+            (Some(json!(250)), 250),
+            (Some(json!("250")), 250),
+            (Some(json!(" 40 ")), 40),
+            (Some(json!(12.9)), 12),
+            (Some(json!("0")), 1),
+            (Some(json!("soon")), 1),
+            (Some(json!(-5)), 1),
+            (Some(json!(3_000_000_000u64)), 1),
+            (Some(json!(true)), 1),
+            (Some(json!({"ms": 5})), 1),
+        ] {
+            assert_eq!(
+                wait_delay(delay.as_ref()),
+                std::time::Duration::from_millis(ms),
+                "{delay:?}"
+            );
+        }
     }
 
     #[test]

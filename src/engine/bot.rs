@@ -34,6 +34,31 @@ impl BotpressVersion {
         }
     }
 
+    /// A folder whose `version` does not say Botpress 12 may still be one (some exports drop
+    /// the key): a `messaging` block is Botpress 12.24 on, a choice skill with a `randomId`
+    /// 12.3 on; the earliest release with what the folder holds is taken.
+    pub fn or_inferred(self, config: &Map<String, Value>, flows: &HashMap<String, Flow>) -> Self {
+        if self.0 >= 12 {
+            return self;
+        }
+        if config.get("messaging").is_some_and(Value::is_object) {
+            return BotpressVersion(12, 24, 0);
+        }
+        let random_ids = flows.values().any(|f| {
+            f.nodes.iter().any(|n| {
+                n.on_receive
+                    .iter()
+                    .flatten()
+                    .chain(n.on_enter.iter())
+                    .any(|c| c.starts_with("basic-skills/choice_") && c.contains("\"randomId\""))
+            })
+        });
+        if random_ids {
+            return BotpressVersion(12, 3, 0);
+        }
+        self
+    }
+
     /// Where the slot skill keeps slots in the session: Botpress 12 renamed it.
     pub fn slots_key(self) -> &'static str {
         if self.0 >= 12 {
@@ -56,6 +81,11 @@ impl BotpressVersion {
         } else {
             0.3
         }
+    }
+
+    /// Botpress 12.26 added the `before_conversation_end` hook.
+    pub fn has_conversation_end(self) -> bool {
+        self >= BotpressVersion(12, 26, 0)
     }
 
     /// Botpress 12.1.5 added the infinite-loop guard and the error flow.
@@ -82,9 +112,17 @@ pub struct Bot {
     pub elements: HashMap<String, ContentElement>,
     pub qna: Vec<QnaEntry>,
     pub qna_renderer: String,
+    /// The NLU of the default language.
     pub nlu: Nlu,
+    /// `bot.config.json`'s `languages` (the default language first). Botpress 11 folders, and
+    /// 12 folders of one language, have only the default one.
+    pub languages: Vec<String>,
+    /// The NLU of each other language of a Botpress 12 folder.
+    pub other_nlus: Vec<(String, Nlu)>,
     /// Each intent's NLU contexts (what `slot_update_contexts` listens to).
     pub intent_contexts: HashMap<String, Vec<String>>,
+    /// How the choice skill reads answers (the `basic-skills` module's configuration).
+    pub choice: ChoiceConfig,
     /// A fingerprint of the folder's files, to notice edits and reload.
     pub fingerprint: u64,
     /// Limits of one action call and of one hook call (`bot.config.json` → `scripts`).
@@ -92,6 +130,30 @@ pub struct Bot {
     pub hook_limits: js::Limits,
     /// The hook files that run on this bot's events (global, then the bot's own).
     pub hooks: js::Hooks,
+}
+
+/// The `basic-skills` configuration `choice_parse_answer` reads at run time (schema defaults <
+/// `data/global/config/basic-skills.json` < `BP_BASIC-SKILLS_*` < the bot's
+/// `config/basic-skills.json`, as Botpress's `getModuleConfigForBot`). Its other keys only
+/// feed Botpress's flow editor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChoiceConfig {
+    /// `matchNumbers`: "2" picks the element's second choice.
+    pub match_numbers: bool,
+    /// `matchNLU`: an `intent:<name>` keyword matches the understood intent.
+    pub match_nlu: bool,
+}
+
+impl ChoiceConfig {
+    /// Reads the merged configuration with JavaScript's truthiness, as the action's
+    /// `if (config.matchNumbers && …)` does (so `"false"` counts as true).
+    pub fn from_module_config(config: &Map<String, Value>) -> ChoiceConfig {
+        let flag = |key: &str| content::truthy(config.get(key).unwrap_or(&Value::Null));
+        ChoiceConfig {
+            match_numbers: flag("matchNumbers"),
+            match_nlu: flag("matchNLU"),
+        }
+    }
 }
 
 /// What loading one bot folder gave.
@@ -252,6 +314,26 @@ pub fn load_bot(settings: &Settings, id: &str) -> LoadOutcome {
             "qnaMakerApiKey: Microsoft QnA Maker is not supported by botd",
         ));
     }
+    // Botpress reads the module's configuration without checking it: a bad value is a
+    // warning, and read as JavaScript reads it.
+    let (skills_config, skills_problems) = settings.module_config("basic-skills", Some(&dir));
+    out.warnings.extend(skills_problems);
+    let choice = ChoiceConfig::from_module_config(&skills_config);
+    let element_type = skills_config
+        .get("defaultContentElement")
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    if !content::truthy(
+        skills_config
+            .get("disableIntegrityCheck")
+            .unwrap_or(&Value::Null),
+    ) && !content::CONTENT_TYPES.contains(&element_type)
+    {
+        out.warnings.push(Problem::new(
+            format!("{shown_root}/config/basic-skills.json"),
+            format!("defaultContentElement: Configured to use Content Element \"{element_type}\", but it was not found (botd renders {})", content::CONTENT_TYPES.join(", ")),
+        ));
+    }
     for module in ["channel-messenger", "channel-telegram"] {
         out.errors
             .extend(settings.module_config(module, Some(&dir)).1);
@@ -260,8 +342,23 @@ pub fn load_bot(settings: &Settings, id: &str) -> LoadOutcome {
         .get("qnaDir")
         .and_then(Value::as_str)
         .unwrap_or("./qna");
-    let loaded_qna = qna::load(&dir.join(qna_dir), &shown_root, &default_language);
-    out.errors.extend(loaded_qna.errors);
+    let botpress_version =
+        BotpressVersion::from_config(config.get("version").and_then(Value::as_str))
+            .or_inferred(&config, &flows);
+    let languages = bot_languages(&config, &default_language, botpress_version);
+    let loaded_qna = qna::load(
+        &dir.join(qna_dir),
+        &shown_root,
+        &default_language,
+        &languages,
+    );
+    // An unreadable QnA file leaves that entry out; the bot runs without it.
+    out.warnings.extend(
+        loaded_qna
+            .errors
+            .into_iter()
+            .map(|p| Problem::new(p.path, format!("{}; the entry is left out", p.message))),
+    );
     out.warnings.extend(loaded_qna.warnings);
     let qna_entries = loaded_qna.entries;
     for entry in &qna_entries {
@@ -286,12 +383,31 @@ pub fn load_bot(settings: &Settings, id: &str) -> LoadOutcome {
 
     let (mut intents, entities, nlu_file_problems) =
         nlu::load_bot_nlu_files(&dir, &default_language);
-    out.errors.extend(nlu_file_problems);
+    // A broken intent or entity file does not stop the bot (its flows run; Botpress's NLU
+    // would fail to train it): the file, or the field named, is left out of training.
+    out.warnings.extend(nlu_file_problems.into_iter().map(|p| {
+        Problem::new(
+            p.path,
+            format!("{}; the NLU is trained without it", p.message),
+        )
+    }));
     intents.retain(|i| !i.name.starts_with(qna::INTENT_PREFIX));
-    intents.extend(qna::intents(&qna_entries));
+    intents.extend(qna::intents(&qna_entries, &default_language));
     if !out.errors.is_empty() {
         return out;
     }
+    // Botpress 12 trains one model per language, each on that language's utterances and
+    // questions.
+    let other_intents: Vec<(String, Vec<nlu::IntentDef>)> = languages
+        .iter()
+        .filter(|l| **l != default_language)
+        .map(|lang| {
+            let (mut list, _, _) = nlu::load_bot_nlu_files(&dir, lang);
+            list.retain(|i| !i.name.starts_with(qna::INTENT_PREFIX));
+            list.extend(qna::intents(&qna_entries, lang));
+            (lang.clone(), list)
+        })
+        .collect();
     let intent_contexts = intents
         .iter()
         .map(|i| (i.name.clone(), i.contexts.clone()))
@@ -300,23 +416,24 @@ pub fn load_bot(settings: &Settings, id: &str) -> LoadOutcome {
         .get("confidenceTreshold")
         .and_then(Value::as_f64)
         .unwrap_or(0.7);
-    let nlu = Nlu::train(
-        &intents,
-        &entities,
-        &NluConfig {
-            system_entities: nlu_config
-                .get("ducklingEnabled")
-                .and_then(Value::as_bool)
-                .unwrap_or(true),
-            ..NluConfig::with_threshold(threshold)
-        },
-    );
+    let nlu_settings = NluConfig {
+        system_entities: nlu_config
+            .get("ducklingEnabled")
+            .and_then(Value::as_bool)
+            .unwrap_or(true),
+        ..NluConfig::with_threshold(threshold)
+    };
+    let nlu = Nlu::train(&intents, &entities, &nlu_settings);
+    let other_nlus = other_intents
+        .into_iter()
+        .map(|(lang, list)| (lang, Nlu::train(&list, &entities, &nlu_settings)))
+        .collect();
 
     out.bot = Some(Bot {
         id: id.to_string(),
-        botpress_version: BotpressVersion::from_config(
-            config.get("version").and_then(Value::as_str),
-        ),
+        botpress_version,
+        languages,
+        other_nlus,
         name: config
             .get("name")
             .and_then(Value::as_str)
@@ -349,10 +466,37 @@ pub fn load_bot(settings: &Settings, id: &str) -> LoadOutcome {
             .to_string(),
         nlu,
         intent_contexts,
+        choice,
         action_limits,
         hook_limits,
     });
     out
+}
+
+/// The languages a bot speaks: the default one first, then the other ones of
+/// `bot.config.json`'s `languages` (Botpress 12; a Botpress 11 folder speaks its default
+/// language only).
+fn bot_languages(
+    config: &Map<String, Value>,
+    default_language: &str,
+    version: BotpressVersion,
+) -> Vec<String> {
+    let mut languages = vec![default_language.to_string()];
+    if version.0 < 12 {
+        return languages;
+    }
+    for lang in config
+        .get("languages")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+    {
+        if !languages.iter().any(|l| l == lang) {
+            languages.push(lang.to_string());
+        }
+    }
+    languages
 }
 
 /// `scripts.actionTimeout` (5 s, Botpress's), `scripts.hookTimeout` (1 s, Botpress's) and
@@ -460,6 +604,33 @@ impl Bot {
         self.flows.get(name)
     }
 
+    /// The NLU trained for `lang` (the default language's for any other).
+    pub fn nlu_for(&self, lang: &str) -> &Nlu {
+        self.other_nlus
+            .iter()
+            .find(|(l, _)| l == lang)
+            .map_or(&self.nlu, |(_, nlu)| nlu)
+    }
+
+    /// The language Botpress 12's NLU predicts in (its `_detectLang`): the language detected
+    /// in the last three messages and this one, when it is one of the bot's, else the
+    /// default language. Also gives the detected language (`n/a` when none of the bot's).
+    pub fn prediction_language(&self, text: &str, last_messages: &[String]) -> (String, String) {
+        let mut joined: Vec<&str> = last_messages
+            .iter()
+            .rev()
+            .take(3)
+            .map(String::as_str)
+            .collect();
+        joined.push(text);
+        let detected = nlu::detect_language(&joined.join(" "));
+        if self.languages.contains(&detected) {
+            (detected.clone(), detected)
+        } else {
+            (self.default_language.clone(), "n/a".to_string())
+        }
+    }
+
     /// The parsed condition, from the load-time cache (queues saved by an older version of
     /// the bot may hold conditions that are not in it; those are parsed on the spot); what
     /// the native evaluator refuses runs as JavaScript.
@@ -475,5 +646,42 @@ impl Bot {
                 Err(_) => js::eval_condition(source, scope, self.action_limits),
             },
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn a_folder_without_a_botpress_12_version_is_read_from_what_it_holds() {
+        let config = |v: Value| v.as_object().unwrap().clone();
+        let none = HashMap::new();
+        let v11 = BotpressVersion::from_config(Some("1.0.0"));
+        assert_eq!(v11, BotpressVersion(11, 9, 7));
+        assert_eq!(v11.or_inferred(&config(json!({})), &none), v11);
+        assert_eq!(
+            v11.or_inferred(&config(json!({"messaging": {"channels": {}}})), &none),
+            BotpressVersion(12, 24, 0)
+        );
+        let choice = flow::parse_flow(
+            "skills/choice-1.flow.json",
+            &json!({"version": "0.0.1", "startNode": "parse", "nodes": [{"id": "p001", "name": "parse",
+                "onEnter": [], "next": [],
+                "onReceive": ["basic-skills/choice_parse_answer {\"randomId\":\"x1\",\"keywords\":{}}"]}]}),
+        )
+        .unwrap();
+        let flows = HashMap::from([(choice.name.clone(), choice)]);
+        assert_eq!(
+            v11.or_inferred(&config(json!({})), &flows),
+            BotpressVersion(12, 3, 0)
+        );
+        // A stated Botpress 12 version is kept.
+        let v12 = BotpressVersion::from_config(Some("12.1.6"));
+        assert_eq!(
+            v12.or_inferred(&config(json!({"messaging": {}})), &flows),
+            v12
+        );
     }
 }

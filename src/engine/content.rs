@@ -67,7 +67,7 @@ pub fn load_elements(dir: &Path, shown_root: &str) -> LoadedElements {
         if !CONTENT_TYPES.contains(&content_type) {
             warnings.push(Problem::new(
                 &shown,
-                format!("content type \"{content_type}\" is not one botd can render; a flow that says one of these elements fails with the bot's error message"),
+                format!("content type \"{content_type}\" is not one botd can render; a flow that says one of these elements fails there (logged, the turn stops)"),
             ));
         }
         let json = match crate::config::read_json(&path) {
@@ -118,11 +118,13 @@ pub fn translate(form: &Map<String, Value>, lang: &str, default_lang: &str) -> M
             out.insert(key.clone(), value.clone());
         }
     }
-    for wanted in [default_lang, lang] {
+    // Botpress's `formData[prop$lang] || formData[prop$defaultLang]`: the user's language
+    // when its value is truthy, else the default language's.
+    for (wanted, only_truthy) in [(default_lang, false), (lang, true)] {
         let suffix = format!("${wanted}");
         for (key, value) in form {
             if let Some(prop) = key.strip_suffix(&suffix) {
-                if !prop.is_empty() {
+                if !prop.is_empty() && (!only_truthy || truthy(value)) {
                     out.insert(prop.to_string(), value.clone());
                 }
             }
@@ -424,6 +426,16 @@ mod tests {
         assert_eq!(translate(&form, "fr", "en")["text"], "Bonjour");
         assert_eq!(translate(&form, "de", "en")["text"], "Hello");
         assert_eq!(translate(&form, "de", "en")["typing"], true);
+        // `formData[prop$lang] || formData[prop$defaultLang]`: a falsy value in the user's
+        // language falls back to the default language's, property by property.
+        let form = map(
+            json!({"text$en": "Hi", "text$fr": "", "typing$en": true, "typing$fr": false,
+            "variations$en": ["Hey"], "variations$fr": ["Salut"]}),
+        );
+        let fr = translate(&form, "fr", "en");
+        assert_eq!(fr["text"], "Hi");
+        assert_eq!(fr["typing"], true);
+        assert_eq!(fr["variations"], json!(["Salut"]));
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! `say` and actions, evaluates transitions and moves between nodes and flows.
 
 use super::actions::{self, Call};
-use super::bot::Bot;
+use super::bot::{Bot, BotpressVersion};
 use super::content;
 use super::event::{iso_time, now_ms};
 use super::flow::{build_queue, Instruction, InstructionKind, QueueKind};
@@ -32,9 +32,28 @@ pub struct DialogContext {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct JumpPoint {
     pub flow: String,
     pub node: String,
+    /// Botpress 12.9: the conversation has returned to this point with `#` (the jump point
+    /// is dropped at the next transition); it tells the engine it came back.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub used: bool,
+    /// Botpress 12.10: returned with `##`, which plays the calling node again.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub execute_node: bool,
+}
+
+impl JumpPoint {
+    fn new(flow: &str, node: &str) -> JumpPoint {
+        JumpPoint {
+            flow: flow.to_string(),
+            node: node.to_string(),
+            used: false,
+            execute_node: false,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -51,8 +70,9 @@ impl DialogContext {
 /// Why a turn stopped without finishing.
 #[derive(Debug, Clone, PartialEq)]
 pub enum DialogError {
-    /// A flow, node, content element or action failed: the bot's error message is sent and
-    /// the state of the turn is not saved.
+    /// The dialog engine itself failed (a flow or node that does not exist, a loop): the
+    /// bot's error message is sent and the state of the turn is not saved. A failing
+    /// instruction is not this: it stops the turn, which is saved ([`instruction_failed`]).
     Failed(String),
     /// The turn ran past its deadline (`converse.timeout`); nothing is saved.
     Timeout,
@@ -67,11 +87,16 @@ pub struct Turn<'a> {
     pub context: DialogContext,
     pub channel: String,
     pub bot_url: String,
+    /// The running settings (module configuration for `bp.config`).
+    pub settings: std::sync::Arc<crate::config::Settings>,
     /// Rendered payloads to send, in order.
     pub outputs: Vec<Value>,
     /// Bot KV writes, applied only when the turn's state is saved.
     pub kv_writes: Vec<(String, Value)>,
     pub deadline: Option<Instant>,
+    /// [`super::Event::replies_together`]: whether `builtin/wait` sleeps within the turn or
+    /// leaves a pause between the replies.
+    pub replies_together: bool,
 }
 
 /// The most node entries one turn may make before it is stopped as an infinite loop.
@@ -85,11 +110,9 @@ impl<'a> Turn<'a> {
             .to_string()
     }
 
+    /// The language content elements are rendered in: `user.language`, else the default.
     pub fn language(&self) -> String {
-        self.scope["user"]["language"]
-            .as_str()
-            .unwrap_or(&self.bot.default_language)
-            .to_string()
+        super::runtime::user_language(self.bot, &self.scope["user"])
     }
 
     pub fn kv_get(&self, key: &str) -> Option<Value> {
@@ -250,7 +273,7 @@ pub fn process(turn: &mut Turn) -> Result<(), DialogError> {
     let bot = turn.bot;
     let fail = |m: String| DialogError::Failed(m);
     let mut trace = StackTrace::default();
-    for _ in 0..MAX_STEPS {
+    'nodes: for _ in 0..MAX_STEPS {
         turn.check_deadline()?;
         if turn.context.is_empty() {
             let main = bot
@@ -275,17 +298,13 @@ pub fn process(turn: &mut Turn) -> Result<(), DialogError> {
         })?;
 
         if let Some(sub_name) = &node.skill_flow {
-            let exiting = turn.context.previous_flow.as_deref() == Some(flow_name.as_str())
-                && turn.context.previous_node.as_deref() == Some(node_name.as_str());
+            let exiting = exiting_sub_flow(bot, &turn.context, &flow_name, &node_name);
             if !exiting {
                 let sub = bot
                     .flow(sub_name)
                     .ok_or_else(|| fail(format!("Flow \"{sub_name}\" not found")))?;
                 let mut jump_points = std::mem::take(&mut turn.context.jump_points);
-                jump_points.push(JumpPoint {
-                    flow: flow_name.clone(),
-                    node: node_name.clone(),
-                });
+                jump_points.push(JumpPoint::new(&flow_name, &node_name));
                 turn.context = DialogContext {
                     current_flow: Some(sub.name.clone()),
                     current_node: Some(sub.start_node.clone()),
@@ -315,17 +334,26 @@ pub fn process(turn: &mut Turn) -> Result<(), DialogError> {
         let target = loop {
             turn.check_deadline()?;
             let Some(instruction) = queue.pop_front() else {
+                if conversation_end_jumped(turn) {
+                    continue 'nodes;
+                }
                 turn.end_flow();
                 return Ok(());
             };
             let function = instruction.function.clone().unwrap_or_default();
             match instruction.kind {
                 InstructionKind::OnEnter | InstructionKind::OnReceive => {
-                    turn.run_call(&function).map_err(|e| {
-                        fail(format!(
-                            "flows/{flow_name}, node \"{node_name}\": error processing \"{function}\": {e}"
-                        ))
-                    })?;
+                    if let Err(e) = turn.run_call(&function) {
+                        turn.check_deadline()?;
+                        instruction_failed(turn, &flow_name, &node_name, &function, &e);
+                        stop_at(turn, queue, instruction, queue_kept);
+                        return Ok(());
+                    }
+                    if turn.context.has_jumped {
+                        // The action called bp.dialog.jumpTo: the rest of this queue is
+                        // dropped and the conversation goes on from the jump's node.
+                        continue 'nodes;
+                    }
                 }
                 InstructionKind::Wait => {
                     turn.context.queue = Some(Queue {
@@ -334,25 +362,30 @@ pub fn process(turn: &mut Turn) -> Result<(), DialogError> {
                     return Ok(());
                 }
                 InstructionKind::Transition => {
-                    let passes = bot.eval_condition(&function, &turn.scope).map_err(|e| {
-                        fail(format!(
-                            "flows/{flow_name}, node \"{node_name}\": condition `{function}`: {e}"
-                        ))
-                    })?;
+                    let passes = match bot.eval_condition(&function, &turn.scope) {
+                        Ok(passes) => passes,
+                        Err(e) => {
+                            turn.check_deadline()?;
+                            instruction_failed(turn, &flow_name, &node_name, &function, &e);
+                            stop_at(turn, queue, instruction, queue_kept);
+                            return Ok(());
+                        }
+                    };
                     if passes {
                         let target = instruction.node.clone().unwrap_or_default();
                         if target.is_empty() {
                             // A transition with no destination (the editor's unconnected
-                            // port) stops the turn where it is. Botpress keeps the queue it
-                            // resumed from, this transition first, so the next message meets
-                            // the same transition; a fresh queue is not kept, and the next
-                            // message plays the node again.
-                            if queue_kept {
-                                queue.push_front(instruction);
-                                turn.context.queue = Some(Queue {
-                                    instructions: queue.into(),
-                                });
+                            // port). Botpress 12.5 on ends the flow there (context and temp
+                            // cleared), so the next message starts over.
+                            if bot.botpress_version >= BotpressVersion(12, 5, 0) {
+                                turn.end_flow();
+                                return Ok(());
                             }
+                            // Before, it stops the turn where it is. Botpress keeps the queue
+                            // it resumed from, this transition first, so the next message
+                            // meets the same transition; a fresh queue is not kept, and the
+                            // next message plays the node again.
+                            stop_at(turn, queue, instruction, queue_kept);
                             return Ok(());
                         }
                         break target;
@@ -379,7 +412,19 @@ pub fn process(turn: &mut Turn) -> Result<(), DialogError> {
                 continue;
             }
         }
-        if let Err(e) = transition(turn, &target, &mut trace) {
+        if target == "END" && conversation_end_jumped(turn) {
+            continue;
+        }
+        let moved = transition(turn, &target, &mut trace);
+        if moved == Ok(Moved::Stopped) {
+            // Botpress 12.4: `#` with no flow to return to stops the turn where it is.
+            log::debug!(
+                "bot \"{}\": no previous flow found, current node is {node_name}",
+                bot.id
+            );
+            return Ok(());
+        }
+        if let Err(e) = moved {
             // Botpress 12.1.5 on: a failed transition goes to the error flow.
             if !bot.botpress_version.has_loop_guard() || trace.in_error_flow {
                 return Err(e);
@@ -406,13 +451,90 @@ pub fn process(turn: &mut Turn) -> Result<(), DialogError> {
     )))
 }
 
-/// Moves to `target` (§8.5), noting the node entered in `trace`.
-fn transition(turn: &mut Turn, target: &str, trace: &mut StackTrace) -> Result<(), DialogError> {
+/// Botpress 12.26's `before_conversation_end` hooks, when a flow ends (END, or the last
+/// instruction of a node without transitions) outside `timeout.flow.json` and
+/// `conversation_end.flow.json`; the context is still the ending flow's. Whether a hook
+/// moved the conversation with `bp.dialog.jumpTo`, which then goes on instead of ending.
+fn conversation_end_jumped(turn: &mut Turn) -> bool {
     let bot = turn.bot;
+    let flow = turn.context.current_flow.as_deref().unwrap_or("");
+    if !bot.botpress_version.has_conversation_end()
+        || !bot.hooks.has("before_conversation_end")
+        || ["timeout.flow.json", "conversation_end.flow.json"].contains(&flow)
+    {
+        return false;
+    }
+    let mut event = turn.scope["event"].clone();
+    super::js::run_hook(turn, "before_conversation_end", &mut event);
+    turn.context.has_jumped
+}
+
+/// Botpress's processing error (the dialog engine's `_reportProcessingError`, 11.9.7 to 12.x):
+/// an action that throws or is missing, a `say` that cannot render, a condition that throws
+/// something other than a `TypeError` is logged as a warning naming flow, node and
+/// instruction; the turn stops there and its state is saved, and the user gets nothing more
+/// (Botpress sends its error message only when the dialog engine itself fails: a flow or node
+/// that does not exist).
+fn instruction_failed(turn: &Turn, flow: &str, node: &str, instruction: &str, error: &str) {
+    log::warn!(
+        "bot \"{}\": flows/{flow}, node \"{node}\": error processing \"{instruction}\": {error}",
+        turn.bot.id
+    );
+}
+
+/// Stops the turn at `instruction`, leaving the queue in the context as Botpress does: when
+/// an instruction of this queue already ran (or it was resumed), the queue is kept with this
+/// instruction first, so the next message meets it again; a fresh queue is not kept, and the
+/// next message plays the node again.
+fn stop_at(
+    turn: &mut Turn,
+    mut queue: std::collections::VecDeque<Instruction>,
+    instruction: Instruction,
+    queue_kept: bool,
+) {
+    if queue_kept {
+        queue.push_front(instruction);
+        turn.context.queue = Some(Queue {
+            instructions: queue.into(),
+        });
+    }
+}
+
+/// Whether the conversation is back on a skill-call node from its sub-flow (so the node's
+/// transitions run instead of calling the sub-flow again): up to Botpress 12.8, when
+/// `previousFlow`/`previousNode` name it; from 12.9, when the jump point returned to with `#`
+/// does (12.10: unless it was `##`, which plays the node again).
+fn exiting_sub_flow(bot: &Bot, ctx: &DialogContext, flow: &str, node: &str) -> bool {
+    if bot.botpress_version < BotpressVersion(12, 9, 0) {
+        return ctx.previous_flow.as_deref() == Some(flow)
+            && ctx.previous_node.as_deref() == Some(node);
+    }
+    ctx.jump_points
+        .iter()
+        .find(|j| j.used)
+        .is_some_and(|j| j.flow == flow && j.node == node && !j.execute_node)
+}
+
+/// What a transition did.
+#[derive(Debug, PartialEq)]
+enum Moved {
+    /// The conversation is on the target (or the flow ended).
+    Entered,
+    /// `#` with no flow to return to (Botpress 12.4 on): the turn stops where it is.
+    Stopped,
+}
+
+/// Moves to `target` (§8.5), noting the node entered in `trace`.
+fn transition(turn: &mut Turn, target: &str, trace: &mut StackTrace) -> Result<Moved, DialogError> {
+    let bot = turn.bot;
+    let version = bot.botpress_version;
     let fail = |m: String| DialogError::Failed(m);
     let ctx = &mut turn.context;
     let current_flow = ctx.current_flow.clone().unwrap_or_default();
     let current_node = ctx.current_node.clone().unwrap_or_default();
+    if version >= BotpressVersion(12, 9, 0) {
+        ctx.jump_points.retain(|j| !j.used);
+    }
     if target == "END" {
         turn.context = DialogContext::default();
     } else if target.contains(".flow.json") {
@@ -420,10 +542,7 @@ fn transition(turn: &mut Turn, target: &str, trace: &mut StackTrace) -> Result<(
             .flow(target)
             .ok_or_else(|| fail(format!("Flow \"{target}\" not found")))?;
         let mut jump_points = std::mem::take(&mut ctx.jump_points);
-        jump_points.push(JumpPoint {
-            flow: current_flow.clone(),
-            node: current_node.clone(),
-        });
+        jump_points.push(JumpPoint::new(&current_flow, &current_node));
         *ctx = DialogContext {
             current_flow: Some(flow.name.clone()),
             current_node: Some(flow.start_node.clone()),
@@ -433,12 +552,31 @@ fn transition(turn: &mut Turn, target: &str, trace: &mut StackTrace) -> Result<(
             ..Default::default()
         };
         trace.push(&flow.name, &flow.start_node);
-    } else if let Some(specific) = target.strip_prefix('#') {
-        let jump = ctx.jump_points.pop().ok_or_else(|| {
-            fail(format!(
-                "Cannot return with \"{target}\" from {current_flow}: no parent flow"
-            ))
-        })?;
+    } else if target.starts_with('#') {
+        // `##` (12.10) returns and plays the calling node again; before, it reads as `#`
+        // (the node named by `split('#')[1]`, empty).
+        let execute_node = version >= BotpressVersion(12, 10, 0) && target.starts_with("##");
+        let specific = if execute_node {
+            &target[2..]
+        } else {
+            target.split('#').nth(1).unwrap_or("")
+        };
+        if ctx.jump_points.is_empty() && version >= BotpressVersion(12, 4, 0) {
+            return Ok(Moved::Stopped);
+        }
+        let jump = if version >= BotpressVersion(12, 9, 0) {
+            // The jump point stays, marked used, until the next transition.
+            let last = ctx.jump_points.last_mut().expect("not empty");
+            last.used = true;
+            last.execute_node = execute_node;
+            last.clone()
+        } else {
+            ctx.jump_points.pop().ok_or_else(|| {
+                fail(format!(
+                    "Cannot return with \"{target}\" from {current_flow}: no parent flow"
+                ))
+            })?
+        };
         let parent = bot
             .flow(&jump.flow)
             .ok_or_else(|| fail(format!("Flow \"{}\" not found", jump.flow)))?;
@@ -476,7 +614,7 @@ fn transition(turn: &mut Turn, target: &str, trace: &mut StackTrace) -> Result<(
         ctx.current_node = Some(target.to_string());
         trace.push(&current_flow, target);
     }
-    Ok(())
+    Ok(Moved::Entered)
 }
 
 /// Moves the conversation to `flow` (at `node`, or its start node) with `hasJumped`, as a QnA

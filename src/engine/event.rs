@@ -23,6 +23,11 @@ pub struct Event {
     pub included_contexts: Vec<String>,
     /// The decoded external-auth token, if any.
     pub credentials: Option<Value>,
+    /// Whether the channel answers with all the turn's replies at once (Converse's HTTP
+    /// answer, `botd chat`): a `builtin/wait` then waits within the turn, bounded by its
+    /// deadline. When false (Messenger, Telegram), the wait becomes a pause between the
+    /// replies that the channel's delivery keeps without holding a thread.
+    pub replies_together: bool,
 }
 
 impl Event {
@@ -44,7 +49,14 @@ impl Event {
             preview,
             included_contexts: vec!["global".to_string()],
             credentials: None,
+            replies_together: true,
         }
+    }
+
+    /// The event of a channel that sends each reply as it comes ([`Event::replies_together`]).
+    pub fn replies_as_they_come(mut self) -> Event {
+        self.replies_together = false;
+        self
     }
 
     pub fn with_thread(mut self, thread_id: Option<String>) -> Event {

@@ -366,11 +366,15 @@ pub fn check_references(
                 }
             }
             let target = t.target.as_str();
-            let bad = if target.is_empty() || target == "END" || target == "#" {
+            let bad = if target.is_empty() || ["END", "#", "##"].contains(&target) {
                 None
             } else if target.contains(".flow.json") {
                 (!flows.contains_key(target)).then(|| format!("flow \"{target}\" does not exist"))
-            } else if let Some(parent_node) = target.strip_prefix('#') {
+            } else if let Some(parent_node) = target
+                .strip_prefix("##")
+                .or_else(|| target.strip_prefix('#'))
+                .filter(|n| !n.is_empty())
+            {
                 let exists = flows.values().any(|f| f.node(parent_node).is_some());
                 (!exists).then(|| format!("no flow has a node \"{parent_node}\" to return to"))
             } else {

@@ -140,7 +140,15 @@ impl Engine {
         let deadline = Some(Instant::now() + Duration::from_secs(5));
         let mut turn = self.new_turn(&bot, scope, record.context.clone(), &channel, deadline);
         let mut ran = false;
-        if let Some((flow, node)) = find_timeout_node(&bot, &record.context) {
+        // Botpress's processTimeout runs `before_session_timeout` first, on the timeout event
+        // with the conversation's state: a hook may change that state, write to the KV store
+        // or move the conversation (bp.dialog.jumpTo), which changes the timeout node found.
+        let hooked = bot.hooks.has("before_session_timeout");
+        if hooked {
+            let mut event = turn.scope["event"].clone();
+            super::js::run_hook(&mut turn, "before_session_timeout", &mut event);
+        }
+        if let Some((flow, node)) = find_timeout_node(&bot, &turn.context) {
             dialog::jump_to(&bot, &mut turn.context, &flow, Some(&node))
                 .map_err(|e| format!("{e:?}"))?;
             match dialog::process(&mut turn) {
@@ -151,7 +159,7 @@ impl Engine {
         // After timeout handling the conversation starts over: context and temp go. User, bot
         // KV and session are one commit.
         let mut batch = Batch::new();
-        if ran {
+        if ran || hooked {
             state::save_user(&mut batch, bot_id, &channel, &target, &turn.scope["user"]);
             for (key, value) in &turn.kv_writes {
                 batch.put(Namespace::Kv, bot_id, key, value.clone());

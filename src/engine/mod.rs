@@ -26,7 +26,26 @@ pub mod template;
 pub use event::Event;
 pub use runtime::{Destination, Engine, TurnError, TurnOutput};
 
+use serde_json::{json, Value};
 use std::fmt;
+use std::time::Duration;
+
+/// The type of the payload that stands for a pause between a turn's replies: what
+/// `builtin/wait` leaves on a channel that sends replies as they come (Messenger, Telegram,
+/// timeouts). The channel's delivery waits that long before the next reply, holding up only
+/// that conversation; the payload itself is never sent.
+const PAUSE_TYPE: &str = "__botd_pause";
+
+/// The pause payload for `delay`.
+pub fn pause_payload(delay: Duration) -> Value {
+    json!({"type": PAUSE_TYPE, "ms": delay.as_millis() as u64})
+}
+
+/// The pause a payload stands for, if it is one.
+pub fn pause_of(payload: &Value) -> Option<Duration> {
+    (payload["type"] == PAUSE_TYPE)
+        .then(|| Duration::from_millis(payload["ms"].as_u64().unwrap_or(0)))
+}
 
 /// One thing wrong with a bot's files, reported by `botd check` and at load time as
 /// `path: message`.

@@ -4,13 +4,16 @@
 use super::nlu::IntentDef;
 use super::Problem;
 use serde_json::{json, Value};
+use std::collections::BTreeMap;
 use std::path::Path;
 
 #[derive(Debug, Clone)]
 pub struct QnaEntry {
     pub id: String,
-    pub questions: Vec<String>,
-    pub answers: Vec<String>,
+    /// Questions and answers by language: Botpress 12 keys them by language, an 11 entry's
+    /// plain lists are the default language's.
+    pub questions: BTreeMap<String, Vec<String>>,
+    pub answers: BTreeMap<String, Vec<String>>,
     /// `text`, `redirect` or `text_redirect`.
     pub action: String,
     pub redirect_flow: Option<String>,
@@ -43,8 +46,9 @@ pub struct LoadedQna {
     pub warnings: Vec<Problem>,
 }
 
-/// Reads `qna/*.json`. Questions and answers may be plain lists or per-language objects.
-pub fn load(dir: &Path, shown_root: &str, lang: &str) -> LoadedQna {
+/// Reads `qna/*.json`. Questions and answers may be plain lists (the default language's) or
+/// per-language objects, of which the bot's `languages` are kept.
+pub fn load(dir: &Path, shown_root: &str, lang: &str, languages: &[String]) -> LoadedQna {
     let mut entries = Vec::new();
     let mut problems = Vec::new();
     let mut warnings = Vec::new();
@@ -86,11 +90,7 @@ pub fn load(dir: &Path, shown_root: &str, lang: &str) -> LoadedQna {
             ));
             continue;
         }
-        let list = |key: &str| -> Vec<String> {
-            let v = match &data[key] {
-                Value::Object(per_lang) => per_lang.get(lang).cloned().unwrap_or(Value::Null),
-                other => other.clone(),
-            };
+        let strings = |v: &Value| -> Vec<String> {
             v.as_array()
                 .map(|a| {
                     a.iter()
@@ -99,6 +99,17 @@ pub fn load(dir: &Path, shown_root: &str, lang: &str) -> LoadedQna {
                         .collect()
                 })
                 .unwrap_or_default()
+        };
+        let list = |key: &str| -> BTreeMap<String, Vec<String>> {
+            let by_lang: BTreeMap<String, Vec<String>> = match &data[key] {
+                Value::Object(per_lang) => per_lang
+                    .iter()
+                    .filter(|(l, _)| languages.contains(l) || l.as_str() == lang)
+                    .map(|(l, v)| (l.clone(), strings(v)))
+                    .collect(),
+                other => [(lang.to_string(), strings(other))].into(),
+            };
+            by_lang.into_iter().filter(|(_, v)| !v.is_empty()).collect()
         };
         let action = data["action"].as_str().unwrap_or("text").to_string();
         if !["text", "redirect", "text_redirect"].contains(&action.as_str()) {
@@ -136,26 +147,44 @@ pub fn load(dir: &Path, shown_root: &str, lang: &str) -> LoadedQna {
             enabled: data["enabled"].as_bool().unwrap_or(true),
             action,
         };
-        let mut unusable = |message: String| {
+        let left_out =
+            |message: String| Problem::new(&shown, format!("{message}; the entry is left out"));
+        // Botpress trains each language on its own questions; an entry with none in the
+        // default language is still asked in the others, and answers in the default language
+        // when it has no answer in the one asked.
+        if !entry.questions.contains_key(lang) {
+            if entry.questions.is_empty() {
+                warnings.push(left_out(format!(
+                    "data.questions has no question in the default language \"{lang}\""
+                )));
+                continue;
+            }
             warnings.push(Problem::new(
                 &shown,
-                format!("{message}; the entry is left out"),
-            ))
-        };
-        if entry.questions.is_empty() {
-            unusable(format!(
-                "data.questions has no question in the default language \"{lang}\""
+                format!(
+                    "data.questions has no question in the default language \"{lang}\"; the entry is matched only in {}",
+                    entry.questions.keys().cloned().collect::<Vec<_>>().join(", ")
+                ),
             ));
-            continue;
         }
-        if entry.action.contains("text") && entry.answers.is_empty() {
-            unusable(format!(
-                "data.answers has no answer in the default language \"{lang}\""
+        if entry.action.contains("text") && !entry.answers.contains_key(lang) {
+            if entry.answers.is_empty() {
+                warnings.push(left_out(format!(
+                    "data.answers has no answer in the default language \"{lang}\""
+                )));
+                continue;
+            }
+            warnings.push(Problem::new(
+                &shown,
+                format!(
+                    "data.answers has no answer in the default language \"{lang}\"; asked in another language, it answers nothing"
+                ),
             ));
-            continue;
         }
         if entry.action.contains("redirect") && entry.redirect_flow.is_none() {
-            unusable("data.redirectFlow is empty but data.action redirects".into());
+            warnings.push(left_out(
+                "data.redirectFlow is empty but data.action redirects".into(),
+            ));
             continue;
         }
         entries.push(entry);
@@ -167,22 +196,31 @@ pub fn load(dir: &Path, shown_root: &str, lang: &str) -> LoadedQna {
     }
 }
 
-/// The NLU intents of the enabled entries.
-pub fn intents(entries: &[QnaEntry]) -> Vec<IntentDef> {
+/// The NLU intents of the enabled entries that have questions in `lang`.
+pub fn intents(entries: &[QnaEntry], lang: &str) -> Vec<IntentDef> {
     entries
         .iter()
         .filter(|e| e.enabled)
-        .map(|e| IntentDef {
-            name: format!("{INTENT_PREFIX}{}", e.id),
-            contexts: e.contexts.clone(),
-            utterances: e.questions.clone(),
-            slots: Vec::new(),
+        .filter_map(|e| {
+            Some(IntentDef {
+                name: format!("{INTENT_PREFIX}{}", e.id),
+                contexts: e.contexts.clone(),
+                utterances: e.questions.get(lang)?.clone(),
+                slots: Vec::new(),
+            })
         })
         .collect()
 }
 
-/// One suggestion per `__qna__` intent in `nlu.intents` whose entry is enabled.
-pub fn suggest(entries: &[QnaEntry], nlu: &Value) -> Vec<Suggestion> {
+/// One suggestion per `__qna__` intent in `nlu.intents` whose entry is enabled, answering in
+/// `lang`, or in `default_lang` when the entry has no answer in `lang` (Botpress 12.10's rule;
+/// before it, Botpress failed on such an entry).
+pub fn suggest(
+    entries: &[QnaEntry],
+    nlu: &Value,
+    lang: &str,
+    default_lang: &str,
+) -> Vec<Suggestion> {
     let mut out = Vec::new();
     for intent in nlu["intents"].as_array().into_iter().flatten() {
         let Some(name) = intent["name"].as_str() else {
@@ -194,10 +232,17 @@ pub fn suggest(entries: &[QnaEntry], nlu: &Value) -> Vec<Suggestion> {
         let Some(entry) = entries.iter().find(|e| e.id == id && e.enabled) else {
             continue;
         };
-        let answer = entry.action.contains("text").then(|| {
-            let i = super::random::below(entry.answers.len() as u64) as usize;
-            entry.answers.get(i).cloned().unwrap_or_default()
-        });
+        let answers = entry
+            .answers
+            .get(lang)
+            .or_else(|| entry.answers.get(default_lang));
+        let answer = match answers {
+            Some(answers) if entry.action.contains("text") => {
+                let i = super::random::below(answers.len() as u64) as usize;
+                answers.get(i).cloned()
+            }
+            _ => None,
+        };
         let redirect = if entry.action.contains("redirect") {
             entry
                 .redirect_flow
@@ -206,6 +251,9 @@ pub fn suggest(entries: &[QnaEntry], nlu: &Value) -> Vec<Suggestion> {
         } else {
             None
         };
+        if answer.is_none() && redirect.is_none() {
+            continue;
+        }
         out.push(Suggestion {
             confidence: intent["confidence"].as_f64().unwrap_or(0.0),
             source: "qna".into(),

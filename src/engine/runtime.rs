@@ -2,7 +2,7 @@
 //! dialog → render → save).
 
 use super::actions::{context_list, set_context_list};
-use super::bot::{self, Bot};
+use super::bot::{self, Bot, BotpressVersion};
 use super::decision::{decide, default_decision};
 use super::dialog::{self, DialogContext, DialogError, Turn};
 use super::event::{default_nlu, iso_time, new_event_id, now_ms, object, Event};
@@ -80,6 +80,8 @@ pub struct Engine {
     /// Fingerprints of bot folders that failed to load, so a broken bot is reported once per
     /// edit rather than on every check.
     failed: Mutex<HashMap<String, u64>>,
+    /// Whether the bots are mounted (`botd run`): bot lifecycle hooks run from then on.
+    mounted: std::sync::atomic::AtomicBool,
 }
 
 impl Engine {
@@ -94,6 +96,7 @@ impl Engine {
             timeouts: Mutex::new(TimeoutIndex::default()),
             sinks: RwLock::new(HashMap::new()),
             failed: Mutex::new(HashMap::new()),
+            mounted: std::sync::atomic::AtomicBool::new(false),
         };
         let problems = engine.load_bots();
         (engine, problems)
@@ -211,8 +214,84 @@ impl Engine {
                 _ => {}
             }
         }
+        let replaced: Vec<Remount> = current
+            .iter()
+            .filter(|(id, old)| next.get(*id).is_none_or(|new| !Arc::ptr_eq(old, new)))
+            .map(|(id, old)| (Some(old.clone()), next.get(id).cloned()))
+            .chain(
+                next.iter()
+                    .filter(|(id, _)| !current.contains_key(*id))
+                    .map(|(_, new)| (None, Some(new.clone()))),
+            )
+            .collect();
+        // Botpress reloads a bot by unmounting and mounting it again; the new version answers
+        // once mounted.
+        if self.mounted.load(std::sync::atomic::Ordering::SeqCst) {
+            for (old, new) in replaced {
+                if let Some(old) = old {
+                    self.lifecycle_hook(&old, "after_bot_unmount");
+                }
+                if let Some(new) = new {
+                    self.lifecycle_hook(&new, "after_bot_mount");
+                }
+            }
+        }
         *self.bots.write().unwrap_or_else(|e| e.into_inner()) = next;
         problems
+    }
+
+    /// Mounts every loaded bot (`after_bot_mount`), as Botpress does when it starts; bots
+    /// reloaded from then on are unmounted and mounted again.
+    pub fn mount_all(&self) {
+        self.mounted
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        for id in self.bot_ids() {
+            if let Some(bot) = self.bot(&id) {
+                self.lifecycle_hook(&bot, "after_bot_mount");
+            }
+        }
+    }
+
+    /// Unmounts every bot (`after_bot_unmount`), when botd stops.
+    pub fn unmount_all(&self) {
+        if !self
+            .mounted
+            .swap(false, std::sync::atomic::Ordering::SeqCst)
+        {
+            return;
+        }
+        for id in self.bot_ids() {
+            if let Some(bot) = self.bot(&id) {
+                self.lifecycle_hook(&bot, "after_bot_unmount");
+            }
+        }
+    }
+
+    /// Runs `after_bot_mount` or `after_bot_unmount` for `bot`, outside any conversation;
+    /// what the hooks wrote to the bot's KV store is committed.
+    fn lifecycle_hook(&self, bot: &Bot, hook: &str) {
+        if !bot.hooks.has(hook) {
+            return;
+        }
+        let scope = object([
+            ("event", json!({ "botId": bot.id })),
+            ("user", json!({})),
+            ("session", json!({})),
+            ("temp", json!({})),
+        ]);
+        let mut turn = self.new_turn(bot, scope, DialogContext::default(), "", None);
+        let mut args = json!({ "botId": bot.id });
+        js::run_hook_with(&mut turn, hook, &mut args, js::HookArgs::Bot);
+        if turn.kv_writes.is_empty() {
+            return;
+        }
+        let mut batch = Batch::new();
+        for (key, value) in turn.kv_writes {
+            batch.put(Namespace::Kv, &bot.id, &key, value);
+        }
+        if let Err(e) = self.store.commit(batch) {
+            log::warn!("bot \"{}\": {hook}: cannot save its KV writes: {e}", bot.id);
+        }
     }
 
     pub fn bot(&self, id: &str) -> Option<Arc<Bot>> {
@@ -302,14 +381,8 @@ impl Engine {
         let mut user = state::load_user(store, &bot.id, &channel, &target).map_err(io)?;
         let bot_kv = state::load_bot_kv(store, &bot.id).map_err(io)?;
         let user_before = user.clone();
-        let before_incoming = self.before_incoming_hooks(
-            bot,
-            &mut event,
-            &mut user,
-            &mut record.session,
-            &mut record.temp,
-            deadline,
-        );
+        let before_incoming =
+            self.before_incoming_hooks(bot, &mut event, &mut user, &mut record, deadline);
 
         let nlu = understand(bot, &event, &record.session, now);
         let mut scope = object([
@@ -325,6 +398,7 @@ impl Engine {
 
         let in_middle_of_flow = !record.context.is_empty();
         let mut turn = self.new_turn(bot, scope, record.context.clone(), &channel, deadline);
+        turn.replies_together = event.replies_together;
         if let Some(effects) = before_incoming {
             turn.scope["event"]["flags"] = effects.flags;
             turn.kv_writes = effects.kv_writes;
@@ -335,7 +409,7 @@ impl Engine {
             js::run_hook(&mut turn, "after_incoming_middleware", &mut hooked);
             turn.scope["event"] = hooked;
         }
-        let decided = self.decide_turn(&mut turn, &nlu, in_middle_of_flow, now);
+        let decided = self.decide_turn(&mut turn, session_id, &nlu, in_middle_of_flow, now);
         let run_dialog = decided.run_dialog
             && !js::skips_dialog(&turn.scope["event"])
             && !["session_reset", "typing", "visit"].contains(&event.kind.as_str());
@@ -413,8 +487,7 @@ impl Engine {
         bot: &Bot,
         event: &mut Event,
         user: &mut Value,
-        session: &mut Value,
-        temp: &mut Value,
+        record: &mut state::SessionRecord,
         deadline: Option<Instant>,
     ) -> Option<HookEffects> {
         if !bot.hooks.has("before_incoming_middleware") {
@@ -432,12 +505,15 @@ impl Engine {
         ]);
         let scope = object([
             ("user", user.take()),
-            ("session", session.take()),
-            ("temp", temp.take()),
+            ("session", record.session.take()),
+            ("temp", record.temp.take()),
         ]);
         let channel = event.channel.clone();
-        let mut turn = self.new_turn(bot, scope, DialogContext::default(), &channel, deadline);
+        let context = std::mem::take(&mut record.context);
+        let mut turn = self.new_turn(bot, scope, context, &channel, deadline);
         js::run_hook(&mut turn, "before_incoming_middleware", &mut hooked);
+        // A hook's bp.dialog.jumpTo moves the conversation the dialog engine will play.
+        record.context = std::mem::take(&mut turn.context);
         if let Some(kind) = hooked["type"].as_str() {
             event.kind = kind.to_string();
         }
@@ -446,8 +522,8 @@ impl Engine {
         }
         event.payload = hooked["payload"].take();
         *user = turn.scope["user"].take();
-        *session = turn.scope["session"].take();
-        *temp = turn.scope["temp"].take();
+        record.session = turn.scope["session"].take();
+        record.temp = turn.scope["temp"].take();
         Some(HookEffects {
             flags: hooked["flags"].take(),
             kv_writes: turn.kv_writes,
@@ -464,16 +540,20 @@ impl Engine {
         channel: &str,
         deadline: Option<Instant>,
     ) -> Turn<'a> {
+        let settings = self.settings();
         Turn {
             bot,
             store: self.store.as_ref(),
             scope,
             context,
             channel: channel.to_string(),
-            bot_url: self.settings().http.external_url.clone(),
+            bot_url: settings.http.external_url.clone(),
+            settings,
             outputs: Vec::new(),
             kv_writes: Vec::new(),
             deadline,
+            // Replies nobody waits for (a timeout's) go out as they come.
+            replies_together: false,
         }
     }
 
@@ -482,6 +562,7 @@ impl Engine {
     fn decide_turn(
         &self,
         turn: &mut Turn,
+        session_id: &str,
         nlu: &Value,
         in_middle_of_flow: bool,
         now: i64,
@@ -492,14 +573,19 @@ impl Engine {
             .and_then(|l| l.last())
             .cloned()
             .unwrap_or(Value::Null);
-        let (suggestions, elected) = decide(
-            qna::suggest(&bot.qna, nlu),
+        let (suggestions, mut elected) = decide(
+            qna::suggest(
+                &bot.qna,
+                nlu,
+                &answer_language(bot, nlu, &turn.scope["user"]),
+                &bot.default_language,
+            ),
             &last_message,
             in_middle_of_flow,
             now,
             bot.botpress_version.min_qna_confidence(),
         );
-        let suggestions_json: Vec<Value> = suggestions
+        let mut suggestions_json: Vec<Value> = suggestions
             .iter()
             .map(|(s, status, reason)| {
                 let payloads = self.suggestion_payloads(bot, s, &turn.scope, &turn.channel);
@@ -507,6 +593,26 @@ impl Engine {
                     "sourceDetails": s.source_details, "decision": {"status": status, "reason": reason}})
             })
             .collect();
+        if bot.hooks.has("before_suggestions_election") {
+            // Botpress: the hook sees every decided suggestion as `event.suggestions` (and
+            // `suggestions`), may change them, and the first one elected then is.
+            let mut hooked = turn.scope["event"].take();
+            hooked["suggestions"] = Value::Array(suggestions_json);
+            js::run_hook_with(
+                turn,
+                "before_suggestions_election",
+                &mut hooked,
+                js::HookArgs::Suggestions { session_id },
+            );
+            suggestions_json = match hooked.as_object_mut().and_then(|e| e.remove("suggestions")) {
+                Some(Value::Array(list)) => list,
+                _ => Vec::new(),
+            };
+            turn.scope["event"] = hooked;
+            elected = suggestions_json
+                .iter()
+                .position(|s| s["decision"]["status"] == "elected");
+        }
         let mut decided = Decided {
             decision: default_decision(),
             run_dialog: true,
@@ -515,8 +621,8 @@ impl Engine {
             suggestions: Vec::new(),
         };
         if let Some(i) = elected {
-            let s = &suggestions[i].0;
-            let payloads: Vec<Value> = suggestions_json[i]["payloads"]
+            let chosen = &suggestions_json[i];
+            let payloads: Vec<Value> = chosen["payloads"]
                 .as_array()
                 .map(|p| {
                     p.iter()
@@ -525,21 +631,41 @@ impl Engine {
                         .collect()
                 })
                 .unwrap_or_default();
-            turn.push_outputs(payloads);
+            // The answer's text, as QnA gave it (what the hook left of it otherwise).
+            let source_details = chosen["sourceDetails"].as_str().unwrap_or("");
+            let reply_preview = suggestions
+                .iter()
+                .find(|(s, _, _)| s.source_details == source_details)
+                .and_then(|(s, _, _)| s.answer.clone())
+                .or_else(|| {
+                    payloads
+                        .iter()
+                        .find_map(|p| p["text"].as_str().map(str::to_string))
+                })
+                .unwrap_or_default();
             let incoming = turn.scope["event"]["preview"].clone();
             turn.add_history(json!({
-                "incomingPreview": incoming, "replySource": format!("{} {}", s.source, s.source_details),
-                "replyPreview": s.answer.clone().unwrap_or_default(), "replyConfidence": s.confidence,
+                "incomingPreview": incoming,
+                "replySource": format!("{} {source_details}", chosen["source"].as_str().unwrap_or("")),
+                "replyPreview": reply_preview, "replyConfidence": chosen["confidence"],
                 "replyDate": iso_time(now),
             }));
-            match &s.redirect {
+            turn.push_outputs(payloads);
+            let redirect = chosen["payloads"]
+                .as_array()
+                .and_then(|p| p.iter().find(|x| x["type"] == "redirect"))
+                .and_then(|r| {
+                    let flow = r["flow"].as_str().filter(|f| !f.is_empty())?;
+                    Some((flow.to_string(), r["node"].as_str().map(str::to_string)))
+                });
+            match redirect {
                 // A redirect plays the flow from there; the decision shown is the flow's.
                 Some((flow, node)) => {
                     decided.redirect_error =
-                        dialog::jump_to(bot, &mut turn.context, flow, node.as_deref()).err();
+                        dialog::jump_to(bot, &mut turn.context, &flow, node.as_deref()).err();
                 }
                 None => {
-                    decided.decision = suggestions_json[i].clone();
+                    decided.decision = chosen.clone();
                     decided.run_dialog = false;
                     decided.save_context = false;
                 }
@@ -603,7 +729,14 @@ impl Engine {
             botpress: bot.botpress_version,
         };
         if let Some(id) = s.answer.as_deref().and_then(|a| a.strip_prefix("#!")) {
-            // Botpress 12: an answer that names a content element renders that element.
+            // Botpress 12: an answer that names a content element renders that element, in
+            // the user's language from 12.10 (before, the QnA module gave the renderer no
+            // event, so the element rendered in the default language).
+            let lang = if bot.botpress_version >= BotpressVersion(12, 10, 0) {
+                user_language(bot, &scope["user"])
+            } else {
+                bot.default_language.clone()
+            };
             let rendered = bot
                 .elements
                 .get(id)
@@ -612,7 +745,7 @@ impl Engine {
                     super::content::render_answer_element(
                         element,
                         scope,
-                        &bot.default_language,
+                        &lang,
                         &bot.default_language,
                         target,
                     )
@@ -650,6 +783,9 @@ fn not_loaded(settings: &Settings, id: &str, outcome: &bot::LoadOutcome) -> Opti
     })
 }
 
+/// A bot version going (unmounted) and one coming (mounted) in a reload.
+type Remount = (Option<Arc<Bot>>, Option<Arc<Bot>>);
+
 /// What the decision engine settled for a turn.
 struct Decided {
     /// `event.decision`: the elected suggestion, or "execute default flow".
@@ -676,9 +812,46 @@ fn understand(bot: &Bot, event: &Event, session: &Value, now: i64) -> Value {
         || ["session_reset", "bp_dialog_timeout", "visit", "timeout"]
             .contains(&event.kind.as_str());
     if skip {
-        default_nlu(&included)
-    } else {
-        bot.nlu.understand(&event.preview, &included, now)
+        return default_nlu(&included);
+    }
+    if bot.botpress_version.0 < 12 {
+        return bot.nlu.understand(&event.preview, &included, now);
+    }
+    // Botpress 12 predicts with the model of the language it detects among the bot's.
+    let last_messages: Vec<String> = session["lastMessages"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|m| m["incomingPreview"].as_str().map(str::to_string))
+        .collect();
+    let (language, detected) = bot.prediction_language(&event.preview, &last_messages);
+    let mut nlu = bot
+        .nlu_for(&language)
+        .understand(&event.preview, &included, now);
+    nlu["language"] = Value::String(language);
+    nlu["detectedLanguage"] = Value::String(detected);
+    nlu
+}
+
+/// `event.state.user.language` when it is set, else the bot's default language (what
+/// Botpress's `cms.renderElement` translates content elements into).
+pub(super) fn user_language(bot: &Bot, user: &Value) -> String {
+    user["language"]
+        .as_str()
+        .filter(|l| !l.is_empty())
+        .unwrap_or(&bot.default_language)
+        .to_string()
+}
+
+/// The language a QnA answer is picked in: Botpress 12.0 to 12.9 take the NLU's language
+/// (`n/a`: the default one), 12.10 on the user's language; Botpress 11 bots have one.
+fn answer_language(bot: &Bot, nlu: &Value, user: &Value) -> String {
+    if bot.botpress_version >= BotpressVersion(12, 10, 0) {
+        return user_language(bot, user);
+    }
+    match nlu["language"].as_str() {
+        Some(lang) if bot.botpress_version.0 >= 12 && lang != "n/a" => lang.to_string(),
+        _ => bot.default_language.clone(),
     }
 }
 
@@ -748,6 +921,10 @@ fn outgoing_hooks(turn: &mut Turn, dialog_ran: bool) {
     if bot.hooks.has("before_outgoing_middleware") {
         let outputs = std::mem::take(&mut turn.outputs);
         for payload in outputs {
+            if super::pause_of(&payload).is_some() {
+                turn.outputs.push(payload);
+                continue;
+            }
             let mut hooked = object([
                 ("type", payload["type"].clone()),
                 ("channel", Value::String(turn.channel.clone())),

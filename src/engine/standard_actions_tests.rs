@@ -15,6 +15,7 @@ struct Fixture {
     dir: PathBuf,
     bot: Bot,
     store: SqliteStore,
+    settings: std::sync::Arc<Settings>,
 }
 
 impl Drop for Fixture {
@@ -24,8 +25,19 @@ impl Drop for Fixture {
 }
 
 fn fixture(tag: &str, version: &str) -> Fixture {
+    fixture_with(tag, version, &[]).0
+}
+
+/// A fixture with more files, paths relative to the data folder; also gives the load's
+/// warnings.
+fn fixture_with(tag: &str, version: &str, files: &[(&str, &str)]) -> (Fixture, Vec<String>) {
     let dir = std::env::temp_dir().join(format!("botd-actions-{tag}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
+    for (rel, text) in files {
+        let path = dir.join(rel);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, text).unwrap();
+    }
     let bot_dir = dir.join("bots/test-bot");
     let write = |rel: &str, text: &str| {
         let path = bot_dir.join(rel);
@@ -54,11 +66,16 @@ fn fixture(tag: &str, version: &str) -> Fixture {
     let outcome = bot::load_bot(&settings, "test-bot");
     assert!(outcome.errors.is_empty(), "{:?}", outcome.errors);
     let store = SqliteStore::open(&dir.join("storage")).expect("database");
-    Fixture {
-        bot: outcome.bot.expect("bot loads"),
-        store,
-        dir,
-    }
+    let warnings = outcome.warnings.iter().map(|p| p.to_string()).collect();
+    (
+        Fixture {
+            bot: outcome.bot.expect("bot loads"),
+            store,
+            dir,
+            settings: std::sync::Arc::new(settings),
+        },
+        warnings,
+    )
 }
 
 fn turn<'a>(f: &'a Fixture, event: Value) -> Turn<'a> {
@@ -69,9 +86,11 @@ fn turn<'a>(f: &'a Fixture, event: Value) -> Turn<'a> {
         context: DialogContext::default(),
         channel: "api".into(),
         bot_url: "http://localhost:3000".into(),
+        settings: f.settings.clone(),
         outputs: Vec::new(),
         kv_writes: Vec::new(),
         deadline: None,
+        replies_together: false,
     }
 }
 
@@ -561,4 +580,165 @@ fn unknown_actions_fail_and_standard_ones_are_known() {
     ] {
         assert!(actions::NATIVE_ACTIONS.contains(&name), "{name}");
     }
+}
+
+/// What `choice_parse_answer` makes of `text` (with the NLU intent `intent`) on `f`'s bot.
+fn parsed_choice(f: &Fixture, text: &str, intent: &str) -> Value {
+    let mut event = text_event(text);
+    event["nlu"]["intent"]["name"] = json!(intent);
+    let mut t = turn(f, event);
+    run(
+        &mut t,
+        "basic-skills/choice_parse_answer",
+        json!({"contentId": "builtin_single-choice-abc", "config": {"nbMaxRetries": 3},
+            "keywords": {"large": ["Large", "intent:order"], "small": ["Small"]}}),
+    );
+    if t.scope["temp"]["skill-choice-valid"] == true {
+        t.scope["temp"]["skill-choice-ret"].clone()
+    } else {
+        Value::Null
+    }
+}
+
+#[test]
+fn the_choice_skill_reads_the_basic_skills_configuration() {
+    // Botpress's defaults: numbers and intents both match.
+    let f = fixture("choice-config-default", "12.1.6");
+    assert_eq!(parsed_choice(&f, "2", "none"), "small");
+    assert_eq!(parsed_choice(&f, "#1", "none"), "large");
+    assert_eq!(parsed_choice(&f, "the big one", "order"), "large");
+    assert_eq!(parsed_choice(&f, "the big one", "none"), Value::Null);
+
+    // The global file turns both off; the keywords the user writes still match.
+    let global = r#"{"matchNumbers": false, "matchNLU": false}"#;
+    let (f, _) = fixture_with(
+        "choice-config-global",
+        "12.1.6",
+        &[("global/config/basic-skills.json", global)],
+    );
+    assert_eq!(parsed_choice(&f, "2", "none"), Value::Null);
+    assert_eq!(parsed_choice(&f, "the big one", "order"), Value::Null);
+    assert_eq!(parsed_choice(&f, "small", "order"), "small");
+
+    // The bot's own file wins over the global one, key by key.
+    let (f, warnings) = fixture_with(
+        "choice-config-bot",
+        "11.9.7",
+        &[
+            ("global/config/basic-skills.json", global),
+            (
+                "bots/test-bot/config/basic-skills.json",
+                r#"{"matchNumbers": true}"#,
+            ),
+        ],
+    );
+    assert!(warnings.is_empty(), "{warnings:?}");
+    assert_eq!(parsed_choice(&f, "2", "none"), "small");
+    assert_eq!(parsed_choice(&f, "the big one", "order"), Value::Null);
+
+    // A value of the wrong type is a warning naming the file and the key, and reads as
+    // JavaScript reads it: the string "false" is true. The editor-only keys are accepted.
+    let (f, warnings) = fixture_with(
+        "choice-config-string",
+        "12.1.6",
+        &[(
+            "bots/test-bot/config/basic-skills.json",
+            r#"{"matchNumbers": "false", "matchNLU": 0, "defaultMaxAttempts": 5,
+                "defaultContentElement": "builtin_single-choice", "transportConnectionString": {"host": "smtp"}}"#,
+        )],
+    );
+    assert_eq!(parsed_choice(&f, "2", "none"), "small");
+    assert_eq!(parsed_choice(&f, "the big one", "order"), Value::Null);
+    let file = "bots/test-bot/config/basic-skills.json";
+    assert!(
+        warnings
+            .iter()
+            .any(|w| w.contains(file) && w.contains("\"matchNumbers\" must be of type boolean")),
+        "{warnings:?}"
+    );
+    assert!(
+        warnings
+            .iter()
+            .any(|w| w.contains(file) && w.contains("\"matchNLU\" must be of type boolean")),
+        "{warnings:?}"
+    );
+    assert_eq!(warnings.len(), 2, "{warnings:?}");
+
+    // With the integrity check on, a default element botd cannot render is named.
+    let (_, warnings) = fixture_with(
+        "choice-config-integrity",
+        "12.1.6",
+        &[(
+            "bots/test-bot/config/basic-skills.json",
+            r#"{"disableIntegrityCheck": false, "defaultContentElement": "my_fancy-choice"}"#,
+        )],
+    );
+    assert!(
+        warnings.iter().any(|w| w.contains(file)
+            && w.contains("defaultContentElement")
+            && w.contains("\"my_fancy-choice\"")),
+        "{warnings:?}"
+    );
+}
+
+#[test]
+fn botpress_12_language_and_variable_actions() {
+    let f = fixture("lang-vars", "12.28.0");
+    let mut t = turn(&f, text_event("hi"));
+    // switchLanguage (12.2): `event.state.user.language = args.lang`.
+    run(&mut t, "builtin/switchLanguage", json!({"lang": "fr"}));
+    assert_eq!(t.scope["user"]["language"], "fr");
+    assert_eq!(t.language(), "fr");
+    run(&mut t, "builtin/switchLanguage", json!({}));
+    assert!(t.scope["user"].get("language").is_none());
+    assert_eq!(t.language(), "en", "unset: the default language");
+
+    // setVariable erases on '', 'null' and a missing value; a JSON null is a value.
+    run(
+        &mut t,
+        "builtin/setVariable",
+        json!({"type": "temp", "name": "a", "value": null}),
+    );
+    assert_eq!(t.scope["temp"].get("a"), Some(&Value::Null));
+    run(
+        &mut t,
+        "builtin/setVariable",
+        json!({"type": "temp", "name": "a"}),
+    );
+    assert!(t.scope["temp"].get("a").is_none());
+
+    // removeVariable (12.28): deletes a user/session/temp variable; the bot's becomes 'null'.
+    run(
+        &mut t,
+        "builtin/setVariable",
+        json!({"type": "session", "name": "s", "value": "x"}),
+    );
+    run(
+        &mut t,
+        "builtin/setVariable",
+        json!({"type": "bot", "name": "b", "value": "y"}),
+    );
+    run(
+        &mut t,
+        "builtin/removeVariable",
+        json!({"type": "session", "name": "s"}),
+    );
+    assert!(t.scope["session"].get("s").is_none());
+    run(
+        &mut t,
+        "builtin/removeVariable",
+        json!({"type": "bot", "name": "b"}),
+    );
+    assert_eq!(t.scope["bot"], json!({"b": "null"}));
+    commit(&mut t);
+    assert_eq!(
+        f.store.get(Namespace::Kv, "test-bot", "global").unwrap(),
+        Some(json!({"b": "null"}))
+    );
+    assert!(actions::run(
+        "builtin/removeVariable",
+        &args(json!({"type": "context", "name": "x"})),
+        &mut t
+    )
+    .is_err());
 }

@@ -414,6 +414,7 @@ impl<'v> Renderer<'_, 'v> {
     /// used (which is how `{{text.length}}` on a string still works). Also tells where the
     /// value came from.
     fn lookup(&self, stack: &[Frame<'v>], name: &str) -> (JsVal<'v>, Origin) {
+        let name = event_state_alias(name);
         let origin_in = |view: Origin| match view {
             Origin::Root => {
                 let first = name.split('.').next().unwrap_or(name);
@@ -467,6 +468,18 @@ impl<'v> Renderer<'_, 'v> {
         }
         found
     }
+}
+
+/// `event.state.user…` (and `temp`, `session`, `bot`) names the turn's `user…`: in Botpress
+/// the event carries its state, and the template's `user` is that same object.
+fn event_state_alias(name: &str) -> &str {
+    if let Some(rest) = name.strip_prefix("event.state.") {
+        let root = rest.split('.').next().unwrap_or(rest);
+        if ["user", "temp", "session", "bot"].contains(&root) {
+            return rest;
+        }
+    }
+    name
 }
 
 /// mustache.js's escape map, character for character.
@@ -540,6 +553,13 @@ mod tests {
             ("Hi {{user.nickname}}!", "Hi Bob!"),
             ("{{ user.nickname }}", "Bob"),
             ("{{temp.$r}}", "0"),
+            // Botpress's event carries its state: `event.state.user` is `user`.
+            ("{{event.state.user.nickname}}", "Bob"),
+            (
+                "{{event.state.temp.choice}}/{{event.state.bot.secret}}",
+                "memory/s3cr3t",
+            ),
+            ("[{{event.state.context}}]", "[]"),
             ("{{event.payload.text}}", "hi there {{user.nickname}}"),
             ("{{event.payload.text.length}}", "26"),
             ("{{user.tags.1}}", "b"),

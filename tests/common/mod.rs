@@ -535,3 +535,13 @@ pub fn try_converse(port: u16, bot: &str, user: &str, text: &str) -> Option<Vec<
     let json: Value = serde_json::from_slice(&parse_answer(&raw).body).ok()?;
     Some(texts(&json))
 }
+
+/// An action computing from `args` and a system entity of botd's NLU (a number written in
+/// words), writing `user` and `temp`. Run over Converse (tests/js.rs) and Telegram (tests/telegram.rs).
+pub const BMI_ACTION: &str =
+    "const n = event.nlu.entities.find(e => e.type === 'system' && e.name === 'numeral')\n\
+     if (!n) { temp.reply = 'no number in ' + event.preview; return }\n\
+     const h = Number(args.height)\n\
+     user.weight = n.data.value\n\
+     temp.bmi = Math.round(n.data.value / (h * h))\n\
+     temp.reply = 'BMI ' + temp.bmi + ' from \"' + n.meta.source + '\" on ' + args.channel\n";

@@ -6,6 +6,7 @@
 //! throttling codes 4, 17, 32 and 613, honouring `Retry-After`) and "give up" (any other
 //! 4xx). No message ever contains the access token or a URL carrying it.
 
+pub use crate::channels::retry::Failure;
 use serde_json::Value;
 use std::time::Duration;
 
@@ -16,26 +17,6 @@ pub struct Graph {
     agent: ureq::Agent,
     base: String,
     version: String,
-}
-
-/// Why a call failed.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Failure {
-    /// Worth trying again, after `after` when the server said so.
-    Retry {
-        after: Option<Duration>,
-        why: String,
-    },
-    /// Will not work by trying again (bad token, bad payload, blocked user, …).
-    GiveUp(String),
-}
-
-impl Failure {
-    pub fn why(&self) -> &str {
-        match self {
-            Failure::Retry { why, .. } | Failure::GiveUp(why) => why,
-        }
-    }
 }
 
 impl Graph {
@@ -155,12 +136,6 @@ pub fn classify(what: &str, status: u16, retry_after: Option<&str>, body: &str) 
     }
 }
 
-/// Delay before attempt `attempt + 1`: 100 ms doubling, at most a minute.
-pub fn backoff(attempt: u32) -> Duration {
-    let exp = attempt.saturating_sub(1).min(10);
-    Duration::from_millis(100u64 << exp).min(Duration::from_secs(60))
-}
-
 fn redact(failure: Failure, token: &str) -> Failure {
     let clean = |s: String| {
         if token.is_empty() {
@@ -230,13 +205,6 @@ mod tests {
             classify("x", 403, None, "nope"),
             Failure::GiveUp(_)
         ));
-    }
-
-    #[test]
-    fn backoff_grows_and_caps() {
-        assert_eq!(backoff(1), Duration::from_millis(100));
-        assert_eq!(backoff(2), Duration::from_millis(200));
-        assert_eq!(backoff(30), Duration::from_secs(60));
     }
 
     #[test]

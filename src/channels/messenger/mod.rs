@@ -1,14 +1,15 @@
 //! Facebook Messenger (§4): the webhook, the page ↔ bot mapping, the Messenger profile and the
 //! Send API, with nothing lost between them.
 //!
-//! The pipeline, each step committed to the store before the next one starts:
+//! It runs on the push channels' [`Pipeline`], each step committed to the store before the
+//! next one starts:
 //! 1. the webhook checks the signature, and in one transaction queues each event whose id
 //!    (`mid`, remembered [`DEDUPE_WINDOW`]) is new on the **inbound** queue and remembers the
 //!    id, then answers `200 EVENT_RECEIVED` — it never waits for a turn or a Graph call;
-//! 2. an inbound delivery thread plays the turn (`Engine::turn_with`); the turn's state, the
-//!    removal of its inbound item and its rendered payloads, as Graph calls on the
-//!    **outbound** queue, are one transaction;
-//! 3. an outbound delivery thread makes the Graph calls, one conversation strictly in order,
+//! 2. the pipeline plays the turn; the turn's state, the removal of its inbound item and its
+//!    replies (rendered by [`plan`] as Graph calls) on the **outbound** queue are one
+//!    transaction;
+//! 3. the pipeline makes the Graph calls ([`Graph`]), one conversation strictly in order,
 //!    conversations in parallel; a typing delay is a pause of that conversation only.
 //!
 //! Guarantee: an event answered with 200 is played exactly once and its replies are sent,
@@ -21,25 +22,26 @@ pub mod render;
 pub mod signature;
 pub mod webhook;
 
-use crate::channels::delivery::{Delivery, Job, Outcome};
+use crate::channels::pipeline::{
+    InboundRecord, OutboundRecord, Pipeline, PushChannel, Reply, Sent,
+};
+use crate::channels::retry::{self, Failure, Stop};
 use crate::config::units;
 use crate::engine::runtime::Destination;
-use crate::engine::{Engine, Event, TurnError};
+use crate::engine::{Engine, Event};
 use crate::http::Route;
-use crate::store::{Batch, Committed, Queue, Store};
-use graph::{backoff, Failure, Graph};
+use crate::store::Queue;
+use graph::Graph;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 use webhook::Webhook;
 
 /// How long message ids are remembered (Facebook retries for up to 36 hours).
 pub const DEDUPE_WINDOW: Duration = Duration::from_secs(48 * 3600);
-/// A turn whose state cannot be committed is tried this many times, then dead-lettered.
-const MAX_STORAGE_ATTEMPTS: u32 = 12;
 /// Threads playing turns, and threads calling the Graph API.
 const INBOUND_THREADS: usize = 4;
 const OUTBOUND_THREADS: usize = 8;
@@ -66,9 +68,8 @@ struct BotConfig {
     persistent_menu: Vec<Value>,
 }
 
-/// What the webhook and the delivery threads share.
+/// What the webhook and the pipeline share: the channel's parser, renderer and API client.
 pub struct Core {
-    engine: Arc<Engine>,
     graph: Graph,
     bots: HashMap<String, BotConfig>,
     /// page id → bot id, filled by the `GET /me` lookups.
@@ -93,11 +94,9 @@ impl Core {
 
 /// The running channel.
 pub struct Messenger {
-    core: Arc<Core>,
-    inbound: Arc<Delivery>,
-    outbound: Arc<Delivery>,
+    pipeline: Arc<Pipeline<Core>>,
     route: Option<Arc<Webhook>>,
-    stopping: Arc<AtomicBool>,
+    stop: Arc<Stop>,
 }
 
 fn text(map: &Map<String, Value>, key: &str) -> String {
@@ -112,35 +111,37 @@ fn flag(map: &Map<String, Value>, key: &str, default: bool) -> bool {
     map.get(key).and_then(Value::as_bool).unwrap_or(default)
 }
 
-/// One event on the inbound queue (`messenger-in`).
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct InboundEvent {
-    pub bot: String,
-    pub psid: String,
-    /// The Botpress event type (`message`, `postback`, `quick_reply`).
-    #[serde(default = "message_kind")]
+/// A received event as the inbound queue (`messenger-in`) holds it; the record's
+/// conversation is the sender's PSID.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MessengerEvent {
+    /// The Botpress event type (`message`, `callback`).
     pub kind: String,
     pub payload: Value,
+}
+
+/// The previous release's inbound item: `{bot, psid, kind, payload}`.
+#[derive(Deserialize)]
+struct LegacyInbound {
+    bot: String,
+    psid: String,
+    #[serde(default = "message_kind")]
+    kind: String,
+    payload: Value,
 }
 
 fn message_kind() -> String {
     "message".into()
 }
 
-/// One item of the outbound queue (`messenger-out`): Graph calls made in order, then a pause
-/// of the conversation (a typing delay).
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct OutboundItem {
-    pub bot: String,
-    pub psid: String,
-    pub calls: Vec<Value>,
+/// The previous release's outbound item: `{bot, psid, calls, pauseMs}`.
+#[derive(Deserialize)]
+struct LegacyOutbound {
+    bot: String,
+    psid: String,
+    calls: Vec<Value>,
     #[serde(rename = "pauseMs", default)]
-    pub pause_ms: u64,
-}
-
-/// The key of one conversation in the queues.
-pub fn conversation_key(bot: &str, psid: &str) -> String {
-    format!("{bot}/{psid}")
+    pause_ms: u64,
 }
 
 impl GlobalConfig {
@@ -238,14 +239,17 @@ impl Messenger {
 
         let core = Arc::new(Core {
             graph: Graph::new(&config.graph_base, &config.graph_version),
-            engine: engine.clone(),
             pending_lookups: AtomicUsize::new(bots.len()),
             bots,
             pages: RwLock::new(HashMap::new()),
         });
-        let started = Self::start_deliveries(&core, engine.store());
-        let (inbound, outbound) = match started {
-            Ok(parts) => parts,
+        let pipeline = match Pipeline::start(
+            &engine,
+            core.clone(),
+            "messenger",
+            (INBOUND_THREADS, OUTBOUND_THREADS),
+        ) {
+            Ok(p) => Arc::new(p),
             Err(e) => {
                 log::error!("Messenger: cannot open its queues: {e}; Messenger is off");
                 return None;
@@ -262,56 +266,27 @@ impl Messenger {
             }
             Some(Arc::new(Webhook {
                 core: core.clone(),
-                inbound: inbound.clone(),
+                pipeline: pipeline.clone(),
                 config: Arc::new(config),
             }))
         } else {
             None
         };
-        let stopping = Arc::new(AtomicBool::new(false));
+        let stop = Arc::new(Stop::new());
         for bot_id in core.bots.keys() {
-            let (core, stopping, bot_id) = (core.clone(), stopping.clone(), bot_id.clone());
+            let (core, stop, bot_id) = (core.clone(), stop.clone(), bot_id.clone());
             let spawned = std::thread::Builder::new()
                 .name("messenger-page".into())
-                .spawn(move || find_page(&core, &bot_id, &stopping));
+                .spawn(move || find_page(&core, &bot_id, &stop));
             if let Err(e) = spawned {
                 log::error!("Messenger: cannot start the page lookup: {e}");
             }
         }
         Some(Messenger {
-            core,
-            inbound,
-            outbound,
+            pipeline,
             route,
-            stopping,
+            stop,
         })
-    }
-
-    fn start_deliveries(
-        core: &Arc<Core>,
-        store: Arc<dyn Store>,
-    ) -> std::io::Result<(Arc<Delivery>, Arc<Delivery>)> {
-        let outbound = {
-            let core = core.clone();
-            Arc::new(Delivery::start(
-                store.clone(),
-                Queue::MessengerOut,
-                OUTBOUND_THREADS,
-                "messenger-out",
-                Box::new(move |job| send(&core, job.item, job.attempt)),
-            )?)
-        };
-        let inbound = {
-            let (core, outbound) = (core.clone(), outbound.clone());
-            Arc::new(Delivery::start(
-                store,
-                Queue::MessengerIn,
-                INBOUND_THREADS,
-                "messenger-in",
-                Box::new(move |job| play(&core, &outbound, job)),
-            )?)
-        };
-        Ok((inbound, outbound))
     }
 
     /// The webhook route, when the secrets are set.
@@ -319,61 +294,121 @@ impl Messenger {
         self.route.clone().map(|r| r as Arc<dyn Route>)
     }
 
-    /// Where the engine's proactive replies (timeouts) for `messenger` go: the outbound
-    /// queue, in the commit of the timeout's state.
-    pub fn proactive_sink(&self) -> crate::engine::runtime::ProactiveSink {
-        let (core, outbound) = (self.core.clone(), self.outbound.clone());
-        Arc::new(
-            move |dest: &Destination, payloads: Vec<Value>, batch: &mut Batch| {
-                let typing = core.bots.get(&dest.bot_id).is_none_or(|b| b.typing_delay);
-                let key = conversation_key(&dest.bot_id, &dest.target);
-                let mut staged = outbound.staged();
-                for item in plan(&dest.bot_id, &dest.target, &payloads, false, typing) {
-                    outbound.stage(&mut staged, batch, &key, item, None);
-                }
-                let outbound = outbound.clone();
-                Box::new(move |committed: &Committed| {
-                    outbound.schedule(staged, committed);
-                })
-            },
-        )
-    }
-
     /// Items not finished yet: (events to play, Graph calls to make).
     pub fn pending(&self) -> (usize, usize) {
-        (self.inbound.pending(), self.outbound.pending())
+        self.pipeline.pending()
     }
 
     /// Stops after the work in hand; the rest stays queued for the next start.
     pub fn stop(&self) {
-        self.stopping.store(true, Ordering::SeqCst);
-        self.inbound.stop();
-        self.outbound.stop();
+        self.stop.stop();
+        self.pipeline.stop();
     }
 }
 
-/// The Graph calls for one turn's payloads, grouped into queue items. Each item makes at most
-/// one `message` call, last, so that retrying an item can only repeat sender actions. An item
-/// ending in `typing_on` carries the typing pause (§4.5), which holds up only this
-/// conversation.
+impl PushChannel for Core {
+    type Event = MessengerEvent;
+    /// A Send API body (`{recipient, message}` or `{recipient, sender_action}`), verbatim.
+    type Call = Value;
+    const NAME: &'static str = "Messenger";
+    const CHANNEL: &'static str = "messenger";
+    const INBOUND: Queue = Queue::MessengerIn;
+    const OUTBOUND: Queue = Queue::MessengerOut;
+
+    fn serves(&self, bot: &str) -> bool {
+        self.bots.contains_key(bot)
+    }
+
+    fn event(&self, record: &InboundRecord<MessengerEvent>) -> Option<Event> {
+        let e = &record.event;
+        Some(Event::new(
+            &record.bot,
+            "messenger",
+            &e.kind,
+            &record.conversation,
+            e.payload.clone(),
+        ))
+    }
+
+    fn render(
+        &self,
+        bot: &str,
+        psid: &str,
+        payloads: &[Value],
+        answering: bool,
+    ) -> Vec<Reply<Value>> {
+        let typing = self.bots.get(bot).is_none_or(|b| b.typing_delay);
+        plan(psid, payloads, answering, typing)
+    }
+
+    fn conversation_of(&self, destination: &Destination) -> String {
+        destination.target.clone()
+    }
+
+    fn send(&self, reply: &OutboundRecord<Value>) -> Sent {
+        let Some(config) = self.bots.get(&reply.bot) else {
+            return Sent::Failed(Failure::GiveUp(
+                "the bot has no Messenger configuration".into(),
+            ));
+        };
+        for call in &reply.calls {
+            match self.graph.send(&config.token, call) {
+                Ok(_) => {}
+                Err(Failure::GiveUp(why)) if call.get("message").is_none() => {
+                    log::warn!(
+                        "Messenger: bot \"{}\": sender action skipped: {why}",
+                        reply.bot
+                    );
+                }
+                Err(failure) => return Sent::Failed(failure),
+            }
+        }
+        Sent::Done
+    }
+
+    fn legacy_inbound(item: &Value) -> Option<InboundRecord<MessengerEvent>> {
+        let old = LegacyInbound::deserialize(item).ok()?;
+        Some(InboundRecord {
+            bot: old.bot,
+            conversation: old.psid,
+            at: 0,
+            event: MessengerEvent {
+                kind: old.kind,
+                payload: old.payload,
+            },
+        })
+    }
+
+    fn legacy_outbound(item: &Value) -> Option<OutboundRecord<Value>> {
+        let old = LegacyOutbound::deserialize(item).ok()?;
+        Some(OutboundRecord {
+            bot: old.bot,
+            conversation: old.psid,
+            at: 0,
+            calls: old.calls,
+            pause_ms: old.pause_ms,
+        })
+    }
+}
+
+/// The Graph calls for one turn's payloads to `psid`, grouped into replies. Each reply makes
+/// at most one `message` call, last, so that retrying a reply can only repeat sender actions.
+/// A reply ending in `typing_on` carries the typing pause (§4.5), which holds up only this
+/// conversation. `mark_seen` first when the payloads answer a received message.
 pub fn plan(
-    bot: &str,
     psid: &str,
     payloads: &[Value],
     mark_seen: bool,
     typing_delay: bool,
-) -> Vec<Value> {
+) -> Vec<Reply<Value>> {
     let action = |a: &str| json!({"recipient": {"id": psid}, "sender_action": a});
-    let mut items = Vec::new();
+    let mut replies = Vec::new();
     let mut calls = Vec::new();
-    let mut flush = |calls: &mut Vec<Value>, pause: u64| {
-        let item = OutboundItem {
-            bot: bot.to_string(),
-            psid: psid.to_string(),
+    let mut flush = |calls: &mut Vec<Value>, pause: Duration| {
+        replies.push(Reply {
             calls: std::mem::take(calls),
-            pause_ms: pause,
-        };
-        items.push(serde_json::to_value(item).unwrap_or_default());
+            pause,
+        });
     };
     if mark_seen {
         calls.push(action("mark_seen"));
@@ -384,117 +419,37 @@ pub fn plan(
             calls.push(action("typing_off"));
             typing = false;
         }
-        if payload.get("type").and_then(Value::as_str) == Some("typing") {
+        if let Some(pause) = crate::engine::pause_of(payload) {
+            // `builtin/wait`: what came before goes out, then the conversation waits.
+            flush(&mut calls, pause);
+        } else if payload.get("type").and_then(Value::as_str) == Some("typing") {
             calls.push(action("typing_on"));
-            let pause = if typing_delay {
-                crate::channels::typing_delay(payload.get("value")).as_millis() as u64
-            } else {
-                0
-            };
-            // Without a pause, the calls stay in the item of the message that follows: one
+            // Without a pause, the calls stay in the reply of the message that follows: one
             // queue item (and one removal) fewer.
-            if pause > 0 {
-                flush(&mut calls, pause);
+            if typing_delay {
+                flush(
+                    &mut calls,
+                    crate::channels::typing_delay(payload.get("value")),
+                );
             }
             typing = true;
         } else {
             calls.push(json!({"recipient": {"id": psid}, "message": payload}));
-            flush(&mut calls, 0);
+            flush(&mut calls, Duration::ZERO);
         }
     }
     if typing {
         calls.push(action("typing_off"));
     }
     if !calls.is_empty() {
-        flush(&mut calls, 0);
+        flush(&mut calls, Duration::ZERO);
     }
-    items
-}
-
-/// Inbound handler: plays one event; its state, its removal from the inbound queue and its
-/// replies on the outbound queue are one commit.
-fn play(core: &Core, outbound: &Delivery, job: &Job) -> Outcome {
-    let item = match InboundEvent::deserialize(job.item) {
-        Ok(item) => item,
-        Err(e) => return Outcome::DeadLetter(format!("not a queued Messenger event: {e}")),
-    };
-    let (bot, psid) = (item.bot.as_str(), item.psid.as_str());
-    let event = Event::new(bot, "messenger", &item.kind, psid, item.payload.clone());
-    let typing = core.bots.get(bot).is_none_or(|b| b.typing_delay);
-    let mut staged = outbound.staged();
-    let played = core.engine.turn_with(event, None, &mut |out, batch| {
-        batch.finish(job.queue, job.id);
-        for call in plan(bot, psid, &out.responses, true, typing) {
-            outbound.stage(&mut staged, batch, &conversation_key(bot, psid), call, None);
-        }
-    });
-    match played {
-        Ok((_, committed)) => {
-            outbound.schedule(staged, &committed);
-            Outcome::Removed
-        }
-        Err(TurnError::UnknownBot(_)) => {
-            log::warn!(
-                "Messenger: bot \"{bot}\" is not loaded any more; an event for it is dropped"
-            );
-            Outcome::Drop
-        }
-        Err(TurnError::Storage(e)) if e.permanent || job.attempt >= MAX_STORAGE_ATTEMPTS => {
-            Outcome::DeadLetter(format!(
-                "bot \"{bot}\": the turn cannot be saved after {} attempt(s): {e}",
-                job.attempt
-            ))
-        }
-        Err(e) => {
-            log::error!(
-                "Messenger: bot \"{bot}\": {e}; trying again (nothing of the turn was saved)"
-            );
-            Outcome::Retry(backoff(job.attempt).max(Duration::from_secs(1)))
-        }
-    }
-}
-
-/// Outbound handler: makes the Graph calls of one queued item.
-fn send(core: &Core, item: &Value, attempt: u32) -> Outcome {
-    let item = match OutboundItem::deserialize(item) {
-        Ok(item) => item,
-        Err(e) => return Outcome::DeadLetter(format!("not a queued Messenger reply: {e}")),
-    };
-    let bot = item.bot.as_str();
-    let Some(config) = core.bots.get(bot) else {
-        log::warn!("Messenger: a reply of bot \"{bot}\" is dropped: the bot has no Messenger configuration now");
-        return Outcome::Drop;
-    };
-    for call in &item.calls {
-        match core.graph.send(&config.token, call) {
-            Ok(_) => {}
-            Err(Failure::Retry { after, why }) => {
-                if attempt == 1 || attempt.is_multiple_of(10) {
-                    log::warn!("Messenger: bot \"{bot}\": {why}; trying again (attempt {attempt})");
-                }
-                return Outcome::Retry(after.unwrap_or_else(|| backoff(attempt)));
-            }
-            Err(Failure::GiveUp(why)) => {
-                if call.get("message").is_some() {
-                    log::error!(
-                        "Messenger: bot \"{bot}\": a reply to {} is dropped: {why}",
-                        item.psid
-                    );
-                    return Outcome::Drop;
-                }
-                log::warn!("Messenger: bot \"{bot}\": sender action skipped: {why}");
-            }
-        }
-    }
-    match item.pause_ms {
-        0 => Outcome::Done,
-        ms => Outcome::Pause(Duration::from_millis(ms)),
-    }
+    replies
 }
 
 /// Finds the page of `bot_id` (`GET /me`), retrying network errors and 5xx with backoff, then
 /// sets up its Messenger profile.
-fn find_page(core: &Core, bot_id: &str, stopping: &AtomicBool) {
+fn find_page(core: &Core, bot_id: &str, stop: &Stop) {
     let config = &core.bots[bot_id];
     let mut attempt = 0u32;
     let found = loop {
@@ -519,10 +474,7 @@ fn find_page(core: &Core, bot_id: &str, stopping: &AtomicBool) {
                 if attempt == 1 || attempt.is_multiple_of(10) {
                     log::warn!("Messenger: bot \"{bot_id}\": cannot reach the Graph API yet: {why}; trying again");
                 }
-                let wait = after.unwrap_or_else(|| {
-                    Duration::from_secs(1 << attempt.min(8)).min(Duration::from_secs(300))
-                });
-                if !sleep_unless(stopping, wait) {
+                if !stop.sleep(retry::delay(attempt, after)) {
                     core.pending_lookups.fetch_sub(1, Ordering::SeqCst);
                     return;
                 }
@@ -541,12 +493,12 @@ fn find_page(core: &Core, bot_id: &str, stopping: &AtomicBool) {
     }
     core.pending_lookups.fetch_sub(1, Ordering::SeqCst);
     if found.is_some() {
-        set_up_profile(core, bot_id, config, stopping);
+        set_up_profile(core, bot_id, config, stop);
     }
 }
 
 /// §4.6: greeting, Get Started and persistent menu; absent greeting and menu are deleted.
-fn set_up_profile(core: &Core, bot_id: &str, config: &BotConfig, stopping: &AtomicBool) {
+fn set_up_profile(core: &Core, bot_id: &str, config: &BotConfig, stop: &Stop) {
     let mut steps: Vec<(&str, Option<Value>)> = Vec::new();
     match &config.greeting {
         Some(g) => steps.push((
@@ -575,7 +527,7 @@ fn set_up_profile(core: &Core, bot_id: &str, config: &BotConfig, stopping: &Atom
             match result {
                 Ok(_) => break,
                 Err(Failure::Retry { after, .. }) if attempt < 5 => {
-                    if !sleep_unless(stopping, after.unwrap_or_else(|| backoff(attempt + 3))) {
+                    if !stop.sleep(retry::delay(attempt, after)) {
                         return;
                     }
                 }
@@ -591,23 +543,41 @@ fn set_up_profile(core: &Core, bot_id: &str, config: &BotConfig, stopping: &Atom
     }
 }
 
-/// Sleeps `d` unless stopping; returns false when stopping.
-fn sleep_unless(stopping: &AtomicBool, d: Duration) -> bool {
-    let end = std::time::Instant::now() + d;
-    while std::time::Instant::now() < end {
-        if stopping.load(Ordering::SeqCst) {
-            return false;
-        }
-        std::thread::sleep(
-            Duration::from_millis(50).min(end.saturating_duration_since(std::time::Instant::now())),
-        );
-    }
-    !stopping.load(Ordering::SeqCst)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Replies as the JSON shape the assertions read: `{calls, pauseMs}`.
+    fn plan_json(psid: &str, payloads: &[Value], seen: bool, typing: bool) -> Vec<Value> {
+        plan(psid, payloads, seen, typing)
+            .into_iter()
+            .map(|r| json!({"calls": r.calls, "pauseMs": r.pause.as_millis() as u64}))
+            .collect()
+    }
+
+    #[test]
+    fn a_wait_pauses_after_what_came_before() {
+        let payloads = vec![
+            json!({"text": "a"}),
+            crate::engine::pause_payload(Duration::from_millis(700)),
+            json!({"type": "typing", "value": true}),
+            json!({"text": "b"}),
+        ];
+        let items = plan_json("U1", &payloads, false, false);
+        let shape: Vec<(usize, u64)> = items
+            .iter()
+            .map(|i| {
+                (
+                    i["calls"].as_array().unwrap().len(),
+                    i["pauseMs"].as_u64().unwrap(),
+                )
+            })
+            .collect();
+        // "a"; the pause (no call); typing_on, typing_off, "b" (no typing delay here).
+        assert_eq!(shape, [(1, 0), (0, 700), (3, 0)]);
+        assert_eq!(items[0]["calls"][0]["message"]["text"], "a");
+        assert_eq!(items[2]["calls"][2]["message"]["text"], "b");
+    }
 
     #[test]
     fn plans_calls_in_order() {
@@ -617,7 +587,7 @@ mod tests {
             json!({"type": "typing"}),
             json!({"text": "b"}),
         ];
-        let items = plan("bot1", "U1", &payloads, true, true);
+        let items = plan_json("U1", &payloads, true, true);
         let shape: Vec<(Vec<String>, u64)> = items
             .iter()
             .map(|i| {
@@ -651,18 +621,57 @@ mod tests {
         );
         // No delay when typingDelay is off, so no item ends in a typing_on: one item per
         // message; a bare mark_seen when the turn says nothing.
-        let undelayed = plan("b", "U", &payloads, false, false);
+        let undelayed = plan_json("U", &payloads, false, false);
         assert_eq!(undelayed.len(), 2);
         assert!(undelayed.iter().all(|i| i["pauseMs"] == 0));
         assert_eq!(undelayed[0]["calls"][0]["sender_action"], "typing_on");
         assert_eq!(undelayed[0]["calls"][2]["message"]["text"], "a");
-        assert_eq!(plan("b", "U", &[], true, true).len(), 1);
-        assert!(plan("b", "U", &[], false, true).is_empty());
-        let trailing = plan("b", "U", &[json!({"type": "typing"})], false, false);
+        assert_eq!(plan("U", &[], true, true).len(), 1);
+        assert!(plan("U", &[], false, true).is_empty());
+        let trailing = plan_json("U", &[json!({"type": "typing"})], false, false);
         assert_eq!(trailing.len(), 1);
         assert_eq!(trailing[0]["calls"][1]["sender_action"], "typing_off");
-        let trailing = plan("b", "U", &[json!({"type": "typing"})], false, true);
+        let trailing = plan_json("U", &[json!({"type": "typing"})], false, true);
         assert_eq!(trailing.len(), 2);
         assert_eq!(trailing[1]["calls"][0]["sender_action"], "typing_off");
+    }
+}
+
+#[cfg(test)]
+mod legacy_tests {
+    use super::*;
+    use crate::channels::pipeline::{read_inbound, read_outbound};
+
+    #[test]
+    fn the_previous_release_items_are_read() {
+        let old_in = json!({"bot": "welcome-bot", "psid": "U-old", "kind": "callback",
+            "payload": {"text": "GET_STARTED"}});
+        let record = read_inbound::<Core>(&old_in).unwrap();
+        assert_eq!(
+            (record.bot.as_str(), record.conversation.as_str(), record.at),
+            ("welcome-bot", "U-old", 0)
+        );
+        assert_eq!(
+            record.event,
+            MessengerEvent {
+                kind: "callback".into(),
+                payload: json!({"text": "GET_STARTED"})
+            }
+        );
+        // Items of the release before had no kind: a message.
+        let older = json!({"bot": "b", "psid": "U", "payload": {"text": "hi"}});
+        assert_eq!(read_inbound::<Core>(&older).unwrap().event.kind, "message");
+        let old_out = json!({"bot": "welcome-bot", "psid": "U-out",
+            "calls": [{"recipient": {"id": "U-out"}, "message": {"text": "left"}}], "pauseMs": 700});
+        let reply = read_outbound::<Core>(&old_out).unwrap();
+        assert_eq!(
+            (
+                reply.conversation.as_str(),
+                reply.pause_ms,
+                reply.calls.len()
+            ),
+            ("U-out", 700, 1)
+        );
+        assert!(read_outbound::<Core>(&json!({"bot": "b", "calls": 3})).is_err());
     }
 }

@@ -6,8 +6,8 @@
 //!
 //! Paths: `/api/v1/bots/<any>/mod/channel-messenger/webhook` (as Botpress) and `/webhook`.
 
-use super::{conversation_key, signature, Core, GlobalConfig, DEDUPE_WINDOW};
-use crate::channels::delivery::Delivery;
+use super::{signature, Core, GlobalConfig, MessengerEvent, DEDUPE_WINDOW};
+use crate::channels::pipeline::{conversation_key, InboundRecord, Pipeline};
 use crate::http::{self, Reply, Route};
 use crate::store::{Batch, SeenId};
 use serde_json::{json, Value};
@@ -15,7 +15,7 @@ use std::sync::Arc;
 
 pub struct Webhook {
     pub(super) core: Arc<Core>,
-    pub(super) inbound: Arc<Delivery>,
+    pub(super) pipeline: Arc<Pipeline<Core>>,
     pub(super) config: Arc<GlobalConfig>,
 }
 
@@ -114,8 +114,8 @@ fn id_text(v: &Value) -> Option<String> {
     }
 }
 
-/// One event on its way to the inbound queue: timestamp, dedupe id, queue item.
-type Spooled = (i64, String, Value);
+/// One event on its way to the inbound queue: timestamp, dedupe id, record.
+type Spooled = (i64, String, InboundRecord<MessengerEvent>);
 
 impl Route for Webhook {
     fn admit(&self, head: &http::Head) -> Option<http::Admission> {
@@ -235,6 +235,7 @@ impl Webhook {
         let mut groups: Vec<(String, Vec<Spooled>)> = Vec::new();
         let mut index: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
         let mut waiting_for_lookup = false;
+        let now = crate::engine::event::now_ms();
         for e in events {
             let Some(bot) = self.core.bot_for_page(&e.page_id) else {
                 if self.core.lookups_pending() {
@@ -248,13 +249,15 @@ impl Webhook {
                 continue;
             };
             let key = conversation_key(&bot, &e.psid);
-            let item = super::InboundEvent {
+            let item = InboundRecord {
                 bot,
-                psid: e.psid,
-                kind: e.kind.to_string(),
-                payload: e.payload,
+                conversation: e.psid,
+                at: now,
+                event: MessengerEvent {
+                    kind: e.kind.to_string(),
+                    payload: e.payload,
+                },
             };
-            let item = serde_json::to_value(item).unwrap_or_default();
             match index.get(&key) {
                 Some(&i) => groups[i].1.push((e.timestamp, e.dedupe, item)),
                 None => {
@@ -263,20 +266,20 @@ impl Webhook {
                 }
             }
         }
-        let expires = crate::engine::event::now_ms() + DEDUPE_WINDOW.as_millis() as i64;
-        let (mut batch, mut staged) = (Batch::new(), self.inbound.staged());
+        let expires = now + DEDUPE_WINDOW.as_millis() as i64;
+        let (mut batch, mut staged) = (Batch::new(), self.pipeline.staged());
         let mut offered = 0;
-        for (key, mut list) in groups {
+        for (_, mut list) in groups {
             // Facebook does not promise order inside a batch; timestamps do.
             list.sort_by_key(|(t, _, _)| *t);
             for (_, dedupe, item) in list {
                 let seen = SeenId::new("messenger", &dedupe, expires);
-                self.inbound
-                    .stage(&mut staged, &mut batch, &key, item, Some(seen));
+                self.pipeline
+                    .stage(&mut staged, &mut batch, &item, Some(seen));
                 offered += 1;
             }
         }
-        match self.inbound.commit(batch, staged) {
+        match self.pipeline.commit(batch, staged) {
             Ok(queued) if queued < offered => log::debug!(
                 "Messenger: duplicate delivery of an event skipped ({} in this call)",
                 offered - queued

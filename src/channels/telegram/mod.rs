@@ -2,14 +2,12 @@
 //! spooled before they are confirmed, one turn at a time per chat, replies sent in order per
 //! chat and paced as Telegram asks.
 //!
-//! ```text
-//! poller (1 thread per bot) ──push──▶ inbound Delivery (key bot/chat) ──turn──▶ Engine
-//!                                                     │
-//!            janitor (proactive sink) ──push──▶ outbound Delivery (key bot/chat) ──▶ Bot API
-//! ```
-//!
-//! Both deliveries are queues of the store (`telegram-in`, `telegram-out`) and survive a
-//! restart; a turn's state, the removal of its update and its replies are one commit.
+//! It runs on the push channels' [`Pipeline`]: the poller (one thread per bot) commits
+//! updates to the inbound queue (`telegram-in`, key bot/chat); the pipeline plays each turn
+//! ([`event_for`] is the parser) and queues its replies ([`send::plan`] is the renderer) on
+//! the outbound queue (`telegram-out`), sent by [`send::send_reply`] (the API client). Both
+//! queues survive a restart; a turn's state, the removal of its update and its replies are
+//! one commit.
 //! Delivery guarantee (see `docs/telegram.md`): every update Telegram hands out is handled at
 //! least once, and a reply is sent at least once; a crash can repeat only what was in flight
 //! at that moment.
@@ -19,17 +17,21 @@ pub mod poller;
 pub mod render;
 pub mod send;
 pub mod throttle;
+pub mod webhook;
 
-use crate::channels::delivery::{Delivery, Job, Outcome};
+use crate::channels::pipeline::{
+    self, InboundRecord, OutboundRecord, Pipeline, PushChannel, Reply, Sent,
+};
+use crate::channels::retry::Stop;
 use crate::config::{units, Settings};
-use crate::engine::{Destination, Engine, Event, TurnError};
-use crate::store::{Batch, Committed, Queue};
+use crate::engine::{Destination, Engine, Event};
+use crate::store::Queue;
 use api::Api;
+use send::BotCall;
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 use std::collections::HashMap;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -48,6 +50,19 @@ pub struct BotConfig {
     pub parse_mode: String,
     pub typing_delay: bool,
     pub throttle: bool,
+    /// How updates arrive: long polling (the default) or Telegram calling botd's webhook.
+    pub mode: Mode,
+}
+
+/// How a bot receives its updates.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Mode {
+    /// botd asks with `getUpdates` (no public address needed).
+    Polling,
+    /// Telegram posts each update to `url`, with `secret` in the
+    /// `X-Telegram-Bot-Api-Secret-Token` header; `secret` is `None` when the configuration
+    /// has none (botd makes one and keeps it in the database).
+    Webhook { url: String, secret: Option<String> },
 }
 
 impl BotConfig {
@@ -99,6 +114,31 @@ impl BotConfig {
         let flag = |key: &str| merged.get(key).and_then(Value::as_bool).unwrap_or(true);
         let poll_timeout =
             units::parse_duration(&text("pollTimeout", "25s")).unwrap_or(Duration::from_secs(25));
+        let file = dir.join("config").join("channel-telegram.json");
+        let mode = match text("mode", "polling").as_str() {
+            "polling" => Mode::Polling,
+            "webhook" => {
+                let secret = text("webhookSecret", "");
+                if !secret.is_empty() && !webhook::is_valid_secret(&secret) {
+                    log::error!(
+                        "{}: webhookSecret: Telegram accepts 1 to 256 characters among A-Z, a-z, 0-9, _ and -; Telegram stays off for bot \"{bot_id}\"",
+                        file.display()
+                    );
+                    return None;
+                }
+                Mode::Webhook {
+                    url: webhook::url(&settings.http.external_url, bot_id),
+                    secret: Some(secret).filter(|s| !s.is_empty()),
+                }
+            }
+            other => {
+                log::error!(
+                    "{}: mode: {other:?} is neither \"polling\" nor \"webhook\"; Telegram stays off for bot \"{bot_id}\"",
+                    file.display()
+                );
+                return None;
+            }
+        };
         Some(BotConfig {
             bot_id: bot_id.to_string(),
             token,
@@ -108,6 +148,7 @@ impl BotConfig {
             parse_mode: text("parseMode", "Markdown"),
             typing_delay: flag("typingDelay"),
             throttle: flag("throttle"),
+            mode,
         })
     }
 }
@@ -122,11 +163,18 @@ pub struct BotRuntime {
     pub gate: Mutex<()>,
 }
 
+/// The Telegram bots botd runs: the channel's parser, renderer and API client.
+pub struct TelegramBots {
+    runtimes: HashMap<String, Arc<BotRuntime>>,
+}
+
 /// The running channel.
 pub struct Telegram {
-    inbound: Arc<Delivery>,
-    outbound: Arc<Delivery>,
-    stop: Arc<AtomicBool>,
+    pipeline: Arc<Pipeline<TelegramBots>>,
+    /// The webhook route, when a bot is in webhook mode.
+    route: Option<Arc<webhook::Webhook>>,
+    stop: Arc<Stop>,
+    /// The pollers, and the threads setting webhooks up.
     pollers: Vec<JoinHandle<()>>,
 }
 
@@ -155,8 +203,7 @@ impl Telegram {
             return None;
         }
         let root = settings.data_dir.join("storage").join("telegram");
-        let runtimes = Arc::new(runtimes);
-        match Self::start_with(engine.clone(), runtimes.clone(), &root) {
+        match Self::start_with(engine.clone(), TelegramBots { runtimes }, &root) {
             Ok(t) => Some(t),
             Err(e) => {
                 log::error!("Telegram cannot start: {}: {e}", root.display());
@@ -167,99 +214,58 @@ impl Telegram {
 
     fn start_with(
         engine: Arc<Engine>,
-        runtimes: Arc<HashMap<String, Arc<BotRuntime>>>,
+        bots: TelegramBots,
         root: &Path,
     ) -> std::io::Result<Telegram> {
         // What the inbound queue still holds, per bot: where polling resumes after a crash.
         let store = engine.store();
         let mut spooled: HashMap<String, poller::Resume> = HashMap::new();
         for queued in store.pending(Queue::TelegramIn)? {
-            let Ok(item) = poller::InboundUpdate::deserialize(&queued.item) else {
+            let Ok(record) = pipeline::read_inbound::<TelegramBots>(&queued.item) else {
                 continue;
             };
-            if let Some(update_id) = item.update["update_id"].as_i64() {
+            if let Some(update_id) = record.event["update_id"].as_i64() {
                 spooled.insert(
-                    item.bot,
+                    record.bot,
                     poller::Resume {
                         update_id,
-                        at_ms: item.at,
+                        at_ms: record.at,
                     },
                 );
             }
         }
+        let bots = Arc::new(bots);
+        let pipeline = Arc::new(Pipeline::start(
+            &engine,
+            bots.clone(),
+            "tg",
+            (INBOUND_THREADS, OUTBOUND_THREADS),
+        )?);
 
-        // Outbound first: replies left from before a restart are queued before new ones.
-        let failures: Arc<Mutex<HashMap<String, u32>>> = Arc::default();
-        let outbound = {
-            let runtimes = runtimes.clone();
-            Arc::new(Delivery::start(
-                store.clone(),
-                Queue::TelegramOut,
-                OUTBOUND_THREADS,
-                "tg-send",
-                Box::new(move |job| {
-                    let (key, step) = (job.key, job.item);
-                    let Some(rt) = step["bot"].as_str().and_then(|b| runtimes.get(b)) else {
-                        log::warn!("a Telegram reply for bot {} is dropped: Telegram is not enabled for it", step["bot"]);
-                        return Outcome::Drop;
-                    };
-                    let mut count = failures
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .get(key)
-                        .copied()
-                        .unwrap_or(0);
-                    let outcome = send::send_step(&rt.api, rt.throttle.as_ref(), step, &mut count);
-                    let mut map = failures.lock().unwrap_or_else(|e| e.into_inner());
-                    if count == 0 {
-                        map.remove(key);
-                    } else {
-                        map.insert(key.to_string(), count);
-                    }
-                    outcome
-                }),
-            )?)
-        };
-        let inbound = {
-            let (runtimes, engine, outbound) = (runtimes.clone(), engine.clone(), outbound.clone());
-            Arc::new(Delivery::start(
-                store.clone(),
-                Queue::TelegramIn,
-                INBOUND_THREADS,
-                "tg-turn",
-                Box::new(move |job| handle_update(&engine, &runtimes, &outbound, job)),
-            )?)
-        };
-
-        {
-            let (runtimes, outbound) = (runtimes.clone(), outbound.clone());
-            engine.set_proactive_sink(
-                "telegram",
-                Arc::new(move |dest: &Destination, payloads: Vec<Value>, batch: &mut Batch| {
-                    let mut staged = outbound.staged();
-                    match runtimes.get(&dest.bot_id) {
-                        Some(rt) => {
-                            let chat = dest.thread_id.clone().unwrap_or_else(|| dest.target.clone());
-                            for step in send::plan(&rt.config, &chat, &payloads) {
-                                outbound.stage(&mut staged, batch, &chat_key(&dest.bot_id, &chat), step, None);
-                            }
-                        }
-                        None => log::info!("bot \"{}\": timeout replies for Telegram are dropped: Telegram is not enabled for this bot", dest.bot_id),
-                    }
-                    let outbound = outbound.clone();
-                    Box::new(move |committed: &Committed| {
-                        outbound.schedule(staged, committed);
-                    })
-                }),
-            );
-        }
-
-        let stop = Arc::new(AtomicBool::new(false));
+        let stop = Arc::new(Stop::new());
         let mut pollers = Vec::new();
-        for (id, rt) in runtimes.iter() {
+        let mut secrets = HashMap::new();
+        for (id, rt) in bots.runtimes.iter() {
+            if let Mode::Webhook { url, secret } = &rt.config.mode {
+                let secret = match webhook::secret(store.as_ref(), id, secret.as_deref()) {
+                    Ok(s) => s,
+                    Err(e) => {
+                        log::error!("bot \"{id}\": cannot keep a Telegram webhook secret ({e}); Telegram is stopped for this bot");
+                        continue;
+                    }
+                };
+                secrets.insert(id.clone(), secret.clone());
+                let (rt, url, stop) = (rt.clone(), url.clone(), stop.clone());
+                pollers.push(
+                    std::thread::Builder::new()
+                        .name(format!("tg-hook-{id}"))
+                        .spawn(move || webhook::register(&rt, &url, &secret, &stop))?,
+                );
+                continue;
+            }
             let p = poller::Poller {
                 rt: rt.clone(),
-                inbound: inbound.clone(),
+                pipeline: pipeline.clone(),
                 stop: stop.clone(),
                 store: store.clone(),
                 storage: root.parent().unwrap_or(root).to_path_buf(),
@@ -271,7 +277,7 @@ impl Telegram {
                     .spawn(move || p.run())?,
             );
         }
-        let mut ids: Vec<&String> = runtimes.keys().collect();
+        let mut ids: Vec<&String> = bots.runtimes.keys().collect();
         ids.sort();
         log::info!(
             "Telegram enabled for: {}",
@@ -280,12 +286,23 @@ impl Telegram {
                 .collect::<Vec<_>>()
                 .join(", ")
         );
+        let route = (!secrets.is_empty()).then(|| {
+            Arc::new(webhook::Webhook {
+                secrets,
+                pipeline: pipeline.clone(),
+            })
+        });
         Ok(Telegram {
-            inbound,
-            outbound,
+            pipeline,
+            route,
             stop,
             pollers,
         })
+    }
+
+    /// The webhook route of the bots in webhook mode, if any.
+    pub fn route(&self) -> Option<Arc<dyn crate::http::Route>> {
+        self.route.clone().map(|r| r as Arc<dyn crate::http::Route>)
     }
 
     /// Stops polling, then the turns and sends in progress (what is left stays spooled).
@@ -299,7 +316,7 @@ impl Telegram {
     /// live reload waits for them all, so that no update is spooled after the workers stopped
     /// and no old poller overlaps the new one.
     pub fn stop_within(self, grace: Duration) {
-        self.stop.store(true, Ordering::SeqCst);
+        self.stop.stop();
         let until = Instant::now() + grace;
         for handle in self.pollers {
             while !handle.is_finished() && Instant::now() < until {
@@ -309,14 +326,130 @@ impl Telegram {
                 let _ = handle.join();
             }
         }
-        self.inbound.stop();
-        self.outbound.stop();
+        self.pipeline.stop();
     }
 }
 
-/// The delivery key of a chat of a bot.
-pub fn chat_key(bot: &str, chat: &str) -> String {
-    format!("{bot}/{chat}")
+/// The previous release's inbound item: `{bot, update, at}`.
+#[derive(Deserialize)]
+struct LegacyInbound {
+    bot: String,
+    update: Value,
+    #[serde(default)]
+    at: i64,
+}
+
+/// The previous release's outbound item, one call: `{bot, chat, method, params, pause_ms,
+/// fallback, at}`.
+#[derive(Deserialize)]
+struct LegacyOutbound {
+    bot: String,
+    chat: String,
+    method: String,
+    params: Value,
+    #[serde(default)]
+    pause_ms: u64,
+    #[serde(default)]
+    fallback: bool,
+    #[serde(default)]
+    at: i64,
+}
+
+impl PushChannel for TelegramBots {
+    /// A Telegram update, as `getUpdates` gave it.
+    type Event = Value;
+    type Call = BotCall;
+    const NAME: &'static str = "Telegram";
+    const CHANNEL: &'static str = "telegram";
+    const INBOUND: Queue = Queue::TelegramIn;
+    const OUTBOUND: Queue = Queue::TelegramOut;
+
+    fn serves(&self, bot: &str) -> bool {
+        self.runtimes.contains_key(bot)
+    }
+
+    /// Waits until the poller has recorded the offset of the update's batch, and answers a
+    /// button tap's callback query (on the first attempt only).
+    fn received(&self, record: &InboundRecord<Value>, attempt: u32) {
+        let Some(rt) = self.runtimes.get(&record.bot) else {
+            return;
+        };
+        drop(rt.gate.lock().unwrap_or_else(|e| e.into_inner()));
+        let id = record.event["callback_query"]["id"].as_str();
+        if let (Some(id), 1) = (id, attempt) {
+            // Stops the spinner on the button; best effort (a late answer is refused, harmlessly).
+            if let Err(e) = rt.api.call(
+                "answerCallbackQuery",
+                &json!({"callback_query_id": id}),
+                Duration::from_secs(10),
+            ) {
+                log::debug!("bot \"{}\": answerCallbackQuery failed: {e}", record.bot);
+            }
+        }
+    }
+
+    fn event(&self, record: &InboundRecord<Value>) -> Option<Event> {
+        let found = event_for(&record.bot, &record.event);
+        if found.is_none() {
+            log::debug!(
+                "bot \"{}\": a Telegram update of an unhandled kind is skipped",
+                record.bot
+            );
+        }
+        found.map(|(event, _)| event)
+    }
+
+    fn render(
+        &self,
+        bot: &str,
+        chat: &str,
+        payloads: &[Value],
+        _answering: bool,
+    ) -> Vec<Reply<BotCall>> {
+        match self.runtimes.get(bot) {
+            Some(rt) => send::plan(&rt.config, chat, payloads),
+            None => Vec::new(),
+        }
+    }
+
+    fn conversation_of(&self, destination: &Destination) -> String {
+        destination
+            .thread_id
+            .clone()
+            .unwrap_or_else(|| destination.target.clone())
+    }
+
+    fn send(&self, reply: &OutboundRecord<BotCall>) -> Sent {
+        match self.runtimes.get(&reply.bot) {
+            Some(rt) => send::send_reply(rt, reply),
+            None => Sent::Done,
+        }
+    }
+
+    fn legacy_inbound(item: &Value) -> Option<InboundRecord<Value>> {
+        let old = LegacyInbound::deserialize(item).ok()?;
+        Some(InboundRecord {
+            conversation: update_chat(&old.update),
+            bot: old.bot,
+            at: old.at,
+            event: old.update,
+        })
+    }
+
+    fn legacy_outbound(item: &Value) -> Option<OutboundRecord<BotCall>> {
+        let old = LegacyOutbound::deserialize(item).ok()?;
+        Some(OutboundRecord {
+            bot: old.bot,
+            conversation: old.chat,
+            at: old.at,
+            calls: vec![BotCall {
+                method: old.method,
+                params: old.params,
+                fallback: old.fallback,
+            }],
+            pause_ms: old.pause_ms,
+        })
+    }
 }
 
 /// The chat an update belongs to (its `chat.id`, or the sender for an inline callback).
@@ -350,8 +483,9 @@ pub fn event_for(bot_id: &str, update: &Value) -> Option<(Event, Option<String>)
             Some(Some("help")) => "help",
             _ => "message",
         };
-        let event =
-            Event::new(bot_id, "telegram", kind, &target, message.clone()).with_thread(Some(chat));
+        let event = Event::new(bot_id, "telegram", kind, &target, message.clone())
+            .with_thread(Some(chat))
+            .replies_as_they_come();
         return Some((event, None));
     }
     if let Some(query) = update.get("callback_query").filter(|q| q.is_object()) {
@@ -360,8 +494,9 @@ pub fn event_for(bot_id: &str, update: &Value) -> Option<(Event, Option<String>)
         let data = query["data"].as_str().unwrap_or("");
         let payload = json!({"type": "callback", "text": data, "data": data, "id": query["id"],
             "from": query["from"], "message": query["message"]});
-        let event =
-            Event::new(bot_id, "telegram", "callback", &target, payload).with_thread(Some(chat));
+        let event = Event::new(bot_id, "telegram", "callback", &target, payload)
+            .with_thread(Some(chat))
+            .replies_as_they_come();
         return Some((event, query["id"].as_str().map(str::to_string)));
     }
     None
@@ -372,79 +507,6 @@ fn command(text: &str) -> Option<&str> {
     let first = text.split_whitespace().next()?.strip_prefix('/')?;
     let name = first.split('@').next().unwrap_or(first);
     (!name.is_empty()).then_some(name)
-}
-
-/// The inbound handler: one update → one turn → its replies queued for sending, in order,
-/// on the chat's outbound key, in the same commit as the turn's state and the update's
-/// removal.
-fn handle_update(
-    engine: &Engine,
-    runtimes: &HashMap<String, Arc<BotRuntime>>,
-    outbound: &Delivery,
-    job: &Job,
-) -> Outcome {
-    let (key, attempt) = (job.key, job.attempt);
-    let item = match poller::InboundUpdate::deserialize(job.item) {
-        Ok(item) => item,
-        Err(e) => {
-            return Outcome::DeadLetter(format!("not a queued Telegram update: {e}"));
-        }
-    };
-    let bot = item.bot.as_str();
-    let Some(rt) = runtimes.get(bot) else {
-        log::warn!(
-            "a Telegram update for bot \"{bot}\" is dropped: Telegram is not enabled for it"
-        );
-        return Outcome::Drop;
-    };
-    // Wait until the poller has recorded the offset of this update's batch.
-    drop(rt.gate.lock().unwrap_or_else(|e| e.into_inner()));
-    let update = &item.update;
-    let Some((event, callback_id)) = event_for(bot, update) else {
-        log::debug!("bot \"{bot}\": a Telegram update of an unhandled kind is skipped");
-        return Outcome::Drop;
-    };
-    if let (Some(id), 1) = (&callback_id, attempt) {
-        // Stops the spinner on the button; best effort (a late answer is refused, harmlessly).
-        if let Err(e) = rt.api.call(
-            "answerCallbackQuery",
-            &json!({"callback_query_id": id}),
-            Duration::from_secs(10),
-        ) {
-            log::debug!("bot \"{bot}\": answerCallbackQuery failed: {e}");
-        }
-    }
-    let chat = event
-        .thread_id
-        .clone()
-        .unwrap_or_else(|| event.target.clone());
-    let mut staged = outbound.staged();
-    let played = engine.turn_with(event, None, &mut |out, batch| {
-        batch.finish(job.queue, job.id);
-        for step in send::plan(&rt.config, &chat, &out.responses) {
-            outbound.stage(&mut staged, batch, key, step, None);
-        }
-    });
-    match played {
-        Ok((_, committed)) => {
-            outbound.schedule(staged, &committed);
-            Outcome::Removed
-        }
-        Err(TurnError::UnknownBot(_)) => {
-            log::warn!("bot \"{bot}\" is not loaded any more; a Telegram update is dropped");
-            Outcome::Drop
-        }
-        Err(TurnError::Storage(e)) if e.permanent => {
-            Outcome::DeadLetter(format!("bot \"{bot}\": the turn cannot be saved: {e}"))
-        }
-        Err(e) if attempt < 8 => {
-            log::warn!("bot \"{bot}\": a Telegram turn failed ({e}); trying again");
-            Outcome::Retry(send::backoff(attempt))
-        }
-        Err(e) => Outcome::DeadLetter(format!(
-            "bot \"{bot}\": a Telegram turn failed {attempt} times ({e})"
-        )),
-    }
 }
 
 #[cfg(test)]
@@ -493,5 +555,34 @@ mod tests {
         assert_eq!(id.as_deref(), Some("q1"));
         assert_eq!(update_chat(&cb), "8");
         assert!(event_for("b", &json!({"update_id": 8, "edited_message": {}})).is_none());
+    }
+
+    #[test]
+    fn the_previous_release_items_are_read() {
+        let update = json!({"update_id": 41, "message": {"message_id": 1, "from": {"id": 7},
+            "chat": {"id": -99}, "text": "hi"}});
+        let old_in = json!({"bot": "welcome-bot", "update": update, "at": 1234});
+        let record = pipeline::read_inbound::<TelegramBots>(&old_in).unwrap();
+        assert_eq!(
+            (record.bot.as_str(), record.conversation.as_str(), record.at),
+            ("welcome-bot", "-99", 1234)
+        );
+        assert_eq!(record.event, update);
+        let old_out = json!({"bot": "welcome-bot", "chat": "-99", "method": "sendMessage",
+            "params": {"chat_id": -99, "text": "*hi*", "parse_mode": "Markdown"},
+            "pause_ms": 0, "fallback": true, "at": 99});
+        let reply = pipeline::read_outbound::<TelegramBots>(&old_out).unwrap();
+        assert_eq!(
+            (reply.conversation.as_str(), reply.at, reply.pause_ms),
+            ("-99", 99, 0)
+        );
+        assert_eq!(
+            reply.calls,
+            vec![BotCall {
+                method: "sendMessage".into(),
+                params: json!({"chat_id": -99, "text": "*hi*", "parse_mode": "Markdown"}),
+                fallback: true
+            }]
+        );
     }
 }

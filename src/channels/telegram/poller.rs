@@ -30,15 +30,14 @@
 //! of its batch are handled, and offsets never overflow.
 
 use super::api::ApiError;
-use super::send::backoff;
-use super::BotRuntime;
-use crate::channels::delivery::Delivery;
+use super::{BotRuntime, TelegramBots};
+use crate::channels::pipeline::{InboundRecord, Pipeline};
+use crate::channels::retry::{backoff, Stop};
 use crate::engine::event::now_ms;
 use crate::store::{self, Hold, Namespace, Store};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -153,21 +152,11 @@ struct OffsetRecord {
     at: i64,
 }
 
-/// One update on the inbound queue.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct InboundUpdate {
-    pub bot: String,
-    pub update: Value,
-    /// When its batch arrived (unix ms; 0 in items an older release queued without it).
-    #[serde(default)]
-    pub at: i64,
-}
-
 pub struct Poller {
     pub rt: Arc<BotRuntime>,
-    pub inbound: Arc<Delivery>,
+    pub pipeline: Arc<Pipeline<TelegramBots>>,
     pub store: Arc<dyn Store>,
-    pub stop: Arc<AtomicBool>,
+    pub stop: Arc<Stop>,
     /// `storage/`: where the previous release's `telegram/<bot>/offset.json` is imported from.
     pub storage: PathBuf,
     /// The newest update of this bot still in the inbound spool at start.
@@ -377,17 +366,15 @@ impl Poller {
         let at = now_ms();
         let highest = updates.iter().max_by_key(|u| u.id)?;
         let mut batch = store::Batch::new();
-        let mut staged = self.inbound.staged();
+        let mut staged = self.pipeline.staged();
         for update in updates {
-            let item = InboundUpdate {
+            let record = InboundRecord {
                 bot: bot.clone(),
-                update: update.body.clone(),
+                conversation: super::update_chat(&update.body),
                 at,
+                event: update.body.clone(),
             };
-            let item = serde_json::to_value(item).unwrap_or_default();
-            let key = super::chat_key(bot, &super::update_chat(&update.body));
-            self.inbound
-                .stage(&mut staged, &mut batch, &key, item, None);
+            self.pipeline.stage(&mut staged, &mut batch, &record, None);
         }
         let record = OffsetRecord {
             update_id: highest.id,
@@ -399,7 +386,7 @@ impl Poller {
             OFFSET_KEY,
             serde_json::to_value(record).unwrap_or_default(),
         );
-        match self.inbound.commit(batch, staged) {
+        match self.pipeline.commit(batch, staged) {
             Ok(_) => Some(highest.next_offset()),
             Err(e) => {
                 log::error!(
@@ -486,18 +473,11 @@ impl Poller {
     }
 
     fn stopped(&self) -> bool {
-        self.stop.load(Ordering::SeqCst)
+        self.stop.is_stopped()
     }
 
     fn sleep(&self, d: Duration) {
-        let until = Instant::now() + d;
-        while !self.stopped() {
-            let left = until.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                break;
-            }
-            std::thread::sleep(left.min(Duration::from_millis(100)));
-        }
+        self.stop.sleep(d);
     }
 }
 

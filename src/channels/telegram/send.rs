@@ -1,6 +1,7 @@
 //! Sending (§5.3, with the 11.8.1 quirks fixed): the payloads a turn rendered for `telegram`
-//! become a list of Bot API calls ("steps"), pushed in order on the outbound [`Delivery`]
-//! keyed by chat; [`send_step`] performs one of them.
+//! become a list of Bot API calls ([`plan`], the channel's renderer), one per reply on the
+//! pipeline's outbound queue keyed by chat; [`send_reply`] (the channel's API client) makes
+//! them.
 //!
 //! - `typing` → `sendChatAction(typing)`, then a pause of the Botpress delay (1000 ms when the
 //!   value is missing or not a number, else at least 500 ms; `true` is 500 ms), renewed every
@@ -12,14 +13,13 @@
 //!   picture, then `*title*\nsubtitle` with an inline keyboard (url buttons; postback and
 //!   say-something buttons as `callback_data`, at most 64 bytes).
 //! - image → `sendPhoto` (`sendAnimation` for a .gif) with the title as caption.
-//!
-//! [`Delivery`]: crate::channels::delivery::Delivery
 
-use super::api::{Api, ApiError};
-use super::throttle::{Held, Throttle};
-use super::BotConfig;
-use crate::channels::delivery::Outcome;
-use crate::engine::event::now_ms;
+use super::api::ApiError;
+use super::throttle::Held;
+use super::{BotConfig, BotRuntime};
+use crate::channels::pipeline::{OutboundRecord, Reply, Sent};
+use crate::channels::retry::Failure;
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
 
@@ -30,20 +30,44 @@ const MAX_CALLBACK_DATA: usize = 64;
 /// A chat action shows for about 5 s; longer delays renew it this often.
 const TYPING_RENEW: Duration = Duration::from_millis(4500);
 const MAX_TYPING: Duration = Duration::from_secs(30);
-/// A reply that could not be sent for this long is given up.
-const MAX_AGE_MS: i64 = 24 * 3600 * 1000;
+/// One Bot API call of a reply.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BotCall {
+    pub method: String,
+    pub params: Value,
+    /// A text with `parse_mode` that is sent again without it if Telegram refuses it (400).
+    #[serde(default)]
+    pub fallback: bool,
+}
 
-/// The Bot API calls that deliver `responses` to `chat`, in order.
-pub fn plan(cfg: &BotConfig, chat: &str, responses: &[Value]) -> Vec<Value> {
+/// The Bot API calls that deliver `responses` to `chat`, in order: one reply each, so that
+/// the throttle paces every message and a retry repeats nothing else.
+pub fn plan(cfg: &BotConfig, chat: &str, responses: &[Value]) -> Vec<Reply<BotCall>> {
     let mut steps = Vec::new();
     let chat_id = chat_id_value(chat);
-    let mut step = |method: &str, params: Value, pause: Duration, fallback: bool| {
-        steps.push(
-            json!({"bot": cfg.bot_id, "chat": chat, "method": method, "params": params,
-            "pause_ms": pause.as_millis() as u64, "fallback": fallback, "at": now_ms()}),
-        );
+    let step = |steps: &mut Vec<Reply<BotCall>>,
+                method: &str,
+                params: Value,
+                pause: Duration,
+                fallback: bool| {
+        steps.push(Reply {
+            calls: vec![BotCall {
+                method: method.to_string(),
+                params,
+                fallback,
+            }],
+            pause,
+        });
     };
     for payload in responses {
+        if let Some(pause) = crate::engine::pause_of(payload) {
+            // `builtin/wait`: a reply that calls nothing, then the chat waits.
+            steps.push(Reply {
+                calls: Vec::new(),
+                pause,
+            });
+            continue;
+        }
         let kind = payload["type"].as_str().unwrap_or("text");
         match kind {
             "typing" => {
@@ -55,6 +79,7 @@ pub fn plan(cfg: &BotConfig, chat: &str, responses: &[Value]) -> Vec<Value> {
                         Duration::ZERO
                     };
                     step(
+                        &mut steps,
                         "sendChatAction",
                         json!({"chat_id": chat_id, "action": "typing"}),
                         pause,
@@ -94,6 +119,7 @@ pub fn plan(cfg: &BotConfig, chat: &str, responses: &[Value]) -> Vec<Value> {
                         }
                     }
                     step(
+                        &mut steps,
                         "sendMessage",
                         params,
                         Duration::ZERO,
@@ -105,7 +131,7 @@ pub fn plan(cfg: &BotConfig, chat: &str, responses: &[Value]) -> Vec<Value> {
                 for card in payload["elements"].as_array().into_iter().flatten() {
                     if let Some(picture) = card["picture"].as_str().filter(|p| !p.is_empty()) {
                         let (method, params) = media(chat_id.clone(), picture, None);
-                        step(method, params, Duration::ZERO, false);
+                        step(&mut steps, method, params, Duration::ZERO, false);
                     }
                     let title = card["title"].as_str().unwrap_or("");
                     let subtitle = card["subtitle"].as_str().unwrap_or("");
@@ -133,7 +159,7 @@ pub fn plan(cfg: &BotConfig, chat: &str, responses: &[Value]) -> Vec<Value> {
                         params["reply_markup"] = k;
                     }
                     let fallback = params.get("parse_mode").is_some();
-                    step("sendMessage", params, Duration::ZERO, fallback);
+                    step(&mut steps, "sendMessage", params, Duration::ZERO, fallback);
                 }
             }
             "image" => {
@@ -141,7 +167,7 @@ pub fn plan(cfg: &BotConfig, chat: &str, responses: &[Value]) -> Vec<Value> {
                     continue;
                 };
                 let (method, params) = media(chat_id.clone(), url, payload["title"].as_str());
-                step(method, params, Duration::ZERO, false);
+                step(&mut steps, method, params, Duration::ZERO, false);
             }
             "video" | "audio" | "file" => {
                 let Some(url) = payload["url"].as_str().filter(|u| !u.is_empty()) else {
@@ -157,7 +183,7 @@ pub fn plan(cfg: &BotConfig, chat: &str, responses: &[Value]) -> Vec<Value> {
                 if let Some(c) = payload["title"].as_str().filter(|c| !c.is_empty()) {
                     params["caption"] = json!(truncate_chars(c, 1024));
                 }
-                step(method, params, Duration::ZERO, false);
+                step(&mut steps, method, params, Duration::ZERO, false);
             }
             "location" => {
                 let (Some(latitude), Some(longitude)) =
@@ -174,6 +200,7 @@ pub fn plan(cfg: &BotConfig, chat: &str, responses: &[Value]) -> Vec<Value> {
                 // A venue shows the place's name and address; it needs both.
                 if let (Some(t), Some(a)) = (title, address) {
                     step(
+                        &mut steps,
                         "sendVenue",
                         json!({"chat_id": chat_id, "latitude": latitude,
                         "longitude": longitude, "title": t, "address": a}),
@@ -183,6 +210,7 @@ pub fn plan(cfg: &BotConfig, chat: &str, responses: &[Value]) -> Vec<Value> {
                     continue;
                 }
                 step(
+                    &mut steps,
                     "sendLocation",
                     json!({"chat_id": chat_id, "latitude": latitude,
                     "longitude": longitude}),
@@ -192,6 +220,7 @@ pub fn plan(cfg: &BotConfig, chat: &str, responses: &[Value]) -> Vec<Value> {
                 // The one of title and address there is follows as text.
                 if let Some(label) = title.or(address) {
                     step(
+                        &mut steps,
                         "sendMessage",
                         json!({"chat_id": chat_id, "text": label}),
                         Duration::ZERO,
@@ -324,59 +353,54 @@ fn is_message(method: &str) -> bool {
     method != "sendChatAction"
 }
 
-/// Performs one planned step. `failures` counts this key's failures in a row (for the
-/// back-off); it is reset on success.
-pub fn send_step(
-    api: &Api,
-    throttle: Option<&Throttle>,
-    step: &Value,
-    failures: &mut u32,
-) -> Outcome {
-    let bot = step["bot"].as_str().unwrap_or("");
-    let method = step["method"].as_str().unwrap_or("sendMessage");
-    let mut params = step["params"].clone();
-    if now_ms() - step["at"].as_i64().unwrap_or_else(now_ms) > MAX_AGE_MS {
-        log::warn!("bot \"{bot}\": a {method} could not be sent for 24 hours and is given up");
-        return Outcome::Drop;
+/// Makes the calls of one reply, paced by the bot's throttle.
+pub fn send_reply(rt: &BotRuntime, reply: &OutboundRecord<BotCall>) -> Sent {
+    for call in &reply.calls {
+        match send_call(rt, &reply.bot, call) {
+            Sent::Done => {}
+            other => return other,
+        }
     }
-    if let (Some(throttle), true) = (throttle, is_message(method)) {
-        let chat = params["chat_id"].as_i64().unwrap_or(0);
+    Sent::Done
+}
+
+fn send_call(rt: &BotRuntime, bot: &str, call: &BotCall) -> Sent {
+    let method = call.method.as_str();
+    let mut params = call.params.clone();
+    let chat = params["chat_id"].as_i64().unwrap_or(0);
+    if let (Some(throttle), true) = (&rt.throttle, is_message(method)) {
         if let Err(wait) = throttle.try_acquire(chat, Instant::now()) {
-            return Outcome::Retry(wait);
+            return Sent::Wait(wait);
         }
     }
     let timeout = Duration::from_secs(30);
-    let mut result = api.call(method, &params, timeout);
+    let mut result = rt.api.call(method, &params, timeout);
     if let Err(ApiError::Telegram {
         status: 400,
         description,
         ..
     }) = &result
     {
-        if step["fallback"].as_bool() == Some(true) {
+        if call.fallback {
             log::debug!("bot \"{bot}\": {method} refused with parse_mode ({description}); sending it as plain text");
             if let Some(map) = params.as_object_mut() {
                 map.remove("parse_mode");
             }
-            result = api.call(method, &params, timeout);
+            result = rt.api.call(method, &params, timeout);
         }
     }
     match result {
-        Ok(_) => {
-            *failures = 0;
-            match step["pause_ms"].as_u64().unwrap_or(0) {
-                0 => Outcome::Done,
-                ms => Outcome::Pause(Duration::from_millis(ms)),
-            }
-        }
+        Ok(_) => Sent::Done,
         Err(ApiError::Telegram {
             status: 429,
             retry_after,
             ..
         }) => {
             let wait = Duration::from_secs(retry_after.unwrap_or(1).clamp(1, 3600));
-            let chat = params["chat_id"].as_i64().unwrap_or(0);
-            let held = throttle.map(|t| t.refused(chat, wait, Instant::now()));
+            let held = rt
+                .throttle
+                .as_ref()
+                .map(|t| t.refused(chat, wait, Instant::now()));
             let whom = match held {
                 Some(Held::Bot) => "every chat of the bot".to_string(),
                 _ => format!("chat {}", params["chat_id"]),
@@ -385,40 +409,20 @@ pub fn send_step(
                 "bot \"{bot}\": Telegram asks to slow down (429); {method} and {whom} wait {} s",
                 wait.as_secs()
             );
-            Outcome::Retry(wait)
+            Sent::Failed(Failure::Retry {
+                after: Some(wait),
+                why: format!("{method}: Telegram answered 429"),
+            })
         }
-        Err(e) => failed(bot, method, &e, failures),
+        Err(e) if e.is_transient() => Sent::Failed(Failure::Retry {
+            after: None,
+            why: format!("{method} failed ({e})"),
+        }),
+        Err(e) if e.is_bad_token() => Sent::Failed(Failure::GiveUp(format!(
+            "{method} refused: {e} (is botToken right?)"
+        ))),
+        Err(e) => Sent::Failed(Failure::GiveUp(format!("{method} refused: {e}"))),
     }
-}
-
-fn failed(bot: &str, method: &str, error: &ApiError, failures: &mut u32) -> Outcome {
-    match error {
-        e if e.is_transient() => {
-            *failures += 1;
-            let wait = backoff(*failures);
-            if *failures == 1 {
-                log::warn!("bot \"{bot}\": {method} failed ({e}); retrying with back-off");
-            } else {
-                log::debug!("bot \"{bot}\": {method} failed again ({e}); next try in {wait:?}");
-            }
-            Outcome::Retry(wait)
-        }
-        e if e.is_bad_token() => {
-            log::error!(
-                "bot \"{bot}\": {method} refused: {e} (is botToken right?); message dropped"
-            );
-            Outcome::Drop
-        }
-        e => {
-            log::warn!("bot \"{bot}\": {method} refused: {e}; message dropped");
-            Outcome::Drop
-        }
-    }
-}
-
-/// 1 s, 2 s, 4 s … capped at 60 s.
-pub fn backoff(failures: u32) -> Duration {
-    Duration::from_secs(1u64 << failures.saturating_sub(1).min(6)).min(Duration::from_secs(60))
 }
 
 #[cfg(test)]
@@ -434,7 +438,49 @@ mod tests {
             parse_mode: "Markdown".into(),
             typing_delay: typing,
             throttle: true,
+            mode: super::super::Mode::Polling,
         }
+    }
+
+    /// The plan as JSON steps `{method, params, pause_ms, fallback}`, for the assertions.
+    fn plan(cfg: &BotConfig, chat: &str, responses: &[Value]) -> Vec<Value> {
+        super::plan(cfg, chat, responses)
+            .into_iter()
+            .map(|r| {
+                assert_eq!(r.calls.len(), 1, "one call per reply");
+                let c = &r.calls[0];
+                json!({"method": c.method, "params": c.params, "fallback": c.fallback,
+                    "pause_ms": r.pause.as_millis() as u64})
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_wait_is_a_reply_that_only_pauses_the_chat() {
+        let responses = vec![
+            json!({"type": "text", "markdown": true, "text": "one"}),
+            crate::engine::pause_payload(Duration::from_millis(1500)),
+            json!({"type": "text", "markdown": true, "text": "two"}),
+        ];
+        let replies = super::plan(&cfg(true), "42", &responses);
+        let shape: Vec<(Vec<&str>, u64)> = replies
+            .iter()
+            .map(|r| {
+                (
+                    r.calls.iter().map(|c| c.method.as_str()).collect(),
+                    r.pause.as_millis() as u64,
+                )
+            })
+            .collect();
+        // The pause calls nothing: it only holds the chat before "two".
+        assert_eq!(
+            shape,
+            [
+                (vec!["sendMessage"], 0),
+                (vec![], 1500),
+                (vec!["sendMessage"], 0)
+            ]
+        );
     }
 
     #[test]
@@ -575,11 +621,5 @@ mod tests {
         assert_eq!(steps[0]["params"]["text"].as_str().unwrap().len(), 4096);
         assert!(steps[0]["params"].get("reply_markup").is_none());
         assert!(steps[1]["params"].get("reply_markup").is_some());
-    }
-
-    #[test]
-    fn backoff_doubles_to_a_minute() {
-        let got: Vec<u64> = (1..=8).map(|n| backoff(n).as_secs()).collect();
-        assert_eq!(got, vec![1, 2, 4, 8, 16, 32, 60, 60]);
     }
 }

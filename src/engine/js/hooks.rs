@@ -12,12 +12,44 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 /// The hooks botd calls, at the same points of the pipeline as Botpress.
-pub const HOOKS: [&str; 4] = [
+pub const HOOKS: [&str; 9] = [
+    "after_bot_mount",
+    "after_bot_unmount",
     "before_incoming_middleware",
     "after_incoming_middleware",
+    "before_suggestions_election",
     "before_outgoing_middleware",
     "after_event_processed",
+    "before_session_timeout",
+    "before_conversation_end",
 ];
+
+/// What a hook has in scope besides `bp`, as Botpress's hook classes give it.
+#[derive(Debug, Clone, Copy)]
+pub enum HookArgs<'a> {
+    /// `event` (and `botId`): the middleware hooks, `before_session_timeout`,
+    /// `before_conversation_end`.
+    Event,
+    /// `event`, `sessionId` and `suggestions` (which is `event.suggestions`).
+    Suggestions { session_id: &'a str },
+    /// `botId` only, outside any conversation: `after_bot_mount`, `after_bot_unmount`.
+    Bot,
+}
+
+impl HookArgs<'_> {
+    fn globals(self) -> &'static str {
+        match self {
+            HookArgs::Event => "globalThis.event = __event; globalThis.botId = __event.botId;",
+            HookArgs::Suggestions { .. } => {
+                "globalThis.event = __event; globalThis.botId = __event.botId; \
+                 globalThis.sessionId = __extra.sessionId; \
+                 if (!Array.isArray(__event.suggestions)) __event.suggestions = []; \
+                 globalThis.suggestions = __event.suggestions;"
+            }
+            HookArgs::Bot => "globalThis.botId = __event.botId;",
+        }
+    }
+}
 
 /// The flag that makes the dialog engine skip an event (`bp.IO.WellKnownFlags`).
 pub const SKIP_DIALOG_ENGINE: &str = "skip-dialog-engine";
@@ -82,35 +114,40 @@ struct HookState {
 /// Runs every file of `hook` on `event` (changed in place, `state` left out); `user`,
 /// `temp` and `session` changes go to the turn's scope.
 pub fn run_hook(turn: &mut Turn, hook: &str, event: &mut Value) {
+    run_hook_with(turn, hook, event, HookArgs::Event);
+}
+
+/// [`run_hook`] with the scope of `args`.
+pub fn run_hook_with(turn: &mut Turn, hook: &str, event: &mut Value, args: HookArgs) {
     let Some(files) = turn.bot.hooks.files.get(hook).cloned() else {
         return;
     };
     let limits: Limits = turn.bot.hook_limits;
     for file in files {
         let shown = super::shown_path(&turn.bot.dir, &file);
-        let source = match std::fs::read_to_string(&file) {
-            Ok(s) => s,
-            Err(e) => {
-                log::warn!("bot \"{}\": {shown}: {e}", turn.bot.id);
-                continue;
-            }
-        };
         let mut deadline = Instant::now() + limits.deadline;
         if let Some(turn_deadline) = turn.deadline {
             deadline = deadline.min(turn_deadline);
         }
-        let input = json!({
+        let mut input = json!({
             "event": event,
             "user": turn.scope["user"],
             "temp": turn.scope["temp"],
             "session": turn.scope["session"],
+            "context": turn.context,
             "env": super::exposed_env(),
         });
+        match args {
+            HookArgs::Suggestions { session_id } => {
+                input["extra"] = json!({ "sessionId": session_id });
+            }
+            HookArgs::Bot => input["outside"] = Value::String(hook.to_string()),
+            HookArgs::Event => {}
+        }
         let script = Script {
             shown: &shown,
-            source: &source,
-            dir: file.parent().unwrap_or(Path::new(".")),
-            globals: "globalThis.event = __event; globalThis.botId = __event.botId;",
+            file: &file,
+            globals: args.globals(),
         };
         match run::<HookState>(turn, &script, &input, deadline, limits) {
             Ok(mut state) => {

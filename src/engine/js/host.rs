@@ -3,7 +3,7 @@
 //! the script and performed by [`perform`] between job runs.
 
 use super::super::content;
-use super::super::dialog::Turn;
+use super::super::dialog::{self, Turn};
 use super::modules::Roots;
 use rquickjs::{Ctx, Function};
 use serde::Deserialize;
@@ -45,6 +45,20 @@ pub enum Request {
     Reply { payloads: Vec<Value> },
     #[serde(rename = "http")]
     Http(HttpRequest),
+    #[serde(rename = "jump")]
+    Jump {
+        flow: String,
+        #[serde(default)]
+        node: Option<String>,
+    },
+    #[serde(rename = "moduleConfig")]
+    ModuleConfig {
+        module: String,
+        #[serde(rename = "forBot")]
+        for_bot: bool,
+    },
+    #[serde(rename = "botpressConfig")]
+    BotpressConfig,
 }
 
 /// The script's `user`, `temp` and `session` at the time of a request.
@@ -235,7 +249,43 @@ pub fn perform(turn: &mut Turn, request: &Request, deadline: Instant) -> Result<
             Ok(Value::Null)
         }
         Request::Http(r) => http(r, deadline),
+        Request::Jump { flow, node } => {
+            // Botpress's jumpTo: the same move as a QnA redirect, applied to the turn.
+            dialog::jump_to(turn.bot, &mut turn.context, flow, node.as_deref()).map_err(
+                |e| match e {
+                    dialog::DialogError::Failed(m) => format!("bp.dialog.jumpTo: {m}"),
+                    dialog::DialogError::Timeout => {
+                        "bp.dialog.jumpTo: the turn ran out of time".into()
+                    }
+                },
+            )?;
+            serde_json::to_value(&turn.context).map_err(|e| e.to_string())
+        }
+        Request::ModuleConfig { module, for_bot } => {
+            let bot_dir = for_bot.then_some(turn.bot.dir.as_path());
+            Ok(Value::Object(
+                turn.settings.module_config(module, bot_dir).0,
+            ))
+        }
+        Request::BotpressConfig => botpress_config(turn),
     }
+}
+
+/// `bp.config.getBotpressConfig`: `data/global/botpress.config.json` as botd read it, without
+/// `appSecret`, which signs the tokens of every bot's secured routes and is no bot's to read.
+fn botpress_config(turn: &Turn) -> Result<Value, String> {
+    let path = turn
+        .settings
+        .data_dir
+        .join("global")
+        .join("botpress.config.json");
+    let mut config = crate::config::read_json(&path)
+        .map_err(|p| format!("bp.config.getBotpressConfig: {}", p.message))?;
+    if let Some(map) = config.as_object_mut() {
+        map.remove("appSecret");
+        map.remove("$schema");
+    }
+    Ok(config)
 }
 
 /// `bp.cms.renderElement`: `#!id` (or `!id`) is a content element, anything else a content

@@ -8,6 +8,7 @@
 //! runs of the job queue, with the turn borrowed mutably — the JS side never holds a Rust
 //! reference, which is what lets closures registered in QuickJS stay `'static`.
 
+mod bytecode;
 pub mod hooks;
 mod host;
 mod modules;
@@ -19,13 +20,14 @@ use rquickjs::{Context, Ctx, Function, Module, Runtime};
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 use std::cell::RefCell;
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
-use std::sync::OnceLock;
-use std::time::{Duration, Instant};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant, SystemTime};
 
 use super::Problem;
-pub use hooks::{run_hook, skips_dialog, Hooks};
+pub use hooks::{run_hook, run_hook_with, skips_dialog, HookArgs, Hooks};
 pub use modules::{missing_packages, Roots, NODE_BUILTINS};
 
 /// How much one script call may use.
@@ -260,7 +262,9 @@ pub fn eval_condition(source: &str, scope: &Value, limits: Limits) -> Result<boo
             let _: rquickjs::Value = ctx.eval(
                 "(function () { const s = JSON.parse(globalThis.__input); delete globalThis.__input; \
                  for (const k of ['event', 'user', 'temp', 'session', 'bot']) globalThis[k] = s[k]; \
-                 if (globalThis.temp === undefined || globalThis.temp === null) globalThis.temp = {}; })()",
+                 if (globalThis.temp === undefined || globalThis.temp === null) globalThis.temp = {}; \
+                 if (globalThis.event && typeof globalThis.event === 'object' && globalThis.event.state === undefined) \
+                 globalThis.event.state = { user: globalThis.user, temp: globalThis.temp, session: globalThis.session, bot: globalThis.bot }; })()",
             )?;
             let f: Function = ctx.eval_with_options(condition_code(source), options("condition"))?;
             let v: rquickjs::Value = f.call(())?;
@@ -321,7 +325,6 @@ pub fn run_action(
     limits: Limits,
 ) -> Result<(), String> {
     let shown = shown_path(&turn.bot.dir, file);
-    let source = std::fs::read_to_string(file).map_err(|e| format!("{shown}: {e}"))?;
     let mut deadline = Instant::now() + limits.deadline;
     if let Some(turn_deadline) = turn.deadline {
         deadline = deadline.min(turn_deadline);
@@ -331,13 +334,13 @@ pub fn run_action(
         "user": turn.scope["user"],
         "temp": turn.scope["temp"],
         "session": turn.scope["session"],
+        "context": turn.context,
         "args": args,
         "env": exposed_env(),
     });
     let script = Script {
         shown: &shown,
-        source: &source,
-        dir: file.parent().unwrap_or(Path::new(".")),
+        file,
         globals: ACTION_GLOBALS,
     };
     let state: State = run(turn, &script, &input, deadline, limits)?;
@@ -377,11 +380,62 @@ fn load_prelude<'js>(ctx: &Ctx<'js>) -> rquickjs::Result<()> {
 /// One file to run: how it is wrapped and called.
 struct Script<'s> {
     shown: &'s str,
-    source: &'s str,
-    /// Where its relative `require`s start.
-    dir: &'s Path,
+    file: &'s Path,
     /// Statements setting the globals the script sees.
     globals: &'s str,
+}
+
+impl Script<'_> {
+    /// Where its relative `require`s start.
+    fn dir(&self) -> &Path {
+        self.file.parent().unwrap_or(Path::new("."))
+    }
+}
+
+/// Action and hook files compiled to bytecode, by path, with the modification time and size
+/// they were compiled from: a file is parsed once per edit, not once per call.
+static COMPILED: Mutex<Option<HashMap<PathBuf, Compiled>>> = Mutex::new(None);
+
+struct Compiled {
+    stamp: (SystemTime, u64),
+    bytecode: Arc<Vec<u8>>,
+}
+
+/// The wrapped function of `script`, from its cached bytecode when the file has not changed
+/// since it was compiled, else compiled (and cached) now.
+fn compiled<'js>(ctx: &Ctx<'js>, script: &Script) -> Result<Function<'js>, String> {
+    let shown = script.shown;
+    let meta = std::fs::metadata(script.file).map_err(|e| format!("{shown}: {e}"))?;
+    let stamp = (
+        meta.modified().unwrap_or(SystemTime::UNIX_EPOCH),
+        meta.len(),
+    );
+    let cached = COMPILED
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .as_ref()
+        .and_then(|m| m.get(script.file))
+        .filter(|c| c.stamp == stamp)
+        .map(|c| c.bytecode.clone());
+    if let Some(bytecode) = cached {
+        return bytecode::load(ctx, &bytecode).map_err(|e| describe(ctx, e, shown));
+    }
+    let source = std::fs::read_to_string(script.file).map_err(|e| format!("{shown}: {e}"))?;
+    let bytes =
+        bytecode::compile(ctx, &wrap(&source), shown).map_err(|e| describe(ctx, e, shown))?;
+    let function = bytecode::load(ctx, &bytes).map_err(|e| describe(ctx, e, shown))?;
+    COMPILED
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .get_or_insert_with(HashMap::new)
+        .insert(
+            script.file.to_path_buf(),
+            Compiled {
+                stamp,
+                bytecode: Arc::new(bytes),
+            },
+        );
+    Ok(function)
 }
 
 /// `process.env` as Botpress exposes it to scripts: only the `EXPOSED_*` variables.
@@ -427,13 +481,11 @@ fn run<T: for<'de> Deserialize<'de>>(
             .set("__input", input.to_string())
             .map_err(|e| describe(&ctx, e, shown))?;
         load_prelude(&ctx).map_err(|e| describe(&ctx, e, "botd:prelude"))?;
-        let compiled: rquickjs::Result<Function> =
-            ctx.eval_with_options(wrap(script.source), options(shown));
-        let compiled = compiled.map_err(|e| describe(&ctx, e, shown))?;
+        let function = compiled(&ctx, script)?;
         ctx.globals()
-            .set("__fn", compiled)
+            .set("__fn", function)
             .map_err(|e| describe(&ctx, e, shown))?;
-        let dir = script.dir.display().to_string();
+        let dir = script.dir().display().to_string();
         let start = format!(
             "globalThis.require = __makeRequire({dir}); {globals} Promise.resolve().then(() => __fn()).then(() => {{ __outcome.done = true; }}, e => {{ __outcome.done = true; __outcome.error = {{ name: String(e && e.name || 'Error'), message: String(e && e.message !== undefined ? e.message : e), stack: String(e && e.stack || '') }}; }});",
             dir = Value::String(dir),

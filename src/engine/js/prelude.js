@@ -75,6 +75,14 @@
   const state = { user: input.user || {}, temp: input.temp || {}, session: input.session || {} };
   const event = input.event || {};
   event.state = state;
+  // Where the conversation is, as Botpress's `event.state.context`: read here, changed only
+  // through bp.dialog.jumpTo.
+  state.context = input.context || {};
+  // Hooks that run outside any conversation (after_bot_mount, after_bot_unmount).
+  const outside = input.outside;
+  const inConversation = call => {
+    if (outside) throw new Error(`${call}: ${outside} runs outside any conversation`);
+  };
   if (input.bot !== undefined) state.bot = input.bot;
   const flags = event.flags || {};
   Object.defineProperty(event, 'flags', { value: flags, enumerable: true, writable: true });
@@ -154,14 +162,42 @@
   };
   const events = {
     replyToEvent: async (destination, payloads) => {
+      inConversation('bp.events.replyToEvent');
       await ask('reply', { payloads: Array.isArray(payloads) ? payloads : [payloads] });
     },
     sendEvent: async ev => {
+      inConversation('bp.events.sendEvent');
       if (!ev || ev.target !== event.target || ev.channel !== event.channel) {
         throw new Error('bp.events.sendEvent: botd scripts can only send to the user of the current event');
       }
       await ask('reply', { payloads: [ev.payload] });
     }
+  };
+
+  const dialog = {
+    createId: destination => {
+      const d = destination || {};
+      return d.threadId ? `${d.channel}::${d.target}::${d.threadId}` : `${d.channel}::${d.target}`;
+    },
+    // Botpress's jumpTo: the conversation goes on from `flowName` at `nodeName` (or its start
+    // node), past that node's onEnter, once the current instruction or hook is done.
+    jumpTo: async (sessionId, ev, flowName, nodeName) => {
+      inConversation('bp.dialog.jumpTo');
+      if (!ev || ev.target !== event.target || ev.botId !== botId) {
+        throw new Error('bp.dialog.jumpTo: botd scripts can only move the conversation of the current event');
+      }
+      const context = await ask('jump', { flow: String(flowName), node: nodeName == null ? null : String(nodeName) });
+      state.context = context;
+      if (ev.state && ev.state !== state) ev.state.context = context;
+    }
+  };
+  const config = {
+    getModuleConfig: moduleId => ask('moduleConfig', { module: String(moduleId), forBot: false }),
+    getModuleConfigForBot: async (moduleId, id) => {
+      sameBot('bp.config.getModuleConfigForBot', id);
+      return ask('moduleConfig', { module: String(moduleId), forBot: true });
+    },
+    getBotpressConfig: () => ask('botpressConfig')
   };
 
   const IO = {
@@ -178,6 +214,8 @@
     users: strict('bp.users', users),
     cms: strict('bp.cms', cms),
     events: strict('bp.events', events),
+    dialog: strict('bp.dialog', dialog),
+    config: strict('bp.config', config),
     IO
   });
 
@@ -252,6 +290,7 @@
 
   g.process = { env: input.env || {}, HOST: input.host, PORT: input.port, EXTERNAL_URL: input.externalUrl };
   Object.defineProperty(g, '__args', { value: input.args || {} });
+  Object.defineProperty(g, '__extra', { value: input.extra || {} });
   Object.defineProperty(g, '__event', { value: event });
   Object.defineProperty(g, '__state', { value: state });
   Object.defineProperty(g, '__outcome', { value: {}, writable: false });

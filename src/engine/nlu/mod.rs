@@ -327,9 +327,18 @@ fn parse_entity(path: &Path, json: &Value, problems: &mut Vec<Problem>) -> Optio
                 return None;
             };
             if let Err(e) = entities::compile_pattern(p) {
+                // The regex crate draws the pattern with a caret over several lines: its last
+                // line says what is wrong.
+                let e = e.to_string();
+                let why = e
+                    .lines()
+                    .rfind(|l| !l.trim().is_empty())
+                    .unwrap_or("")
+                    .trim()
+                    .trim_start_matches("error: ");
                 problems.push(Problem::new(
                     &shown,
-                    format!("field `pattern` is not a valid regular expression: {e}"),
+                    format!("field `pattern` is not a valid regular expression ({p}): {why}"),
                 ));
                 return None;
             }
