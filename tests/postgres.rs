@@ -789,6 +789,8 @@ struct BotApiState {
     conflicts: usize,
     polls: Vec<Instant>,
     sent: Vec<(i64, String)>,
+    /// The `secret_token` of each `setWebhook`.
+    hooks: Vec<String>,
 }
 
 impl FakeBotApi {
@@ -864,6 +866,12 @@ impl FakeBotApi {
                     200,
                     json!({"ok": true, "result": {"message_id": 1, "chat": {"id": chat}}}),
                 )
+            }
+            "setWebhook" => {
+                state
+                    .hooks
+                    .push(params["secret_token"].as_str().unwrap_or("").to_string());
+                (200, json!({"ok": true, "result": true}))
             }
             _ => (200, json!({"ok": true, "result": true})),
         }
@@ -1183,4 +1191,95 @@ fn botd_check_reports_the_database_and_a_bad_url_is_refused() {
         err.contains("DATABASE_URL: \"mysql://…\" is not a database botd uses"),
         "{err}"
     );
+}
+
+/// Webhook mode on three instances: they register one secret between them, any of them
+/// takes an update (each played once, in order, a repeat acknowledged and not played again
+/// even on another instance), and a wrong secret gets 403 from each.
+#[test]
+fn telegram_webhook_mode_over_instances_shares_one_secret() {
+    let (fake, api_port) = FakeBotApi::start();
+    let url = pg::shared().database("tghook");
+    let data = common::data_copy("pg-tghook");
+    common::write(
+        data.path(),
+        "global/config/channel-telegram.json",
+        &json!({"apiBase": format!("http://127.0.0.1:{api_port}")}).to_string(),
+    );
+    common::write(
+        data.path(),
+        "bots/welcome-bot/config/channel-telegram.json",
+        &json!({"enabled": true, "botToken": "77:HOOK", "mode": "webhook"}).to_string(),
+    );
+    let env = [("EXTERNAL_URL", "https://bot.example.org")];
+    let servers: Vec<common::Server> = (0..3)
+        .map(|_| {
+            let server = instances(data.path(), &url, 1, &env).pop().unwrap();
+            // One after the other, as a deployment starts them; each registers its webhook.
+            let n = fake.state.0.lock().unwrap().hooks.len();
+            assert!(
+                common::wait_until(Duration::from_secs(10), || fake
+                    .state
+                    .0
+                    .lock()
+                    .unwrap()
+                    .hooks
+                    .len()
+                    > n),
+                "{}",
+                server.log()
+            );
+            server
+        })
+        .collect();
+    let hooks = fake.state.0.lock().unwrap().hooks.clone();
+    assert_eq!(hooks.len(), 3);
+    assert!(
+        hooks.iter().all(|h| *h == hooks[0] && h.len() >= 32),
+        "{hooks:?}"
+    );
+    let secret = hooks[0].clone();
+    let proxy = RoundRobin::start(&ports(&servers));
+    let path = "/api/v1/bots/welcome-bot/mod/channel-telegram/webhook";
+    let post = |id: i64, text: &str, secret: &str| {
+        let body = json!({"update_id": id, "message": {"message_id": id, "date": 1_700_000_000,
+            "from": {"id": 300, "is_bot": false, "first_name": "T"}, "chat": {"id": 300, "type": "private"}, "text": text}})
+        .to_string();
+        common::request(
+            proxy.port,
+            "POST",
+            path,
+            &[
+                ("Content-Type", "application/json"),
+                ("X-Telegram-Bot-Api-Secret-Token", secret),
+            ],
+            body.as_bytes(),
+        )
+    };
+    for _ in 0..3 {
+        let answer = post(1, "forged", "not-the-secret");
+        assert_eq!(answer.status, 403, "{}", answer.text());
+        assert_eq!(answer.json()["statusCode"], 403);
+    }
+    let n = 5;
+    for k in 1..=n {
+        assert_eq!(
+            post(1000 + k as i64, &welcome_text(0, k), &secret).status,
+            200
+        );
+        // Telegram repeats an update it thinks failed; here it reaches the next instance.
+        assert_eq!(
+            post(1000 + k as i64, &welcome_text(0, k), &secret).status,
+            200
+        );
+    }
+    let expected = 4 + 2 * (n - 2);
+    assert!(
+        common::wait_until(Duration::from_secs(30), || fake.texts(300).len()
+            >= expected),
+        "{:?}",
+        fake.texts(300)
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    check_welcome(&fake.texts(300), 0, n);
 }
