@@ -4,6 +4,8 @@ PREFIX   ?= /usr/local
 DATA_DIR ?= /var/lib/botd
 CARGO    ?= cargo
 BIN      := target/release/botd
+# PostgreSQL support (several instances on one database): see Cargo.toml's `postgres` feature.
+FEATURES ?= postgres
 
 .PHONY: run build test test-deps check install bench bench-nlu pi test-arm smoke-arm clean
 
@@ -12,11 +14,12 @@ run: build
 	./$(BIN) run --data ./data
 
 build:
-	$(CARGO) build --release --locked
+	$(CARGO) build --release --locked --features "$(FEATURES)"
 
-## test: the whole suite (unit, engine transcripts, real-HTTP integration tests)
+## test: the whole suite (unit, engine transcripts, real-HTTP integration tests, several instances on a private PostgreSQL cluster), then the library's tests of the SQLite-only build
 test: test-deps
-	$(CARGO) test --locked --all-targets
+	$(CARGO) test --locked --all-targets --features "$(FEATURES)"
+	$(CARGO) test --locked --lib
 
 ## test-deps: the Debian packages the tests use (node-lodash), installed when missing
 test-deps:
@@ -25,6 +28,7 @@ test-deps:
 ## check: formatting, lints, and `botd check` on the bundled bots
 check:
 	$(CARGO) fmt --check
+	$(CARGO) clippy --locked --all-targets --features "$(FEATURES)" -- -D warnings
 	$(CARGO) clippy --locked --all-targets -- -D warnings
 	$(CARGO) run --locked --quiet -- check --data ./data
 
@@ -50,7 +54,7 @@ install: build
 ## bench: speed, footprint and scale of botd against a bare ceiling on the same HTTP layer (and the ARM binary sizes), written to bench/RESULTS.md
 bench:
 	packaging/pi build
-	$(CARGO) build --release --locked --bin botd --example bench --example bench-ceiling
+	$(CARGO) build --release --locked --features "$(FEATURES)" --bin botd --example bench --example bench-ceiling
 	./target/release/examples/bench --botd $(BIN) --profile-botd $(BIN) --ceiling target/release/examples/bench-ceiling --out bench/RESULTS.md
 
 ## bench-nlu: NLU accuracy and speed on ../shared/nlu-bench, written to bench/NLU.md

@@ -18,7 +18,6 @@ use crate::channels::telegram::Telegram;
 use crate::config::Settings;
 use crate::engine::Engine;
 use crate::http::{self, AppState, Route, RouteSlot};
-use crate::store::SqliteStore;
 use serde_json::{Map, Value};
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -52,8 +51,8 @@ pub fn run(data_dir: &Path) -> i32 {
     };
     init_logging(settings.env.get("RUST_LOG"));
     let started = Instant::now();
-    let store = match SqliteStore::open(&data_dir.join("storage")) {
-        Ok(s) => Arc::new(s),
+    let store = match crate::store::open(&settings.env, &data_dir.join("storage")) {
+        Ok(s) => s,
         Err(e) => {
             log::error!("{e}");
             return 1;
@@ -97,10 +96,11 @@ pub fn run(data_dir: &Path) -> i32 {
         }
     };
     log::info!(
-        "botd {} listening on http://{} ({} workers), bots: {}",
+        "botd {} listening on http://{} ({} workers, {}), bots: {}",
         env!("CARGO_PKG_VERSION"),
         running.addr,
         settings.http.workers,
+        engine.store().describe(),
         engine.bot_ids().join(", ")
     );
 

@@ -3,7 +3,6 @@
 use botd::config::{units, Settings};
 use botd::engine::{bot, Engine, Event};
 use botd::http::jwt;
-use botd::store::SqliteStore;
 use serde_json::Value;
 use std::io::{BufRead, Write};
 use std::path::PathBuf;
@@ -97,6 +96,20 @@ fn backup(o: &Options) -> i32 {
         eprintln!("botd: backup needs exactly one FILE\n{USAGE}");
         return 2;
     };
+    let Some(settings) = load_settings(o) else {
+        return 1;
+    };
+    match botd::store::database_url(&settings.env) {
+        Ok(None) => {}
+        Ok(Some(_)) => {
+            eprintln!("botd: backup copies the SQLite database; this botd uses PostgreSQL (DATABASE_URL): back it up with pg_dump");
+            return 1;
+        }
+        Err(e) => {
+            eprintln!("botd: {e}");
+            return 1;
+        }
+    }
     match botd::store::backup_database(&o.data.join("storage"), std::path::Path::new(file)) {
         Ok(summary) => {
             println!("{summary}");
@@ -169,7 +182,7 @@ fn check(o: &Options) -> i32 {
     for p in botd::engine::js::check_scripts(&global, &shown, &roots) {
         println!("{}: warning: {}", p.path, p.message);
     }
-    let report = botd::store::check_database(&o.data.join("storage"));
+    let report = botd::store::check(&settings.env, &o.data.join("storage"));
     for line in &report.lines {
         println!("{line}");
     }
@@ -192,8 +205,8 @@ fn chat(o: &Options) -> i32 {
         return 1;
     };
     botd::app::init_logging(Some("warn"));
-    let store = match SqliteStore::open(&o.data.join("storage")) {
-        Ok(s) => Arc::new(s),
+    let store = match botd::store::open(&settings.env, &o.data.join("storage")) {
+        Ok(s) => s,
         Err(e) => {
             eprintln!("botd: {e}");
             return 1;

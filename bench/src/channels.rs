@@ -72,6 +72,8 @@ pub struct Settings<'a> {
     pub warmup: Duration,
     pub measure: Duration,
     pub burst: Duration,
+    /// Run botd on this PostgreSQL database instead of SQLite.
+    pub database_url: Option<String>,
     pub telegram_burst: u64,
 }
 
@@ -184,7 +186,11 @@ fn run_messenger(s: &Settings) -> Result<Pipeline, String> {
         &json!({"enabled": true, "accessToken": "bench-page-token", "typingDelay": false})
             .to_string(),
     )?;
-    let botd = Proc::start(botd_command(s.botd, &data))?;
+    let mut cmd = botd_command(s.botd, &data);
+    if let Some(url) = &s.database_url {
+        cmd.env("DATABASE_URL", url);
+    }
+    let botd = Proc::start(cmd)?;
     // The channel learns its page id from GET /me; give it a moment.
     let start = Instant::now();
     while graph.me_calls.load(Ordering::SeqCst) == 0 && start.elapsed() < Duration::from_secs(3) {

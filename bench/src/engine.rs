@@ -68,6 +68,9 @@ impl Store for MemStore {
         // Nothing here is durable: no commit, no fsync.
         StoreStats::default()
     }
+    fn describe(&self) -> String {
+        "memory (the engine bench)".into()
+    }
 }
 
 pub fn engine_on(data: &Path, store: Arc<dyn Store>) -> Result<Engine, String> {

@@ -3,7 +3,7 @@
 //! the same run). Writes the table to bench/RESULTS.md.
 //!
 //! `bench [--botd PATH] [--profile-botd PATH] [--ceiling PATH] [--out FILE] [--users N] [--work DIR] [--quick]
-//! [--no-profile] [--only converse|channels|telegram-pace|engine|footprint|profile]`
+//! [--no-profile] [--only converse|channels|telegram-pace|postgres|engine|footprint|profile[,…]]`
 //!
 //! `--only telegram-pace` rewrites only its own section of the results file (between its
 //! markers), so it can be run on its own without replacing the other figures.
@@ -14,6 +14,8 @@ mod fakes;
 mod footprint;
 mod load;
 mod pacing;
+#[cfg(feature = "postgres")]
+mod postgres;
 mod procs;
 mod report;
 mod scenario;
@@ -36,13 +38,16 @@ pub struct Options {
     work: PathBuf,
     quick: bool,
     profile: bool,
-    /// Run only this section (converse, channels, engine, footprint, profile).
+    /// Run only these sections, comma-separated (converse, channels, postgres, engine,
+    /// footprint, profile).
     only: Option<String>,
 }
 
 impl Options {
     fn runs(&self, section: &str) -> bool {
-        self.only.as_deref().is_none_or(|s| s == section)
+        self.only
+            .as_deref()
+            .is_none_or(|s| s.split(',').any(|one| one == section))
     }
 }
 
@@ -94,9 +99,32 @@ fn measure_converse(
     warmup: Duration,
     measure: Duration,
 ) -> Measured {
-    let cpu_before = procs::cpu_seconds(server.pid());
+    measure_converse_on(
+        server.port,
+        &[server.pid()],
+        target,
+        tag,
+        users,
+        warmup,
+        measure,
+    )
+}
+
+/// [`measure_converse`] on `port` (one server, or a proxy before several), the CPU summed
+/// over `pids`.
+fn measure_converse_on(
+    port: u16,
+    pids: &[u32],
+    target: Target,
+    tag: &str,
+    users: usize,
+    warmup: Duration,
+    measure: Duration,
+) -> Measured {
+    let cpu = || pids.iter().map(|p| procs::cpu_seconds(*p)).sum::<f64>();
+    let cpu_before = cpu();
     let load = closed_loop(users, warmup, measure, |i| {
-        let mut client = Client::new(server.port);
+        let mut client = Client::new(port);
         let mut n = 0u64;
         move |rec: &mut Recorder| {
             n += 1;
@@ -104,7 +132,7 @@ fn measure_converse(
             conversation(&mut client, target, &user, &name_for(i, n), rec)
         }
     });
-    let cpu = procs::cpu_seconds(server.pid()) - cpu_before;
+    let cpu = cpu() - cpu_before;
     // CPU over the whole run (warm-up included) per request answered in it.
     let total = warmup + measure;
     let requests = load.per_second * total.as_secs_f64();
@@ -163,6 +191,8 @@ pub struct Results {
     pub db_bytes: u64,
     pub seed_fs: String,
     pub scale: Vec<ScaleRow>,
+    /// PostgreSQL rows (`None`: not run), or why they are missing.
+    pub postgres: Option<Result<PgResults, String>>,
     pub restart_first_answer: Option<Duration>,
     pub restart_rss_kb: u64,
     pub profile: Option<report::Profile>,
@@ -235,6 +265,9 @@ fn main() {
             Ok(p) => pace_section = Some(pacing::render(&p)),
             Err(e) => r.notes.push(format!("Telegram pace section failed: {e}")),
         }
+    }
+    if o.runs("postgres") {
+        r.postgres = Some(postgres_section(&o, &r));
     }
     if o.runs("engine") {
         engine_section(&o, &mut r);
@@ -372,17 +405,45 @@ fn converse_section(o: &Options, r: &mut Results) -> Result<(), String> {
     Ok(())
 }
 
-fn channels_section(o: &Options, r: &mut Results) {
-    r.pipeline_users = 16;
-    let s = channels::Settings {
+/// What the PostgreSQL section measured: one instance beside the SQLite rows of the same run
+/// (Converse, Messenger), and three instances on one database behind a round-robin proxy.
+#[derive(Default)]
+pub struct PgResults {
+    pub server: String,
+    /// (users, one instance on PostgreSQL)
+    pub converse: Vec<(usize, Measured)>,
+    /// (users, three instances behind the proxy)
+    pub three: Vec<(usize, Measured)>,
+    pub messenger: channels::Pipeline,
+}
+
+#[cfg(feature = "postgres")]
+fn postgres_section(o: &Options, r: &Results) -> Result<PgResults, String> {
+    println!("bench: postgres");
+    postgres::run(o, r)
+}
+
+#[cfg(not(feature = "postgres"))]
+fn postgres_section(_o: &Options, _r: &Results) -> Result<PgResults, String> {
+    Err("the bench was built without the `postgres` feature (make bench builds it)".into())
+}
+
+fn channels_settings<'a>(o: &'a Options, r: &Results) -> channels::Settings<'a> {
+    channels::Settings {
         botd: &o.botd,
         work: &o.work,
-        users: r.pipeline_users,
+        users: r.pipeline_users.max(16),
         warmup: r.warmup,
         measure: r.measure,
         burst: Duration::from_millis(if o.quick { 1000 } else { 2000 }),
         telegram_burst: if o.quick { 150 } else { 300 },
-    };
+        database_url: None,
+    }
+}
+
+fn channels_section(o: &Options, r: &mut Results) {
+    r.pipeline_users = 16;
+    let s = channels_settings(o, r);
     println!("bench: messenger");
     r.messenger = channels::messenger(&s);
     println!("bench: telegram");

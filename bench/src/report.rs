@@ -341,6 +341,8 @@ pub fn render(r: &Results) -> String {
     }
     let _ = writeln!(m, "\nReply latency: from posting the webhook (or queueing the update) to the reply text reaching the fake API. Messenger's burst: {} users post new conversations' first messages as fast as the webhook accepts them; Telegram's: a backlog of updates waiting at once. Telegram's replies are paced by the channel as Telegram documents (30 messages/s per bot, 1 per second per chat), which bounds its drain rate by design; its latency row therefore stays under that pace.\n", r.pipeline_users);
 
+    postgres_rows(&mut m, r);
+
     let _ = writeln!(
         m,
         "## Engine alone (no HTTP, one thread, welcome-bot conversations)\n"
@@ -730,4 +732,85 @@ fn analysis(m: &mut String, r: &Results) {
         m,
         "- **What would close it**: the store now shares commits (group commit) and writes a turn in one transaction; what remains is CPU: (1) in the engine, fewer JSON values built, copied and dropped per turn — allocation (malloc/free) and hashing map keys lead the self-cost table of the profile below; (2) building the `state`/`nlu`/`decision` parts of a turn's output only when the secured route asks for them; (3) records stored as JSON text are parsed and serialised on every turn. Even so, the 50 % ratio asks for an engine several times faster than today's, against a ceiling that does no work at all.",
     );
+}
+
+/// One instance on PostgreSQL beside the SQLite rows of the same run, and three instances on
+/// one database behind a round-robin proxy.
+fn postgres_rows(m: &mut String, r: &Results) {
+    let Some(pg) = &r.postgres else {
+        return;
+    };
+    let _ = writeln!(m, "## PostgreSQL (a private cluster on loopback, `fsync=off` like a test cluster: the figures compare the store's round trips, not disks)\n");
+    let pg = match pg {
+        Ok(pg) => pg,
+        Err(why) => {
+            let _ = writeln!(m, "Not measured: {why}.\n");
+            return;
+        }
+    };
+    let _ = writeln!(m, "PostgreSQL {}.\n", pg.server);
+    let _ = writeln!(m, "| Converse | users | requests/s | p50 ms | p99 ms | ratio to SQLite (same run) | server CPU µs/request | errors |");
+    let _ = writeln!(m, "|---|---:|---:|---:|---:|---:|---:|---|");
+    let sqlite = |users: usize| {
+        r.converse
+            .iter()
+            .find(|(u, ..)| *u == users)
+            .map(|(_, _, b, _)| b)
+    };
+    for (users, x) in &pg.converse {
+        if let Some(b) = sqlite(*users) {
+            let _ = writeln!(
+                m,
+                "| SQLite, 1 instance | {users} | {} | 100 % | {:.0} | {} |",
+                load_cells(&b.load),
+                b.cpu_us_per_req,
+                errors(&b.load)
+            );
+        }
+        let ratio = sqlite(*users).map_or(String::from("–"), |b| {
+            format!(
+                "{:.0} %",
+                x.load.per_second / b.load.per_second.max(1e-9) * 100.0
+            )
+        });
+        let _ = writeln!(
+            m,
+            "| **PostgreSQL, 1 instance** | {users} | {} | {ratio} | {:.0} | {} |",
+            load_cells(&x.load),
+            x.cpu_us_per_req,
+            errors(&x.load)
+        );
+    }
+    for (users, x) in &pg.three {
+        let one = pg
+            .converse
+            .last()
+            .map(|(_, o)| o.load.per_second)
+            .unwrap_or(0.0);
+        let _ = writeln!(m, "| **PostgreSQL, 3 instances** (round-robin proxy) | {users} | {} | {:.1}× one PostgreSQL instance | {:.0} (summed) | {} |", load_cells(&x.load), x.load.per_second / one.max(1e-9), x.cpu_us_per_req, errors(&x.load));
+    }
+    let _ = writeln!(m);
+    let p = &pg.messenger;
+    match &p.unavailable {
+        Some(why) => {
+            let _ = writeln!(m, "Messenger on PostgreSQL: {why}.\n");
+        }
+        None => {
+            let sqlite = if r.messenger.unavailable.is_none() {
+                format!(
+                    " (SQLite in the same run: {:.0} replies/s, p50 {} ms; burst {:.0} accepted/s)",
+                    r.messenger.e2e.per_second,
+                    ms(r.messenger.e2e.p50_us),
+                    r.messenger.accepted_per_s
+                )
+            } else {
+                String::new()
+            };
+            let _ = writeln!(m, "Messenger end to end on PostgreSQL, {} users: **{:.0} replies/s**, p50 {} ms, p99 {} ms, {} errors; burst {:.0} deliveries accepted/s{sqlite}.", r.pipeline_users.max(16), p.e2e.per_second, ms(p.e2e.p50_us), ms(p.e2e.p99_us), errors(&p.e2e), p.accepted_per_s);
+            for (count, secs) in &p.batch_ack {
+                let _ = writeln!(m, "One webhook call with {count} events on PostgreSQL: acknowledged in {secs:.3} s.");
+            }
+            let _ = writeln!(m);
+        }
+    }
 }

@@ -341,6 +341,15 @@ impl Converse {
                     settings.converse.timeout.as_millis()
                 ),
             ),
+            Err(TurnError::Storage(e)) if e.unavailable => {
+                log::warn!("bot \"{}\": {e}", bot.id);
+                Reply::error(
+                    503,
+                    "ServiceUnavailable",
+                    "The database cannot be reached; nothing was saved. Send the message again",
+                )
+                .with_header("Retry-After", "5")
+            }
             Err(e @ TurnError::Storage(_)) => {
                 log::error!("bot \"{}\": {e}", bot.id);
                 Reply::error(500, "StorageError", "Unexpected error")

@@ -13,6 +13,16 @@
 //! still waits until the removal of the one before it is committed (the flusher does not wait
 //! out its window when one does), so after a crash at most the last finished item of a
 //! conversation — its API call just made, its removal not yet committed — is handled again.
+//!
+//! **Shared stores.** When other instances use the same database ([`Store::shared`]), an
+//! item is not handled by whichever instance queued it: a claimer thread asks the store for
+//! the conversations this instance holds a lease on ([`Store::claim`], every
+//! [`CLAIM_EVERY`], at once when the store says work was queued anywhere, and after each
+//! local commit) and schedules their items; a conversation is held by one instance at a time,
+//! so its items still run one after another in order. Workers start an item only while the
+//! lease has at least [`LEASE_MARGIN`] left (as this instance last renewed it), so an instance
+//! cut off from the database stops before another one can take its conversations over; a
+//! removal that cannot be committed is tried again rather than forgotten.
 
 use crate::store::{Batch, Committed, Queue, SeenId, Store, StoreError, Ticket};
 use serde_json::Value;
@@ -23,6 +33,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
+
+/// How long a claimed conversation stays this instance's without a renewal: an instance that
+/// dies has its conversations taken over by the others this long after its last renewal.
+pub const LEASE: Duration = Duration::from_secs(5);
+/// How often the claimer renews its leases and looks for work nobody holds.
+pub const CLAIM_EVERY: Duration = Duration::from_secs(1);
+/// An item is started only while the lease has this much left.
+pub const LEASE_MARGIN: Duration = Duration::from_millis(2500);
 
 /// What the handler did with an item.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -68,6 +86,7 @@ pub struct Delivery {
     inner: Arc<Inner>,
     workers: Mutex<Vec<JoinHandle<()>>>,
     flusher: Mutex<Option<JoinHandle<()>>>,
+    claimer: Mutex<Option<JoinHandle<()>>>,
 }
 
 struct Inner {
@@ -79,6 +98,10 @@ struct Inner {
     flush_wake: Condvar,
     handler: Box<Handler>,
     stopping: AtomicBool,
+    /// Whether other instances share the store: items come from claims (see the module doc).
+    shared: bool,
+    /// Wakes the claimer: work was queued, or the stop.
+    claim_wake: Condvar,
 }
 
 #[derive(Default)]
@@ -97,6 +120,17 @@ struct State {
     oldest_removal: Option<Instant>,
     /// Keys whose last finished item's removal is not committed yet: their next item waits.
     settling: HashSet<String>,
+    /// Shared store: the claim pass being run or last run (counts up).
+    generation: u64,
+    /// Shared store: finished items a claim may still return, with the generation at which
+    /// their removal was committed (`None`: not committed yet), so they are not played again.
+    finished: HashMap<u64, Option<u64>>,
+    /// Shared store: keys lost to another instance while one of their items was running.
+    lost: HashSet<String>,
+    /// Shared store: until when this instance's leases hold, as of its last renewal.
+    lease_until: Option<Instant>,
+    /// Shared store: a claim is asked for (work was queued).
+    claim_due: bool,
 }
 
 struct Entry {
@@ -115,8 +149,18 @@ impl Delivery {
         name: &str,
         handler: Box<Handler>,
     ) -> io::Result<Delivery> {
-        let mut state = State::default();
-        for item in store.pending(queue)? {
+        let shared = store.shared();
+        let mut state = State {
+            claim_due: true,
+            ..State::default()
+        };
+        // A shared store's items come from claims; a private one's are all this instance's.
+        let pending = if shared {
+            Vec::new()
+        } else {
+            store.pending(queue)?
+        };
+        for item in pending {
             state.enqueue(
                 &item.key,
                 Entry {
@@ -134,7 +178,28 @@ impl Delivery {
             flush_wake: Condvar::new(),
             handler,
             stopping: AtomicBool::new(false),
+            shared,
+            claim_wake: Condvar::new(),
         });
+        let claimer = if shared {
+            let weak = Arc::downgrade(&inner);
+            inner.store.watch(
+                queue,
+                Arc::new(move || {
+                    if let Some(inner) = weak.upgrade() {
+                        inner.ask_claim();
+                    }
+                }),
+            );
+            let inner = inner.clone();
+            Some(
+                std::thread::Builder::new()
+                    .name(format!("{name}-claim"))
+                    .spawn(move || inner.claim_loop())?,
+            )
+        } else {
+            None
+        };
         let flusher = {
             let inner = inner.clone();
             std::thread::Builder::new()
@@ -153,6 +218,7 @@ impl Delivery {
             inner,
             workers: Mutex::new(workers),
             flusher: Mutex::new(Some(flusher)),
+            claimer: Mutex::new(claimer),
         })
     }
 
@@ -200,6 +266,19 @@ impl Delivery {
         debug_assert_eq!(staged.queue, self.inner.queue);
         let mut state = self.inner.lock();
         let mut count = 0;
+        if self.inner.shared {
+            // Whichever instance holds the conversation plays them: claim at once.
+            count = staged
+                .entries
+                .iter()
+                .filter(|(_, ticket, _)| committed.id(*ticket).is_some())
+                .count();
+            if count > 0 {
+                state.claim_due = true;
+                self.inner.claim_wake.notify_all();
+            }
+            return count;
+        }
         for (key, ticket, item) in staged.entries {
             if let Some(id) = committed.id(ticket) {
                 state.enqueue(
@@ -255,6 +334,22 @@ impl Delivery {
             .take();
         if let Some(f) = flusher {
             let _ = f.join();
+        }
+        self.inner.claim_wake.notify_all();
+        let claimer = self
+            .claimer
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(c) = claimer {
+            let _ = c.join();
+            // Nothing runs here any more: the others may take these conversations now.
+            if let Err(e) = self.inner.store.release(self.inner.queue) {
+                log::warn!(
+                    "queue {}: cannot give up this instance's conversations ({e}); the others take them when the leases end",
+                    self.inner.queue.name()
+                );
+            }
         }
     }
 }
@@ -314,6 +409,18 @@ impl Inner {
                 return;
             }
             let next_timer = state.fire_timers(Instant::now());
+            let leased = state
+                .lease_until
+                .is_some_and(|until| until > Instant::now() + LEASE_MARGIN);
+            if self.shared && !leased {
+                // The leases may be running out (no renewal lately): start nothing.
+                state = self
+                    .wake
+                    .wait_timeout(state, Duration::from_millis(200))
+                    .unwrap_or_else(|e| e.into_inner())
+                    .0;
+                continue;
+            }
             let Some(key) = state.ready.pop_front() else {
                 let wait = next_timer.unwrap_or(Duration::from_millis(500));
                 state = self
@@ -323,6 +430,10 @@ impl Inner {
                     .0;
                 continue;
             };
+            if state.busy.contains(&key) {
+                // Listed twice (a shared store dropped the key and claimed it again).
+                continue;
+            }
             let Some(entry) = state.queues.get_mut(&key).and_then(|q| q.front_mut()) else {
                 continue;
             };
@@ -357,6 +468,13 @@ impl Inner {
 
             state = self.lock();
             state.busy.remove(&key);
+            if self.shared && !matches!(outcome, Outcome::Retry(_)) {
+                let committed = match outcome {
+                    Outcome::Removed | Outcome::DeadLetter(_) => Some(state.generation),
+                    _ => None,
+                };
+                state.finished.insert(id, committed);
+            }
             let delay = match outcome {
                 Outcome::Removed | Outcome::DeadLetter(_) => {
                     Self::pop(&mut state, &key);
@@ -378,6 +496,10 @@ impl Inner {
                 }
                 Outcome::Retry(d) => Some(d),
             };
+            if state.lost.remove(&key) {
+                // Another instance holds the conversation now: its items are not ours.
+                state.queues.remove(&key);
+            }
             let has_more = state.queues.get(&key).is_some_and(|q| !q.is_empty());
             let settling = state.settling.contains(&key);
             match delay {
@@ -451,14 +573,48 @@ impl Inner {
             for (_, id) in &removals {
                 batch.dequeue(self.queue, *id);
             }
-            if let Err(e) = self.store.commit(batch) {
-                log::error!(
-                    "queue {}: cannot remove {} finished item(s) ({e}); they stay queued and are played again at the next start",
-                    self.queue.name(),
-                    removals.len()
-                );
-            }
+            let result = self.store.commit(batch);
             state = self.lock();
+            match result {
+                Ok(_) if self.shared => {
+                    let generation = state.generation;
+                    for (_, id) in &removals {
+                        state.finished.insert(*id, Some(generation));
+                    }
+                }
+                Ok(_) => {}
+                Err(e) if self.shared => {
+                    // Tried again: forgotten, the item would be played again by whichever
+                    // instance claims the conversation next. Its conversation waits.
+                    log::warn!(
+                        "queue {}: cannot remove {} finished item(s) ({e}); trying again in a second",
+                        self.queue.name(),
+                        removals.len()
+                    );
+                    if state.removals.is_empty() {
+                        state.oldest_removal = Some(Instant::now());
+                    }
+                    let mut again = removals;
+                    again.append(&mut state.removals);
+                    state.removals = again;
+                    if !self.stopping.load(Ordering::SeqCst) {
+                        state = self
+                            .flush_wake
+                            .wait_timeout(state, Duration::from_secs(1))
+                            .unwrap_or_else(|e| e.into_inner())
+                            .0;
+                        continue;
+                    }
+                    return;
+                }
+                Err(e) => {
+                    log::error!(
+                        "queue {}: cannot remove {} finished item(s) ({e}); they stay queued and are played again at the next start",
+                        self.queue.name(),
+                        removals.len()
+                    );
+                }
+            }
             let mut woke = false;
             for (key, _) in removals {
                 if !state.settling.remove(&key) {
@@ -473,6 +629,97 @@ impl Inner {
             if woke {
                 self.wake.notify_all();
             }
+        }
+    }
+
+    /// Asks the claimer for a claim now (the store says work was queued somewhere).
+    fn ask_claim(&self) {
+        self.lock().claim_due = true;
+        self.claim_wake.notify_all();
+    }
+
+    /// The claimer of a shared store (see the module documentation): renews the leases,
+    /// takes free conversations and schedules the items of those held, every
+    /// [`CLAIM_EVERY`] or when asked; drops conversations another instance took.
+    fn claim_loop(&self) {
+        let mut state = self.lock();
+        let mut failing = false;
+        let mut last = Instant::now() - CLAIM_EVERY;
+        loop {
+            if self.stopping.load(Ordering::SeqCst) {
+                return;
+            }
+            let since = last.elapsed();
+            if !state.claim_due && since < CLAIM_EVERY {
+                state = self
+                    .claim_wake
+                    .wait_timeout(state, CLAIM_EVERY - since)
+                    .unwrap_or_else(|e| e.into_inner())
+                    .0;
+                continue;
+            }
+            state.claim_due = false;
+            state.generation += 1;
+            let generation = state.generation;
+            let started = Instant::now();
+            last = started;
+            drop(state);
+            let claimed = self.store.claim(self.queue, LEASE);
+            state = self.lock();
+            let claim = match claimed {
+                Ok(claim) => claim,
+                Err(e) => {
+                    if !failing {
+                        log::warn!(
+                            "queue {}: cannot claim work ({e}); queued items wait until the database answers",
+                            self.queue.name()
+                        );
+                        failing = true;
+                    }
+                    continue;
+                }
+            };
+            if failing {
+                log::info!("queue {}: claiming work again", self.queue.name());
+                failing = false;
+            }
+            state.lease_until = Some(started + LEASE);
+            let held: HashSet<String> = claim.held.into_iter().collect();
+            let gone: Vec<String> = state
+                .queues
+                .keys()
+                .filter(|k| !held.contains(*k))
+                .cloned()
+                .collect();
+            for key in gone {
+                if state.busy.contains(&key) {
+                    state.lost.insert(key);
+                } else {
+                    state.queues.remove(&key);
+                }
+            }
+            for item in claim.items {
+                let known = state.finished.contains_key(&item.id)
+                    || state
+                        .queues
+                        .get(&item.key)
+                        .is_some_and(|q| q.iter().any(|e| e.id == item.id));
+                if !known && !state.lost.contains(&item.key) {
+                    state.enqueue(
+                        &item.key,
+                        Entry {
+                            id: item.id,
+                            item: item.item,
+                            attempts: 0,
+                        },
+                    );
+                }
+            }
+            // Removals committed before this claim began cannot be in its answer.
+            state
+                .finished
+                .retain(|_, at| at.is_none_or(|g| g >= generation));
+            self.wake.notify_all();
         }
     }
 

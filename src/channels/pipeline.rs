@@ -409,7 +409,7 @@ fn play<C: PushChannel>(engine: &Engine, channel: &C, outbound: &Delivery, job: 
         *at > known.and_then(|v| v["at"].as_i64()).unwrap_or(0)
     });
     let played = engine.turn_with(event, None, &mut |out, batch| {
-        batch.dequeue(job.queue, job.id);
+        batch.finish(job.queue, job.id);
         if let Some(at) = sent_at {
             batch.put(
                 Namespace::Channel,

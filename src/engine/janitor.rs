@@ -52,7 +52,11 @@ impl Engine {
                 log::warn!("bot \"{bot_id}\": cannot scan sessions: {e}");
             }
             for key in expired {
-                let _guard = self.locks.lock(&format!("{bot_id}\u{0}{key}"));
+                let lock = format!("{bot_id}\u{0}{key}");
+                let _guard = self.locks.lock(&lock);
+                let Ok(Some(_hold)) = self.store.hold_conversation(&lock, None) else {
+                    continue;
+                };
                 // Look again under the lock: a turn may have just renewed it.
                 let still_expired = self
                     .store
@@ -80,7 +84,14 @@ impl Engine {
         let Some(bot) = self.bot(bot_id) else {
             return Ok(());
         };
-        let _guard = self.locks.lock(&format!("{bot_id}\u{0}{session_id}"));
+        let lock = format!("{bot_id}\u{0}{session_id}");
+        let _guard = self.locks.lock(&lock);
+        // Another instance may run the same timeout: under the hold, the second one finds
+        // the context renewed or cleared by the first, so a timeout fires once.
+        let _hold = self
+            .store
+            .hold_conversation(&lock, None)
+            .map_err(|e| e.to_string())?;
         let store = self.store.as_ref();
         let Some(raw) = store
             .get(Namespace::Sessions, bot_id, session_id)

@@ -372,7 +372,16 @@ impl Engine {
             .ok_or_else(|| TurnError::UnknownBot(event.bot_id.clone()))?;
         let session_id = event.session_id();
         let key = format!("{}\u{0}{session_id}", bot.id);
+        log::debug!("bot \"{}\": a turn waits for its conversation", bot.id);
         let Some(_guard) = self.locks.lock_until(&key, deadline) else {
+            return Err(TurnError::Timeout);
+        };
+        // Then against the other instances sharing the store (nothing when none can).
+        let Some(_hold) = self
+            .store
+            .hold_conversation(&key, deadline)
+            .map_err(TurnError::Storage)?
+        else {
             return Err(TurnError::Timeout);
         };
         if deadline.is_some_and(|d| Instant::now() >= d) {

@@ -1,5 +1,6 @@
-//! Runtime state behind a narrow, transactional interface, shaped for an embedded SQLite
-//! database now and PostgreSQL later: JSON records addressed by typed keys (namespace, bot,
+//! Runtime state behind a narrow, transactional interface, on an embedded SQLite database
+//! (`sqlite`) or, with `DATABASE_URL`, on PostgreSQL shared by several instances (`postgres`,
+//! the cargo feature of that name): JSON records addressed by typed keys (namespace, bot,
 //! key), FIFO queues per channel with an order that survives restarts, and ids already seen
 //! with an expiry. Every change is an [`Op`] in a [`Batch`]; a batch is committed whole or
 //! not at all, and a batch is plain data, so batches that are ready together share one
@@ -7,19 +8,88 @@
 //!
 //! A record or queue item that does not parse is moved to a quarantine (with one error log
 //! line naming it) and reads as absent, so the conversation goes on from a fresh state.
+//!
+//! What several instances need is part of the interface, and costs nothing on a store no
+//! other process shares: holding a conversation across instances
+//! ([`Store::hold_conversation`]), leading a role ([`Store::try_lead`]), and claiming a
+//! queue's conversations with leases ([`Store::claim`], [`Store::watch`], [`Store::release`]).
 
 mod group;
 mod import;
+#[cfg(feature = "postgres")]
+mod postgres;
 mod schema;
 mod sqlite;
 
 pub use import::move_aside;
+#[cfg(feature = "postgres")]
+pub use postgres::{PostgresStore, PG_SCHEMA_VERSION};
 pub use schema::SCHEMA_VERSION;
-pub use sqlite::{backup_database, check_database, SqliteStore, DATABASE_FILE};
+pub use sqlite::{backup_database, check_database, CheckReport, SqliteStore, DATABASE_FILE};
+
+/// The database `DATABASE_URL` names (process environment or `data/.env`): `None` when it is
+/// unset (then SQLite in `data/storage/`), an error when it is not a PostgreSQL URL.
+pub fn database_url(env: &crate::config::dotenv::Env) -> Result<Option<String>, String> {
+    let Some(url) = env.get("DATABASE_URL") else {
+        return Ok(None);
+    };
+    let url = url.trim();
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        return Ok(Some(url.to_string()));
+    }
+    let scheme = url.split("://").next().unwrap_or(url);
+    Err(format!(
+        "DATABASE_URL: \"{scheme}://…\" is not a database botd uses: set it to a PostgreSQL URL (postgres://user:password@host:5432/botd), or remove it to use SQLite in data/storage"
+    ))
+}
+
+/// Opens the store the environment chooses: PostgreSQL when `DATABASE_URL` is set, SQLite
+/// in `storage_dir` otherwise. The error is one sentence naming the database.
+pub fn open(
+    env: &crate::config::dotenv::Env,
+    storage_dir: &Path,
+) -> Result<Arc<dyn Store>, String> {
+    match database_url(env)? {
+        None => Ok(Arc::new(SqliteStore::open(storage_dir)?)),
+        Some(url) => open_postgres(&url),
+    }
+}
+
+#[cfg(feature = "postgres")]
+fn open_postgres(url: &str) -> Result<Arc<dyn Store>, String> {
+    Ok(Arc::new(PostgresStore::open(url)?))
+}
+
+#[cfg(not(feature = "postgres"))]
+fn open_postgres(_url: &str) -> Result<Arc<dyn Store>, String> {
+    Err(NO_POSTGRES.to_string())
+}
+
+#[cfg(not(feature = "postgres"))]
+const NO_POSTGRES: &str = "DATABASE_URL is a PostgreSQL URL, but this botd was built without PostgreSQL support: build it with `cargo build --release --features postgres` (`make build` does), or remove DATABASE_URL to use SQLite";
+
+/// `botd check` on the database the environment chooses (see [`open`]).
+pub fn check(env: &crate::config::dotenv::Env, storage_dir: &Path) -> CheckReport {
+    let failed = |line: String| CheckReport {
+        lines: vec![line],
+        summary: String::new(),
+        sound: false,
+    };
+    match database_url(env) {
+        Err(e) => failed(e),
+        Ok(None) => check_database(storage_dir),
+        #[cfg(feature = "postgres")]
+        Ok(Some(url)) => postgres::check_database(&url),
+        #[cfg(not(feature = "postgres"))]
+        Ok(Some(_)) => failed(NO_POSTGRES.to_string()),
+    }
+}
 
 use serde_json::Value;
 use std::io;
 use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 /// What kind of record a key names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -129,6 +199,10 @@ pub enum Op {
     },
     /// Removes a finished item.
     Dequeue { queue: Queue, id: u64 },
+    /// Removes the item whose handling this batch records (a turn): the batch fails with a
+    /// permanent error when the item is gone, which happens only when another instance
+    /// already handled it, so an event is never played twice.
+    Finish { queue: Queue, id: u64 },
     /// Moves an item that failed for good to the dead letters, with why.
     DeadLetter {
         queue: Queue,
@@ -200,6 +274,10 @@ impl Batch {
         self.ops.push(Op::Dequeue { queue, id });
     }
 
+    pub fn finish(&mut self, queue: Queue, id: u64) {
+        self.ops.push(Op::Finish { queue, id });
+    }
+
     pub fn dead_letter(&mut self, queue: Queue, id: u64, reason: &str) {
         self.ops.push(Op::DeadLetter {
             queue,
@@ -248,6 +326,9 @@ pub struct QueuedItem {
 pub struct StoreError {
     pub message: String,
     pub permanent: bool,
+    /// The database cannot be reached at all (a PostgreSQL server down or restarting): the
+    /// request is answered 503, and queued work waits until it is back.
+    pub unavailable: bool,
 }
 
 impl StoreError {
@@ -255,6 +336,15 @@ impl StoreError {
         StoreError {
             message: message.into(),
             permanent: false,
+            unavailable: false,
+        }
+    }
+
+    pub fn unavailable(message: impl Into<String>) -> StoreError {
+        StoreError {
+            message: message.into(),
+            permanent: false,
+            unavailable: true,
         }
     }
 
@@ -262,6 +352,7 @@ impl StoreError {
         StoreError {
             message: message.into(),
             permanent: true,
+            unavailable: false,
         }
     }
 }
@@ -314,7 +405,75 @@ pub trait Store: Send + Sync {
     fn pending(&self, queue: Queue) -> Result<Vec<QueuedItem>, StoreError>;
     /// What the store did since it opened.
     fn stats(&self) -> StoreStats;
+
+    /// Whether other botd instances may use this store at the same time (PostgreSQL). Then
+    /// queues are drained through [`Store::claim`], not from what this process pushed.
+    fn shared(&self) -> bool {
+        false
+    }
+
+    /// Holds the conversation `key` against every other instance until the hold is dropped,
+    /// waiting (in arrival order) until `deadline`; `None` when the deadline passed first.
+    /// Inside one process the engine's own FIFO locks already order turns, so a store that
+    /// no other process shares holds nothing.
+    fn hold_conversation(
+        &self,
+        _key: &str,
+        _deadline: Option<Instant>,
+    ) -> Result<Option<Box<dyn Hold>>, StoreError> {
+        Ok(Some(Box::new(LocalHold)))
+    }
+
+    /// Tries to become the one instance doing `role` (polling a Telegram bot): `None` when
+    /// another instance leads. The hold lasts until dropped, or until [`Hold::held`] says it
+    /// was lost (the connection that held it broke).
+    fn try_lead(&self, _role: &str) -> Result<Option<Box<dyn Hold>>, StoreError> {
+        Ok(Some(Box::new(LocalHold)))
+    }
+
+    /// Renews this instance's leases on `queue`'s conversations, takes conversations with
+    /// work that nobody holds (or whose holder stopped renewing), and returns every item of
+    /// the conversations it now holds, oldest first. Only for a [`Store::shared`] store.
+    fn claim(&self, queue: Queue, _lease: Duration) -> Result<Claim, StoreError> {
+        Err(StoreError::permanent(format!(
+            "queue {}: claims are only for a database shared by several instances",
+            queue.name()
+        )))
+    }
+
+    /// Gives up this instance's leases on `queue` (a graceful stop), so the other instances
+    /// take its conversations at once instead of when the leases end.
+    fn release(&self, _queue: Queue) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    /// Calls `wake` whenever another instance (or this one) queued work on `queue`, and once
+    /// the database is reachable again after it was not. Only a shared store calls it.
+    fn watch(&self, _queue: Queue, _wake: Arc<dyn Fn() + Send + Sync>) {}
+
+    /// What the store is, for the start-up log line (`SQLite data/storage/botd.sqlite`).
+    fn describe(&self) -> String;
 }
+
+/// What [`Store::claim`] gave: the conversations held (their keys) and all their items.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Claim {
+    pub held: Vec<String>,
+    pub items: Vec<QueuedItem>,
+}
+
+/// Something held against the other instances: a conversation, a leadership.
+pub trait Hold: Send {
+    /// Whether it is still held (a leadership is lost with its database connection).
+    fn held(&mut self) -> bool {
+        true
+    }
+}
+
+/// The hold of a store no other process shares: always held.
+pub struct LocalHold;
+
+impl Hold for LocalHold {}
 
 /// Writes `bytes` to `path` so that readers see either the old file or the new one, and the
 /// new one survives a power cut once this returns: a temp file in the same folder, fsync,
@@ -426,6 +585,43 @@ pub fn is_valid_bot_id(id: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn database_url_chooses_the_store() {
+        let env = |url: &str| {
+            let file =
+                std::env::temp_dir().join(format!("botd-env-{}-{}", std::process::id(), url.len()));
+            std::fs::write(&file, format!("DATABASE_URL={url}\n")).unwrap();
+            let env = crate::config::dotenv::Env::load(&file).unwrap();
+            let _ = std::fs::remove_file(&file);
+            env
+        };
+        if std::env::var_os("DATABASE_URL").is_some() {
+            return; // The process environment wins over the file: nothing to learn here.
+        }
+        assert_eq!(database_url(&env("")).unwrap(), None);
+        assert_eq!(
+            database_url(&env("postgres://u@h/db")).unwrap().as_deref(),
+            Some("postgres://u@h/db")
+        );
+        let err = database_url(&env("mysql://u@h/db")).unwrap_err();
+        assert!(
+            err.contains("DATABASE_URL") && err.contains("mysql://"),
+            "{err}"
+        );
+        #[cfg(not(feature = "postgres"))]
+        {
+            let dir = std::env::temp_dir().join(format!("botd-nopg-{}", std::process::id()));
+            let err = open(&env("postgres://u@127.0.0.1:1/db"), &dir)
+                .err()
+                .unwrap();
+            assert!(
+                err.contains("without PostgreSQL support") && err.contains("--features postgres"),
+                "{err}"
+            );
+            assert!(!dir.exists(), "no SQLite database was made instead");
+        }
+    }
 
     #[test]
     fn bot_id_allowlist() {

@@ -288,6 +288,7 @@ impl SqliteStore {
     fn err(&self, e: rusqlite::Error) -> StoreError {
         StoreError {
             permanent: is_permanent(&e),
+            unavailable: false,
             message: format!("{}: {e}", self.shown),
         }
     }
@@ -442,6 +443,21 @@ fn apply(
                 .execute(params![*id as i64, queue.name()])?;
             Ok(None)
         }
+        Op::Finish { queue, id } => {
+            let removed = tx
+                .prepare_cached("DELETE FROM queue_items WHERE id = ?1 AND queue = ?2")?
+                .execute(params![*id as i64, queue.name()])?;
+            if removed == 0 {
+                return Err(rusqlite::Error::SqliteFailure(
+                    rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_CONSTRAINT),
+                    Some(format!(
+                        "item #{id} of queue {} was handled already",
+                        queue.name()
+                    )),
+                ));
+            }
+            Ok(None)
+        }
         Op::DeadLetter { queue, id, reason } => {
             tx.prepare_cached(
                 "INSERT INTO dead_letters (queue, key, item, reason, at_ms)
@@ -543,6 +559,10 @@ impl Store for SqliteStore {
             failed_groups: c.failed_groups.load(Ordering::Relaxed),
             fsyncs: commits + 2 * checkpoints,
         }
+    }
+
+    fn describe(&self) -> String {
+        format!("SQLite {}", self.shown)
     }
 
     fn pending(&self, queue: Queue) -> Result<Vec<QueuedItem>, StoreError> {

@@ -2,6 +2,10 @@
 //! `botd` binary started on 127.0.0.1 with an ephemeral port, and a small HTTP client.
 #![allow(dead_code)]
 
+#[cfg(feature = "postgres")]
+pub mod pg;
+pub mod proxy;
+
 use serde_json::Value;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;

@@ -286,6 +286,15 @@ impl Webhook {
                 offered - queued
             ),
             Ok(_) => {}
+            Err(e) if e.unavailable => {
+                log::warn!("Messenger: cannot store a webhook delivery, the database cannot be reached (Facebook will send it again): {e}");
+                return Reply::error(
+                    503,
+                    "ServiceUnavailable",
+                    "the database cannot be reached; send the delivery again",
+                )
+                .with_header("Retry-After", "5");
+            }
             Err(e) => {
                 log::error!(
                     "Messenger: cannot store a webhook delivery (nothing of it was kept; Facebook will send it again): {e}"

@@ -34,12 +34,15 @@ use super::{BotRuntime, TelegramBots};
 use crate::channels::pipeline::{InboundRecord, Pipeline};
 use crate::channels::retry::{backoff, Stop};
 use crate::engine::event::now_ms;
-use crate::store::{self, Namespace, Store};
+use crate::store::{self, Hold, Namespace, Store};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+/// How often an instance that does not poll a bot tries to take the lead.
+pub const LEAD_RETRY: Duration = Duration::from_secs(2);
 
 /// Telegram keeps an update at most this long.
 pub const RETENTION: Duration = Duration::from_secs(24 * 3600);
@@ -161,13 +164,55 @@ pub struct Poller {
 }
 
 impl Poller {
+    /// Polls while this instance leads for the bot's token (one instance at a time across
+    /// the instances sharing a database; always, on a store of its own). A follower tries to
+    /// take the lead every [`LEAD_RETRY`], so when the leader dies, polling goes on within
+    /// that time (its connection, and with it its lock, is gone at once).
     pub fn run(self) {
+        let bot = self.rt.config.bot_id.clone();
+        let role = format!("telegram-poll\u{0}{}", self.rt.config.token);
+        let mut following = false;
+        let mut failing = false;
+        while !self.stopped() {
+            match self.store.try_lead(&role) {
+                Ok(Some(mut lead)) => {
+                    if following {
+                        log::info!("bot \"{bot}\": this instance polls Telegram now");
+                    }
+                    following = false;
+                    failing = false;
+                    if !self.poll(lead.as_mut()) {
+                        return;
+                    }
+                }
+                Ok(None) => {
+                    if !following {
+                        log::info!("bot \"{bot}\": another botd instance polls Telegram for this bot; this one takes over if it stops");
+                        following = true;
+                    }
+                }
+                Err(e) => {
+                    if !failing {
+                        log::warn!(
+                            "bot \"{bot}\": cannot ask who polls Telegram ({e}); trying again"
+                        );
+                        failing = true;
+                    }
+                }
+            }
+            self.sleep(LEAD_RETRY);
+        }
+    }
+
+    /// Long polling while `lead` holds. True when the lead was lost (try to take it again),
+    /// false when polling ends (the stop, a bad token).
+    fn poll(&self, lead: &mut dyn Hold) -> bool {
         let bot = self.rt.config.bot_id.clone();
         let stored = match self.stored_offset() {
             Ok(stored) => stored,
             Err(e) => {
-                log::error!("bot \"{bot}\": cannot read the Telegram offset ({e}); Telegram is stopped for this bot until botd restarts");
-                return;
+                log::error!("bot \"{bot}\": cannot read the Telegram offset ({e}); polling waits and tries again");
+                return true;
             }
         };
         let resume = latest(stored, self.spooled);
@@ -178,7 +223,7 @@ impl Poller {
             .filter(|r| is_fresh(*r, now_ms()))
             .and_then(|r| resume_offset(r.update_id));
         if !self.delete_webhook() {
-            return;
+            return false;
         }
         log::info!("bot \"{bot}\": Telegram long polling started");
         let poll = self.rt.config.poll_timeout;
@@ -187,6 +232,10 @@ impl Poller {
         let mut conflict_logged = false;
         let mut webhook_retried = false;
         while !self.stopped() {
+            if !lead.held() {
+                log::warn!("bot \"{bot}\": this instance lost the Telegram polling lead (its database connection broke); it polls again once it leads again");
+                return true;
+            }
             if offset.is_some() && last_batch.elapsed() > RETENTION {
                 offset = None;
             }
@@ -217,7 +266,7 @@ impl Poller {
                     log::error!(
                         "bot \"{bot}\": Telegram refused the bot token ({e}); check botToken in data/bots/{bot}/config/channel-telegram.json. Telegram is stopped for this bot."
                     );
-                    return;
+                    return false;
                 }
                 Err(ApiError::Telegram {
                     status: 429,
@@ -305,6 +354,7 @@ impl Poller {
                 }
             }
         }
+        false
     }
 
     /// Queues a batch and records its highest id as the offset, in one commit, with the gate

@@ -76,6 +76,11 @@ pub fn secret(store: &dyn Store, bot: &str, configured: Option<&str>) -> Result<
     if let Some(s) = configured {
         return Ok(s.to_string());
     }
+    // Instances sharing a database and starting together make one secret between them: the
+    // others read the first one's (each would otherwise register its own with Telegram).
+    let _hold = store
+        .hold_conversation(&format!("telegram-webhook-secret\u{0}{bot}"), None)
+        .map_err(|e| e.to_string())?;
     let kept = store
         .get(Namespace::Channel, bot, SECRET_KEY)
         .map_err(|e| e.to_string())?
