@@ -1,0 +1,513 @@
+//! One element of each standard content type (`tests/bots/content-types`, a Botpress 12.1.6
+//! folder), said on each of the three channels. Expected values come from Botpress 12's own
+//! renderers (`modules/builtin/src/content-types/*.js`, the extensions module's dropdown, the
+//! Telegram channel's client) and, for what a channel has no message for, from the
+//! degradations the README documents (text and quick replies, never nothing):
+//!
+//! - Converse renders as Botpress's `api` channel: the web renderers of 12.1 (a choice wrapped
+//!   as channel-web's QuickReplies), and the Botpress 12 media and location types as their
+//!   universal payloads (`extractPayload`: the type without `builtin_` and the form data).
+//! - Messenger gets the Send API bodies of Botpress's `renderMessenger`; a dropdown becomes quick
+//!   replies, a media title a text before the attachment, a location its title, address and map
+//!   link.
+//! - Telegram gets the Bot API calls of Botpress's Telegram client (text with Markdown, choices
+//!   as a reply keyboard, a card's picture then its bold title and inline buttons); one message
+//!   per carousel card, dropdowns as a reply keyboard, media and places as the Bot API's own
+//!   messages, with the title as caption.
+//!
+//! One server per channel plays every type in turn; the flow's start node waits, and its
+//! transitions on `event.payload.text === '<type>'` say that type's element.
+
+mod common;
+
+use common::*;
+use hmac::{Hmac, Mac};
+use serde_json::{json, Value};
+use sha2::Sha256;
+use std::path::Path;
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+const BOT: &str = "content-types";
+
+/// Every content type the bot has, in the order the tests play them.
+const TYPES: [&str; 11] = [
+    "builtin_text",
+    "builtin_image",
+    "builtin_card",
+    "builtin_carousel",
+    "builtin_single-choice",
+    "builtin_action-button",
+    "dropdown",
+    "builtin_video",
+    "builtin_audio",
+    "builtin_file",
+    "builtin_location",
+];
+
+/// A data folder holding only the content-types bot.
+fn data_with_bot(tag: &str) -> TempDir {
+    let data = TempDir::new(tag);
+    copy_dir(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/bots/content-types"),
+        &data.path().join("bots").join(BOT),
+    );
+    data
+}
+
+/// What Botpress's `api` channel answers for each type's element.
+fn converse_expected(content_type: &str) -> Vec<Value> {
+    match content_type {
+        "builtin_text" => vec![json!({"type": "text", "markdown": true, "text": "Plain words"})],
+        // 12.1 added the title to the web renderer's file payload.
+        "builtin_image" => vec![
+            json!({"type": "file", "title": "A cat", "url": "https://cdn.example.com/cat.png"}),
+        ],
+        "builtin_card" => vec![json!({"text": " ", "type": "carousel", "elements": [{
+            "title": "Blue card", "picture": "https://cdn.example.com/card.jpg",
+            "subtitle": "Card subtitle", "buttons": [
+                {"type": "open_url", "title": "Site", "url": "https://example.org/page"},
+                {"type": "postback", "title": "Pick", "payload": "PICKED"}]}]})],
+        // No image: `picture: null`.
+        "builtin_carousel" => vec![json!({"text": " ", "type": "carousel", "elements": [
+            {"title": "First", "picture": null, "subtitle": "One",
+             "buttons": [{"type": "open_url", "title": "Read", "url": "https://example.org/one"}]},
+            {"title": "Second", "picture": null, "subtitle": "Two",
+             "buttons": [{"type": "postback", "title": "Go", "payload": "GO"}]}]})],
+        // Values upper-cased as payloads; channel-web wraps quick replies for `api`.
+        "builtin_single-choice" => vec![json!({"type": "custom", "module": "channel-web",
+            "component": "QuickReplies",
+            "quick_replies": [{"title": "Red", "payload": "RED"}, {"title": "Blue", "payload": "BLUE"}],
+            "wrapped": {"type": "text", "text": "Pick one"}})],
+        // An action button renders as nothing: only the text said after it arrives.
+        "builtin_action-button" => {
+            vec![json!({"type": "text", "markdown": true, "text": "After the button"})]
+        }
+        // Keys the element does not have are undefined in JavaScript: left out.
+        "dropdown" => vec![json!({"type": "custom", "module": "extensions",
+            "component": "Dropdown", "message": "Choose a size", "buttonText": "Go",
+            "options": [{"label": "Small", "value": "s"}, {"label": "Large", "value": "l"}]})],
+        "builtin_video" => vec![
+            json!({"type": "video", "video": "https://cdn.example.com/tour.mp4", "title": "Tour"}),
+        ],
+        "builtin_audio" => vec![
+            json!({"type": "audio", "audio": "https://cdn.example.com/song.mp3", "title": "Song"}),
+        ],
+        "builtin_file" => vec![
+            json!({"type": "file", "file": "https://cdn.example.com/terms.pdf", "title": "Terms"}),
+        ],
+        "builtin_location" => vec![json!({"type": "location", "latitude": 45.5,
+            "longitude": -73.6, "address": "1 Main St", "title": "Office"})],
+        other => panic!("no expectation for {other}"),
+    }
+}
+
+#[test]
+fn every_content_type_over_converse() {
+    let data = data_with_bot("ctypes-converse");
+    let server = Server::start(data.path(), &[]);
+    // The first message starts the flow, whose start node waits.
+    assert_eq!(
+        responses(&converse(server.port, BOT, "u1", "hi")),
+        Vec::<Value>::new(),
+        "{}",
+        server.log()
+    );
+    for content_type in TYPES {
+        assert_eq!(
+            responses(&converse(server.port, BOT, "u1", content_type)),
+            converse_expected(content_type),
+            "{content_type}: {}",
+            server.log()
+        );
+    }
+}
+
+const SECRET: &str = "ctypes-secret";
+const PAGE: &str = "PCTYPES";
+const WEBHOOK: &str = "/api/v1/bots/___/mod/channel-messenger/webhook";
+
+/// The Graph API: `/me` names the page, `/me/messages` records what is sent.
+struct FakeGraph {
+    port: u16,
+    sent: Arc<Mutex<Vec<Value>>>,
+}
+
+impl FakeGraph {
+    fn start() -> FakeGraph {
+        let server = Arc::new(tiny_http::Server::http("127.0.0.1:0").unwrap());
+        let port = server.server_addr().to_ip().unwrap().port();
+        let sent = Arc::new(Mutex::new(Vec::new()));
+        let log = sent.clone();
+        std::thread::spawn(move || {
+            while let Ok(mut request) = server.recv() {
+                let path = request.url().split('?').next().unwrap_or("").to_string();
+                let mut raw = String::new();
+                let _ = std::io::Read::read_to_string(request.as_reader(), &mut raw);
+                let answer = match path.as_str() {
+                    "/v23.0/me" => json!({"id": PAGE, "name": "Content page"}),
+                    "/v23.0/me/messages" => {
+                        log.lock()
+                            .unwrap()
+                            .push(serde_json::from_str(&raw).unwrap_or(Value::Null));
+                        json!({"recipient_id": "U1", "message_id": "m.1"})
+                    }
+                    _ => json!({"result": "success"}),
+                };
+                let _ = request.respond(tiny_http::Response::from_string(answer.to_string()));
+            }
+        });
+        FakeGraph { port, sent }
+    }
+
+    /// The messages (not sender actions) sent so far.
+    fn messages(&self) -> Vec<Value> {
+        self.sent
+            .lock()
+            .unwrap()
+            .iter()
+            .filter_map(|c| c.get("message").cloned())
+            .collect()
+    }
+}
+
+fn send_messenger_text(port: u16, mid: &str, text: &str) {
+    let body = json!({"object": "page", "entry": [{"id": PAGE, "time": 1_700_000_000_000i64, "messaging": [
+        {"sender": {"id": "U1"}, "recipient": {"id": PAGE}, "timestamp": 1_700_000_000_000i64,
+         "message": {"mid": mid, "seq": 1, "text": text}}]}]})
+    .to_string();
+    let mut mac = Hmac::<Sha256>::new_from_slice(SECRET.as_bytes()).unwrap();
+    mac.update(body.as_bytes());
+    let signature = format!("sha256={}", hex::encode(mac.finalize().into_bytes()));
+    let answer = request(
+        port,
+        "POST",
+        WEBHOOK,
+        &[
+            ("Content-Type", "application/json"),
+            ("X-Hub-Signature-256", &signature),
+        ],
+        body.as_bytes(),
+    );
+    assert_eq!(answer.status, 200, "{}", answer.text());
+}
+
+/// The Send API messages of Botpress 12's `renderMessenger`, and botd's degradations.
+fn messenger_expected(content_type: &str) -> Vec<Value> {
+    match content_type {
+        "builtin_text" => vec![json!({"text": "Plain words"})],
+        // Botpress 12 sends images as image attachments (the title is not shown).
+        "builtin_image" => vec![json!({"attachment": {"type": "image", "payload": {
+            "is_reusable": true, "url": "https://cdn.example.com/cat.png"}}})],
+        "builtin_card" => vec![json!({"attachment": {"type": "template", "payload": {
+            "template_type": "generic", "elements": [{
+                "title": "Blue card", "image_url": "https://cdn.example.com/card.jpg",
+                "subtitle": "Card subtitle", "buttons": [
+                    {"type": "web_url", "url": "https://example.org/page", "title": "Site"},
+                    {"type": "postback", "title": "Pick", "payload": "PICKED"}]}]}}})],
+        "builtin_carousel" => vec![json!({"attachment": {"type": "template", "payload": {
+            "template_type": "generic", "elements": [
+                {"title": "First", "image_url": null, "subtitle": "One", "buttons": [
+                    {"type": "web_url", "url": "https://example.org/one", "title": "Read"}]},
+                {"title": "Second", "image_url": null, "subtitle": "Two", "buttons": [
+                    {"type": "postback", "title": "Go", "payload": "GO"}]}]}}})],
+        "builtin_single-choice" => vec![json!({"text": "Pick one", "quick_replies": [
+            {"content_type": "text", "title": "Red", "payload": "RED"},
+            {"content_type": "text", "title": "Blue", "payload": "BLUE"}]})],
+        "builtin_action-button" => vec![json!({"text": "After the button"})],
+        // Botpress shows nothing; botd: the message with the options as quick replies.
+        "dropdown" => vec![json!({"text": "Choose a size", "quick_replies": [
+            {"content_type": "text", "title": "Small", "payload": "s"},
+            {"content_type": "text", "title": "Large", "payload": "l"}]})],
+        // An attachment has no caption: the title first, as text.
+        "builtin_video" => vec![
+            json!({"text": "Tour"}),
+            json!({"attachment": {"type": "video", "payload": {
+                "url": "https://cdn.example.com/tour.mp4", "is_reusable": true}}}),
+        ],
+        "builtin_audio" => vec![
+            json!({"text": "Song"}),
+            json!({"attachment": {"type": "audio", "payload": {
+                "url": "https://cdn.example.com/song.mp3", "is_reusable": true}}}),
+        ],
+        "builtin_file" => vec![
+            json!({"text": "Terms"}),
+            json!({"attachment": {"type": "file", "payload": {
+                "url": "https://cdn.example.com/terms.pdf", "is_reusable": true}}}),
+        ],
+        // The Send API has no location message: title, address and a map link.
+        "builtin_location" => vec![json!({"text":
+            "Office\n1 Main St\nhttps://www.google.com/maps/search/?api=1&query=45.5,-73.6"})],
+        other => panic!("no expectation for {other}"),
+    }
+}
+
+#[test]
+fn every_content_type_over_messenger() {
+    let graph = FakeGraph::start();
+    let data = data_with_bot("ctypes-messenger");
+    write(
+        data.path(),
+        "global/config/channel-messenger.json",
+        &json!({"appSecret": SECRET, "verifyToken": "v", "typingDelay": false,
+            "graphApiBase": format!("http://127.0.0.1:{}", graph.port)})
+        .to_string(),
+    );
+    write(
+        data.path(),
+        &format!("bots/{BOT}/config/channel-messenger.json"),
+        &json!({"enabled": true, "accessToken": "TOKEN-CTYPES"}).to_string(),
+    );
+    let server = Server::start(data.path(), &[]);
+    assert!(
+        wait_until(Duration::from_secs(10), || server
+            .log()
+            .contains(&format!("answers page {PAGE}"))),
+        "{}",
+        server.log()
+    );
+    send_messenger_text(server.port, "m-hi", "hi");
+    let mut seen = 0;
+    for (i, content_type) in TYPES.into_iter().enumerate() {
+        let expected = messenger_expected(content_type);
+        send_messenger_text(server.port, &format!("m-{i}"), content_type);
+        wait_until(Duration::from_secs(20), || {
+            graph.messages().len() >= seen + expected.len()
+        });
+        let sent = graph.messages();
+        assert_eq!(
+            sent[seen.min(sent.len())..],
+            expected[..],
+            "{content_type}: {}",
+            server.log()
+        );
+        seen += expected.len();
+    }
+}
+
+const TELEGRAM_TOKEN: &str = "777:CTYPEStoken";
+const CHAT: i64 = 77;
+
+#[derive(Default)]
+struct BotApiState {
+    updates: Vec<Value>,
+    next_id: i64,
+    /// Every call but getUpdates: (method, params).
+    calls: Vec<(String, Value)>,
+}
+
+/// The Bot API: `getUpdates` long-polls the updates the test queues, every other call is
+/// recorded and succeeds.
+#[derive(Clone)]
+struct FakeBotApi {
+    port: u16,
+    shared: Arc<(Mutex<BotApiState>, Condvar)>,
+}
+
+impl FakeBotApi {
+    fn start() -> FakeBotApi {
+        let server = Arc::new(tiny_http::Server::http("127.0.0.1:0").unwrap());
+        let fake = FakeBotApi {
+            port: server.server_addr().to_ip().unwrap().port(),
+            shared: Arc::new((
+                Mutex::new(BotApiState {
+                    next_id: 100,
+                    ..BotApiState::default()
+                }),
+                Condvar::new(),
+            )),
+        };
+        let f = fake.clone();
+        std::thread::spawn(move || {
+            for request in server.incoming_requests() {
+                let f = f.clone();
+                std::thread::spawn(move || f.handle(request));
+            }
+        });
+        fake
+    }
+
+    fn handle(&self, mut request: tiny_http::Request) {
+        let mut body = String::new();
+        let _ = std::io::Read::read_to_string(request.as_reader(), &mut body);
+        let params: Value = serde_json::from_str(&body).unwrap_or(json!({}));
+        let method = request.url().rsplit('/').next().unwrap_or("").to_string();
+        let answer = self.answer(&method, &params);
+        let _ = request.respond(
+            tiny_http::Response::from_string(answer.to_string()).with_header(
+                "Content-Type: application/json"
+                    .parse::<tiny_http::Header>()
+                    .unwrap(),
+            ),
+        );
+    }
+
+    fn answer(&self, method: &str, params: &Value) -> Value {
+        let (lock, cv) = &*self.shared;
+        let mut state = lock.lock().unwrap();
+        if method != "getUpdates" {
+            state.calls.push((method.to_string(), params.clone()));
+            return json!({"ok": true, "result": {"message_id": 1, "chat": {"id": params["chat_id"]}}});
+        }
+        if let Some(offset) = params["offset"].as_i64() {
+            state
+                .updates
+                .retain(|u| u["update_id"].as_i64().unwrap() >= offset);
+        }
+        // A long poll of at most one second.
+        let until = Instant::now() + Duration::from_secs(1);
+        while state.updates.is_empty() && Instant::now() < until {
+            state = cv
+                .wait_timeout(state, until.saturating_duration_since(Instant::now()))
+                .unwrap()
+                .0;
+        }
+        json!({"ok": true, "result": state.updates.clone()})
+    }
+
+    fn text(&self, text: &str) {
+        let (lock, cv) = &*self.shared;
+        let mut state = lock.lock().unwrap();
+        let id = state.next_id;
+        state.next_id += 1;
+        state.updates.push(
+            json!({"update_id": id, "message": {"message_id": id, "date": 1_700_000_000,
+            "from": {"id": CHAT, "is_bot": false, "first_name": "T"},
+            "chat": {"id": CHAT, "type": "private"}, "text": text}}),
+        );
+        cv.notify_all();
+    }
+
+    /// The calls to the chat, chat actions left out.
+    fn sent(&self) -> Vec<(String, Value)> {
+        self.shared
+            .0
+            .lock()
+            .unwrap()
+            .calls
+            .iter()
+            .filter(|(m, p)| m != "sendChatAction" && p["chat_id"] == json!(CHAT))
+            .cloned()
+            .collect()
+    }
+}
+
+fn call(method: &str, mut params: Value) -> (String, Value) {
+    params["chat_id"] = json!(CHAT);
+    (method.to_string(), params)
+}
+
+/// A reply keyboard of one row, as Botpress's Telegram client sends quick replies.
+fn reply_keyboard(titles: &[&str]) -> Value {
+    let row: Vec<Value> = titles.iter().map(|t| json!({ "text": t })).collect();
+    json!({"keyboard": [row], "one_time_keyboard": true, "resize_keyboard": true})
+}
+
+/// The Bot API calls of Botpress's Telegram client, and botd's forms for the rest.
+fn telegram_expected(content_type: &str) -> Vec<(String, Value)> {
+    let markdown = |text: &str| {
+        call(
+            "sendMessage",
+            json!({"text": text, "parse_mode": "Markdown"}),
+        )
+    };
+    match content_type {
+        "builtin_text" => vec![markdown("Plain words")],
+        "builtin_image" => vec![call(
+            "sendPhoto",
+            json!({"photo": "https://cdn.example.com/cat.png", "caption": "A cat"}),
+        )],
+        // The picture, then the bold title and subtitle with the buttons inline.
+        "builtin_card" => vec![
+            call(
+                "sendPhoto",
+                json!({"photo": "https://cdn.example.com/card.jpg"}),
+            ),
+            call(
+                "sendMessage",
+                json!({"text": "*Blue card*\nCard subtitle", "parse_mode": "Markdown",
+                "reply_markup": {"inline_keyboard": [[
+                    {"text": "Site", "url": "https://example.org/page"},
+                    {"text": "Pick", "callback_data": "PICKED"}]]}}),
+            ),
+        ],
+        // One message per card.
+        "builtin_carousel" => vec![
+            call(
+                "sendMessage",
+                json!({"text": "*First*\nOne", "parse_mode": "Markdown",
+                "reply_markup": {"inline_keyboard": [[{"text": "Read", "url": "https://example.org/one"}]]}}),
+            ),
+            call(
+                "sendMessage",
+                json!({"text": "*Second*\nTwo", "parse_mode": "Markdown",
+                "reply_markup": {"inline_keyboard": [[{"text": "Go", "callback_data": "GO"}]]}}),
+            ),
+        ],
+        "builtin_single-choice" => vec![call(
+            "sendMessage",
+            json!({"text": "Pick one", "parse_mode": "Markdown",
+                "reply_markup": reply_keyboard(&["Red", "Blue"])}),
+        )],
+        "builtin_action-button" => vec![markdown("After the button")],
+        "dropdown" => vec![call(
+            "sendMessage",
+            json!({"text": "Choose a size", "parse_mode": "Markdown",
+                "reply_markup": reply_keyboard(&["Small", "Large"])}),
+        )],
+        "builtin_video" => vec![call(
+            "sendVideo",
+            json!({"video": "https://cdn.example.com/tour.mp4", "caption": "Tour"}),
+        )],
+        "builtin_audio" => vec![call(
+            "sendAudio",
+            json!({"audio": "https://cdn.example.com/song.mp3", "caption": "Song"}),
+        )],
+        "builtin_file" => vec![call(
+            "sendDocument",
+            json!({"document": "https://cdn.example.com/terms.pdf", "caption": "Terms"}),
+        )],
+        // A place with a name and an address is a venue.
+        "builtin_location" => vec![call(
+            "sendVenue",
+            json!({"latitude": 45.5, "longitude": -73.6, "title": "Office", "address": "1 Main St"}),
+        )],
+        other => panic!("no expectation for {other}"),
+    }
+}
+
+#[test]
+fn every_content_type_over_telegram() {
+    let fake = FakeBotApi::start();
+    let data = data_with_bot("ctypes-telegram");
+    write(
+        data.path(),
+        "global/config/channel-telegram.json",
+        &json!({"apiBase": format!("http://127.0.0.1:{}", fake.port), "pollTimeout": "1s",
+            "typingDelay": false})
+        .to_string(),
+    );
+    write(
+        data.path(),
+        &format!("bots/{BOT}/config/channel-telegram.json"),
+        &json!({"enabled": true, "botToken": TELEGRAM_TOKEN}).to_string(),
+    );
+    let server = Server::start(data.path(), &[]);
+    fake.text("hi");
+    let mut seen = 0;
+    for content_type in TYPES {
+        let expected = telegram_expected(content_type);
+        fake.text(content_type);
+        wait_until(Duration::from_secs(20), || {
+            fake.sent().len() >= seen + expected.len()
+        });
+        let sent = fake.sent();
+        assert_eq!(
+            sent[seen.min(sent.len())..],
+            expected[..],
+            "{content_type}: {}",
+            server.log()
+        );
+        seen += expected.len();
+    }
+}
