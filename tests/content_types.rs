@@ -20,13 +20,14 @@
 
 mod common;
 
+use common::fake_bot_api::FakeBotApi;
 use common::*;
 use hmac::{Hmac, Mac};
 use serde_json::{json, Value};
 use sha2::Sha256;
 use std::path::Path;
-use std::sync::{Arc, Condvar, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 const BOT: &str = "content-types";
 
@@ -288,110 +289,6 @@ fn every_content_type_over_messenger() {
 const TELEGRAM_TOKEN: &str = "777:CTYPEStoken";
 const CHAT: i64 = 77;
 
-#[derive(Default)]
-struct BotApiState {
-    updates: Vec<Value>,
-    next_id: i64,
-    /// Every call but getUpdates: (method, params).
-    calls: Vec<(String, Value)>,
-}
-
-/// The Bot API: `getUpdates` long-polls the updates the test queues, every other call is
-/// recorded and succeeds.
-#[derive(Clone)]
-struct FakeBotApi {
-    port: u16,
-    shared: Arc<(Mutex<BotApiState>, Condvar)>,
-}
-
-impl FakeBotApi {
-    fn start() -> FakeBotApi {
-        let server = Arc::new(tiny_http::Server::http("127.0.0.1:0").unwrap());
-        let fake = FakeBotApi {
-            port: server.server_addr().to_ip().unwrap().port(),
-            shared: Arc::new((
-                Mutex::new(BotApiState {
-                    next_id: 100,
-                    ..BotApiState::default()
-                }),
-                Condvar::new(),
-            )),
-        };
-        let f = fake.clone();
-        std::thread::spawn(move || {
-            for request in server.incoming_requests() {
-                let f = f.clone();
-                std::thread::spawn(move || f.handle(request));
-            }
-        });
-        fake
-    }
-
-    fn handle(&self, mut request: tiny_http::Request) {
-        let mut body = String::new();
-        let _ = std::io::Read::read_to_string(request.as_reader(), &mut body);
-        let params: Value = serde_json::from_str(&body).unwrap_or(json!({}));
-        let method = request.url().rsplit('/').next().unwrap_or("").to_string();
-        let answer = self.answer(&method, &params);
-        let _ = request.respond(
-            tiny_http::Response::from_string(answer.to_string()).with_header(
-                "Content-Type: application/json"
-                    .parse::<tiny_http::Header>()
-                    .unwrap(),
-            ),
-        );
-    }
-
-    fn answer(&self, method: &str, params: &Value) -> Value {
-        let (lock, cv) = &*self.shared;
-        let mut state = lock.lock().unwrap();
-        if method != "getUpdates" {
-            state.calls.push((method.to_string(), params.clone()));
-            return json!({"ok": true, "result": {"message_id": 1, "chat": {"id": params["chat_id"]}}});
-        }
-        if let Some(offset) = params["offset"].as_i64() {
-            state
-                .updates
-                .retain(|u| u["update_id"].as_i64().unwrap() >= offset);
-        }
-        // A long poll of at most one second.
-        let until = Instant::now() + Duration::from_secs(1);
-        while state.updates.is_empty() && Instant::now() < until {
-            state = cv
-                .wait_timeout(state, until.saturating_duration_since(Instant::now()))
-                .unwrap()
-                .0;
-        }
-        json!({"ok": true, "result": state.updates.clone()})
-    }
-
-    fn text(&self, text: &str) {
-        let (lock, cv) = &*self.shared;
-        let mut state = lock.lock().unwrap();
-        let id = state.next_id;
-        state.next_id += 1;
-        state.updates.push(
-            json!({"update_id": id, "message": {"message_id": id, "date": 1_700_000_000,
-            "from": {"id": CHAT, "is_bot": false, "first_name": "T"},
-            "chat": {"id": CHAT, "type": "private"}, "text": text}}),
-        );
-        cv.notify_all();
-    }
-
-    /// The calls to the chat, chat actions left out.
-    fn sent(&self) -> Vec<(String, Value)> {
-        self.shared
-            .0
-            .lock()
-            .unwrap()
-            .calls
-            .iter()
-            .filter(|(m, p)| m != "sendChatAction" && p["chat_id"] == json!(CHAT))
-            .cloned()
-            .collect()
-    }
-}
-
 fn call(method: &str, mut params: Value) -> (String, Value) {
     params["chat_id"] = json!(CHAT);
     (method.to_string(), params)
@@ -493,15 +390,15 @@ fn every_content_type_over_telegram() {
         &json!({"enabled": true, "botToken": TELEGRAM_TOKEN}).to_string(),
     );
     let server = Server::start(data.path(), &[]);
-    fake.text("hi");
+    fake.text(CHAT, "hi");
     let mut seen = 0;
     for content_type in TYPES {
         let expected = telegram_expected(content_type);
-        fake.text(content_type);
+        fake.text(CHAT, content_type);
         wait_until(Duration::from_secs(20), || {
-            fake.sent().len() >= seen + expected.len()
+            fake.sent(CHAT).len() >= seen + expected.len()
         });
-        let sent = fake.sent();
+        let sent = fake.sent(CHAT);
         assert_eq!(
             sent[seen.min(sent.len())..],
             expected[..],

@@ -5,120 +5,12 @@
 
 mod common;
 
+use common::fake_bot_api::FakeBotApi;
 use common::*;
 use serde_json::{json, Value};
 use std::path::Path;
-use std::sync::{Arc, Condvar, Mutex};
-use std::time::{Duration, Instant};
 
 const TOKEN: &str = "555:BLUEtoken";
-
-#[derive(Default)]
-struct State {
-    updates: Vec<Value>,
-    next_id: i64,
-    /// Every call but getUpdates: (method, params).
-    calls: Vec<(String, Value)>,
-}
-
-#[derive(Clone)]
-struct FakeBotApi {
-    port: u16,
-    shared: Arc<(Mutex<State>, Condvar)>,
-}
-
-impl FakeBotApi {
-    fn start() -> FakeBotApi {
-        let server = Arc::new(tiny_http::Server::http("127.0.0.1:0").unwrap());
-        let fake = FakeBotApi {
-            port: server.server_addr().to_ip().unwrap().port(),
-            shared: Arc::new((
-                Mutex::new(State {
-                    next_id: 100,
-                    ..State::default()
-                }),
-                Condvar::new(),
-            )),
-        };
-        let f = fake.clone();
-        std::thread::spawn(move || {
-            for request in server.incoming_requests() {
-                let f = f.clone();
-                std::thread::spawn(move || f.handle(request));
-            }
-        });
-        fake
-    }
-
-    fn handle(&self, mut request: tiny_http::Request) {
-        let mut body = String::new();
-        let _ = std::io::Read::read_to_string(request.as_reader(), &mut body);
-        let params: Value = serde_json::from_str(&body).unwrap_or(json!({}));
-        let method = request.url().rsplit('/').next().unwrap_or("").to_string();
-        let answer = self.answer(&method, &params);
-        let _ = request.respond(
-            tiny_http::Response::from_string(answer.to_string()).with_header(
-                "Content-Type: application/json"
-                    .parse::<tiny_http::Header>()
-                    .unwrap(),
-            ),
-        );
-    }
-
-    fn answer(&self, method: &str, params: &Value) -> Value {
-        let (lock, cv) = &*self.shared;
-        let mut state = lock.lock().unwrap();
-        if method != "getUpdates" {
-            state.calls.push((method.to_string(), params.clone()));
-            return json!({"ok": true, "result": {"message_id": 1, "chat": {"id": params["chat_id"]}}});
-        }
-        if let Some(offset) = params["offset"].as_i64() {
-            state
-                .updates
-                .retain(|u| u["update_id"].as_i64().unwrap() >= offset);
-        }
-        // A long poll of at most one second.
-        let until = Instant::now() + Duration::from_secs(1);
-        while state.updates.is_empty() && Instant::now() < until {
-            state = cv
-                .wait_timeout(state, until.saturating_duration_since(Instant::now()))
-                .unwrap()
-                .0;
-        }
-        json!({"ok": true, "result": state.updates.clone()})
-    }
-
-    fn text(&self, chat: i64, text: &str) {
-        let (lock, cv) = &*self.shared;
-        let mut state = lock.lock().unwrap();
-        let id = state.next_id;
-        state.next_id += 1;
-        state.updates.push(json!({"update_id": id, "message": {"message_id": id, "date": 1_700_000_000,
-            "from": {"id": chat, "is_bot": false, "first_name": "T"}, "chat": {"id": chat, "type": "private"}, "text": text}}));
-        cv.notify_all();
-    }
-
-    /// The messages sent to `chat`, chat actions left out.
-    fn sent(&self, chat: i64) -> Vec<(String, Value)> {
-        self.shared
-            .0
-            .lock()
-            .unwrap()
-            .calls
-            .iter()
-            .filter(|(m, p)| m != "sendChatAction" && p["chat_id"] == json!(chat))
-            .cloned()
-            .collect()
-    }
-
-    /// Waits until `chat` has received `n` messages in all; returns the ones after `from`.
-    fn wait_sent(&self, chat: i64, from: usize, n: usize) -> Vec<(String, Value)> {
-        wait_until(Duration::from_secs(20), || {
-            self.sent(chat).len() >= from + n
-        });
-        self.sent(chat).split_off(from.min(self.sent(chat).len()))
-    }
-}
 
 fn bluebot_on_telegram(data: &Path, fake: &FakeBotApi) {
     copy_dir(

@@ -2,6 +2,7 @@
 //! `botd` binary started on 127.0.0.1 with an ephemeral port, and a small HTTP client.
 #![allow(dead_code)]
 
+pub mod fake_bot_api;
 #[cfg(feature = "postgres")]
 pub mod pg;
 pub mod proxy;
