@@ -21,12 +21,10 @@
 mod common;
 
 use common::fake_bot_api::FakeBotApi;
+use common::fake_graph::{post_text, FakeGraph};
 use common::*;
-use hmac::{Hmac, Mac};
 use serde_json::{json, Value};
-use sha2::Sha256;
 use std::path::Path;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 const BOT: &str = "content-types";
@@ -126,72 +124,6 @@ fn every_content_type_over_converse() {
 
 const SECRET: &str = "ctypes-secret";
 const PAGE: &str = "PCTYPES";
-const WEBHOOK: &str = "/api/v1/bots/___/mod/channel-messenger/webhook";
-
-/// The Graph API: `/me` names the page, `/me/messages` records what is sent.
-struct FakeGraph {
-    port: u16,
-    sent: Arc<Mutex<Vec<Value>>>,
-}
-
-impl FakeGraph {
-    fn start() -> FakeGraph {
-        let server = Arc::new(tiny_http::Server::http("127.0.0.1:0").unwrap());
-        let port = server.server_addr().to_ip().unwrap().port();
-        let sent = Arc::new(Mutex::new(Vec::new()));
-        let log = sent.clone();
-        std::thread::spawn(move || {
-            while let Ok(mut request) = server.recv() {
-                let path = request.url().split('?').next().unwrap_or("").to_string();
-                let mut raw = String::new();
-                let _ = std::io::Read::read_to_string(request.as_reader(), &mut raw);
-                let answer = match path.as_str() {
-                    "/v23.0/me" => json!({"id": PAGE, "name": "Content page"}),
-                    "/v23.0/me/messages" => {
-                        log.lock()
-                            .unwrap()
-                            .push(serde_json::from_str(&raw).unwrap_or(Value::Null));
-                        json!({"recipient_id": "U1", "message_id": "m.1"})
-                    }
-                    _ => json!({"result": "success"}),
-                };
-                let _ = request.respond(tiny_http::Response::from_string(answer.to_string()));
-            }
-        });
-        FakeGraph { port, sent }
-    }
-
-    /// The messages (not sender actions) sent so far.
-    fn messages(&self) -> Vec<Value> {
-        self.sent
-            .lock()
-            .unwrap()
-            .iter()
-            .filter_map(|c| c.get("message").cloned())
-            .collect()
-    }
-}
-
-fn send_messenger_text(port: u16, mid: &str, text: &str) {
-    let body = json!({"object": "page", "entry": [{"id": PAGE, "time": 1_700_000_000_000i64, "messaging": [
-        {"sender": {"id": "U1"}, "recipient": {"id": PAGE}, "timestamp": 1_700_000_000_000i64,
-         "message": {"mid": mid, "seq": 1, "text": text}}]}]})
-    .to_string();
-    let mut mac = Hmac::<Sha256>::new_from_slice(SECRET.as_bytes()).unwrap();
-    mac.update(body.as_bytes());
-    let signature = format!("sha256={}", hex::encode(mac.finalize().into_bytes()));
-    let answer = request(
-        port,
-        "POST",
-        WEBHOOK,
-        &[
-            ("Content-Type", "application/json"),
-            ("X-Hub-Signature-256", &signature),
-        ],
-        body.as_bytes(),
-    );
-    assert_eq!(answer.status, 200, "{}", answer.text());
-}
 
 /// The Send API messages of Botpress 12's `renderMessenger`, and botd's degradations.
 fn messenger_expected(content_type: &str) -> Vec<Value> {
@@ -245,7 +177,7 @@ fn messenger_expected(content_type: &str) -> Vec<Value> {
 
 #[test]
 fn every_content_type_over_messenger() {
-    let graph = FakeGraph::start();
+    let graph = FakeGraph::start(PAGE);
     let data = data_with_bot("ctypes-messenger");
     write(
         data.path(),
@@ -267,11 +199,11 @@ fn every_content_type_over_messenger() {
         "{}",
         server.log()
     );
-    send_messenger_text(server.port, "m-hi", "hi");
+    post_text(server.port, SECRET, PAGE, "m-hi", "hi");
     let mut seen = 0;
     for (i, content_type) in TYPES.into_iter().enumerate() {
         let expected = messenger_expected(content_type);
-        send_messenger_text(server.port, &format!("m-{i}"), content_type);
+        post_text(server.port, SECRET, PAGE, &format!("m-{i}"), content_type);
         wait_until(Duration::from_secs(20), || {
             graph.messages().len() >= seen + expected.len()
         });

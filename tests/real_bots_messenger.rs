@@ -5,67 +5,15 @@
 
 mod common;
 
+use common::fake_graph::{post_text, FakeGraph};
 use common::*;
-use hmac::{Hmac, Mac};
-use serde_json::{json, Value};
-use sha2::Sha256;
+use serde_json::json;
 use std::path::Path;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 const SECRET: &str = "bluebot-app-secret";
 const PAGE: &str = "PBLUE";
 const TOKEN: &str = "TOKEN-BLUE";
-const WEBHOOK: &str = "/api/v1/bots/___/mod/channel-messenger/webhook";
-
-/// The Graph API: `/me` names the page, `/me/messages` records what is sent.
-struct FakeGraph {
-    port: u16,
-    sent: Arc<Mutex<Vec<Value>>>,
-}
-
-impl FakeGraph {
-    fn start() -> FakeGraph {
-        let server = Arc::new(tiny_http::Server::http("127.0.0.1:0").unwrap());
-        let port = server.server_addr().to_ip().unwrap().port();
-        let sent = Arc::new(Mutex::new(Vec::new()));
-        let log = sent.clone();
-        std::thread::spawn(move || {
-            while let Ok(mut request) = server.recv() {
-                let path = request.url().split('?').next().unwrap_or("").to_string();
-                let mut raw = String::new();
-                let _ = std::io::Read::read_to_string(request.as_reader(), &mut raw);
-                let answer = match path.as_str() {
-                    "/v23.0/me" => json!({"id": PAGE, "name": "Blue page"}),
-                    "/v23.0/me/messages" => {
-                        log.lock()
-                            .unwrap()
-                            .push(serde_json::from_str(&raw).unwrap_or(Value::Null));
-                        json!({"recipient_id": "u", "message_id": "m.1"})
-                    }
-                    _ => json!({"result": "success"}),
-                };
-                let _ = request.respond(tiny_http::Response::from_string(answer.to_string()));
-            }
-        });
-        FakeGraph { port, sent }
-    }
-
-    /// The messages (not sender actions) sent so far.
-    fn messages(&self) -> Vec<Value> {
-        self.sent
-            .lock()
-            .unwrap()
-            .iter()
-            .filter_map(|c| c.get("message").cloned())
-            .collect()
-    }
-
-    fn wait_messages(&self, n: usize) -> Vec<Value> {
-        wait_until(Duration::from_secs(20), || self.messages().len() >= n);
-        self.messages()
-    }
-}
 
 fn bluebot_on_messenger(data: &Path, graph: &FakeGraph) {
     copy_dir(
@@ -86,30 +34,9 @@ fn bluebot_on_messenger(data: &Path, graph: &FakeGraph) {
     );
 }
 
-fn send_text(port: u16, mid: &str, text: &str) {
-    let body = json!({"object": "page", "entry": [{"id": PAGE, "time": 1_700_000_000_000i64, "messaging": [
-        {"sender": {"id": "U1"}, "recipient": {"id": PAGE}, "timestamp": 1_700_000_000_000i64,
-         "message": {"mid": mid, "seq": 1, "text": text}}]}]})
-    .to_string();
-    let mut mac = Hmac::<Sha256>::new_from_slice(SECRET.as_bytes()).unwrap();
-    mac.update(body.as_bytes());
-    let signature = format!("sha256={}", hex::encode(mac.finalize().into_bytes()));
-    let answer = request(
-        port,
-        "POST",
-        WEBHOOK,
-        &[
-            ("Content-Type", "application/json"),
-            ("X-Hub-Signature-256", &signature),
-        ],
-        body.as_bytes(),
-    );
-    assert_eq!(answer.status, 200, "{}", answer.text());
-}
-
 #[test]
 fn bluebot_plays_over_messenger() {
-    let graph = FakeGraph::start();
+    let graph = FakeGraph::start(PAGE);
     let data = TempDir::new("bluebot-messenger");
     bluebot_on_messenger(data.path(), &graph);
     let server = Server::start(data.path(), &[]);
@@ -121,7 +48,7 @@ fn bluebot_plays_over_messenger() {
         server.log()
     );
 
-    send_text(server.port, "m1", "hi");
+    post_text(server.port, SECRET, PAGE, "m1", "hi");
     let greeting = graph.wait_messages(3);
     assert_eq!(
         greeting,
@@ -136,20 +63,14 @@ fn bluebot_plays_over_messenger() {
         server.log()
     );
     // Each text asked for typing: typing_on and typing_off around it.
-    let actions: Vec<Value> = graph
-        .sent
-        .lock()
-        .unwrap()
-        .iter()
-        .filter_map(|c| c.get("sender_action").cloned())
-        .collect();
+    let actions = graph.sender_actions();
     assert_eq!(
         actions.iter().filter(|a| *a == "typing_on").count(),
         3,
         "{actions:?}"
     );
 
-    send_text(server.port, "m2", "2");
+    post_text(server.port, SECRET, PAGE, "m2", "2");
     let vehicle = graph.wait_messages(5);
     // The card (no typing asked) as a generic template, then the next choice.
     let template = &vehicle[3]["attachment"];
@@ -169,7 +90,7 @@ fn bluebot_plays_over_messenger() {
         json!({"content_type": "text", "title": "Claim", "payload": "VALUE FOR YOUR LOSE."})
     );
 
-    send_text(server.port, "m3", "Claim");
+    post_text(server.port, SECRET, PAGE, "m3", "Claim");
     assert_eq!(
         graph.wait_messages(6)[5],
         json!({"text": "Driving licence copy, Original FIR copy, original keys."})
@@ -178,7 +99,7 @@ fn bluebot_plays_over_messenger() {
 
 #[test]
 fn a_wait_pauses_the_conversation_after_what_was_said_before_it() {
-    let graph = FakeGraph::start();
+    let graph = FakeGraph::start(PAGE);
     let data = TempDir::new("messenger-wait");
     let d = data.path();
     write(
@@ -218,8 +139,8 @@ fn a_wait_pauses_the_conversation_after_what_was_said_before_it() {
         "{}",
         server.log()
     );
-    send_text(server.port, "m1", "hi");
-    send_text(server.port, "m2", "go");
+    post_text(server.port, SECRET, PAGE, "m1", "hi");
+    post_text(server.port, SECRET, PAGE, "m2", "go");
     // The turn is saved and "one" goes out at once: the wait is a pause of the conversation's
     // outbound queue, not a turn asleep for ten minutes before anything is sent.
     let sent = graph.wait_messages(1);

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod fake_bot_api;
+pub mod fake_graph;
 #[cfg(feature = "postgres")]
 pub mod pg;
 pub mod proxy;
