@@ -234,11 +234,7 @@ mod tests {
     use super::*;
 
     fn payload(content_type: &str, data: Value) -> ContentPayload {
-        ContentPayload {
-            content_type: content_type.into(),
-            data: data.as_object().unwrap().clone(),
-            botpress: BotpressVersion(11, 9, 7),
-        }
+        ContentPayload::for_test(content_type, data)
     }
 
     #[test]

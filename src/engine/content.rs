@@ -153,6 +153,17 @@ pub struct RenderTarget<'a> {
 }
 
 impl ContentPayload {
+    /// A payload of `content_type` with `data` (an object) for an 11.9.7 bot: the renderers'
+    /// unit tests build their inputs with it.
+    #[cfg(test)]
+    pub fn for_test(content_type: &str, data: Value) -> ContentPayload {
+        ContentPayload {
+            content_type: content_type.into(),
+            data: data.as_object().expect("an object").clone(),
+            botpress: BotpressVersion(11, 9, 7),
+        }
+    }
+
     pub fn text(&self, key: &str) -> Option<&str> {
         self.data.get(key).and_then(Value::as_str)
     }
