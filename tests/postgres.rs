@@ -1214,9 +1214,10 @@ fn telegram_webhook_mode_over_instances_shares_one_secret() {
     let env = [("EXTERNAL_URL", "https://bot.example.org")];
     let servers: Vec<common::Server> = (0..3)
         .map(|_| {
-            let server = instances(data.path(), &url, 1, &env).pop().unwrap();
-            // One after the other, as a deployment starts them; each registers its webhook.
+            // One after the other, as a deployment starts them; each registers its webhook
+            // (counted before the start: the registration may be done when it returns).
             let n = fake.state.0.lock().unwrap().hooks.len();
+            let server = instances(data.path(), &url, 1, &env).pop().unwrap();
             assert!(
                 common::wait_until(Duration::from_secs(10), || fake
                     .state

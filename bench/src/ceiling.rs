@@ -33,9 +33,11 @@ fn main() {
             .and_then(|i| args.get(i + 1))
             .and_then(|v| v.parse::<u64>().ok())
     };
-    // botd's default: two workers per core.
+    // botd's default workers per core.
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let workers = value("--workers").unwrap_or(2 * cores as u64).max(1) as usize;
+    let workers = value("--workers")
+        .unwrap_or((botd::config::WORKERS_PER_CORE * cores) as u64)
+        .max(1) as usize;
     let limit = Duration::from_secs(value("--seconds").unwrap_or(600));
     let running = match http::serve(
         Arc::new(Fixed),

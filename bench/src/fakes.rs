@@ -7,11 +7,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
-/// Reply texts received per recipient, with their arrival time.
+/// Reply texts received per recipient, with their arrival time. A text wakes only the
+/// threads waiting for its recipient: with one condition for all, every reply would wake all
+/// 16 users' threads, and the load generator would spend on that what it measures.
 #[derive(Default)]
 pub struct Inbox {
     texts: Mutex<HashMap<String, VecDeque<(String, Instant)>>>,
-    arrived: Condvar,
+    waiters: Mutex<HashMap<String, Arc<Condvar>>>,
     pub total: AtomicU64,
     last: Mutex<Option<Instant>>,
     /// Every text's recipient and arrival, in order, never taken (for the rate check).
@@ -33,7 +35,24 @@ impl Inbox {
             .push_back((text.to_string(), now));
         *self.last.lock().unwrap_or_else(|e| e.into_inner()) = Some(now);
         self.total.fetch_add(1, Ordering::SeqCst);
-        self.arrived.notify_all();
+        if let Some(waiter) = self
+            .waiters
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(to)
+        {
+            waiter.notify_all();
+        }
+    }
+
+    /// The condition `to`'s texts wake (made for the first thread that waits for them).
+    fn waiter(&self, to: &str) -> Arc<Condvar> {
+        self.waiters
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(to.to_string())
+            .or_default()
+            .clone()
     }
 
     /// Waits (at most `limit`) for a text to `to` that `wanted` accepts; drops the texts before
@@ -45,6 +64,7 @@ impl Inbox {
         limit: Duration,
     ) -> Option<Instant> {
         let deadline = Instant::now() + limit;
+        let waiter = self.waiter(to);
         let mut texts = self.texts.lock().unwrap_or_else(|e| e.into_inner());
         loop {
             if let Some(queue) = texts.get_mut(to) {
@@ -61,8 +81,7 @@ impl Inbox {
             if now >= deadline {
                 return None;
             }
-            texts = self
-                .arrived
+            texts = waiter
                 .wait_timeout(texts, deadline - now)
                 .unwrap_or_else(|e| e.into_inner())
                 .0;
@@ -72,6 +91,7 @@ impl Inbox {
     /// Waits (at most `limit`) until `n` texts to `to` have arrived; takes and returns them.
     pub fn take(&self, to: &str, n: usize, limit: Duration) -> Option<Vec<(String, Instant)>> {
         let deadline = Instant::now() + limit;
+        let waiter = self.waiter(to);
         let mut texts = self.texts.lock().unwrap_or_else(|e| e.into_inner());
         loop {
             if texts.get(to).is_some_and(|q| q.len() >= n) {
@@ -86,8 +106,7 @@ impl Inbox {
             if now >= deadline {
                 return None;
             }
-            texts = self
-                .arrived
+            texts = waiter
                 .wait_timeout(texts, deadline - now)
                 .unwrap_or_else(|e| e.into_inner())
                 .0;
@@ -101,6 +120,10 @@ impl Inbox {
 
     pub fn clear(&self) {
         self.texts.lock().unwrap_or_else(|e| e.into_inner()).clear();
+        self.waiters
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
     }
 
     /// When the latest text arrived.

@@ -160,6 +160,8 @@ pub struct Results {
     pub workers: usize,
     /// (users, ceiling, botd on disk, botd on tmpfs)
     pub converse: Vec<(usize, Measured, Measured, Option<Measured>)>,
+    /// Converse at 16 users on disk and on tmpfs, requests/s, the two in turns (rounds).
+    pub disk_vs_tmpfs: Vec<(f64, f64)>,
     pub messenger: channels::Pipeline,
     pub telegram: channels::Pipeline,
     pub pipeline_users: usize,
@@ -239,7 +241,7 @@ fn main() {
     if procs::fs_type(shm) == "tmpfs" {
         r.shm = Some(shm.join(format!("botd-bench-{}", std::process::id())));
     }
-    r.workers = 2 * r.machine.as_ref().map_or(1, |m| m.cores);
+    r.workers = botd::config::WORKERS_PER_CORE * r.machine.as_ref().map_or(1, |m| m.cores);
     println!(
         "bench: data on {} ({}), tmpfs {}",
         o.work.display(),
@@ -396,6 +398,20 @@ fn converse_section(o: &Options, r: &mut Results) -> Result<(), String> {
             ))
         );
         r.converse.push((users, c, b, s));
+    }
+    // The disk/tmpfs ratio from rounds in turns: on a shared VM the machine's speed drifts
+    // between two runs far apart more than the two stores differ.
+    if let Some(shm) = &botd_shm {
+        for round in 0..3 {
+            let run = |p: &Proc, tag: &str| {
+                measure_converse(p, Target::Botd, tag, 16, r.warmup, r.measure)
+                    .load
+                    .per_second
+            };
+            let disk = run(&botd, &format!("rd{round}"));
+            let tmpfs = run(shm, &format!("rs{round}"));
+            r.disk_vs_tmpfs.push((disk, tmpfs));
+        }
     }
     ceiling.stop();
     botd.stop();

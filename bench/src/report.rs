@@ -237,7 +237,7 @@ pub fn render(r: &Results) -> String {
     );
     let _ = writeln!(
         m,
-        "Data folders on **{}** (primary numbers: every state write is fsynced){}. Each load row: {} ms warm-up, then {} ms measured; closed loop, one keep-alive connection per user, each user sends its next request when the previous answer arrived. Servers run {} HTTP workers (botd's default, 2 per core); the ceiling is `bench-ceiling`, a bare server on botd's own HTTP layer (same acceptor, connection threads, limits and worker pool) answering one fixed JSON body of the same size as botd's first answer.\n",
+        "Data folders on **{}** (primary numbers: every state write is fsynced){}. Each load row: {} ms warm-up, then {} ms measured; closed loop, one keep-alive connection per user, each user sends its next request when the previous answer arrived. Servers run {} HTTP workers (botd's default, 8 per core); the ceiling is `bench-ceiling`, a bare server on botd's own HTTP layer (same acceptor, connection threads, limits and worker pool) answering one fixed JSON body of the same size as botd's first answer.\n",
         r.disk_fs,
         if r.shm.is_some() { "; rows marked *tmpfs* run the same thing on /dev/shm" } else { "" },
         r.warmup.as_millis(),
@@ -316,18 +316,25 @@ pub fn render(r: &Results) -> String {
         if let Some(one) = &p.e2e_one {
             let _ = writeln!(
                 m,
-                "\nMessenger end to end (webhook → turn → Graph call), the same loop with **1 user**: {:.0} replies/s (p50 {} ms); with {} users {:.0} replies/s, **{:.1}×**.",
+                "\nMessenger end to end (webhook → turn → Graph call), the same loop with **1 user**: {:.0} replies/s (p50 {} ms); with {} users {:.0} replies/s, **{:.1}×** (medians of {} rounds, the two loops in turns; replies/s per round, 1 user / {} users: {}).",
                 one.per_second,
                 ms(one.p50_us),
                 r.pipeline_users,
                 p.e2e.per_second,
-                p.e2e.per_second / one.per_second.max(1e-9)
+                p.e2e.per_second / one.per_second.max(1e-9),
+                p.e2e_rounds.len(),
+                r.pipeline_users,
+                p.e2e_rounds
+                    .iter()
+                    .map(|(one, all)| format!("{one:.0} / {all:.0}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
             );
         }
         if let Some((messages, commits, fsyncs)) = p.store_per_message {
             let _ = writeln!(
                 m,
-                "Counted by the store (`/status` → `store`) over the {}-user run: {messages} messages, {commits} commits, {fsyncs} fsyncs: **{:.2} fsyncs per message** (each message is a webhook commit, a turn commit and the removal of its sent reply, shared between conversations by the group commit).",
+                "Counted by the store (`/status` → `store`) over the {}-user runs: {messages} messages, {commits} commits, {fsyncs} fsyncs: **{:.2} fsyncs per message** (each message is a webhook commit and a turn commit, shared between conversations by the group commit; the removals of sent replies do not wait for the disk).",
                 r.pipeline_users,
                 fsyncs as f64 / messages.max(1) as f64
             );
@@ -498,19 +505,29 @@ pub fn render(r: &Results) -> String {
             });
         }
     }
-    for (users, _, b, shm) in &r.converse {
-        if let (16, Some(shm)) = (*users, shm) {
-            let ratio = b.load.per_second / shm.load.per_second.max(1e-9) * 100.0;
-            targets.push(Target2 {
-                what: "Converse on disk ≥ 50 % of the same on tmpfs at 16 users".into(),
-                measured: format!(
-                    "{ratio:.0} % ({:.0} vs {:.0}/s)",
-                    b.load.per_second, shm.load.per_second
-                ),
-                met: ratio >= 50.0,
-                miss: by(50.0 - ratio, "points"),
-            });
-        }
+    if !r.disk_vs_tmpfs.is_empty() {
+        let median = |mut v: Vec<f64>| {
+            v.sort_by(f64::total_cmp);
+            v[v.len() / 2]
+        };
+        let disk = median(r.disk_vs_tmpfs.iter().map(|d| d.0).collect());
+        let tmpfs = median(r.disk_vs_tmpfs.iter().map(|d| d.1).collect());
+        let ratio = disk / tmpfs.max(1e-9) * 100.0;
+        let rounds: Vec<String> = r
+            .disk_vs_tmpfs
+            .iter()
+            .map(|(d, t)| format!("{d:.0} / {t:.0}"))
+            .collect();
+        targets.push(Target2 {
+            what: "Converse on disk ≥ 50 % of the same on tmpfs at 16 users".into(),
+            measured: format!(
+                "{ratio:.0} % ({disk:.0} vs {tmpfs:.0}/s, medians of {} rounds in turns: {})",
+                rounds.len(),
+                rounds.join(", ")
+            ),
+            met: ratio >= 50.0,
+            miss: by(50.0 - ratio, "points"),
+        });
     }
     if r.messenger.unavailable.is_none() {
         let p = &r.messenger;

@@ -8,11 +8,14 @@
 //!
 //! **Removals are shared.** The removal of a finished item is not committed by the thread
 //! that finished it: a flusher collects the removals of the last [`REMOVAL_WINDOW`] and
-//! commits them as one batch (which the store's group commit may merge with other work), so
-//! sending a reply costs a fraction of an fsync instead of one. The conversation's next item
-//! still waits until the removal of the one before it is committed (the flusher does not wait
-//! out its window when one does), so after a crash at most the last finished item of a
-//! conversation — its API call just made, its removal not yet committed — is handled again.
+//! commits them as one batch (which the store's group commit may merge with other work),
+//! without waiting for the disk ([`Durability::Soon`]: the next durable commit, or the store
+//! itself within [`SYNC_WITHIN`], makes it durable), so sending a reply costs no fsync of its
+//! own. The conversation's next item still waits until the removal of the one before it is
+//! committed (the flusher does not wait out its window when one does), so after botd crashes
+//! at most the last finished item of a conversation — its API call just made, its removal not
+//! yet committed — is handled again; after a power cut, also the items whose removals were
+//! committed in the last [`SYNC_WITHIN`], like API calls that were in flight.
 //!
 //! **Shared stores.** When other instances use the same database ([`Store::shared`]), an
 //! item is not handled by whichever instance queued it: a claimer thread asks the store for
@@ -25,6 +28,8 @@
 //! removal that cannot be committed is tried again rather than forgotten.
 
 use crate::store::{Batch, Committed, Queue, SeenId, Store, StoreError, Ticket};
+#[cfg(doc)]
+use crate::store::{Durability, SYNC_WITHIN};
 use serde_json::Value;
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, HashSet, VecDeque};
@@ -93,7 +98,10 @@ struct Inner {
     store: Arc<dyn Store>,
     queue: Queue,
     state: Mutex<State>,
+    /// Wakes the workers (only they wait on it).
     wake: Condvar,
+    /// How many workers there are.
+    threads: usize,
     /// Wakes the flusher: a removal to commit, a conversation waiting for one, or the stop.
     flush_wake: Condvar,
     handler: Box<Handler>,
@@ -175,6 +183,7 @@ impl Delivery {
             queue,
             state: Mutex::new(state),
             wake: Condvar::new(),
+            threads: threads.max(1),
             flush_wake: Condvar::new(),
             handler,
             stopping: AtomicBool::new(false),
@@ -279,6 +288,7 @@ impl Delivery {
             }
             return count;
         }
+        let ready_before = state.ready.len();
         for (key, ticket, item) in staged.entries {
             if let Some(id) = committed.id(ticket) {
                 state.enqueue(
@@ -294,10 +304,11 @@ impl Delivery {
         }
         // A new item behind a removal still waiting: the flusher commits it now.
         let awaited = state.removal_awaited();
+        let newly_ready = state.ready.len() - ready_before;
         drop(state);
-        if count > 0 {
-            self.inner.wake.notify_all();
-        }
+        // One worker per conversation made ready: waking them all would cost every idle
+        // worker a context switch per item.
+        self.inner.wake_workers(newly_ready);
         if awaited {
             self.inner.flush_wake.notify_one();
         }
@@ -569,7 +580,7 @@ impl Inner {
             let removals = std::mem::take(&mut state.removals);
             state.oldest_removal = None;
             drop(state);
-            let mut batch = Batch::new();
+            let mut batch = Batch::soon();
             for (_, id) in &removals {
                 batch.dequeue(self.queue, *id);
             }
@@ -615,7 +626,7 @@ impl Inner {
                     );
                 }
             }
-            let mut woke = false;
+            let mut woke = 0;
             for (key, _) in removals {
                 if !state.settling.remove(&key) {
                     continue;
@@ -623,12 +634,10 @@ impl Inner {
                 let has_more = state.queues.get(&key).is_some_and(|q| !q.is_empty());
                 if has_more && !state.busy.contains(&key) && !state.waiting.contains(&key) {
                     state.ready.push_back(key);
-                    woke = true;
+                    woke += 1;
                 }
             }
-            if woke {
-                self.wake.notify_all();
-            }
+            self.wake_workers(woke);
         }
     }
 
@@ -720,6 +729,13 @@ impl Inner {
                 .finished
                 .retain(|_, at| at.is_none_or(|g| g >= generation));
             self.wake.notify_all();
+        }
+    }
+
+    /// Wakes `count` idle workers (at most all of them).
+    fn wake_workers(&self, count: usize) {
+        for _ in 0..count.min(self.threads) {
+            self.wake.notify_one();
         }
     }
 

@@ -14,6 +14,9 @@ use serde_json::{json, Map, Value};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+/// HTTP worker threads per CPU core when `httpServer.workers` is `0`.
+pub const WORKERS_PER_CORE: usize = 8;
+
 /// Everything botd reads from `data/global` and the environment at start.
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -259,8 +262,10 @@ impl Settings {
         );
         let converse_access =
             access::ConverseAccess::read(get(&["converse"]), &shown, &mut problems);
+        // Handlers mostly wait (a commit's fsync, a database round trip, an action's HTTP
+        // call), and handlers waiting together share one commit: more workers than cores.
         let workers = if workers == 0 {
-            2 * std::thread::available_parallelism().map_or(1, |n| n.get())
+            WORKERS_PER_CORE * std::thread::available_parallelism().map_or(1, |n| n.get())
         } else {
             workers as usize
         };

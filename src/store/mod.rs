@@ -222,7 +222,28 @@ pub enum Op {
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Batch {
     pub ops: Vec<Op>,
+    pub durability: Durability,
 }
+
+/// When a committed batch is on disk.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Durability {
+    /// Before [`Store::commit`] returns (one fsync, shared by the batches of a group).
+    #[default]
+    Now,
+    /// Within [`SYNC_WITHIN`] of the commit: the commit returns once the change is written
+    /// and visible, without waiting for the disk. A crash of botd itself never loses it (the
+    /// system already holds what was written); a power cut or a system crash in that window
+    /// may, and then a later commit is lost with it, never an earlier one. Only for changes
+    /// whose loss makes botd repeat work already done — the removal of a reply already
+    /// sent, which then goes out again like an API call that was in flight — never for what
+    /// a client was told is saved.
+    Soon,
+}
+
+/// How long a [`Durability::Soon`] commit may stay off the disk (PostgreSQL's own bound for
+/// `synchronous_commit = off` is three `wal_writer_delay`s, 600 ms by default).
+pub const SYNC_WITHIN: Duration = Duration::from_millis(50);
 
 /// Which [`Op::Enqueue`] of a batch an id is asked for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -231,6 +252,14 @@ pub struct Ticket(usize);
 impl Batch {
     pub fn new() -> Batch {
         Batch::default()
+    }
+
+    /// A batch whose commit may reach the disk a little later ([`Durability::Soon`]).
+    pub fn soon() -> Batch {
+        Batch {
+            ops: Vec::new(),
+            durability: Durability::Soon,
+        }
     }
 
     pub fn is_empty(&self) -> bool {
@@ -376,6 +405,10 @@ impl From<StoreError> for io::Error {
 pub struct StoreStats {
     /// Durable commits (each one fsync of the WAL, whatever number of batches it held).
     pub commits: u64,
+    /// Commits of [`Durability::Soon`] batches only, which did not wait for the disk (made
+    /// durable by the next durable commit, or by one of their own within [`SYNC_WITHIN`]).
+    #[serde(rename = "deferredCommits")]
+    pub deferred_commits: u64,
     /// Batches committed (turns, webhook deliveries, removals of finished items).
     pub batches: u64,
     /// Checkpoints that copied the WAL into the database (two fsyncs each).
@@ -387,7 +420,8 @@ pub struct StoreStats {
     pub fsyncs: u64,
 }
 
-/// Conversation state and channel queues. A commit is atomic and durable when it returns.
+/// Conversation state and channel queues. A commit is atomic, and durable when it returns
+/// unless its batch says [`Durability::Soon`].
 pub trait Store: Send + Sync {
     /// A record; `None` when absent (or just quarantined because it does not parse).
     fn get(&self, ns: Namespace, bot: &str, key: &str) -> Result<Option<Value>, StoreError>;

@@ -43,8 +43,8 @@
 //! fits an index, and every id and key is a bound parameter.
 
 use super::{
-    hash_id, Batch, Claim, Committed, Hold, Namespace, Op, Queue, QueuedItem, SeenId, Store,
-    StoreError, StoreStats,
+    hash_id, Batch, Claim, Committed, Durability, Hold, Namespace, Op, Queue, QueuedItem, SeenId,
+    Store, StoreError, StoreStats,
 };
 use postgres::error::SqlState;
 use postgres::fallible_iterator::FallibleIterator;
@@ -321,6 +321,7 @@ pub struct PostgresStore {
     instance: String,
     last_prune_ms: AtomicI64,
     commits: AtomicU64,
+    deferred_commits: AtomicU64,
     watchers: Arc<Watchers>,
     listening: AtomicBool,
 }
@@ -364,6 +365,7 @@ impl PostgresStore {
             instance,
             last_prune_ms: AtomicI64::new(0),
             commits: AtomicU64::new(0),
+            deferred_commits: AtomicU64::new(0),
             watchers: Arc::default(),
             listening: AtomicBool::new(false),
         })
@@ -761,9 +763,17 @@ impl Store for PostgresStore {
         }) && now - self.last_prune_ms.load(Ordering::Relaxed) >= PRUNE_EVERY_MS;
         let mut refused: Option<String> = None;
         let mut quarantined = Vec::new();
+        let deferred = batch.durability == Durability::Soon;
         let ids = self.transaction(|conn| {
             refused = None;
             quarantined.clear();
+            if deferred {
+                // PostgreSQL's own deferred durability: the server's WAL writer flushes it
+                // within three wal_writer_delays, and a later commit never survives an
+                // earlier one's loss.
+                conn.client
+                    .batch_execute("SET LOCAL synchronous_commit TO OFF")?;
+            }
             let mut queued = Vec::new();
             let mut ids = Vec::with_capacity(batch.ops.len());
             for op in &batch.ops {
@@ -791,7 +801,11 @@ impl Store for PostgresStore {
         if prune {
             self.last_prune_ms.store(now, Ordering::Relaxed);
         }
-        self.commits.fetch_add(1, Ordering::Relaxed);
+        if deferred {
+            self.deferred_commits.fetch_add(1, Ordering::Relaxed);
+        } else {
+            self.commits.fetch_add(1, Ordering::Relaxed);
+        }
         for (ns, bot, key, reason, id) in quarantined {
             log_quarantine(&self.pool.shown, ns, &bot, &key, &reason, id);
         }
@@ -813,9 +827,11 @@ impl Store for PostgresStore {
 
     fn stats(&self) -> StoreStats {
         let commits = self.commits.load(Ordering::Relaxed);
+        let deferred_commits = self.deferred_commits.load(Ordering::Relaxed);
         StoreStats {
             commits,
-            batches: commits,
+            deferred_commits,
+            batches: commits + deferred_commits,
             checkpoints: 0,
             failed_groups: 0,
             // Counted by the server, not here: one WAL flush per commit at most.

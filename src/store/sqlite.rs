@@ -8,6 +8,12 @@
 //! are committed again one by one, so each gets its own answer. Reads use the other
 //! connection and never wait for a commit's fsync (WAL lets them read the last commit).
 //!
+//! A group of [`Durability::Soon`] batches only (removals of sent replies) commits with
+//! `synchronous=NORMAL`: its frames are written to the WAL, where a crash of botd cannot lose
+//! them, but not fsynced. The next durable commit's fsync covers them (the WAL is one file,
+//! written in order, and SQLite replays only an unbroken prefix of it after a power cut), and
+//! when none comes within [`SYNC_WITHIN`] a syncer thread makes one of its own.
+//!
 //! Checkpoints (copying the WAL back into the database, two more fsyncs) are run by the
 //! leader of a group once the WAL holds [`CHECKPOINT_PAGES`], after its followers were
 //! answered, instead of by SQLite inside a commit. The store counts its commits and
@@ -18,16 +24,17 @@
 
 use super::group::GroupCommit;
 use super::{
-    create_dir_durable, create_private, restrict_mode, schema, Batch, Committed, Namespace, Op,
-    Queue, QueuedItem, SeenId, Store, StoreError, StoreStats,
+    create_dir_durable, create_private, restrict_mode, schema, Batch, Committed, Durability,
+    Namespace, Op, Queue, QueuedItem, SeenId, Store, StoreError, StoreStats, SYNC_WITHIN,
 };
 use rusqlite::types::ValueRef;
 use rusqlite::{params, Connection, ErrorCode, OpenFlags, OptionalExtension};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 /// The database's file name inside `data/storage/`.
 pub const DATABASE_FILE: &str = "botd.sqlite";
@@ -41,20 +48,130 @@ const PRUNE_EVERY_MS: i64 = 60_000;
 const CHECKPOINT_PAGES: i64 = 1000;
 
 pub struct SqliteStore {
-    writer: Mutex<Connection>,
+    writer: Arc<Mutex<Writer>>,
     reader: Mutex<Connection>,
     group: GroupCommit,
     shown: String,
     last_prune_ms: AtomicI64,
     /// Pages in the WAL after the last commit (told by the WAL hook).
     wal_pages: Arc<AtomicI64>,
-    counters: Counters,
+    counters: Arc<Counters>,
+    syncer: Arc<Syncer>,
+    syncer_thread: Option<JoinHandle<()>>,
+}
+
+/// The writing connection, and whether the WAL holds commits not fsynced yet.
+struct Writer {
+    conn: Connection,
+    /// The connection's `synchronous` setting is FULL (else NORMAL, for deferred groups).
+    full_sync: bool,
+    /// Some deferred commit is not covered by an fsync yet.
+    unsynced: bool,
+}
+
+impl std::ops::Deref for Writer {
+    type Target = Connection;
+    fn deref(&self) -> &Connection {
+        &self.conn
+    }
+}
+
+impl std::ops::DerefMut for Writer {
+    fn deref_mut(&mut self) -> &mut Connection {
+        &mut self.conn
+    }
+}
+
+impl Writer {
+    /// `synchronous` FULL for a group with a durable batch, NORMAL for a deferred one.
+    fn set_full_sync(&mut self, full: bool) -> rusqlite::Result<()> {
+        if self.full_sync != full {
+            let mode = if full { "FULL" } else { "NORMAL" };
+            self.conn
+                .execute_batch(&format!("PRAGMA synchronous = {mode}"))?;
+            self.full_sync = full;
+        }
+        Ok(())
+    }
+}
+
+/// When the syncer must make the deferred commits durable, and whether the store closes.
+#[derive(Default)]
+struct Syncer {
+    state: Mutex<SyncerState>,
+    wake: Condvar,
+}
+
+#[derive(Default)]
+struct SyncerState {
+    due: Option<Instant>,
+    stopping: bool,
+}
+
+impl Syncer {
+    fn lock(&self) -> MutexGuard<'_, SyncerState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Asks for a durable commit within [`SYNC_WITHIN`] (unless one is asked already).
+    fn schedule(&self) {
+        let mut state = self.lock();
+        if state.due.is_none() {
+            state.due = Some(Instant::now() + SYNC_WITHIN);
+            self.wake.notify_one();
+        }
+    }
+
+    /// Waits until a sync is due (`true`) or the store closes (`false`).
+    fn wait_due(&self) -> bool {
+        let mut state = self.lock();
+        loop {
+            if state.stopping {
+                return false;
+            }
+            match state.due {
+                Some(due) if Instant::now() >= due => {
+                    state.due = None;
+                    return true;
+                }
+                Some(due) => {
+                    let left = due.saturating_duration_since(Instant::now());
+                    state = self
+                        .wake
+                        .wait_timeout(state, left)
+                        .unwrap_or_else(|e| e.into_inner())
+                        .0;
+                }
+                None => state = self.wake.wait(state).unwrap_or_else(|e| e.into_inner()),
+            }
+        }
+    }
+}
+
+/// Makes the deferred commits durable if no durable commit did: one small durable write (the
+/// time of the sync in `meta`), whose fsync of the WAL covers every frame before it.
+fn sync_deferred(writer: &Mutex<Writer>, counters: &Counters) -> rusqlite::Result<()> {
+    let mut w = writer.lock().unwrap_or_else(|e| e.into_inner());
+    if !w.unsynced {
+        return Ok(());
+    }
+    w.set_full_sync(true)?;
+    w.conn
+        .prepare_cached(
+            "INSERT INTO meta (name, value) VALUES ('synced_at_ms', ?1)
+             ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+        )?
+        .execute([now_ms().to_string()])?;
+    w.unsynced = false;
+    counters.commits.fetch_add(1, Ordering::Relaxed);
+    Ok(())
 }
 
 /// What the store did since it opened.
 #[derive(Default)]
 struct Counters {
     commits: AtomicU64,
+    deferred_commits: AtomicU64,
     batches: AtomicU64,
     checkpoints: AtomicU64,
     failed_groups: AtomicU64,
@@ -148,14 +265,39 @@ impl SqliteStore {
             .map_err(|e| format!("{shown}: {e}"))?;
         let reader = Connection::open(&path).map_err(|e| format!("{shown}: {e}"))?;
         configure(&reader).map_err(|e| format!("{shown}: {e}"))?;
+        let writer = Arc::new(Mutex::new(Writer {
+            conn: writer,
+            full_sync: true,
+            unsynced: false,
+        }));
+        let counters = Arc::new(Counters::default());
+        let syncer = Arc::new(Syncer::default());
+        let syncer_thread = {
+            let (writer, counters, syncer) = (writer.clone(), counters.clone(), syncer.clone());
+            let label = shown.clone();
+            std::thread::Builder::new()
+                .name("store-sync".into())
+                .spawn(move || {
+                    while syncer.wait_due() {
+                        if let Err(e) = sync_deferred(&writer, &counters) {
+                            log::warn!("{label}: cannot sync the latest removals ({e}); trying again in a second");
+                            std::thread::sleep(Duration::from_secs(1));
+                            syncer.schedule();
+                        }
+                    }
+                })
+                .map_err(|e| format!("{shown}: cannot start its sync thread: {e}"))?
+        };
         Ok(SqliteStore {
-            writer: Mutex::new(writer),
+            writer,
             reader: Mutex::new(reader),
             group: GroupCommit::default(),
             shown,
             last_prune_ms: AtomicI64::new(0),
             wal_pages,
-            counters: Counters::default(),
+            counters,
+            syncer,
+            syncer_thread: Some(syncer_thread),
         })
     }
 
@@ -163,7 +305,7 @@ impl SqliteStore {
         self.reader.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn write_conn(&self) -> MutexGuard<'_, Connection> {
+    fn write_conn(&self) -> MutexGuard<'_, Writer> {
         self.writer.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -213,11 +355,14 @@ impl SqliteStore {
     /// it back already.
     fn commit_group(
         &self,
-        conn: &mut Connection,
+        writer: &mut Writer,
         batches: &[Batch],
         now: i64,
     ) -> Result<Vec<Result<Applied, StoreError>>, StoreError> {
-        let mut tx = conn
+        let durable = batches.iter().any(|b| b.durability == Durability::Now);
+        writer.set_full_sync(durable).map_err(|e| self.err(e))?;
+        let mut tx = writer
+            .conn
             .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
             .map_err(|e| self.err(e))?;
         let mut results = Vec::with_capacity(batches.len());
@@ -259,8 +404,18 @@ impl SqliteStore {
             self.last_prune_ms.store(now, Ordering::Relaxed);
         }
         tx.commit().map_err(|e| self.err(e))?;
-        if committed_any {
+        if committed_any && durable {
+            // The WAL's fsync covers every frame before this commit's too.
+            writer.unsynced = false;
             self.counters.commits.fetch_add(1, Ordering::Relaxed);
+        } else if committed_any {
+            self.counters
+                .deferred_commits
+                .fetch_add(1, Ordering::Relaxed);
+            if !writer.unsynced {
+                writer.unsynced = true;
+                self.syncer.schedule();
+            }
         }
         let ok = results.iter().filter(|r| r.is_ok()).count() as u64;
         self.counters.batches.fetch_add(ok, Ordering::Relaxed);
@@ -320,6 +475,23 @@ impl SqliteStore {
             self.shown,
             ns.record_name()
         );
+    }
+}
+
+impl Drop for SqliteStore {
+    /// The deferred commits are made durable before the store closes.
+    fn drop(&mut self) {
+        self.syncer.lock().stopping = true;
+        self.syncer.wake.notify_all();
+        if let Some(thread) = self.syncer_thread.take() {
+            let _ = thread.join();
+        }
+        if let Err(e) = sync_deferred(&self.writer, &self.counters) {
+            log::warn!(
+                "{}: cannot sync the latest removals at close: {e}",
+                self.shown
+            );
+        }
     }
 }
 
@@ -554,6 +726,7 @@ impl Store for SqliteStore {
         let checkpoints = c.checkpoints.load(Ordering::Relaxed);
         StoreStats {
             commits,
+            deferred_commits: c.deferred_commits.load(Ordering::Relaxed),
             batches: c.batches.load(Ordering::Relaxed),
             checkpoints,
             failed_groups: c.failed_groups.load(Ordering::Relaxed),
@@ -1058,6 +1231,54 @@ mod tests {
         let stats = store.stats();
         assert_eq!(stats.batches, good as u64);
         assert!(stats.commits <= stats.batches && stats.fsyncs >= stats.commits);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn deferred_commits_skip_the_fsync_and_reach_the_disk_soon_after() {
+        let dir = temp("deferred");
+        let store = SqliteStore::open(&dir).unwrap();
+        let mut batch = Batch::new();
+        let t = batch.enqueue(Queue::MessengerOut, "k", json!({"text": "a"}), None);
+        let id = store.commit(batch).unwrap().id(t).unwrap();
+        let durable = store.stats().commits;
+
+        let mut removal = Batch::soon();
+        removal.dequeue(Queue::MessengerOut, id);
+        store.commit(removal).unwrap();
+        // Visible at once, counted apart, and no fsync of its own yet.
+        assert!(store.pending(Queue::MessengerOut).unwrap().is_empty());
+        let stats = store.stats();
+        assert_eq!((stats.deferred_commits, stats.commits), (1, durable));
+        assert!(store.write_conn().unsynced);
+
+        // The syncer makes it durable within SYNC_WITHIN (bounded wait, generous for CI).
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while store.write_conn().unsynced && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert!(!store.write_conn().unsynced, "the syncer never synced");
+        assert_eq!(store.stats().commits, durable + 1);
+
+        // A durable commit after a deferred one covers it: nothing left for the syncer.
+        let mut removal = Batch::soon();
+        removal.put(Namespace::Kv, "bot1", "x", json!(1));
+        store.commit(removal).unwrap();
+        assert!(store.write_conn().unsynced);
+        let mut batch = Batch::new();
+        batch.put(Namespace::Kv, "bot1", "y", json!(2));
+        store.commit(batch).unwrap();
+        assert!(!store.write_conn().unsynced);
+        assert!(store.write_conn().full_sync);
+
+        drop(store);
+        let store = SqliteStore::open(&dir).unwrap();
+        assert!(store.pending(Queue::MessengerOut).unwrap().is_empty());
+        assert_eq!(
+            store.get(Namespace::Kv, "bot1", "x").unwrap(),
+            Some(json!(1))
+        );
+        drop(store);
         let _ = std::fs::remove_dir_all(&dir);
     }
 

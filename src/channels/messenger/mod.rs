@@ -43,9 +43,12 @@ use webhook::Webhook;
 
 /// How long message ids are remembered (Facebook retries for up to 36 hours).
 pub const DEDUPE_WINDOW: Duration = Duration::from_secs(48 * 3600);
-/// Threads playing turns, and threads calling the Graph API.
-const INBOUND_THREADS: usize = 4;
-const OUTBOUND_THREADS: usize = 8;
+/// Threads playing turns, and threads calling the Graph API. Both mostly wait (for a
+/// commit's fsync, for Facebook's answer, 100 ms and more), so there are more of them than
+/// cores: turns waiting together share one commit, and a slow Graph API still lets other
+/// conversations' replies go.
+const INBOUND_THREADS: usize = 16;
+const OUTBOUND_THREADS: usize = 32;
 const MODULE: &str = "channel-messenger";
 
 /// The global part of the configuration (`data/global/config/channel-messenger.json`).
