@@ -126,46 +126,37 @@ impl Softmax {
 
     /// Trains with the configured solver.
     pub fn train(xs: &[Sparse], ys: &[usize], classes: usize, cfg: &TrainConfig) -> Softmax {
-        Softmax::train_held_out(xs, ys, classes, cfg).0
+        Softmax::train_held_out(xs, ys, &vec![1.0; classes], cfg).0
     }
 
     /// [`Softmax::train`], also giving the SVM margins of the training examples that were held
     /// out to fit the temperature (empty for SGD alone, or when there was too little data):
     /// what this model's scores look like on utterances it has not seen.
+    ///
+    /// `class_scale` has one multiplier per class on its cost (after class balancing): a class
+    /// of made-up examples can weigh less than one of real ones.
     pub fn train_held_out(
         xs: &[Sparse],
         ys: &[usize],
-        classes: usize,
+        class_scale: &[f32],
         cfg: &TrainConfig,
     ) -> (Softmax, Vec<HeldOut>) {
         match cfg.solver {
-            Solver::Sgd => (Softmax::train_sgd(xs, ys, classes, cfg), Vec::new()),
-            Solver::Svm => Softmax::train_svm(xs, ys, classes, cfg),
+            Solver::Sgd => (Softmax::train_sgd(xs, ys, class_scale, cfg), Vec::new()),
+            Solver::Svm => Softmax::train_svm(xs, ys, class_scale, cfg),
             Solver::Both => {
-                let (mut m, held) = Softmax::train_svm(xs, ys, classes, cfg);
-                m.partner = Some(Box::new(Softmax::train_sgd(xs, ys, classes, cfg)));
+                let (mut m, held) = Softmax::train_svm(xs, ys, class_scale, cfg);
+                m.partner = Some(Box::new(Softmax::train_sgd(xs, ys, class_scale, cfg)));
                 (m, held)
             }
         }
     }
 
-    fn train_sgd(xs: &[Sparse], ys: &[usize], classes: usize, cfg: &TrainConfig) -> Softmax {
+    fn train_sgd(xs: &[Sparse], ys: &[usize], class_scale: &[f32], cfg: &TrainConfig) -> Softmax {
+        let classes = class_scale.len();
         // Re-index examples by row so the training loop does no searching.
         let (buckets, rows) = index_rows(xs);
-        let mut counts = vec![0usize; classes];
-        for &y in ys {
-            counts[y] += 1;
-        }
-        let class_weight: Vec<f32> = counts
-            .iter()
-            .map(|&c| {
-                if cfg.balanced && c > 0 {
-                    xs.len() as f32 / (classes as f32 * c as f32)
-                } else {
-                    1.0
-                }
-            })
-            .collect();
+        let class_weight = class_weights(ys, class_scale, cfg.balanced);
 
         let mut w = vec![0f32; buckets.len() * classes];
         let mut bias = vec![0f32; classes];
@@ -230,11 +221,12 @@ impl Softmax {
     fn train_svm(
         xs: &[Sparse],
         ys: &[usize],
-        classes: usize,
+        class_scale: &[f32],
         cfg: &TrainConfig,
     ) -> (Softmax, Vec<HeldOut>) {
-        let (buckets, w, bias) = svm_ovr(xs, ys, classes, cfg, None);
-        let held = held_out_margins(xs, ys, classes, cfg);
+        let classes = class_scale.len();
+        let (buckets, w, bias) = svm_ovr(xs, ys, class_scale, cfg, None);
+        let held = held_out_margins(xs, ys, class_scale, cfg);
         let temperature = if held.is_empty() {
             DEFAULT_TEMPERATURE
         } else {
@@ -312,20 +304,24 @@ fn index_rows(xs: &[Sparse]) -> (Vec<u32>, Rows) {
     (buckets, rows)
 }
 
-/// Per-example cost multipliers: `n / (classes · n_class)` when balancing, else 1.
-fn class_weights(ys: &[usize], classes: usize, balanced: bool) -> Vec<f32> {
+/// Per-class cost multipliers: `n / (classes · n_class)` when balancing, else 1, times the
+/// class's `class_scale`.
+fn class_weights(ys: &[usize], class_scale: &[f32], balanced: bool) -> Vec<f32> {
+    let classes = class_scale.len();
     let mut counts = vec![0usize; classes];
     for &y in ys {
         counts[y] += 1;
     }
     counts
         .iter()
-        .map(|&c| {
-            if balanced && c > 0 {
+        .zip(class_scale)
+        .map(|(&c, &scale)| {
+            let balance = if balanced && c > 0 {
                 ys.len() as f32 / (classes as f32 * c as f32)
             } else {
                 1.0
-            }
+            };
+            balance * scale
         })
         .collect()
 }
@@ -335,10 +331,11 @@ fn class_weights(ys: &[usize], classes: usize, balanced: bool) -> Vec<f32> {
 fn svm_ovr(
     xs: &[Sparse],
     ys: &[usize],
-    classes: usize,
+    class_scale: &[f32],
     cfg: &TrainConfig,
     subset: Option<&[usize]>,
 ) -> (Vec<u32>, Vec<f32>, Vec<f32>) {
+    let classes = class_scale.len();
     let all: Vec<usize>;
     let idx: &[usize] = match subset {
         Some(s) => s,
@@ -350,7 +347,7 @@ fn svm_ovr(
     let sub_xs: Vec<Sparse> = idx.iter().map(|&i| xs[i].clone()).collect();
     let sub_ys: Vec<usize> = idx.iter().map(|&i| ys[i]).collect();
     let (buckets, rows) = index_rows(&sub_xs);
-    let cw = class_weights(&sub_ys, classes, cfg.balanced);
+    let cw = class_weights(&sub_ys, class_scale, cfg.balanced);
     let dim = buckets.len();
     let mut w = vec![0f32; dim * classes];
     let mut bias = vec![0f32; classes];
@@ -492,9 +489,10 @@ pub struct HeldOut {
 fn held_out_margins(
     xs: &[Sparse],
     ys: &[usize],
-    classes: usize,
+    class_scale: &[f32],
     cfg: &TrainConfig,
 ) -> Vec<HeldOut> {
+    let classes = class_scale.len();
     let folds = cfg.calib_folds;
     if folds < 2 || xs.len() < 2 * folds {
         return Vec::new();
@@ -516,7 +514,7 @@ fn held_out_margins(
             .filter(|(p, _)| p % folds != f)
             .map(|(_, &i)| i)
             .collect();
-        let (buckets, w, bias) = svm_ovr(xs, ys, classes, cfg, Some(&train_idx));
+        let (buckets, w, bias) = svm_ovr(xs, ys, class_scale, cfg, Some(&train_idx));
         let model = Softmax {
             classes,
             buckets,
@@ -525,7 +523,18 @@ fn held_out_margins(
             temperature: 1.0,
             partner: None,
         };
-        for (_, &i) in order.iter().enumerate().filter(|(p, _)| p % folds == f) {
+        let mut seen = vec![false; classes];
+        for &i in &train_idx {
+            seen[ys[i]] = true;
+        }
+        // A class with no example in this round's training part cannot be scored fairly (its
+        // margin is the "never wins" bias): such utterances would drag the temperature to
+        // its floor, leaving the SVM's probabilities flat for small bots.
+        for (_, &i) in order
+            .iter()
+            .enumerate()
+            .filter(|(p, &i)| p % folds == f && seen[ys[i]])
+        {
             held.push(HeldOut {
                 margins: model.margins(&xs[i]),
                 class: ys[i],
