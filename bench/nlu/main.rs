@@ -197,6 +197,9 @@ fn apply_setting(opts: &mut IntentTraining, kv: &str) -> Result<(), String> {
                 "sgd" => Solver::Sgd,
                 "svm" => Solver::Svm,
                 "both" => Solver::Both,
+                "mlp" => Solver::Mlp,
+                "svm_mlp" => Solver::SvmMlp,
+                "all" => Solver::All,
                 _ => return Err(format!("unknown solver {v}")),
             }
         }
@@ -208,6 +211,10 @@ fn apply_setting(opts: &mut IntentTraining, kv: &str) -> Result<(), String> {
         "nb_abs" => opts.train.nb_abs = v == "1",
         "balanced" => opts.train.balanced = v == "1",
         "epochs" => opts.train.epochs = u()?,
+        "hidden" => opts.train.hidden = u()?,
+        "mlp_lr" => opts.train.mlp_lr = f()?,
+        "mlp_epochs" => opts.train.mlp_epochs = u()?,
+        "dropout" => opts.train.dropout = f()?,
         "l2" => opts.train.l2 = f()?,
         "synth_none" => opts.synth_none = v == "1",
         "scope_loss" => opts.scope_loss = f()?,
@@ -363,7 +370,8 @@ fn cmd_clinc_dev(args: &[String]) -> i32 {
     let with = args.iter().any(|a| a == "--oos-train");
     let r = crate::run::run_clinc(&clinc, &opts, with);
     println!(
-        "val runtime: in-scope {:.4} oos recall {:.4} | val tuned (t = {:.3}): in-scope {:.4} oos recall {:.4} | train {:.1} s, {:.1} µs, {:.2} MB",
+        "val plain in-scope {:.4} | val runtime: in-scope {:.4} oos recall {:.4} | val tuned (t = {:.3}): in-scope {:.4} oos recall {:.4} | train {:.1} s, {:.1} µs, {:.2} MB",
+        r.plain_val,
         r.runtime_val.in_scope_acc,
         r.runtime_val.oos_recall,
         r.threshold,

@@ -291,6 +291,8 @@ pub struct ClincRun {
     /// `val`/`oos_val` (the paper's threshold protocol).
     pub tuned: OosScore,
     pub tuned_val: OosScore,
+    /// In-scope `val` accuracy of the best real intent, with no threshold.
+    pub plain_val: f64,
     pub threshold: f32,
     pub intent_us: f64,
     pub model_bytes: usize,
@@ -425,6 +427,7 @@ pub fn run_clinc(c: &Clinc, opts: &IntentTraining, with_oos_train: bool) -> Clin
         runtime_val: oos_score(&val, runtime_label),
         tuned: oos_score(&test, |s| label_at(threshold, s)),
         tuned_val: oos_score(&val, |s| label_at(threshold, s)),
+        plain_val: plain,
         threshold,
         intent_us: median(times),
         model_bytes: nlu.size_bytes(),
