@@ -215,6 +215,8 @@ fn apply_setting(opts: &mut IntentTraining, kv: &str) -> Result<(), String> {
         "mlp_lr" => opts.train.mlp_lr = f()?,
         "mlp_epochs" => opts.train.mlp_epochs = u()?,
         "dropout" => opts.train.dropout = f()?,
+        "input_dropout" => opts.train.input_dropout = f()?,
+        "seed_salt" => opts.seed_salt = v.parse::<u64>().map_err(|e| format!("{kv}: {e}"))?,
         "l2" => opts.train.l2 = f()?,
         "synth_none" => opts.synth_none = v == "1",
         "scope_loss" => opts.scope_loss = f()?,

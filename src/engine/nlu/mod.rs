@@ -490,6 +490,9 @@ pub struct IntentTraining {
     /// class balancing).
     pub synthetic_weight: f32,
     pub none_weight: f32,
+    /// Mixed into every context's training seed (0 in bots; the benchmark varies it to see
+    /// how much of a difference is the draw of the random initialisation and order).
+    pub seed_salt: u64,
 }
 
 /// Fewer held-out utterances than this (classified right) give no floor: a quantile of a
@@ -507,6 +510,7 @@ impl Default for IntentTraining {
             scope_loss: 0.01,
             synthetic_weight: 1.0,
             none_weight: 1.0,
+            seed_salt: 0,
         }
     }
 }
@@ -684,7 +688,7 @@ impl ContextModel {
         let n = xs.len().max(1);
         tc.epochs = tc.epochs.max((20_000 / n).min(400));
         tc.mlp_epochs = tc.mlp_epochs.max((10_000 / n).min(200));
-        tc.seed = seed;
+        tc.seed = seed ^ opts.seed_salt;
         let class_scale: Vec<f32> = classes
             .iter()
             .map(|c| match c.as_str() {
