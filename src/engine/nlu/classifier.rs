@@ -865,6 +865,29 @@ mod tests {
     }
 
     #[test]
+    fn a_class_with_one_example_leaves_the_svm_confident() {
+        // Held out, the lone example of class 2 has no class to be scored against; it must not
+        // drag the fitted temperature down until every probability is the same.
+        let mut xs: Vec<Sparse> = Vec::new();
+        let mut ys = Vec::new();
+        for i in 0..6u32 {
+            xs.push(vec![(1, 0.9), (10 + i, 0.4)]);
+            ys.push(0);
+            xs.push(vec![(2, 0.9), (20 + i, 0.4)]);
+            ys.push(1);
+        }
+        xs.push(vec![(3, 1.0)]);
+        ys.push(2);
+        let cfg = TrainConfig {
+            solver: Solver::Svm,
+            ..TrainConfig::default()
+        };
+        let m = Softmax::train(&xs, &ys, 3, &cfg);
+        let p = m.predict_proba(&vec![(1, 1.0)]);
+        assert!(p[0] > 0.6, "{p:?}");
+    }
+
+    #[test]
     fn learns_a_separable_problem() {
         let xs: Vec<Sparse> = vec![vec![(1, 1.0)], vec![(2, 1.0)], vec![(1, 0.9), (3, 0.1)]];
         let ys = vec![0, 1, 0];
