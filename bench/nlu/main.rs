@@ -17,7 +17,9 @@ use crate::metrics::{mean_std, median, IntentCounts};
 use crate::run::{run_braun, run_few_shot, run_kfold, run_split};
 
 const USAGE: &str = "usage: cargo run --release --example nlu -- COMMAND
-  eval --train FILE --test FILE [--fold N]   train on one labelled set, score it on another
+  eval --train FILE --test FILE [--fold N] [--errors] [--set k=v]...
+                                             train on one labelled set, score it on another
+                                             (--errors: list the misclassified utterances)
   bench [--data DIR] [--out FILE]            the benchmark of ../shared/nlu-bench (bench/NLU.md)
   dev [--data DIR] [--set k=v]...            development scores (no test folds)
   clinc-dev [--data DIR] [--set k=v]...      CLINC150 out-of-scope scores on val/oos_val only";
@@ -74,7 +76,21 @@ fn cmd_eval(args: &[String]) -> i32 {
         eprintln!("eval: empty training or test set");
         return 1;
     }
-    let r = run_split(&train, &test, &IntentTraining::default(), true);
+    let opts = match settings(args) {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("eval: {e}");
+            return 2;
+        }
+    };
+    let r = run_split(&train, &test, &opts, true);
+    if args.iter().any(|a| a == "--errors") {
+        for ((ex, p), top) in test.iter().zip(&r.predictions).zip(&r.top3) {
+            if &ex.intent != p {
+                println!("{:<24} → {:<24} {}\n    {top}", ex.intent, p, ex.text);
+            }
+        }
+    }
     println!("train utterances   {}", train.len());
     println!("test utterances    {}", test.len());
     println!("accuracy           {:.4}", r.intents.accuracy());
@@ -181,6 +197,9 @@ fn apply_setting(opts: &mut IntentTraining, kv: &str) -> Result<(), String> {
                 "sgd" => Solver::Sgd,
                 "svm" => Solver::Svm,
                 "both" => Solver::Both,
+                "mlp" => Solver::Mlp,
+                "svm_mlp" => Solver::SvmMlp,
+                "all" => Solver::All,
                 _ => return Err(format!("unknown solver {v}")),
             }
         }
@@ -192,9 +211,17 @@ fn apply_setting(opts: &mut IntentTraining, kv: &str) -> Result<(), String> {
         "nb_abs" => opts.train.nb_abs = v == "1",
         "balanced" => opts.train.balanced = v == "1",
         "epochs" => opts.train.epochs = u()?,
+        "hidden" => opts.train.hidden = u()?,
+        "mlp_lr" => opts.train.mlp_lr = f()?,
+        "mlp_epochs" => opts.train.mlp_epochs = u()?,
+        "dropout" => opts.train.dropout = f()?,
+        "input_dropout" => opts.train.input_dropout = f()?,
+        "seed_salt" => opts.seed_salt = v.parse::<u64>().map_err(|e| format!("{kv}: {e}"))?,
         "l2" => opts.train.l2 = f()?,
         "synth_none" => opts.synth_none = v == "1",
         "scope_loss" => opts.scope_loss = f()?,
+        "synthetic_weight" => opts.synthetic_weight = f()?,
+        "none_weight" => opts.none_weight = f()?,
         "word_weight" => opts.features.word_weight = f()?,
         "char_weight" => opts.features.char_weight = f()?,
         "bits" => opts.features.buckets = 1 << u()?,
@@ -345,7 +372,8 @@ fn cmd_clinc_dev(args: &[String]) -> i32 {
     let with = args.iter().any(|a| a == "--oos-train");
     let r = crate::run::run_clinc(&clinc, &opts, with);
     println!(
-        "val runtime: in-scope {:.4} oos recall {:.4} | val tuned (t = {:.3}): in-scope {:.4} oos recall {:.4} | train {:.1} s, {:.1} µs, {:.2} MB",
+        "val plain in-scope {:.4} | val runtime: in-scope {:.4} oos recall {:.4} | val tuned (t = {:.3}): in-scope {:.4} oos recall {:.4} | train {:.1} s, {:.1} µs, {:.2} MB",
+        r.plain_val,
         r.runtime_val.in_scope_acc,
         r.runtime_val.oos_recall,
         r.threshold,

@@ -25,6 +25,10 @@ pub struct RunResult {
     pub tag_us: f64,
     pub model_bytes: usize,
     pub tagger_bytes: usize,
+    /// The intent predicted for each test utterance, in order.
+    pub predictions: Vec<String>,
+    /// The three best classes of each test utterance with their confidences (for `--errors`).
+    pub top3: Vec<String>,
 }
 
 /// The intent the evaluation counts: the best class, with the synthesised `none` class only
@@ -79,6 +83,20 @@ pub fn run_split(
         predicted.push(p);
     }
     result.intent_us = median(intent_times);
+    result.predictions = predicted.clone();
+    result.top3 = test
+        .iter()
+        .map(|ex| {
+            let p = nlu.predict_intents(&ex.text, &[]);
+            let best: Vec<String> = p
+                .intents
+                .iter()
+                .take(3)
+                .map(|s| format!("{} {:.2}", s.name, s.confidence))
+                .collect();
+            format!("[{}] scope {:?}", best.join(", "), p.scope)
+        })
+        .collect();
     let mut understand_times = Vec::new();
     for ex in test.iter().take(300) {
         let t = Instant::now();
@@ -273,6 +291,8 @@ pub struct ClincRun {
     /// `val`/`oos_val` (the paper's threshold protocol).
     pub tuned: OosScore,
     pub tuned_val: OosScore,
+    /// In-scope `val` accuracy of the best real intent, with no threshold.
+    pub plain_val: f64,
     pub threshold: f32,
     pub intent_us: f64,
     pub model_bytes: usize,
@@ -407,6 +427,7 @@ pub fn run_clinc(c: &Clinc, opts: &IntentTraining, with_oos_train: bool) -> Clin
         runtime_val: oos_score(&val, runtime_label),
         tuned: oos_score(&test, |s| label_at(threshold, s)),
         tuned_val: oos_score(&val, |s| label_at(threshold, s)),
+        plain_val: plain,
         threshold,
         intent_us: median(times),
         model_bytes: nlu.size_bytes(),

@@ -1,7 +1,8 @@
 //! Linear classifiers over sparse features: multinomial logistic regression (softmax) trained
 //! by SGD with L2, one-vs-rest squared-hinge SVMs trained by dual coordinate descent (their
 //! margins put through a softmax with a temperature fitted on held-out training data), or
-//! both with their probabilities averaged (the default).
+//! both with their probabilities averaged (the default). A one-hidden-layer perceptron can
+//! join or replace them (measured on the benchmark's dev sets, not used by default).
 //!
 //! Softmax gives calibrated-ish probabilities that sum to 1 over the classes of one context,
 //! which the confidence threshold of §10 needs. Weights are kept only for feature buckets
@@ -20,6 +21,12 @@ pub enum Solver {
     Svm,
     /// Both, probabilities averaged.
     Both,
+    /// A one-hidden-layer perceptron (ReLU) over the sparse features, by SGD.
+    Mlp,
+    /// SVM and perceptron, probabilities averaged.
+    SvmMlp,
+    /// SVM, softmax regression and perceptron, probabilities averaged.
+    All,
 }
 
 /// Training knobs. `l2` is per-example regularisation (λ in `λ/2·|w|²` per example).
@@ -44,6 +51,14 @@ pub struct TrainConfig {
     /// Weigh each class by `n / (classes · n_class)` so that small classes are not drowned.
     pub balanced: bool,
     pub seed: u64,
+    /// Perceptron: hidden units, initial learning rate (decayed linearly to 0), passes,
+    /// dropout on the hidden layer while training.
+    pub hidden: usize,
+    pub mlp_lr: f32,
+    pub mlp_epochs: usize,
+    pub dropout: f32,
+    /// Perceptron: share of input features dropped from each example while training.
+    pub input_dropout: f32,
 }
 
 impl Default for TrainConfig {
@@ -61,6 +76,11 @@ impl Default for TrainConfig {
             learning_rate: 0.5,
             balanced: true,
             seed: 42,
+            hidden: 64,
+            mlp_lr: 0.1,
+            mlp_epochs: 20,
+            dropout: 0.3,
+            input_dropout: 0.0,
         }
     }
 }
@@ -115,8 +135,30 @@ pub struct Softmax {
     bias: Vec<f32>,
     /// Logits are `temperature × (w·x + b)` (1 for SGD; fitted for the SVM).
     temperature: f32,
-    /// A second model whose probabilities are averaged with this one's.
-    partner: Option<Box<Softmax>>,
+    /// Other models whose probabilities are averaged with this one's.
+    partners: Vec<Partner>,
+}
+
+/// A model of an ensemble besides the first.
+#[derive(Debug, Clone)]
+enum Partner {
+    Linear(Softmax),
+    Mlp(Mlp),
+}
+
+impl Partner {
+    fn predict_proba(&self, x: &Sparse) -> Vec<f32> {
+        match self {
+            Partner::Linear(m) => m.predict_proba(x),
+            Partner::Mlp(m) => m.predict_proba(x),
+        }
+    }
+    fn size_bytes(&self) -> usize {
+        match self {
+            Partner::Linear(m) => m.size_bytes(),
+            Partner::Mlp(m) => m.size_bytes(),
+        }
+    }
 }
 
 impl Softmax {
@@ -126,46 +168,73 @@ impl Softmax {
 
     /// Trains with the configured solver.
     pub fn train(xs: &[Sparse], ys: &[usize], classes: usize, cfg: &TrainConfig) -> Softmax {
-        Softmax::train_held_out(xs, ys, classes, cfg).0
+        Softmax::train_held_out(xs, ys, &vec![1.0; classes], cfg).0
     }
 
     /// [`Softmax::train`], also giving the SVM margins of the training examples that were held
     /// out to fit the temperature (empty for SGD alone, or when there was too little data):
     /// what this model's scores look like on utterances it has not seen.
+    ///
+    /// `class_scale` has one multiplier per class on its cost (after class balancing): a class
+    /// of made-up examples can weigh less than one of real ones.
     pub fn train_held_out(
         xs: &[Sparse],
         ys: &[usize],
-        classes: usize,
+        class_scale: &[f32],
         cfg: &TrainConfig,
     ) -> (Softmax, Vec<HeldOut>) {
         match cfg.solver {
-            Solver::Sgd => (Softmax::train_sgd(xs, ys, classes, cfg), Vec::new()),
-            Solver::Svm => Softmax::train_svm(xs, ys, classes, cfg),
+            Solver::Sgd => (Softmax::train_sgd(xs, ys, class_scale, cfg), Vec::new()),
+            Solver::Svm => Softmax::train_svm(xs, ys, class_scale, cfg),
             Solver::Both => {
-                let (mut m, held) = Softmax::train_svm(xs, ys, classes, cfg);
-                m.partner = Some(Box::new(Softmax::train_sgd(xs, ys, classes, cfg)));
+                let (mut m, held) = Softmax::train_svm(xs, ys, class_scale, cfg);
+                m.partners = vec![Partner::Linear(Softmax::train_sgd(
+                    xs,
+                    ys,
+                    class_scale,
+                    cfg,
+                ))];
+                (m, held)
+            }
+            Solver::Mlp => {
+                // The perceptron alone, behind an empty linear model (no margins, no floor).
+                let mut m = Softmax::empty(class_scale.len());
+                m.partners = vec![Partner::Mlp(Mlp::train(xs, ys, class_scale, cfg))];
+                (m, Vec::new())
+            }
+            Solver::SvmMlp => {
+                let (mut m, held) = Softmax::train_svm(xs, ys, class_scale, cfg);
+                m.partners = vec![Partner::Mlp(Mlp::train(xs, ys, class_scale, cfg))];
+                (m, held)
+            }
+            Solver::All => {
+                let (mut m, held) = Softmax::train_svm(xs, ys, class_scale, cfg);
+                m.partners = vec![
+                    Partner::Linear(Softmax::train_sgd(xs, ys, class_scale, cfg)),
+                    Partner::Mlp(Mlp::train(xs, ys, class_scale, cfg)),
+                ];
                 (m, held)
             }
         }
     }
 
-    fn train_sgd(xs: &[Sparse], ys: &[usize], classes: usize, cfg: &TrainConfig) -> Softmax {
+    /// No weights: every class scores 0 (the placeholder in front of a perceptron alone).
+    fn empty(classes: usize) -> Softmax {
+        Softmax {
+            classes,
+            buckets: Vec::new(),
+            weights: Vec::new(),
+            bias: vec![0.0; classes],
+            temperature: 0.0,
+            partners: Vec::new(),
+        }
+    }
+
+    fn train_sgd(xs: &[Sparse], ys: &[usize], class_scale: &[f32], cfg: &TrainConfig) -> Softmax {
+        let classes = class_scale.len();
         // Re-index examples by row so the training loop does no searching.
         let (buckets, rows) = index_rows(xs);
-        let mut counts = vec![0usize; classes];
-        for &y in ys {
-            counts[y] += 1;
-        }
-        let class_weight: Vec<f32> = counts
-            .iter()
-            .map(|&c| {
-                if cfg.balanced && c > 0 {
-                    xs.len() as f32 / (classes as f32 * c as f32)
-                } else {
-                    1.0
-                }
-            })
-            .collect();
+        let class_weight = class_weights(ys, class_scale, cfg.balanced);
 
         let mut w = vec![0f32; buckets.len() * classes];
         let mut bias = vec![0f32; classes];
@@ -222,7 +291,7 @@ impl Softmax {
             weights: w.iter().map(|&v| to_bf16(v * scale)).collect(),
             bias,
             temperature: 1.0,
-            partner: None,
+            partners: Vec::new(),
         }
     }
 
@@ -230,11 +299,12 @@ impl Softmax {
     fn train_svm(
         xs: &[Sparse],
         ys: &[usize],
-        classes: usize,
+        class_scale: &[f32],
         cfg: &TrainConfig,
     ) -> (Softmax, Vec<HeldOut>) {
-        let (buckets, w, bias) = svm_ovr(xs, ys, classes, cfg, None);
-        let held = held_out_margins(xs, ys, classes, cfg);
+        let classes = class_scale.len();
+        let (buckets, w, bias) = svm_ovr(xs, ys, class_scale, cfg, None);
+        let held = held_out_margins(xs, ys, class_scale, cfg);
         let temperature = if held.is_empty() {
             DEFAULT_TEMPERATURE
         } else {
@@ -246,7 +316,7 @@ impl Softmax {
             weights: w.iter().map(|&v| to_bf16(v)).collect(),
             bias,
             temperature,
-            partner: None,
+            partners: Vec::new(),
         };
         (model, held)
     }
@@ -277,10 +347,19 @@ impl Softmax {
         let margins = self.margins(x);
         let mut s: Vec<f32> = margins.iter().map(|m| m * self.temperature).collect();
         softmax_in_place(&mut s);
-        if let Some(p) = &self.partner {
-            for (a, b) in s.iter_mut().zip(p.predict_proba(x)) {
-                *a = (*a + b) / 2.0;
+        if !self.partners.is_empty() {
+            // A weightless first model (perceptron alone) does not vote.
+            let own = usize::from(!self.weights.is_empty());
+            if own == 0 {
+                s.iter_mut().for_each(|v| *v = 0.0);
             }
+            for p in &self.partners {
+                for (a, b) in s.iter_mut().zip(p.predict_proba(x)) {
+                    *a += b;
+                }
+            }
+            let n = (own + self.partners.len()) as f32;
+            s.iter_mut().for_each(|v| *v /= n);
         }
         (margins, s)
     }
@@ -290,7 +369,169 @@ impl Softmax {
             + self.weights.len() * 2
             + self.bias.len() * 4
             + 4
-            + self.partner.as_ref().map_or(0, |p| p.size_bytes())
+            + self.partners.iter().map(Partner::size_bytes).sum::<usize>()
+    }
+}
+
+/// A one-hidden-layer perceptron: `softmax(W2·relu(W1·x + b1) + b2)`, W1 kept for the seen
+/// buckets only, in bfloat16. Trained by plain SGD with a linearly decaying learning rate
+/// and class-balanced costs.
+#[derive(Debug, Clone)]
+pub struct Mlp {
+    classes: usize,
+    hidden: usize,
+    buckets: Vec<u32>,
+    /// Row-major `buckets.len() × hidden`, bfloat16.
+    w1: Vec<u16>,
+    b1: Vec<f32>,
+    /// Row-major `hidden × classes`.
+    w2: Vec<f32>,
+    b2: Vec<f32>,
+}
+
+impl Mlp {
+    fn train(xs: &[Sparse], ys: &[usize], class_scale: &[f32], cfg: &TrainConfig) -> Mlp {
+        let classes = class_scale.len();
+        let h_n = cfg.hidden.max(1);
+        let (buckets, rows) = index_rows(xs);
+        let cw = class_weights(ys, class_scale, cfg.balanced);
+        let mut rng = Rng::new(cfg.seed ^ 0x6d6c70);
+        let mut uniform = |r: f32| {
+            let u = (rng.next_u64() >> 11) as f32 / (1u64 << 53) as f32;
+            (2.0 * u - 1.0) * r
+        };
+        // Inputs have a norm around 1.2, so ±0.5 gives hidden units of a useful spread.
+        let mut w1: Vec<f32> = (0..buckets.len() * h_n).map(|_| uniform(0.5)).collect();
+        let r2 = (6.0 / (h_n + classes) as f32).sqrt();
+        let mut w2: Vec<f32> = (0..h_n * classes).map(|_| uniform(r2)).collect();
+        let mut b1 = vec![0.01f32; h_n];
+        let mut b2 = vec![0f32; classes];
+        let mut order: Vec<usize> = (0..xs.len()).collect();
+        let mut shuffle_rng = Rng::new(cfg.seed ^ 0x5u64);
+        let mut pre = vec![0f32; h_n];
+        let mut act = vec![0f32; h_n];
+        let mut grad_h = vec![0f32; h_n];
+        let mut kept_input: Vec<(usize, f32)> = Vec::new();
+        let mut z = vec![0f32; classes];
+        let total = (cfg.mlp_epochs * xs.len()).max(1) as f32;
+        let mut step = 0f32;
+        let keep = 1.0 - cfg.dropout.clamp(0.0, 0.9);
+        for _ in 0..cfg.mlp_epochs {
+            shuffle_rng.shuffle(&mut order);
+            for &i in &order {
+                let lr = cfg.mlp_lr * (1.0 - step / total).max(0.0001);
+                step += 1.0;
+                let x: &[(usize, f32)] = if cfg.input_dropout > 0.0 {
+                    let keep_in = 1.0 - cfg.input_dropout;
+                    kept_input.clear();
+                    for &(r, v) in &rows[i] {
+                        let u = (shuffle_rng.next_u64() >> 40) as f32 / (1u64 << 24) as f32;
+                        if u <= keep_in {
+                            kept_input.push((r, v / keep_in));
+                        }
+                    }
+                    &kept_input
+                } else {
+                    &rows[i]
+                };
+                pre.copy_from_slice(&b1);
+                for &(r, v) in x {
+                    for (p, w) in pre.iter_mut().zip(&w1[r * h_n..(r + 1) * h_n]) {
+                        *p += v * w;
+                    }
+                }
+                for (a, p) in act.iter_mut().zip(&pre) {
+                    *a = if *p > 0.0 {
+                        if keep < 1.0 {
+                            if (shuffle_rng.next_u64() >> 40) as f32 / (1u64 << 24) as f32 <= keep {
+                                *p / keep
+                            } else {
+                                0.0
+                            }
+                        } else {
+                            *p
+                        }
+                    } else {
+                        0.0
+                    };
+                }
+                z.copy_from_slice(&b2);
+                for (j, a) in act.iter().enumerate() {
+                    if *a != 0.0 {
+                        for (zc, w) in z.iter_mut().zip(&w2[j * classes..(j + 1) * classes]) {
+                            *zc += a * w;
+                        }
+                    }
+                }
+                softmax_in_place(&mut z);
+                z[ys[i]] -= 1.0;
+                let c = cw[ys[i]];
+                z.iter_mut().for_each(|g| *g *= c);
+                for (j, a) in act.iter().enumerate() {
+                    let row = &mut w2[j * classes..(j + 1) * classes];
+                    if *a != 0.0 {
+                        let mut gh = 0f32;
+                        for (w, g) in row.iter_mut().zip(&z) {
+                            gh += *w * g;
+                            *w -= lr * a * g;
+                        }
+                        // Dropped or inactive units pass no gradient down.
+                        grad_h[j] = if keep < 1.0 { gh / keep } else { gh };
+                    } else {
+                        grad_h[j] = 0.0;
+                    }
+                }
+                for (b, g) in b2.iter_mut().zip(&z) {
+                    *b -= lr * g;
+                }
+                for &(r, v) in x {
+                    for (w, g) in w1[r * h_n..(r + 1) * h_n].iter_mut().zip(&grad_h) {
+                        *w -= lr * v * g;
+                    }
+                }
+                for (b, g) in b1.iter_mut().zip(&grad_h) {
+                    *b -= lr * g;
+                }
+            }
+        }
+        Mlp {
+            classes,
+            hidden: h_n,
+            buckets,
+            w1: w1.iter().map(|&v| to_bf16(v)).collect(),
+            b1,
+            w2,
+            b2,
+        }
+    }
+
+    fn predict_proba(&self, x: &Sparse) -> Vec<f32> {
+        let h_n = self.hidden;
+        let mut pre = self.b1.clone();
+        for (b, v) in x {
+            if let Ok(r) = self.buckets.binary_search(b) {
+                for (p, w) in pre.iter_mut().zip(&self.w1[r * h_n..(r + 1) * h_n]) {
+                    *p += v * from_bf16(*w);
+                }
+            }
+        }
+        let mut z = self.b2.clone();
+        for (j, p) in pre.iter().enumerate() {
+            if *p > 0.0 {
+                let row = &self.w2[j * self.classes..(j + 1) * self.classes];
+                for (zc, w) in z.iter_mut().zip(row) {
+                    *zc += p * w;
+                }
+            }
+        }
+        softmax_in_place(&mut z);
+        z
+    }
+
+    fn size_bytes(&self) -> usize {
+        self.buckets.len() * 4
+            + self.w1.len() * 2
+            + (self.b1.len() + self.w2.len() + self.b2.len()) * 4
     }
 }
 
@@ -312,20 +553,24 @@ fn index_rows(xs: &[Sparse]) -> (Vec<u32>, Rows) {
     (buckets, rows)
 }
 
-/// Per-example cost multipliers: `n / (classes · n_class)` when balancing, else 1.
-fn class_weights(ys: &[usize], classes: usize, balanced: bool) -> Vec<f32> {
+/// Per-class cost multipliers: `n / (classes · n_class)` when balancing, else 1, times the
+/// class's `class_scale`.
+fn class_weights(ys: &[usize], class_scale: &[f32], balanced: bool) -> Vec<f32> {
+    let classes = class_scale.len();
     let mut counts = vec![0usize; classes];
     for &y in ys {
         counts[y] += 1;
     }
     counts
         .iter()
-        .map(|&c| {
-            if balanced && c > 0 {
+        .zip(class_scale)
+        .map(|(&c, &scale)| {
+            let balance = if balanced && c > 0 {
                 ys.len() as f32 / (classes as f32 * c as f32)
             } else {
                 1.0
-            }
+            };
+            balance * scale
         })
         .collect()
 }
@@ -335,10 +580,11 @@ fn class_weights(ys: &[usize], classes: usize, balanced: bool) -> Vec<f32> {
 fn svm_ovr(
     xs: &[Sparse],
     ys: &[usize],
-    classes: usize,
+    class_scale: &[f32],
     cfg: &TrainConfig,
     subset: Option<&[usize]>,
 ) -> (Vec<u32>, Vec<f32>, Vec<f32>) {
+    let classes = class_scale.len();
     let all: Vec<usize>;
     let idx: &[usize] = match subset {
         Some(s) => s,
@@ -350,7 +596,7 @@ fn svm_ovr(
     let sub_xs: Vec<Sparse> = idx.iter().map(|&i| xs[i].clone()).collect();
     let sub_ys: Vec<usize> = idx.iter().map(|&i| ys[i]).collect();
     let (buckets, rows) = index_rows(&sub_xs);
-    let cw = class_weights(&sub_ys, classes, cfg.balanced);
+    let cw = class_weights(&sub_ys, class_scale, cfg.balanced);
     let dim = buckets.len();
     let mut w = vec![0f32; dim * classes];
     let mut bias = vec![0f32; classes];
@@ -492,9 +738,10 @@ pub struct HeldOut {
 fn held_out_margins(
     xs: &[Sparse],
     ys: &[usize],
-    classes: usize,
+    class_scale: &[f32],
     cfg: &TrainConfig,
 ) -> Vec<HeldOut> {
+    let classes = class_scale.len();
     let folds = cfg.calib_folds;
     if folds < 2 || xs.len() < 2 * folds {
         return Vec::new();
@@ -516,16 +763,27 @@ fn held_out_margins(
             .filter(|(p, _)| p % folds != f)
             .map(|(_, &i)| i)
             .collect();
-        let (buckets, w, bias) = svm_ovr(xs, ys, classes, cfg, Some(&train_idx));
+        let (buckets, w, bias) = svm_ovr(xs, ys, class_scale, cfg, Some(&train_idx));
         let model = Softmax {
             classes,
             buckets,
             weights: w.iter().map(|&v| to_bf16(v)).collect(),
             bias,
             temperature: 1.0,
-            partner: None,
+            partners: Vec::new(),
         };
-        for (_, &i) in order.iter().enumerate().filter(|(p, _)| p % folds == f) {
+        let mut seen = vec![false; classes];
+        for &i in &train_idx {
+            seen[ys[i]] = true;
+        }
+        // A class with no example in this round's training part cannot be scored fairly (its
+        // margin is the "never wins" bias): such utterances would drag the temperature to
+        // its floor, leaving the SVM's probabilities flat for small bots.
+        for (_, &i) in order
+            .iter()
+            .enumerate()
+            .filter(|(p, &i)| p % folds == f && seen[ys[i]])
+        {
             held.push(HeldOut {
                 margins: model.margins(&xs[i]),
                 class: ys[i],
@@ -604,6 +862,29 @@ mod tests {
             let y = from_bf16(to_bf16(x));
             assert!((x - y).abs() <= x.abs() / 128.0, "{x} {y}");
         }
+    }
+
+    #[test]
+    fn a_class_with_one_example_leaves_the_svm_confident() {
+        // Held out, the lone example of class 2 has no class to be scored against; it must not
+        // drag the fitted temperature down until every probability is the same.
+        let mut xs: Vec<Sparse> = Vec::new();
+        let mut ys = Vec::new();
+        for i in 0..6u32 {
+            xs.push(vec![(1, 0.9), (10 + i, 0.4)]);
+            ys.push(0);
+            xs.push(vec![(2, 0.9), (20 + i, 0.4)]);
+            ys.push(1);
+        }
+        xs.push(vec![(3, 1.0)]);
+        ys.push(2);
+        let cfg = TrainConfig {
+            solver: Solver::Svm,
+            ..TrainConfig::default()
+        };
+        let m = Softmax::train(&xs, &ys, 3, &cfg);
+        let p = m.predict_proba(&vec![(1, 1.0)]);
+        assert!(p[0] > 0.6, "{p:?}");
     }
 
     #[test]

@@ -202,6 +202,9 @@ impl Vectorizer {
                     (b, tf * idf.get(&b).copied().unwrap_or(self.unseen_idf))
                 })
                 .collect();
+            // HashMap order is random per process: sum in bucket order so that training and
+            // predictions are the same on every run, to the last bit.
+            block.sort_unstable_by_key(|(b, _)| *b);
             let norm = block.iter().map(|(_, v)| v * v).sum::<f32>().sqrt();
             if norm > 0.0 {
                 for (_, v) in block.iter_mut() {
