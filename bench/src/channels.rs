@@ -209,7 +209,12 @@ fn run_messenger(s: &Settings) -> Result<Pipeline, String> {
         std::thread::sleep(Duration::from_millis(10));
     }
     let mut probe = Client::new(botd.port);
-    let status = post_delivery(&mut probe, "9000000001", "hi", 0)?;
+    // 503 until the channel has read the page's answer to GET /me: asked again, bounded.
+    let mut status = post_delivery(&mut probe, "9000000001", "hi", 0)?;
+    while status == 503 && start.elapsed() < Duration::from_secs(5) {
+        std::thread::sleep(Duration::from_millis(20));
+        status = post_delivery(&mut probe, "9000000001", "hi", 0)?;
+    }
     if status == 404 {
         return Err("not available (channel not built)".into());
     }

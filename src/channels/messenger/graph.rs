@@ -25,6 +25,9 @@ impl Graph {
             .timeout_connect(Duration::from_secs(5))
             .timeout(Duration::from_secs(20))
             .user_agent(concat!("botd/", env!("CARGO_PKG_VERSION")))
+            // One kept-alive connection per sending thread: with ureq's default of one per
+            // host, every concurrent reply but one would open a new TLS connection.
+            .max_idle_connections_per_host(super::OUTBOUND_THREADS)
             .build();
         Graph {
             agent,
