@@ -197,9 +197,6 @@ fn apply_setting(opts: &mut IntentTraining, kv: &str) -> Result<(), String> {
                 "sgd" => Solver::Sgd,
                 "svm" => Solver::Svm,
                 "both" => Solver::Both,
-                "mlp" => Solver::Mlp,
-                "svm_mlp" => Solver::SvmMlp,
-                "all" => Solver::All,
                 _ => return Err(format!("unknown solver {v}")),
             }
         }
@@ -211,11 +208,6 @@ fn apply_setting(opts: &mut IntentTraining, kv: &str) -> Result<(), String> {
         "nb_abs" => opts.train.nb_abs = v == "1",
         "balanced" => opts.train.balanced = v == "1",
         "epochs" => opts.train.epochs = u()?,
-        "hidden" => opts.train.hidden = u()?,
-        "mlp_lr" => opts.train.mlp_lr = f()?,
-        "mlp_epochs" => opts.train.mlp_epochs = u()?,
-        "dropout" => opts.train.dropout = f()?,
-        "input_dropout" => opts.train.input_dropout = f()?,
         "seed_salt" => opts.seed_salt = v.parse::<u64>().map_err(|e| format!("{kv}: {e}"))?,
         "l2" => opts.train.l2 = f()?,
         "synth_none" => opts.synth_none = v == "1",

@@ -21,12 +21,6 @@ pub enum Solver {
     Svm,
     /// Both, probabilities averaged.
     Both,
-    /// A one-hidden-layer perceptron (ReLU) over the sparse features, by SGD.
-    Mlp,
-    /// SVM and perceptron, probabilities averaged.
-    SvmMlp,
-    /// SVM, softmax regression and perceptron, probabilities averaged.
-    All,
 }
 
 /// Training knobs. `l2` is per-example regularisation (λ in `λ/2·|w|²` per example).
@@ -51,14 +45,6 @@ pub struct TrainConfig {
     /// Weigh each class by `n / (classes · n_class)` so that small classes are not drowned.
     pub balanced: bool,
     pub seed: u64,
-    /// Perceptron: hidden units, initial learning rate (decayed linearly to 0), passes,
-    /// dropout on the hidden layer while training.
-    pub hidden: usize,
-    pub mlp_lr: f32,
-    pub mlp_epochs: usize,
-    pub dropout: f32,
-    /// Perceptron: share of input features dropped from each example while training.
-    pub input_dropout: f32,
 }
 
 impl Default for TrainConfig {
@@ -76,11 +62,6 @@ impl Default for TrainConfig {
             learning_rate: 0.5,
             balanced: true,
             seed: 42,
-            hidden: 64,
-            mlp_lr: 0.1,
-            mlp_epochs: 20,
-            dropout: 0.3,
-            input_dropout: 0.0,
         }
     }
 }
@@ -135,30 +116,8 @@ pub struct Softmax {
     bias: Vec<f32>,
     /// Logits are `temperature × (w·x + b)` (1 for SGD; fitted for the SVM).
     temperature: f32,
-    /// Other models whose probabilities are averaged with this one's.
-    partners: Vec<Partner>,
-}
-
-/// A model of an ensemble besides the first.
-#[derive(Debug, Clone)]
-enum Partner {
-    Linear(Softmax),
-    Mlp(Mlp),
-}
-
-impl Partner {
-    fn predict_proba(&self, x: &Sparse) -> Vec<f32> {
-        match self {
-            Partner::Linear(m) => m.predict_proba(x),
-            Partner::Mlp(m) => m.predict_proba(x),
-        }
-    }
-    fn size_bytes(&self) -> usize {
-        match self {
-            Partner::Linear(m) => m.size_bytes(),
-            Partner::Mlp(m) => m.size_bytes(),
-        }
-    }
+    /// A second model whose probabilities are averaged with this one's.
+    partner: Option<Box<Softmax>>,
 }
 
 impl Softmax {
@@ -188,45 +147,9 @@ impl Softmax {
             Solver::Svm => Softmax::train_svm(xs, ys, class_scale, cfg),
             Solver::Both => {
                 let (mut m, held) = Softmax::train_svm(xs, ys, class_scale, cfg);
-                m.partners = vec![Partner::Linear(Softmax::train_sgd(
-                    xs,
-                    ys,
-                    class_scale,
-                    cfg,
-                ))];
+                m.partner = Some(Box::new(Softmax::train_sgd(xs, ys, class_scale, cfg)));
                 (m, held)
             }
-            Solver::Mlp => {
-                // The perceptron alone, behind an empty linear model (no margins, no floor).
-                let mut m = Softmax::empty(class_scale.len());
-                m.partners = vec![Partner::Mlp(Mlp::train(xs, ys, class_scale, cfg))];
-                (m, Vec::new())
-            }
-            Solver::SvmMlp => {
-                let (mut m, held) = Softmax::train_svm(xs, ys, class_scale, cfg);
-                m.partners = vec![Partner::Mlp(Mlp::train(xs, ys, class_scale, cfg))];
-                (m, held)
-            }
-            Solver::All => {
-                let (mut m, held) = Softmax::train_svm(xs, ys, class_scale, cfg);
-                m.partners = vec![
-                    Partner::Linear(Softmax::train_sgd(xs, ys, class_scale, cfg)),
-                    Partner::Mlp(Mlp::train(xs, ys, class_scale, cfg)),
-                ];
-                (m, held)
-            }
-        }
-    }
-
-    /// No weights: every class scores 0 (the placeholder in front of a perceptron alone).
-    fn empty(classes: usize) -> Softmax {
-        Softmax {
-            classes,
-            buckets: Vec::new(),
-            weights: Vec::new(),
-            bias: vec![0.0; classes],
-            temperature: 0.0,
-            partners: Vec::new(),
         }
     }
 
@@ -291,7 +214,7 @@ impl Softmax {
             weights: w.iter().map(|&v| to_bf16(v * scale)).collect(),
             bias,
             temperature: 1.0,
-            partners: Vec::new(),
+            partner: None,
         }
     }
 
@@ -316,7 +239,7 @@ impl Softmax {
             weights: w.iter().map(|&v| to_bf16(v)).collect(),
             bias,
             temperature,
-            partners: Vec::new(),
+            partner: None,
         };
         (model, held)
     }
@@ -347,19 +270,10 @@ impl Softmax {
         let margins = self.margins(x);
         let mut s: Vec<f32> = margins.iter().map(|m| m * self.temperature).collect();
         softmax_in_place(&mut s);
-        if !self.partners.is_empty() {
-            // A weightless first model (perceptron alone) does not vote.
-            let own = usize::from(!self.weights.is_empty());
-            if own == 0 {
-                s.iter_mut().for_each(|v| *v = 0.0);
+        if let Some(p) = &self.partner {
+            for (a, b) in s.iter_mut().zip(p.predict_proba(x)) {
+                *a = (*a + b) / 2.0;
             }
-            for p in &self.partners {
-                for (a, b) in s.iter_mut().zip(p.predict_proba(x)) {
-                    *a += b;
-                }
-            }
-            let n = (own + self.partners.len()) as f32;
-            s.iter_mut().for_each(|v| *v /= n);
         }
         (margins, s)
     }
@@ -369,169 +283,7 @@ impl Softmax {
             + self.weights.len() * 2
             + self.bias.len() * 4
             + 4
-            + self.partners.iter().map(Partner::size_bytes).sum::<usize>()
-    }
-}
-
-/// A one-hidden-layer perceptron: `softmax(W2·relu(W1·x + b1) + b2)`, W1 kept for the seen
-/// buckets only, in bfloat16. Trained by plain SGD with a linearly decaying learning rate
-/// and class-balanced costs.
-#[derive(Debug, Clone)]
-pub struct Mlp {
-    classes: usize,
-    hidden: usize,
-    buckets: Vec<u32>,
-    /// Row-major `buckets.len() × hidden`, bfloat16.
-    w1: Vec<u16>,
-    b1: Vec<f32>,
-    /// Row-major `hidden × classes`.
-    w2: Vec<f32>,
-    b2: Vec<f32>,
-}
-
-impl Mlp {
-    fn train(xs: &[Sparse], ys: &[usize], class_scale: &[f32], cfg: &TrainConfig) -> Mlp {
-        let classes = class_scale.len();
-        let h_n = cfg.hidden.max(1);
-        let (buckets, rows) = index_rows(xs);
-        let cw = class_weights(ys, class_scale, cfg.balanced);
-        let mut rng = Rng::new(cfg.seed ^ 0x6d6c70);
-        let mut uniform = |r: f32| {
-            let u = (rng.next_u64() >> 11) as f32 / (1u64 << 53) as f32;
-            (2.0 * u - 1.0) * r
-        };
-        // Inputs have a norm around 1.2, so ±0.5 gives hidden units of a useful spread.
-        let mut w1: Vec<f32> = (0..buckets.len() * h_n).map(|_| uniform(0.5)).collect();
-        let r2 = (6.0 / (h_n + classes) as f32).sqrt();
-        let mut w2: Vec<f32> = (0..h_n * classes).map(|_| uniform(r2)).collect();
-        let mut b1 = vec![0.01f32; h_n];
-        let mut b2 = vec![0f32; classes];
-        let mut order: Vec<usize> = (0..xs.len()).collect();
-        let mut shuffle_rng = Rng::new(cfg.seed ^ 0x5u64);
-        let mut pre = vec![0f32; h_n];
-        let mut act = vec![0f32; h_n];
-        let mut grad_h = vec![0f32; h_n];
-        let mut kept_input: Vec<(usize, f32)> = Vec::new();
-        let mut z = vec![0f32; classes];
-        let total = (cfg.mlp_epochs * xs.len()).max(1) as f32;
-        let mut step = 0f32;
-        let keep = 1.0 - cfg.dropout.clamp(0.0, 0.9);
-        for _ in 0..cfg.mlp_epochs {
-            shuffle_rng.shuffle(&mut order);
-            for &i in &order {
-                let lr = cfg.mlp_lr * (1.0 - step / total).max(0.0001);
-                step += 1.0;
-                let x: &[(usize, f32)] = if cfg.input_dropout > 0.0 {
-                    let keep_in = 1.0 - cfg.input_dropout;
-                    kept_input.clear();
-                    for &(r, v) in &rows[i] {
-                        let u = (shuffle_rng.next_u64() >> 40) as f32 / (1u64 << 24) as f32;
-                        if u <= keep_in {
-                            kept_input.push((r, v / keep_in));
-                        }
-                    }
-                    &kept_input
-                } else {
-                    &rows[i]
-                };
-                pre.copy_from_slice(&b1);
-                for &(r, v) in x {
-                    for (p, w) in pre.iter_mut().zip(&w1[r * h_n..(r + 1) * h_n]) {
-                        *p += v * w;
-                    }
-                }
-                for (a, p) in act.iter_mut().zip(&pre) {
-                    *a = if *p > 0.0 {
-                        if keep < 1.0 {
-                            if (shuffle_rng.next_u64() >> 40) as f32 / (1u64 << 24) as f32 <= keep {
-                                *p / keep
-                            } else {
-                                0.0
-                            }
-                        } else {
-                            *p
-                        }
-                    } else {
-                        0.0
-                    };
-                }
-                z.copy_from_slice(&b2);
-                for (j, a) in act.iter().enumerate() {
-                    if *a != 0.0 {
-                        for (zc, w) in z.iter_mut().zip(&w2[j * classes..(j + 1) * classes]) {
-                            *zc += a * w;
-                        }
-                    }
-                }
-                softmax_in_place(&mut z);
-                z[ys[i]] -= 1.0;
-                let c = cw[ys[i]];
-                z.iter_mut().for_each(|g| *g *= c);
-                for (j, a) in act.iter().enumerate() {
-                    let row = &mut w2[j * classes..(j + 1) * classes];
-                    if *a != 0.0 {
-                        let mut gh = 0f32;
-                        for (w, g) in row.iter_mut().zip(&z) {
-                            gh += *w * g;
-                            *w -= lr * a * g;
-                        }
-                        // Dropped or inactive units pass no gradient down.
-                        grad_h[j] = if keep < 1.0 { gh / keep } else { gh };
-                    } else {
-                        grad_h[j] = 0.0;
-                    }
-                }
-                for (b, g) in b2.iter_mut().zip(&z) {
-                    *b -= lr * g;
-                }
-                for &(r, v) in x {
-                    for (w, g) in w1[r * h_n..(r + 1) * h_n].iter_mut().zip(&grad_h) {
-                        *w -= lr * v * g;
-                    }
-                }
-                for (b, g) in b1.iter_mut().zip(&grad_h) {
-                    *b -= lr * g;
-                }
-            }
-        }
-        Mlp {
-            classes,
-            hidden: h_n,
-            buckets,
-            w1: w1.iter().map(|&v| to_bf16(v)).collect(),
-            b1,
-            w2,
-            b2,
-        }
-    }
-
-    fn predict_proba(&self, x: &Sparse) -> Vec<f32> {
-        let h_n = self.hidden;
-        let mut pre = self.b1.clone();
-        for (b, v) in x {
-            if let Ok(r) = self.buckets.binary_search(b) {
-                for (p, w) in pre.iter_mut().zip(&self.w1[r * h_n..(r + 1) * h_n]) {
-                    *p += v * from_bf16(*w);
-                }
-            }
-        }
-        let mut z = self.b2.clone();
-        for (j, p) in pre.iter().enumerate() {
-            if *p > 0.0 {
-                let row = &self.w2[j * self.classes..(j + 1) * self.classes];
-                for (zc, w) in z.iter_mut().zip(row) {
-                    *zc += p * w;
-                }
-            }
-        }
-        softmax_in_place(&mut z);
-        z
-    }
-
-    fn size_bytes(&self) -> usize {
-        self.buckets.len() * 4
-            + self.w1.len() * 2
-            + (self.b1.len() + self.w2.len() + self.b2.len()) * 4
+            + self.partner.as_ref().map_or(0, |p| p.size_bytes())
     }
 }
 
@@ -770,7 +522,7 @@ fn held_out_margins(
             weights: w.iter().map(|&v| to_bf16(v)).collect(),
             bias,
             temperature: 1.0,
-            partners: Vec::new(),
+            partner: None,
         };
         let mut seen = vec![false; classes];
         for &i in &train_idx {

@@ -687,7 +687,6 @@ impl ContextModel {
         // Small bots need more passes to become confident; big ones converge in ~20.
         let n = xs.len().max(1);
         tc.epochs = tc.epochs.max((20_000 / n).min(400));
-        tc.mlp_epochs = tc.mlp_epochs.max((10_000 / n).min(200));
         tc.seed = seed ^ opts.seed_salt;
         let class_scale: Vec<f32> = classes
             .iter()
