@@ -384,7 +384,8 @@ fn updates_replies_two_bots_and_a_bad_token() {
     // Welcome bot, at the same time, another chat.
     let wchat = 200;
     fake.text(welcome_t, wchat, wchat, "hi");
-    let first = fake.wait_texts(welcome_t, wchat, 1, Duration::from_secs(15));
+    // Bounded waits sized for `make smoke-arm` (qemu-user, where this took 15 s once).
+    let first = fake.wait_texts(welcome_t, wchat, 1, Duration::from_secs(60));
     assert_eq!(
         first,
         vec!["May I know your name please?"],
@@ -392,7 +393,7 @@ fn updates_replies_two_bots_and_a_bad_token() {
         server.log()
     );
     fake.text(welcome_t, wchat, wchat, "Alice");
-    let texts = fake.wait_texts(welcome_t, wchat, 4, Duration::from_secs(15));
+    let texts = fake.wait_texts(welcome_t, wchat, 4, Duration::from_secs(60));
     assert_eq!(texts.len(), 4, "{texts:?}\n{}", server.log());
     assert!(texts[1].contains("Alice"), "{texts:?}");
     assert_eq!(texts[2], "This is the first time we speak 🤖");
@@ -436,7 +437,7 @@ fn updates_replies_two_bots_and_a_bad_token() {
     assert!(calls[1].at - calls[0].at >= Duration::from_millis(450));
 
     // The echo bot's chat, in order.
-    let echo = fake.wait_texts(echo_t, chat, 9, Duration::from_secs(15));
+    let echo = fake.wait_texts(echo_t, chat, 9, Duration::from_secs(60));
     assert_eq!(
         &echo[..6],
         &[
