@@ -939,7 +939,13 @@ fn telegram_is_polled_by_one_instance_and_taken_over_after_sigkill() {
         say(k);
         assert!(
             common::wait_until(Duration::from_secs(20), || answered(k)),
-            "turn {k}"
+            "turn {k}: {:?}\n{}",
+            (0..chats).map(|c| fake.texts(100 + c)).collect::<Vec<_>>(),
+            servers
+                .iter()
+                .map(|s| s.log())
+                .collect::<Vec<_>>()
+                .join("\n----\n")
         );
     }
     // Still one poller (the others wait for the lead).
