@@ -4,6 +4,7 @@
 
 mod common;
 
+use common::fake_http::{FakeHttp, Response};
 use common::*;
 use serde_json::{json, Value};
 use std::path::Path;
@@ -122,30 +123,20 @@ fn an_action_computes_from_args_and_the_event_and_writes_user_and_temp() {
 
 #[test]
 fn an_action_awaits_axios_against_a_fake_api() {
-    let api = tiny_http::Server::http("127.0.0.1:0").unwrap();
-    let api_port = api.server_addr().to_ip().unwrap().port();
-    let api_thread = std::thread::spawn(move || {
-        // Two requests: the weather and the missing page.
-        for _ in 0..3 {
-            let Ok(mut request) = api.recv() else { return };
-            let mut body = String::new();
-            let _ = request.as_reader().read_to_string(&mut body);
-            let url = request.url().to_string();
-            let (status, text) = if url == "/weather?city=Paris" {
-                (200, r#"{"celsius": 21}"#.to_string())
-            } else if url == "/echo" && request.method() == &tiny_http::Method::Post {
-                (201, body)
-            } else {
-                (404, r#"{"error": "nope"}"#.to_string())
-            };
-            let header = tiny_http::Header::from_bytes("Content-Type", "application/json").unwrap();
-            let _ = request.respond(
-                tiny_http::Response::from_string(text)
-                    .with_status_code(status)
-                    .with_header(header),
-            );
-        }
+    let calls = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = calls.clone();
+    let api = FakeHttp::start(move |request| {
+        counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let (status, text) = if request.url == "/weather?city=Paris" {
+            (200, r#"{"celsius": 21}"#.to_string())
+        } else if request.url == "/echo" && request.method == "POST" {
+            (201, request.text())
+        } else {
+            (404, r#"{"error": "nope"}"#.to_string())
+        };
+        Response::text(status, &text).with_header("Content-Type", "application/json")
     });
+    let api_port = api.port;
     let data = TempDir::new("js-axios");
     js_bot(
         data.path(),
@@ -178,7 +169,8 @@ fn an_action_awaits_axios_against_a_fake_api() {
         "{}",
         server.log()
     );
-    api_thread.join().unwrap();
+    // The weather, the echo and the missing page: one call each.
+    assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 3);
 }
 
 #[test]

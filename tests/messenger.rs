@@ -1,9 +1,10 @@
 //! Facebook Messenger over real HTTP on loopback: botd runs as a process, Facebook's side is
-//! played by signed webhook calls, and the Graph API by a small tiny_http server in this test
+//! played by signed webhook calls, and the Graph API by a fake in this test (`common::fake_http`)
 //! (set through `graphApiBase`). Nothing leaves 127.0.0.1.
 
 mod common;
 
+use common::fake_http::{FakeHttp, Response};
 use common::*;
 use hmac::{Hmac, Mac};
 use serde_json::{json, Value};
@@ -35,110 +36,93 @@ struct Call {
 }
 
 struct FakeGraph {
-    server: Arc<tiny_http::Server>,
+    _server: FakeHttp,
     port: u16,
     calls: Arc<Mutex<Vec<Call>>>,
     /// Answer 500 to every n-th `POST /me/messages` (0: never).
     fail_every: Arc<AtomicUsize>,
-    sends: Arc<AtomicUsize>,
     failed: Arc<AtomicUsize>,
 }
 
 impl FakeGraph {
     /// `pages`: access token → page id.
     fn start(pages: &[(&str, &str)]) -> FakeGraph {
-        let server = Arc::new(tiny_http::Server::http("127.0.0.1:0").unwrap());
-        let port = server.server_addr().to_ip().unwrap().port();
-        let fake = FakeGraph {
-            server,
-            port,
-            calls: Arc::default(),
-            fail_every: Arc::default(),
-            sends: Arc::default(),
-            failed: Arc::default(),
-        };
+        let calls: Arc<Mutex<Vec<Call>>> = Arc::default();
+        let fail_every: Arc<AtomicUsize> = Arc::default();
+        let sends = AtomicUsize::new(0);
+        let failed: Arc<AtomicUsize> = Arc::default();
         let pages: HashMap<String, String> = pages
             .iter()
             .map(|(t, p)| (t.to_string(), p.to_string()))
             .collect();
-        for _ in 0..6 {
-            let (server, calls, fail_every, sends, failed, pages) = (
-                fake.server.clone(),
-                fake.calls.clone(),
-                fake.fail_every.clone(),
-                fake.sends.clone(),
-                fake.failed.clone(),
-                pages.clone(),
-            );
-            std::thread::spawn(move || {
-                while let Ok(mut request) = server.recv() {
-                    let url = request.url().to_string();
-                    let (path, query) = url.split_once('?').unwrap_or((&url, ""));
-                    let token = query
-                        .split('&')
-                        .find_map(|p| p.strip_prefix("access_token="))
-                        .unwrap_or("")
-                        .to_string();
-                    let mut raw = String::new();
-                    let _ = request.as_reader().read_to_string(&mut raw);
-                    let body: Value = serde_json::from_str(&raw).unwrap_or(Value::Null);
-                    let method = request.method().as_str().to_string();
-                    let (status, answer) = match (method.as_str(), path) {
-                        ("GET", "/v23.0/me") => match pages.get(&token) {
-                            Some(page) => {
-                                (200, json!({"id": page, "name": format!("Page {page}")}))
-                            }
-                            None => (
-                                400,
-                                json!({"error": {"message": "Invalid OAuth access token.", "type": "OAuthException", "code": 190}}),
-                            ),
-                        },
-                        ("POST", "/v23.0/me/messages") => {
-                            let n = sends.fetch_add(1, Ordering::SeqCst) + 1;
-                            let every = fail_every.load(Ordering::SeqCst);
-                            if body["recipient"]["id"]
-                                .as_str()
-                                .is_some_and(|r| r.starts_with("X-"))
-                            {
-                                (
-                                    400,
-                                    json!({"error": {"message": "This person isn't available right now.", "type": "OAuthException", "code": 551}}),
-                                )
-                            } else if every > 0 && n % every == 0 {
-                                failed.fetch_add(1, Ordering::SeqCst);
-                                (
-                                    500,
-                                    json!({"error": {"message": "An unexpected error has occurred.", "code": 2}}),
-                                )
-                            } else {
-                                (
-                                    200,
-                                    json!({"recipient_id": body["recipient"]["id"], "message_id": format!("m.{n}")}),
-                                )
-                            }
-                        }
-                        (_, "/v23.0/me/messenger_profile") => (200, json!({"result": "success"})),
-                        _ => (
-                            404,
-                            json!({"error": {"message": "unknown path", "code": 803}}),
+        let server = {
+            let (calls, fail_every, failed) = (calls.clone(), fail_every.clone(), failed.clone());
+            FakeHttp::start(move |request| {
+                let (path, query) = (request.path().to_string(), request.query());
+                let token = query
+                    .split('&')
+                    .find_map(|p| p.strip_prefix("access_token="))
+                    .unwrap_or("")
+                    .to_string();
+                let body: Value = serde_json::from_slice(&request.body).unwrap_or(Value::Null);
+                let method = request.method.clone();
+                let (status, answer) = match (method.as_str(), path.as_str()) {
+                    ("GET", "/v23.0/me") => match pages.get(&token) {
+                        Some(page) => (200, json!({"id": page, "name": format!("Page {page}")})),
+                        None => (
+                            400,
+                            json!({"error": {"message": "Invalid OAuth access token.", "type": "OAuthException", "code": 190}}),
                         ),
-                    };
-                    if status == 200 {
-                        calls.lock().unwrap().push(Call {
-                            at: Instant::now(),
-                            method,
-                            path: path.to_string(),
-                            token,
-                            body,
-                        });
+                    },
+                    ("POST", "/v23.0/me/messages") => {
+                        let n = sends.fetch_add(1, Ordering::SeqCst) + 1;
+                        let every = fail_every.load(Ordering::SeqCst);
+                        if body["recipient"]["id"]
+                            .as_str()
+                            .is_some_and(|r| r.starts_with("X-"))
+                        {
+                            (
+                                400,
+                                json!({"error": {"message": "This person isn't available right now.", "type": "OAuthException", "code": 551}}),
+                            )
+                        } else if every > 0 && n % every == 0 {
+                            failed.fetch_add(1, Ordering::SeqCst);
+                            (
+                                500,
+                                json!({"error": {"message": "An unexpected error has occurred.", "code": 2}}),
+                            )
+                        } else {
+                            (
+                                200,
+                                json!({"recipient_id": body["recipient"]["id"], "message_id": format!("m.{n}")}),
+                            )
+                        }
                     }
-                    let response = tiny_http::Response::from_string(answer.to_string())
-                        .with_status_code(status);
-                    let _ = request.respond(response);
+                    (_, "/v23.0/me/messenger_profile") => (200, json!({"result": "success"})),
+                    _ => (
+                        404,
+                        json!({"error": {"message": "unknown path", "code": 803}}),
+                    ),
+                };
+                if status == 200 {
+                    calls.lock().unwrap().push(Call {
+                        at: Instant::now(),
+                        method,
+                        path,
+                        token,
+                        body,
+                    });
                 }
-            });
+                Response::json(status, &answer)
+            })
+        };
+        FakeGraph {
+            port: server.port,
+            _server: server,
+            calls,
+            fail_every,
+            failed,
         }
-        fake
     }
 
     fn base(&self) -> String {
@@ -169,14 +153,6 @@ impl FakeGraph {
     fn wait_texts(&self, psid: &str, n: usize, limit: Duration) -> Vec<String> {
         wait_until(limit, || self.texts(psid).len() >= n);
         self.texts(psid)
-    }
-}
-
-impl Drop for FakeGraph {
-    fn drop(&mut self) {
-        for _ in 0..6 {
-            self.server.unblock();
-        }
     }
 }
 
@@ -511,27 +487,28 @@ fn webhook_events_and_signatures() {
     assert_eq!(post(port, "{\"object\":\"page\",").status, 400);
     assert_eq!(request(port, "PUT", "/webhook", &[], b"").status, 405);
 
-    // What Facebook received.
-    let t = fake.wait_texts("U-sig", 2, Duration::from_secs(10));
+    // What Facebook received (the log is printed when a reply is missing).
+    let received = |psid: &str, n: usize| {
+        let t = fake.wait_texts(psid, n, Duration::from_secs(10));
+        if t.len() < n {
+            eprintln!("{psid} got {t:?} of {n}; the log:\n{}", server.log());
+        }
+        t
+    };
+    let t = received("U-sig", 2);
     assert_eq!(t, vec!["message|first|", "message|second|"]);
-    let t = fake.wait_texts("U-utf", 2, Duration::from_secs(10));
+    let t = received("U-utf", 2);
     assert_eq!(
         t,
         vec!["message|héllo äöå 😀 / <|", "message|grüße 😀 日本|"]
     );
-    let t = fake.wait_texts("U-b1", 3, Duration::from_secs(10));
+    let t = received("U-b1", 3);
     assert_eq!(
         t,
         vec!["message|one|", "message|Yes|YES_PAYLOAD", "message|two|"]
     );
-    assert_eq!(
-        fake.wait_texts("U-b2", 1, Duration::from_secs(10)),
-        vec!["callback|GET_STARTED|"]
-    );
-    assert_eq!(
-        fake.wait_texts("U-b3", 1, Duration::from_secs(10)),
-        vec!["May I know your name please?"]
-    );
+    assert_eq!(received("U-b2", 1), vec!["callback|GET_STARTED|"]);
+    assert_eq!(received("U-b3", 1), vec!["May I know your name please?"]);
     std::thread::sleep(Duration::from_millis(800));
     for quiet in ["U-bad", "U-quiet", "U-b4", "PE", "U-big", "U-ig"] {
         assert!(

@@ -7,6 +7,7 @@
 mod common;
 
 use botd::store::{Batch, Namespace, PostgresStore, Queue, SeenId, SqliteStore, Store};
+use common::fake_http::{FakeHttp, Response};
 use common::pg;
 use serde_json::{json, Value};
 use std::sync::{Arc, Mutex};
@@ -498,7 +499,7 @@ const WEBHOOK: &str = "/api/v1/bots/___/mod/channel-messenger/webhook";
 
 /// The Graph API: `GET /me` names the page, `POST /me/messages` is recorded (in arrival order).
 struct FakeGraph {
-    server: Arc<tiny_http::Server>,
+    _server: FakeHttp,
     port: u16,
     sent: Arc<Mutex<Vec<Value>>>,
     /// While set, `POST /me/messages` answers 500 (Facebook having a bad minute).
@@ -507,42 +508,30 @@ struct FakeGraph {
 
 impl FakeGraph {
     fn start() -> FakeGraph {
-        let server = Arc::new(tiny_http::Server::http("127.0.0.1:0").unwrap());
-        let port = server.server_addr().to_ip().unwrap().port();
         let sent: Arc<Mutex<Vec<Value>>> = Arc::default();
         let down: Arc<std::sync::atomic::AtomicBool> = Arc::default();
-        for _ in 0..6 {
-            let (server, sent, down) = (server.clone(), sent.clone(), down.clone());
-            std::thread::spawn(move || {
-                while let Ok(mut request) = server.recv() {
-                    let url = request.url().to_string();
-                    let path = url.split('?').next().unwrap_or("").to_string();
-                    let mut raw = String::new();
-                    let _ = std::io::Read::read_to_string(request.as_reader(), &mut raw);
-                    let body: Value = serde_json::from_str(&raw).unwrap_or(Value::Null);
-                    let answer = match path.as_str() {
-                        "/v23.0/me" => json!({"id": "PW", "name": "Page PW"}),
-                        "/v23.0/me/messages" if down.load(std::sync::atomic::Ordering::SeqCst) => {
-                            let error = json!({"error": {"message": "An unexpected error has occurred.", "code": 2}});
-                            let _ = request.respond(
-                                tiny_http::Response::from_string(error.to_string())
-                                    .with_status_code(500),
-                            );
-                            continue;
-                        }
-                        "/v23.0/me/messages" => {
-                            sent.lock().unwrap().push(body.clone());
-                            json!({"recipient_id": body["recipient"]["id"], "message_id": "m"})
-                        }
-                        _ => json!({"result": "success"}),
-                    };
-                    let _ = request.respond(tiny_http::Response::from_string(answer.to_string()));
-                }
-            });
-        }
+        let server = {
+            let (sent, down) = (sent.clone(), down.clone());
+            FakeHttp::start(move |request| {
+                let body: Value = serde_json::from_slice(&request.body).unwrap_or(Value::Null);
+                let answer = match request.path() {
+                    "/v23.0/me" => json!({"id": "PW", "name": "Page PW"}),
+                    "/v23.0/me/messages" if down.load(std::sync::atomic::Ordering::SeqCst) => {
+                        let error = json!({"error": {"message": "An unexpected error has occurred.", "code": 2}});
+                        return Response::json(500, &error);
+                    }
+                    "/v23.0/me/messages" => {
+                        sent.lock().unwrap().push(body.clone());
+                        json!({"recipient_id": body["recipient"]["id"], "message_id": "m"})
+                    }
+                    _ => json!({"result": "success"}),
+                };
+                Response::json(200, &answer)
+            })
+        };
         FakeGraph {
-            server,
-            port,
+            port: server.port,
+            _server: server,
             sent,
             down,
         }
@@ -556,14 +545,6 @@ impl FakeGraph {
             .filter(|c| c["recipient"]["id"] == psid)
             .filter_map(|c| c["message"]["text"].as_str().map(str::to_string))
             .collect()
-    }
-}
-
-impl Drop for FakeGraph {
-    fn drop(&mut self) {
-        for _ in 0..6 {
-            self.server.unblock();
-        }
     }
 }
 
@@ -779,6 +760,8 @@ fn sigkill_of_an_instance_mid_burst_loses_nothing_and_plays_nothing_twice() {
 #[derive(Clone, Default)]
 struct FakeBotApi {
     state: Arc<(Mutex<BotApiState>, std::sync::Condvar)>,
+    /// The server (absent in the copy its handler answers with).
+    _server: Option<Arc<FakeHttp>>,
 }
 
 #[derive(Default)]
@@ -795,31 +778,19 @@ struct BotApiState {
 
 impl FakeBotApi {
     fn start() -> (FakeBotApi, u16) {
-        let server = Arc::new(tiny_http::Server::http("127.0.0.1:0").unwrap());
-        let port = server.server_addr().to_ip().unwrap().port();
-        let fake = FakeBotApi::default();
-        let f = fake.clone();
-        std::thread::spawn(move || {
-            for mut request in server.incoming_requests() {
-                let f = f.clone();
-                std::thread::spawn(move || {
-                    let mut body = String::new();
-                    let _ = std::io::Read::read_to_string(request.as_reader(), &mut body);
-                    let params: Value = serde_json::from_str(&body).unwrap_or(json!({}));
-                    let method = request.url().rsplit('/').next().unwrap_or("").to_string();
-                    let (status, answer) = f.answer(&method, &params);
-                    let _ = request.respond(
-                        tiny_http::Response::from_string(answer.to_string())
-                            .with_status_code(status)
-                            .with_header(
-                                "Content-Type: application/json"
-                                    .parse::<tiny_http::Header>()
-                                    .unwrap(),
-                            ),
-                    );
-                });
-            }
+        let answering = FakeBotApi::default();
+        let state = answering.state.clone();
+        let server = FakeHttp::start(move |request| {
+            let params: Value = serde_json::from_slice(&request.body).unwrap_or(json!({}));
+            let method = request.path().rsplit('/').next().unwrap_or("");
+            let (status, answer) = answering.answer(method, &params);
+            Response::json(status, &answer)
         });
+        let port = server.port;
+        let fake = FakeBotApi {
+            state,
+            _server: Some(Arc::new(server)),
+        };
         (fake, port)
     }
 

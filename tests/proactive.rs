@@ -6,6 +6,7 @@
 
 mod common;
 
+use common::fake_http::{FakeHttp, Request, Response};
 use common::*;
 use hmac::{Hmac, Mac};
 use serde_json::{json, Value};
@@ -328,7 +329,7 @@ const SECRET: &str = "app-secret-for-tests";
 const WEBHOOK: &str = "/api/v1/bots/___/mod/channel-messenger/webhook";
 
 struct FakeGraph {
-    server: Arc<tiny_http::Server>,
+    _server: FakeHttp,
     port: u16,
     /// The bodies of `POST /me/messages`, in arrival order.
     sends: Arc<Mutex<Vec<Value>>>,
@@ -336,32 +337,25 @@ struct FakeGraph {
 
 impl FakeGraph {
     fn start() -> FakeGraph {
-        let server = Arc::new(tiny_http::Server::http("127.0.0.1:0").unwrap());
-        let port = server.server_addr().to_ip().unwrap().port();
         let sends: Arc<Mutex<Vec<Value>>> = Arc::default();
-        for _ in 0..4 {
-            let (server, sends) = (server.clone(), sends.clone());
-            std::thread::spawn(move || {
-                while let Ok(mut request) = server.recv() {
-                    let path = request.url().split('?').next().unwrap_or("").to_string();
-                    let mut raw = String::new();
-                    let _ = std::io::Read::read_to_string(request.as_reader(), &mut raw);
-                    let body: Value = serde_json::from_str(&raw).unwrap_or(Value::Null);
-                    let answer = match path.as_str() {
-                        "/v23.0/me" => json!({"id": "PAGE", "name": "Page"}),
-                        "/v23.0/me/messages" => {
-                            sends.lock().unwrap().push(body.clone());
-                            json!({"recipient_id": body["recipient"]["id"], "message_id": "m.1"})
-                        }
-                        _ => json!({"result": "success"}),
-                    };
-                    let _ = request.respond(tiny_http::Response::from_string(answer.to_string()));
-                }
-            });
-        }
+        let server = {
+            let sends = sends.clone();
+            FakeHttp::start(move |request| {
+                let body: Value = serde_json::from_slice(&request.body).unwrap_or(Value::Null);
+                let answer = match request.path() {
+                    "/v23.0/me" => json!({"id": "PAGE", "name": "Page"}),
+                    "/v23.0/me/messages" => {
+                        sends.lock().unwrap().push(body.clone());
+                        json!({"recipient_id": body["recipient"]["id"], "message_id": "m.1"})
+                    }
+                    _ => json!({"result": "success"}),
+                };
+                Response::json(200, &answer)
+            })
+        };
         FakeGraph {
-            server,
-            port,
+            port: server.port,
+            _server: server,
             sends,
         }
     }
@@ -380,14 +374,6 @@ impl FakeGraph {
     fn wait_messages(&self, psid: &str, n: usize) -> Vec<Value> {
         wait_until(LIMIT, || self.messages(psid).len() >= n);
         self.messages(psid)
-    }
-}
-
-impl Drop for FakeGraph {
-    fn drop(&mut self) {
-        for _ in 0..4 {
-            self.server.unblock();
-        }
     }
 }
 
@@ -562,14 +548,15 @@ struct TgState {
 struct FakeTelegram {
     port: u16,
     shared: Arc<(Mutex<TgState>, Condvar)>,
+    /// The server (absent in the copy its handler answers with).
+    _server: Option<Arc<FakeHttp>>,
 }
 
 impl FakeTelegram {
     fn start() -> FakeTelegram {
-        let server = Arc::new(tiny_http::Server::http("127.0.0.1:0").unwrap());
-        let port = server.server_addr().to_ip().unwrap().port();
         let fake = FakeTelegram {
-            port,
+            port: 0,
+            _server: None,
             shared: Arc::new((
                 Mutex::new(TgState {
                     next_id: 100,
@@ -578,31 +565,20 @@ impl FakeTelegram {
                 Condvar::new(),
             )),
         };
-        let f = fake.clone();
-        std::thread::spawn(move || {
-            for request in server.incoming_requests() {
-                let f = f.clone();
-                std::thread::spawn(move || f.handle(request));
-            }
-        });
-        fake
+        let answering = fake.clone();
+        let server = FakeHttp::start(move |request| answering.handle(request));
+        FakeTelegram {
+            port: server.port,
+            _server: Some(Arc::new(server)),
+            ..fake
+        }
     }
 
-    fn handle(&self, mut request: tiny_http::Request) {
-        let mut body = String::new();
-        let _ = std::io::Read::read_to_string(request.as_reader(), &mut body);
-        let params: Value = serde_json::from_str(&body).unwrap_or(json!({}));
-        let url = request.url().to_string();
-        let method = url.rsplit('/').next().unwrap_or("").to_string();
-        let (status, answer) = self.answer(url.contains(TG_TOKEN), &method, &params);
-        let response = tiny_http::Response::from_string(answer.to_string())
-            .with_status_code(status)
-            .with_header(
-                "Content-Type: application/json"
-                    .parse::<tiny_http::Header>()
-                    .unwrap(),
-            );
-        let _ = request.respond(response);
+    fn handle(&self, request: Request) -> Response {
+        let params: Value = serde_json::from_slice(&request.body).unwrap_or(json!({}));
+        let method = request.path().rsplit('/').next().unwrap_or("");
+        let (status, answer) = self.answer(request.url.contains(TG_TOKEN), method, &params);
+        Response::json(status, &answer)
     }
 
     fn answer(&self, known: bool, method: &str, params: &Value) -> (u16, Value) {

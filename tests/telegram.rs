@@ -1,10 +1,11 @@
 //! The Telegram channel end to end: the real `botd` binary against a fake Bot API server
-//! (tiny_http on loopback) that does real long polling — waits up to `timeout`, honours
+//! (`common::fake_http` on loopback) that does real long polling — waits up to `timeout`, honours
 //! `offset`, gives unconfirmed updates again, answers 409 to a second concurrent poller, 429
 //! with `retry_after` when told to, and 401 to a token it does not know.
 
 mod common;
 
+use common::fake_http::{FakeHttp, Request, Response};
 use common::{
     add_timeout_node, copy_dir, data_copy, database, rows_of, wait_until, write, Server, TempDir,
 };
@@ -51,12 +52,12 @@ struct State {
 struct FakeTelegram {
     port: u16,
     shared: Arc<(Mutex<State>, Condvar)>,
+    /// The server (absent in the copy its handler answers with).
+    _server: Option<Arc<FakeHttp>>,
 }
 
 impl FakeTelegram {
     fn start(tokens: &[&str]) -> FakeTelegram {
-        let server = Arc::new(tiny_http::Server::http("127.0.0.1:0").unwrap());
-        let port = server.server_addr().to_ip().unwrap().port();
         let mut state = State::default();
         for t in tokens {
             state.accounts.insert(
@@ -68,39 +69,29 @@ impl FakeTelegram {
             );
         }
         let fake = FakeTelegram {
-            port,
+            port: 0,
             shared: Arc::new((Mutex::new(state), Condvar::new())),
+            _server: None,
         };
-        let f = fake.clone();
-        std::thread::spawn(move || {
-            for request in server.incoming_requests() {
-                let f = f.clone();
-                std::thread::spawn(move || f.handle(request));
-            }
-        });
-        fake
+        let answering = fake.clone();
+        let server = FakeHttp::start(move |request| answering.handle(request));
+        FakeTelegram {
+            port: server.port,
+            _server: Some(Arc::new(server)),
+            ..fake
+        }
     }
 
     fn base(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
     }
 
-    fn handle(&self, mut request: tiny_http::Request) {
-        let mut body = String::new();
-        let _ = request.as_reader().read_to_string(&mut body);
-        let params: Value = serde_json::from_str(&body).unwrap_or(json!({}));
-        let url = request.url().to_string();
-        let rest = url.strip_prefix("/bot").unwrap_or("");
+    fn handle(&self, request: Request) -> Response {
+        let params: Value = serde_json::from_slice(&request.body).unwrap_or(json!({}));
+        let rest = request.path().strip_prefix("/bot").unwrap_or("");
         let (token, method) = rest.rsplit_once('/').unwrap_or(("", ""));
         let (status, answer) = self.answer(token, method, &params);
-        let response = tiny_http::Response::from_string(answer.to_string())
-            .with_status_code(status)
-            .with_header(
-                "Content-Type: application/json"
-                    .parse::<tiny_http::Header>()
-                    .unwrap(),
-            );
-        let _ = request.respond(response);
+        Response::json(status, &answer)
     }
 
     fn answer(&self, token: &str, method: &str, params: &Value) -> (u16, Value) {
@@ -1106,8 +1097,7 @@ fn odd_get_updates_answers_do_not_spin() {
             json!({"ok": true, "result": [{"message": {"chat": {"id": 1}, "text": "no id"}}]}),
         ),
     ];
-    // One fake per bot: the fake's tiny_http can leave a new connection waiting while several
-    // kept-alive ones are busy, which would look like a poller that never starts.
+    // One fake per bot, each answering its own odd `getUpdates`.
     let fakes: Vec<FakeTelegram> = cases
         .iter()
         .map(|(token, _)| FakeTelegram::start(&[token]))

@@ -1,5 +1,6 @@
 //! A fake of Telegram's Bot API for the tests that play a bot over Telegram end to end.
 
+use super::fake_http::{FakeHttp, Response};
 use super::wait_until;
 use serde_json::{json, Value};
 use std::sync::{Arc, Condvar, Mutex};
@@ -19,44 +20,34 @@ struct State {
 pub struct FakeBotApi {
     pub port: u16,
     shared: Arc<(Mutex<State>, Condvar)>,
+    /// The server (absent in the copy its handler answers with).
+    server: Option<Arc<FakeHttp>>,
 }
 
 impl FakeBotApi {
     pub fn start() -> FakeBotApi {
-        let server = Arc::new(tiny_http::Server::http("127.0.0.1:0").unwrap());
-        let fake = FakeBotApi {
-            port: server.server_addr().to_ip().unwrap().port(),
-            shared: Arc::new((
-                Mutex::new(State {
-                    next_id: 100,
-                    ..State::default()
-                }),
-                Condvar::new(),
-            )),
+        let shared = Arc::new((
+            Mutex::new(State {
+                next_id: 100,
+                ..State::default()
+            }),
+            Condvar::new(),
+        ));
+        let answering = FakeBotApi {
+            port: 0,
+            shared: shared.clone(),
+            server: None,
         };
-        let f = fake.clone();
-        std::thread::spawn(move || {
-            for request in server.incoming_requests() {
-                let f = f.clone();
-                std::thread::spawn(move || f.handle(request));
-            }
+        let server = FakeHttp::start(move |request| {
+            let params: Value = serde_json::from_slice(&request.body).unwrap_or(json!({}));
+            let method = request.path().rsplit('/').next().unwrap_or("");
+            Response::json(200, &answering.answer(method, &params))
         });
-        fake
-    }
-
-    fn handle(&self, mut request: tiny_http::Request) {
-        let mut body = String::new();
-        let _ = std::io::Read::read_to_string(request.as_reader(), &mut body);
-        let params: Value = serde_json::from_str(&body).unwrap_or(json!({}));
-        let method = request.url().rsplit('/').next().unwrap_or("").to_string();
-        let answer = self.answer(&method, &params);
-        let _ = request.respond(
-            tiny_http::Response::from_string(answer.to_string()).with_header(
-                "Content-Type: application/json"
-                    .parse::<tiny_http::Header>()
-                    .unwrap(),
-            ),
-        );
+        FakeBotApi {
+            port: server.port,
+            shared,
+            server: Some(Arc::new(server)),
+        }
     }
 
     fn answer(&self, method: &str, params: &Value) -> Value {

@@ -1,6 +1,7 @@
 //! A fake of Facebook's Graph API and a signed webhook text message, for the tests that play
 //! a bot over Messenger end to end.
 
+use super::fake_http::{FakeHttp, Response};
 use super::{request, wait_until};
 use hmac::{Hmac, Mac};
 use serde_json::{json, Value};
@@ -15,33 +16,31 @@ pub const WEBHOOK: &str = "/api/v1/bots/___/mod/channel-messenger/webhook";
 pub struct FakeGraph {
     pub port: u16,
     sent: Arc<Mutex<Vec<Value>>>,
+    _server: FakeHttp,
 }
 
 impl FakeGraph {
     pub fn start(page: &'static str) -> FakeGraph {
-        let server = Arc::new(tiny_http::Server::http("127.0.0.1:0").unwrap());
-        let port = server.server_addr().to_ip().unwrap().port();
         let sent = Arc::new(Mutex::new(Vec::new()));
         let log = sent.clone();
-        std::thread::spawn(move || {
-            while let Ok(mut request) = server.recv() {
-                let path = request.url().split('?').next().unwrap_or("").to_string();
-                let mut raw = String::new();
-                let _ = std::io::Read::read_to_string(request.as_reader(), &mut raw);
-                let answer = match path.as_str() {
-                    "/v23.0/me" => json!({"id": page, "name": "Test page"}),
-                    "/v23.0/me/messages" => {
-                        log.lock()
-                            .unwrap()
-                            .push(serde_json::from_str(&raw).unwrap_or(Value::Null));
-                        json!({"recipient_id": "U1", "message_id": "m.1"})
-                    }
-                    _ => json!({"result": "success"}),
-                };
-                let _ = request.respond(tiny_http::Response::from_string(answer.to_string()));
-            }
+        let server = FakeHttp::start(move |request| {
+            let answer = match request.path() {
+                "/v23.0/me" => json!({"id": page, "name": "Test page"}),
+                "/v23.0/me/messages" => {
+                    log.lock()
+                        .unwrap()
+                        .push(serde_json::from_slice(&request.body).unwrap_or(Value::Null));
+                    json!({"recipient_id": "U1", "message_id": "m.1"})
+                }
+                _ => json!({"result": "success"}),
+            };
+            Response::json(200, &answer)
         });
-        FakeGraph { port, sent }
+        FakeGraph {
+            port: server.port,
+            sent,
+            _server: server,
+        }
     }
 
     /// The messages (not sender actions) sent so far.

@@ -4,6 +4,7 @@
 
 pub mod fake_bot_api;
 pub mod fake_graph;
+pub mod fake_http;
 #[cfg(feature = "postgres")]
 pub mod pg;
 pub mod proxy;
