@@ -85,7 +85,7 @@ impl FakeGraph {
                                 400,
                                 json!({"error": {"message": "This person isn't available right now.", "type": "OAuthException", "code": 551}}),
                             )
-                        } else if every > 0 && n % every == 0 {
+                        } else if every > 0 && n.is_multiple_of(every) {
                             failed.fetch_add(1, Ordering::SeqCst);
                             (
                                 500,
