@@ -67,6 +67,9 @@ impl Api {
         let agent = ureq::AgentBuilder::new()
             .timeout_connect(Duration::from_secs(10))
             .user_agent(concat!("botd/", env!("CARGO_PKG_VERSION")))
+            // One kept-alive connection per sending thread and one for polling: with ureq's
+            // default of one per host, concurrent calls would open new TLS connections.
+            .max_idle_connections_per_host(super::OUTBOUND_THREADS + 1)
             .build();
         Api {
             agent,
