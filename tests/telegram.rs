@@ -922,10 +922,11 @@ fn sigkill_at_random_instants_plays_every_update_exactly_once() {
     let kills = 3;
     let mut at_kills = Vec::new();
     for _ in 0..kills {
-        // Somewhere after the next few replies: 0 to 300 ms after at least one more arrived.
-        let before = replies();
-        wait_until(Duration::from_secs(10), || replies() > before);
-        std::thread::sleep(Duration::from_millis(random_below(&mut seed, 300)));
+        // Somewhere in the next few replies: after 1 to 24 more arrived (counted, not timed,
+        // so a quick machine cannot finish the burst first), then 0 to 4 ms later.
+        let target = replies() + 1 + random_below(&mut seed, 24) as usize;
+        wait_until(Duration::from_secs(10), || replies() >= target);
+        std::thread::sleep(Duration::from_millis(random_below(&mut seed, 5)));
         server.kill();
         at_kills.push(replies());
         server = Server::start(data.path(), &[]);
