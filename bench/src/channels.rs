@@ -44,6 +44,8 @@ pub struct Pipeline {
     pub e2e_rounds: Vec<(f64, f64)>,
     /// The store's counters over the end-to-end run: (messages, commits, fsyncs).
     pub store_per_message: Option<(u64, u64, u64)>,
+    /// botd's CPU time (user + system) per message over the all-users runs, in microseconds.
+    pub cpu_per_message_us: Option<f64>,
     /// One webhook call with this many events: seconds until its `200`.
     pub batch_ack: Vec<(usize, f64)>,
 }
@@ -266,14 +268,17 @@ fn run_messenger(s: &Settings) -> Result<Pipeline, String> {
     // depend on which of the two ran while the machine (a shared VM) was slower.
     let (mut ones, mut alls) = (Vec::new(), Vec::new());
     let (mut messages, mut commits, mut fsyncs) = (0, 0, 0);
+    let mut cpu = 0.0;
     for round in 0..ROUNDS {
         ones.push(run(1, 30 + round));
         // Let the last removals land, then count what the all-users run costs the store.
         std::thread::sleep(Duration::from_millis(200));
         let before_run = store_counters(botd.port)?;
         posted.store(0, Ordering::SeqCst);
+        let cpu_before = crate::procs::cpu_seconds(botd.pid());
         alls.push(run(s.users, 10 + round));
         std::thread::sleep(Duration::from_millis(200));
+        cpu += crate::procs::cpu_seconds(botd.pid()) - cpu_before;
         let after_run = store_counters(botd.port)?;
         messages += posted.load(Ordering::SeqCst);
         commits += after_run.commits - before_run.commits;
@@ -287,6 +292,7 @@ fn run_messenger(s: &Settings) -> Result<Pipeline, String> {
     let e2e_one = median_run(ones);
     let e2e = median_run(alls);
     let store_per_message = Some((messages, commits, fsyncs));
+    let cpu_per_message_us = Some(cpu * 1e6 / messages.max(1) as f64);
 
     // Burst: every user posts new conversations' first messages as fast as they are accepted.
     graph.inbox.clear();
@@ -356,6 +362,7 @@ fn run_messenger(s: &Settings) -> Result<Pipeline, String> {
         e2e_one: Some(e2e_one),
         e2e_rounds,
         store_per_message,
+        cpu_per_message_us,
         batch_ack: batches,
     })
 }

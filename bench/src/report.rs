@@ -339,6 +339,13 @@ pub fn render(r: &Results) -> String {
                 fsyncs as f64 / messages.max(1) as f64
             );
         }
+        if let Some(us) = p.cpu_per_message_us {
+            let _ = writeln!(
+                m,
+                "botd's own CPU time (user + system, `/proc`) over the {}-user runs: **{us:.0} µs per message** (a turn, its commits and its Graph calls; the load generator and the fake Graph API use the same two cores).",
+                r.pipeline_users
+            );
+        }
         for (count, secs) in &p.batch_ack {
             let _ = writeln!(
                 m,
