@@ -157,15 +157,7 @@ fn serve(stream: TcpStream, handler: &Handler, stopping: &AtomicBool) {
 fn read_request(reader: &mut BufReader<TcpStream>, stopping: &AtomicBool) -> Option<Request> {
     let mut head = Vec::new();
     while !head.ends_with(b"\r\n\r\n") {
-        if stopping.load(Ordering::SeqCst) {
-            return None;
-        }
-        match reader.read_until(b'\n', &mut head) {
-            Ok(0) => return None,
-            Ok(_) => {}
-            Err(e) if is_timeout(&e) => continue,
-            Err(_) => return None,
-        }
+        append_line(reader, &mut head, stopping)?;
     }
     let mut parsed_headers = [httparse::EMPTY_HEADER; 64];
     let mut parsed = httparse::Request::new(&mut parsed_headers);
@@ -209,19 +201,30 @@ fn read_request(reader: &mut BufReader<TcpStream>, stopping: &AtomicBool) -> Opt
     Some(request)
 }
 
-fn read_line(reader: &mut BufReader<TcpStream>, stopping: &AtomicBool) -> Option<String> {
-    let mut line = Vec::new();
-    while !line.ends_with(b"\n") {
+/// Appends one line (through its `\n`) to `buf`, waiting out read timeouts until the stop.
+fn append_line(
+    reader: &mut BufReader<TcpStream>,
+    buf: &mut Vec<u8>,
+    stopping: &AtomicBool,
+) -> Option<()> {
+    let start = buf.len();
+    while buf.len() == start || !buf.ends_with(b"\n") {
         if stopping.load(Ordering::SeqCst) {
             return None;
         }
-        match reader.read_until(b'\n', &mut line) {
+        match reader.read_until(b'\n', buf) {
             Ok(0) => return None,
             Ok(_) => {}
             Err(e) if is_timeout(&e) => continue,
             Err(_) => return None,
         }
     }
+    Some(())
+}
+
+fn read_line(reader: &mut BufReader<TcpStream>, stopping: &AtomicBool) -> Option<String> {
+    let mut line = Vec::new();
+    append_line(reader, &mut line, stopping)?;
     String::from_utf8(line).ok()
 }
 
