@@ -8,7 +8,7 @@
 
 use crate::fakes::{self, Inbox, PAGE_ID};
 use crate::load::{closed_loop, percentile, Client, LoadResult, Recorder};
-use crate::procs::{botd_command, fresh_data, write, Proc};
+use crate::procs::{botd_command, cpu_seconds, fresh_data, write, Proc};
 use crate::scenario::{is_greeting, ASK_NAME};
 use hmac::{Hmac, Mac};
 use serde_json::json;
@@ -44,10 +44,45 @@ pub struct Pipeline {
     pub e2e_rounds: Vec<(f64, f64)>,
     /// The store's counters over the end-to-end run: (messages, commits, fsyncs).
     pub store_per_message: Option<(u64, u64, u64)>,
-    /// botd's CPU time (user + system) per message over the all-users runs, in microseconds.
-    pub cpu_per_message_us: Option<f64>,
+    /// CPU time (user + system) per message, in microseconds, over the 1-user and the
+    /// all-users runs (Messenger).
+    pub cpu_per_message: Option<CpuPerMessage>,
     /// One webhook call with this many events: seconds until its `200`.
     pub batch_ack: Vec<(usize, f64)>,
+}
+
+/// CPU time per message (µs) of botd and of the bench itself (load generator and fake API),
+/// over the 1-user runs and over the all-users runs.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CpuPerMessage {
+    pub botd_one: f64,
+    pub botd_all: f64,
+    pub bench_one: f64,
+    pub bench_all: f64,
+}
+
+/// CPU seconds of botd and of this process, added up over runs, with the messages they made.
+#[derive(Default)]
+struct CpuTally {
+    botd: f64,
+    bench: f64,
+    messages: u64,
+}
+
+impl CpuTally {
+    /// Runs `run`, which returns how many messages it made, and adds what it cost.
+    fn measure(&mut self, botd: u32, run: impl FnOnce() -> u64) {
+        let me = std::process::id();
+        let (botd_before, bench_before) = (cpu_seconds(botd), cpu_seconds(me));
+        self.messages += run();
+        self.botd += cpu_seconds(botd) - botd_before;
+        self.bench += cpu_seconds(me) - bench_before;
+    }
+
+    fn per_message_us(&self) -> (f64, f64) {
+        let n = self.messages.max(1) as f64;
+        (self.botd * 1e6 / n, self.bench * 1e6 / n)
+    }
 }
 
 /// The store's counters from botd's `/status`.
@@ -268,17 +303,22 @@ fn run_messenger(s: &Settings) -> Result<Pipeline, String> {
     // depend on which of the two ran while the machine (a shared VM) was slower.
     let (mut ones, mut alls) = (Vec::new(), Vec::new());
     let (mut messages, mut commits, mut fsyncs) = (0, 0, 0);
-    let mut cpu = 0.0;
+    let (mut cpu_one, mut cpu_all) = (CpuTally::default(), CpuTally::default());
     for round in 0..ROUNDS {
-        ones.push(run(1, 30 + round));
+        cpu_one.measure(botd.pid(), || {
+            posted.store(0, Ordering::SeqCst);
+            ones.push(run(1, 30 + round));
+            posted.load(Ordering::SeqCst)
+        });
         // Let the last removals land, then count what the all-users run costs the store.
         std::thread::sleep(Duration::from_millis(200));
         let before_run = store_counters(botd.port)?;
-        posted.store(0, Ordering::SeqCst);
-        let cpu_before = crate::procs::cpu_seconds(botd.pid());
-        alls.push(run(s.users, 10 + round));
-        std::thread::sleep(Duration::from_millis(200));
-        cpu += crate::procs::cpu_seconds(botd.pid()) - cpu_before;
+        cpu_all.measure(botd.pid(), || {
+            posted.store(0, Ordering::SeqCst);
+            alls.push(run(s.users, 10 + round));
+            std::thread::sleep(Duration::from_millis(200));
+            posted.load(Ordering::SeqCst)
+        });
         let after_run = store_counters(botd.port)?;
         messages += posted.load(Ordering::SeqCst);
         commits += after_run.commits - before_run.commits;
@@ -292,7 +332,14 @@ fn run_messenger(s: &Settings) -> Result<Pipeline, String> {
     let e2e_one = median_run(ones);
     let e2e = median_run(alls);
     let store_per_message = Some((messages, commits, fsyncs));
-    let cpu_per_message_us = Some(cpu * 1e6 / messages.max(1) as f64);
+    let ((botd_one, bench_one), (botd_all, bench_all)) =
+        (cpu_one.per_message_us(), cpu_all.per_message_us());
+    let cpu_per_message = Some(CpuPerMessage {
+        botd_one,
+        botd_all,
+        bench_one,
+        bench_all,
+    });
 
     // Burst: every user posts new conversations' first messages as fast as they are accepted.
     graph.inbox.clear();
@@ -362,7 +409,7 @@ fn run_messenger(s: &Settings) -> Result<Pipeline, String> {
         e2e_one: Some(e2e_one),
         e2e_rounds,
         store_per_message,
-        cpu_per_message_us,
+        cpu_per_message,
         batch_ack: batches,
     })
 }

@@ -339,11 +339,11 @@ pub fn render(r: &Results) -> String {
                 fsyncs as f64 / messages.max(1) as f64
             );
         }
-        if let Some(us) = p.cpu_per_message_us {
+        if let Some(cpu) = p.cpu_per_message {
             let _ = writeln!(
                 m,
-                "botd's own CPU time (user + system, `/proc`) over the {}-user runs: **{us:.0} µs per message** (a turn, its commits and its Graph calls; the load generator and the fake Graph API use the same two cores).",
-                r.pipeline_users
+                "CPU time (user + system, `/proc`) per message: **botd {:.0} µs with 1 user, {:.0} µs with {}** (a turn, its commits and its Graph calls; what one user's messages pay alone, {} users' share: wake-ups, commits and fsyncs); the bench itself (load generator and fake Graph API, on the same two cores) {:.0} / {:.0} µs.",
+                cpu.botd_one, cpu.botd_all, r.pipeline_users, r.pipeline_users, cpu.bench_one, cpu.bench_all
             );
         }
         for (count, secs) in &p.batch_ack {

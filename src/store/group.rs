@@ -8,12 +8,17 @@
 //! therefore never waits for another one except for the commit they share, and an idle
 //! machine pays no hand-over to another thread.
 //!
+//! Each waiter sleeps on its own condition, so a finished commit wakes only the callers whose
+//! batches it held, and the first one still queued to lead the next: with one condition for
+//! all, every commit would wake every waiting thread (32 of them under 16 Messenger users)
+//! only for most to find their batch still queued and sleep again.
+//!
 //! Whatever runs a group must give each batch its own result: one batch that fails (a
 //! constraint, a trigger) must not fail the others of its group.
 
 use super::{Batch, Committed, StoreError};
 use std::collections::HashMap;
-use std::sync::{Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
 /// At most this many batches in one commit, so one commit's latency stays bounded.
 pub const MAX_GROUP: usize = 256;
@@ -22,15 +27,21 @@ pub const MAX_GROUP: usize = 256;
 #[derive(Default)]
 pub struct GroupCommit {
     state: Mutex<State>,
-    finished: Condvar,
 }
 
 #[derive(Default)]
 struct State {
     next_seq: u64,
-    queue: Vec<(u64, Batch)>,
+    queue: Vec<Queued>,
     leading: bool,
     results: HashMap<u64, Result<Committed, StoreError>>,
+}
+
+/// A batch waiting for a commit, and the condition its caller sleeps on.
+struct Queued {
+    seq: u64,
+    batch: Batch,
+    wake: Arc<Condvar>,
 }
 
 /// What [`GroupCommit::commit`] gives back: the batch's result, and whether this caller led
@@ -53,25 +64,37 @@ impl GroupCommit {
         batch: Batch,
         run: &mut dyn FnMut(Vec<Batch>) -> Vec<Result<Committed, StoreError>>,
     ) -> Outcome {
+        let wake = Arc::new(Condvar::new());
         let mut state = self.lock();
         let seq = state.next_seq;
         state.next_seq += 1;
-        state.queue.push((seq, batch));
+        state.queue.push(Queued {
+            seq,
+            batch,
+            wake: wake.clone(),
+        });
         let mut led = false;
         loop {
             if let Some(result) = state.results.remove(&seq) {
                 return Outcome { result, led };
             }
             if state.leading {
-                state = self.finished.wait(state).unwrap_or_else(|e| e.into_inner());
+                state = wake.wait(state).unwrap_or_else(|e| e.into_inner());
                 continue;
             }
             state.leading = true;
             led = true;
             let take = state.queue.len().min(MAX_GROUP);
-            let group: Vec<(u64, Batch)> = state.queue.drain(..take).collect();
+            let group: Vec<Queued> = state.queue.drain(..take).collect();
             drop(state);
-            let (seqs, batches): (Vec<u64>, Vec<Batch>) = group.into_iter().unzip();
+            let mut seqs = Vec::with_capacity(group.len());
+            let mut wakes = Vec::with_capacity(group.len());
+            let mut batches = Vec::with_capacity(group.len());
+            for queued in group {
+                seqs.push(queued.seq);
+                wakes.push(queued.wake);
+                batches.push(queued.batch);
+            }
             let count = batches.len();
             // A runner that panics must not leave its followers waiting forever.
             let mut results =
@@ -85,7 +108,13 @@ impl GroupCommit {
                 state.results.insert(seq, result);
             }
             state.leading = false;
-            self.finished.notify_all();
+            for other in wakes.iter().filter(|w| !Arc::ptr_eq(w, &wake)) {
+                other.notify_one();
+            }
+            // The oldest batch still queued: its caller leads the next commit.
+            if let Some(next) = state.queue.first() {
+                next.wake.notify_one();
+            }
         }
     }
 }
