@@ -8,7 +8,7 @@
 
 use crate::fakes::{self, Inbox, PAGE_ID};
 use crate::load::{closed_loop, percentile, Client, LoadResult, Recorder};
-use crate::procs::{botd_command, cpu_seconds, fresh_data, write, Proc};
+use crate::procs::{botd_command, context_switches, cpu_seconds, fresh_data, write, Proc};
 use crate::scenario::{is_greeting, ASK_NAME};
 use hmac::{Hmac, Mac};
 use serde_json::json;
@@ -59,6 +59,9 @@ pub struct CpuPerMessage {
     pub botd_all: f64,
     pub bench_one: f64,
     pub bench_all: f64,
+    /// botd's context switches per message (its threads sleeping and being woken).
+    pub switches_one: f64,
+    pub switches_all: f64,
 }
 
 /// CPU seconds of botd and of this process, added up over runs, with the messages they made.
@@ -66,6 +69,7 @@ pub struct CpuPerMessage {
 struct CpuTally {
     botd: f64,
     bench: f64,
+    switches: u64,
     messages: u64,
 }
 
@@ -74,14 +78,21 @@ impl CpuTally {
     fn measure(&mut self, botd: u32, run: impl FnOnce() -> u64) {
         let me = std::process::id();
         let (botd_before, bench_before) = (cpu_seconds(botd), cpu_seconds(me));
+        let switches_before = context_switches(botd);
         self.messages += run();
         self.botd += cpu_seconds(botd) - botd_before;
         self.bench += cpu_seconds(me) - bench_before;
+        self.switches += context_switches(botd).saturating_sub(switches_before);
     }
 
-    fn per_message_us(&self) -> (f64, f64) {
+    /// botd's and the bench's CPU µs, and botd's context switches, per message.
+    fn per_message(&self) -> (f64, f64, f64) {
         let n = self.messages.max(1) as f64;
-        (self.botd * 1e6 / n, self.bench * 1e6 / n)
+        (
+            self.botd * 1e6 / n,
+            self.bench * 1e6 / n,
+            self.switches as f64 / n,
+        )
     }
 }
 
@@ -332,13 +343,15 @@ fn run_messenger(s: &Settings) -> Result<Pipeline, String> {
     let e2e_one = median_run(ones);
     let e2e = median_run(alls);
     let store_per_message = Some((messages, commits, fsyncs));
-    let ((botd_one, bench_one), (botd_all, bench_all)) =
-        (cpu_one.per_message_us(), cpu_all.per_message_us());
+    let ((botd_one, bench_one, switches_one), (botd_all, bench_all, switches_all)) =
+        (cpu_one.per_message(), cpu_all.per_message());
     let cpu_per_message = Some(CpuPerMessage {
         botd_one,
         botd_all,
         bench_one,
         bench_all,
+        switches_one,
+        switches_all,
     });
 
     // Burst: every user posts new conversations' first messages as fast as they are accepted.

@@ -244,6 +244,25 @@ pub fn cpu_seconds(pid: u32) -> f64 {
     (ticks(11) + ticks(12)) / 100.0
 }
 
+/// Context switches (voluntary and not) of all of a process's threads so far. Threads that
+/// ended are not counted, so this is for long-lived threads (a server's pools).
+pub fn context_switches(pid: u32) -> u64 {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return 0;
+    };
+    tasks
+        .flatten()
+        .filter_map(|task| std::fs::read_to_string(task.path().join("status")).ok())
+        .flat_map(|status| {
+            status
+                .lines()
+                .filter(|l| l.contains("ctxt_switches:"))
+                .filter_map(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+                .collect::<Vec<_>>()
+        })
+        .sum()
+}
+
 /// Waits (at most `limit`) until `proc` uses under 5 % of a core over 300 ms.
 pub fn wait_idle(proc: &Proc, limit: Duration) {
     let start = Instant::now();
