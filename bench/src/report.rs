@@ -345,6 +345,21 @@ pub fn render(r: &Results) -> String {
                 "CPU time (user + system, `/proc`) per message: **botd {:.0} µs with 1 user, {:.0} µs with {}** (a turn, its commits and its Graph calls; what one user's messages pay alone, {} users' share: wake-ups, commits and fsyncs); the bench itself (load generator and fake Graph API, on the same two cores) {:.0} / {:.0} µs. botd's threads were switched out (slept or were preempted) {:.1} / {:.1} times per message.",
                 cpu.botd_one, cpu.botd_all, r.pipeline_users, r.pipeline_users, cpu.bench_one, cpu.bench_all, cpu.switches_one, cpu.switches_all
             );
+            if let Some(one) = &p.e2e_one {
+                // What bounds the ratio on this machine: the all-users loop can use every core
+                // at most, and one user already keeps part of them busy.
+                let cores = r.machine.as_ref().map_or(1, |m| m.cores) as f64;
+                let busy_one = (cpu.botd_one + cpu.bench_one) * one.per_second / 1e6;
+                let bound = cores * 1e6 / ((cpu.botd_all + cpu.bench_all) * one.per_second);
+                let _ = writeln!(
+                    m,
+                    "What bounds the ratio here: the 1-user loop already keeps **{busy_one:.2} of the {cores:.0} cores** busy (botd and the bench, CPU per message × replies/s): its two durable commits per message wait little (a lone commit {:.2} ms here, below), so it is bound by CPU, not by the disk; with every core busy at the {}-user CPU cost per message, {}-user replies/s could be at most **{bound:.1}×** the 1-user figure (measured {:.1}×).",
+                    r.write_disk_ms.0,
+                    r.pipeline_users,
+                    r.pipeline_users,
+                    p.e2e.per_second / one.per_second.max(1e-9)
+                );
+            }
         }
         for (count, secs) in &p.batch_ack {
             let _ = writeln!(
