@@ -182,6 +182,71 @@ mod tests {
         assert!(runs.load(Ordering::SeqCst) < total, "{runs:?}");
     }
 
+    /// More callers than one group holds: the first commit is held until all of them have
+    /// queued, so the rest must be split into groups of at most [`MAX_GROUP`], each led by
+    /// the oldest caller left over, and every caller must get its own result.
+    #[test]
+    fn callers_beyond_one_group_are_handed_the_next_commit() {
+        const CALLERS: usize = MAX_GROUP + 44;
+        let group = Arc::new(GroupCommit::default());
+        let arrived = Arc::new(AtomicUsize::new(0));
+        let sizes = Arc::new(Mutex::new(Vec::new()));
+        let (done, results) = std::sync::mpsc::channel();
+        for i in 0..CALLERS {
+            let (group, arrived, sizes, done) =
+                (group.clone(), arrived.clone(), sizes.clone(), done.clone());
+            std::thread::Builder::new()
+                .stack_size(64 * 1024)
+                .spawn(move || {
+                    let mut batch = Batch::new();
+                    batch.delete(super::super::Namespace::Kv, "bot1", &i.to_string());
+                    arrived.fetch_add(1, Ordering::SeqCst);
+                    let outcome = group.commit(batch, &mut |batches| {
+                        let first = sizes.lock().unwrap().is_empty();
+                        if first {
+                            // Hold the first commit until every caller is queued (bounded).
+                            for _ in 0..500 {
+                                if arrived.load(Ordering::SeqCst) == CALLERS {
+                                    break;
+                                }
+                                std::thread::sleep(std::time::Duration::from_millis(2));
+                            }
+                            std::thread::sleep(std::time::Duration::from_millis(50));
+                        }
+                        sizes.lock().unwrap().push(batches.len());
+                        batches
+                            .iter()
+                            .map(|b| match &b.ops[0] {
+                                super::super::Op::Delete { key, .. } => {
+                                    Ok(Committed::new(vec![Some(key.parse().unwrap())]))
+                                }
+                                _ => unreachable!("only deletes are queued"),
+                            })
+                            .collect()
+                    });
+                    let _ = done.send((i, outcome.result));
+                })
+                .unwrap();
+        }
+        drop(done);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        let mut answered = vec![false; CALLERS];
+        for _ in 0..CALLERS {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            let (i, result) = results
+                .recv_timeout(left)
+                .expect("every caller gets an answer within 30 s");
+            assert_eq!(result.unwrap(), Committed::new(vec![Some(i as u64)]));
+            assert!(!answered[i], "caller {i} answered twice");
+            answered[i] = true;
+        }
+        let sizes = sizes.lock().unwrap().clone();
+        assert_eq!(sizes.iter().sum::<usize>(), CALLERS, "{sizes:?}");
+        assert!(sizes.iter().all(|&n| n <= MAX_GROUP), "{sizes:?}");
+        // All but the first were queued behind the held commit: one full group among them.
+        assert!(sizes.contains(&MAX_GROUP), "{sizes:?}");
+    }
+
     #[test]
     fn a_panicking_run_fails_its_group_only() {
         let group = GroupCommit::default();
