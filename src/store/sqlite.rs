@@ -2,11 +2,11 @@
 //! `synchronous=FULL` (a commit that returned survives a power cut).
 //!
 //! Two connections: one writes, one reads. Writes go through a [`GroupCommit`]: batches that
-//! are ready together are applied in one transaction, each inside its own savepoint (so one
-//! that fails is rolled back alone and the others still commit), and cost one fsync of the
-//! WAL between them. If the group as a whole fails (a full disk, an I/O error), its batches
-//! are committed again one by one, so each gets its own answer. Reads use the other
-//! connection and never wait for a commit's fsync (WAL lets them read the last commit).
+//! are ready together are applied in one transaction and cost one fsync of the WAL between
+//! them. If the group cannot commit as a whole (one batch refused, a full disk, an I/O
+//! error), its batches are committed again one by one, so each gets its own answer and a
+//! refused batch never fails the others. Reads use the other connection and never wait for a
+//! commit's fsync (WAL lets them read the last commit).
 //!
 //! A group of [`Durability::Soon`] batches only (removals of sent replies) commits with
 //! `synchronous=NORMAL`: its frames are written to the WAL, where a crash of botd cannot lose
@@ -309,31 +309,28 @@ impl SqliteStore {
         self.writer.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Commits a group: all batches in one transaction, each in its own savepoint; when the
-    /// group cannot commit as a whole, each batch alone. One result per batch, in order.
+    /// Commits a group: all batches in one transaction; when the group cannot commit as a
+    /// whole (one batch refused, a full disk), each batch alone, so each gets its own answer
+    /// and one refused batch never fails the others. One result per batch, in order.
     fn run_group(&self, batches: Vec<Batch>) -> Vec<Result<Committed, StoreError>> {
         let now = now_ms();
         let mut conn = self.write_conn();
-        let applied = if batches.len() > 1 {
-            match self.commit_group(&mut conn, &batches, now) {
-                Ok(applied) => applied,
-                Err(e) => {
-                    self.counters.failed_groups.fetch_add(1, Ordering::Relaxed);
-                    log::debug!(
-                        "{}: a group of {} batches did not commit ({e}); committing them one by one",
-                        self.shown,
-                        batches.len()
-                    );
-                    batches
-                        .iter()
-                        .map(|b| self.commit_group(&mut conn, std::slice::from_ref(b), now))
-                        .map(|r| r.and_then(|mut one| one.pop().expect("one result per batch")))
-                        .collect()
-                }
+        let applied = match self.commit_group(&mut conn, &batches, now) {
+            Ok(applied) => applied.into_iter().map(Ok).collect(),
+            Err(e) if batches.len() == 1 => vec![Err(e)],
+            Err(e) => {
+                self.counters.failed_groups.fetch_add(1, Ordering::Relaxed);
+                log::debug!(
+                    "{}: a group of {} batches did not commit ({e}); committing them one by one",
+                    self.shown,
+                    batches.len()
+                );
+                batches
+                    .iter()
+                    .map(|b| self.commit_group(&mut conn, std::slice::from_ref(b), now))
+                    .map(|r| r.map(|mut one| one.pop().expect("one result per batch")))
+                    .collect()
             }
-        } else {
-            self.commit_group(&mut conn, &batches, now)
-                .unwrap_or_else(|e| vec![Err(e)])
         };
         drop(conn);
         applied
@@ -349,44 +346,33 @@ impl SqliteStore {
             .collect()
     }
 
-    /// One transaction for `batches`. A batch that fails with a permanent error (a
-    /// constraint, a trigger's abort) is rolled back to its savepoint and fails alone; any
-    /// other error fails the whole transaction (the outer `Err`), since SQLite may have rolled
-    /// it back already.
+    /// One transaction for `batches`, all or nothing: any error (a batch refused for good,
+    /// a full disk) rolls the whole transaction back. No savepoint per batch: refusals are
+    /// rare, and a savepoint costs two statements and a copy of every page it touches in the
+    /// sub-journal on every commit; [`SqliteStore::run_group`] retries the batches one by one
+    /// instead.
     fn commit_group(
         &self,
         writer: &mut Writer,
         batches: &[Batch],
         now: i64,
-    ) -> Result<Vec<Result<Applied, StoreError>>, StoreError> {
+    ) -> Result<Vec<Applied>, StoreError> {
         let durable = batches.iter().any(|b| b.durability == Durability::Now);
         writer.set_full_sync(durable).map_err(|e| self.err(e))?;
-        let mut tx = writer
+        let tx = writer
             .conn
             .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
             .map_err(|e| self.err(e))?;
         let mut results = Vec::with_capacity(batches.len());
-        let mut committed_any = false;
         for batch in batches {
-            let mut sp = tx.savepoint().map_err(|e| self.err(e))?;
             let mut quarantined = Vec::new();
-            let applied = batch
+            let ids = batch
                 .ops
                 .iter()
-                .map(|op| apply(&sp, op, now, &mut quarantined))
-                .collect::<rusqlite::Result<Vec<_>>>();
-            match applied {
-                Ok(ids) => {
-                    sp.commit().map_err(|e| self.err(e))?;
-                    committed_any = true;
-                    results.push(Ok((ids, quarantined)));
-                }
-                Err(e) if is_permanent(&e) && !sp.is_autocommit() => {
-                    sp.rollback().map_err(|e| self.err(e))?;
-                    results.push(Err(self.err(e)));
-                }
-                Err(e) => return Err(self.err(e)),
-            }
+                .map(|op| apply(&tx, op, now, &mut quarantined))
+                .collect::<rusqlite::Result<Vec<_>>>()
+                .map_err(|e| self.err(e))?;
+            results.push((ids, quarantined));
         }
         let remembers = batches.iter().flat_map(|b| &b.ops).any(|op| {
             matches!(
@@ -404,11 +390,11 @@ impl SqliteStore {
             self.last_prune_ms.store(now, Ordering::Relaxed);
         }
         tx.commit().map_err(|e| self.err(e))?;
-        if committed_any && durable {
+        if durable {
             // The WAL's fsync covers every frame before this commit's too.
             writer.unsynced = false;
             self.counters.commits.fetch_add(1, Ordering::Relaxed);
-        } else if committed_any {
+        } else {
             self.counters
                 .deferred_commits
                 .fetch_add(1, Ordering::Relaxed);
@@ -417,8 +403,9 @@ impl SqliteStore {
                 self.syncer.schedule();
             }
         }
-        let ok = results.iter().filter(|r| r.is_ok()).count() as u64;
-        self.counters.batches.fetch_add(ok, Ordering::Relaxed);
+        self.counters
+            .batches
+            .fetch_add(results.len() as u64, Ordering::Relaxed);
         Ok(results)
     }
 

@@ -249,6 +249,22 @@ pub fn detect_language(text: &str) -> String {
     latin_language(text).unwrap_or("n/a").to_string()
 }
 
+/// Non-overlapping occurrences of `pattern` in `text`, left to right: what `str::matches`
+/// counts (UTF-8 bytes of one character never start another), without building a substring
+/// searcher per pattern: the patterns are 2-3 letters and a message is short.
+fn count_matches(text: &[u8], pattern: &[u8]) -> usize {
+    let (mut count, mut at) = (0, 0);
+    while at + pattern.len() <= text.len() {
+        if text[at..].starts_with(pattern) {
+            count += 1;
+            at += pattern.len();
+        } else {
+            at += 1;
+        }
+    }
+    count
+}
+
 fn latin_language(text: &str) -> Option<&'static str> {
     let lower = text.to_lowercase();
     let words: Vec<&str> = lower
@@ -266,7 +282,7 @@ fn latin_language(text: &str) -> Option<&'static str> {
     let padded = format!(" {} ", words.join(" "));
     for (i, grams) in TRIGRAMS.iter().enumerate() {
         for g in grams.iter() {
-            scores[i] += 0.25 * padded.matches(g).count() as f64;
+            scores[i] += 0.25 * count_matches(padded.as_bytes(), g.as_bytes()) as f64;
         }
     }
     let (best, &top) = scores
@@ -289,6 +305,24 @@ fn latin_language(text: &str) -> Option<&'static str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pattern_counts_agree_with_str_matches() {
+        for (text, pattern) in [
+            (" hello there ", "he"),
+            ("oooo", "oo"),
+            (" ação não ", "ão"),
+            ("", "the"),
+            ("th", "the"),
+            (" the theme the ", "the"),
+        ] {
+            assert_eq!(
+                count_matches(text.as_bytes(), pattern.as_bytes()),
+                text.matches(pattern).count(),
+                "{text:?} / {pattern:?}"
+            );
+        }
+    }
 
     #[test]
     fn language_table() {
