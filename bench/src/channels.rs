@@ -8,7 +8,9 @@
 
 use crate::fakes::{self, Inbox, PAGE_ID};
 use crate::load::{closed_loop, percentile, Client, LoadResult, Recorder};
-use crate::procs::{botd_command, context_switches, cpu_seconds, fresh_data, write, Proc};
+use crate::procs::{
+    botd_command, context_switches, cpu_seconds, fresh_data, steal_seconds, write, Proc,
+};
 use crate::scenario::{is_greeting, ASK_NAME};
 use hmac::{Hmac, Mac};
 use serde_json::json;
@@ -62,6 +64,10 @@ pub struct CpuPerMessage {
     /// botd's context switches per message (its threads sleeping and being woken).
     pub switches_one: f64,
     pub switches_all: f64,
+    /// The share of the cores' time the hypervisor gave to other machines (steal), over the
+    /// 1-user and the all-users runs: CPU figures and ratios drift with it.
+    pub steal_one: f64,
+    pub steal_all: f64,
 }
 
 /// CPU seconds of botd and of this process, added up over runs, with the messages they made.
@@ -71,6 +77,8 @@ struct CpuTally {
     bench: f64,
     switches: u64,
     messages: u64,
+    steal: f64,
+    wall: f64,
 }
 
 impl CpuTally {
@@ -79,7 +87,10 @@ impl CpuTally {
         let me = std::process::id();
         let (botd_before, bench_before) = (cpu_seconds(botd), cpu_seconds(me));
         let switches_before = context_switches(botd);
+        let (steal_before, started) = (steal_seconds(), Instant::now());
         self.messages += run();
+        self.wall += started.elapsed().as_secs_f64();
+        self.steal += steal_seconds() - steal_before;
         self.botd += cpu_seconds(botd) - botd_before;
         self.bench += cpu_seconds(me) - bench_before;
         self.switches += context_switches(botd).saturating_sub(switches_before);
@@ -93,6 +104,12 @@ impl CpuTally {
             self.bench * 1e6 / n,
             self.switches as f64 / n,
         )
+    }
+
+    /// The share of the cores' time stolen by the hypervisor while the runs went on.
+    fn steal_share(&self) -> f64 {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+        self.steal / (self.wall * cores).max(1e-9)
     }
 }
 
@@ -352,6 +369,8 @@ fn run_messenger(s: &Settings) -> Result<Pipeline, String> {
         bench_all,
         switches_one,
         switches_all,
+        steal_one: cpu_one.steal_share(),
+        steal_all: cpu_all.steal_share(),
     });
 
     // Burst: every user posts new conversations' first messages as fast as they are accepted.

@@ -244,6 +244,16 @@ pub fn cpu_seconds(pid: u32) -> f64 {
     (ticks(11) + ticks(12)) / 100.0
 }
 
+/// Time the hypervisor ran something else while this machine's CPUs wanted to run ("steal",
+/// the 8th value of /proc/stat's `cpu` line), summed over the CPUs, in seconds; 0 off a VM.
+pub fn steal_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    stat.lines()
+        .find(|l| l.starts_with("cpu "))
+        .and_then(|l| l.split_whitespace().nth(8)?.parse::<f64>().ok())
+        .map_or(0.0, |ticks| ticks / 100.0)
+}
+
 /// Context switches (voluntary and not) of all of a process's threads so far. Threads that
 /// ended are not counted, so this is for long-lived threads (a server's pools).
 pub fn context_switches(pid: u32) -> u64 {

@@ -342,8 +342,8 @@ pub fn render(r: &Results) -> String {
         if let Some(cpu) = p.cpu_per_message {
             let _ = writeln!(
                 m,
-                "CPU time (user + system, `/proc`) per message: **botd {:.0} µs with 1 user, {:.0} µs with {}** (a turn, its commits and its Graph calls; what one user's messages pay alone, {} users' share: wake-ups, commits and fsyncs); the bench itself (load generator and fake Graph API, on the same two cores) {:.0} / {:.0} µs. botd's threads were switched out (slept or were preempted) {:.1} / {:.1} times per message.",
-                cpu.botd_one, cpu.botd_all, r.pipeline_users, r.pipeline_users, cpu.bench_one, cpu.bench_all, cpu.switches_one, cpu.switches_all
+                "CPU time (user + system, `/proc`) per message: **botd {:.0} µs with 1 user, {:.0} µs with {}** (a turn, its commits and its Graph calls; what one user's messages pay alone, {} users' share: wake-ups, commits and fsyncs); the bench itself (load generator and fake Graph API, on the same two cores) {:.0} / {:.0} µs. botd's threads were switched out (slept or were preempted) {:.1} / {:.1} times per message. The hypervisor ran other machines for {:.0} % / {:.0} % of the cores' time during these runs (steal, `/proc/stat`): CPU figures and the ratio move with it.",
+                cpu.botd_one, cpu.botd_all, r.pipeline_users, r.pipeline_users, cpu.bench_one, cpu.bench_all, cpu.switches_one, cpu.switches_all, cpu.steal_one * 100.0, cpu.steal_all * 100.0
             );
             if let Some(one) = &p.e2e_one {
                 // What bounds the ratio on this machine: the all-users loop can use every core
