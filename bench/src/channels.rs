@@ -9,7 +9,7 @@
 use crate::fakes::{self, Inbox, PAGE_ID};
 use crate::load::{closed_loop, percentile, Client, LoadResult, Recorder};
 use crate::procs::{
-    botd_command, context_switches, cpu_seconds, fresh_data, steal_seconds, write, Proc,
+    botd_command, context_switches, cpu_seconds, fresh_data, steal_seconds_per_cpu, write, Proc,
 };
 use crate::scenario::{is_greeting, ASK_NAME};
 use hmac::{Hmac, Mac};
@@ -87,10 +87,10 @@ impl CpuTally {
         let me = std::process::id();
         let (botd_before, bench_before) = (cpu_seconds(botd), cpu_seconds(me));
         let switches_before = context_switches(botd);
-        let (steal_before, started) = (steal_seconds(), Instant::now());
+        let (steal_before, started) = (steal_seconds_per_cpu(), Instant::now());
         self.messages += run();
         self.wall += started.elapsed().as_secs_f64();
-        self.steal += steal_seconds() - steal_before;
+        self.steal += steal_seconds_per_cpu() - steal_before;
         self.botd += cpu_seconds(botd) - botd_before;
         self.bench += cpu_seconds(me) - bench_before;
         self.switches += context_switches(botd).saturating_sub(switches_before);
@@ -108,8 +108,7 @@ impl CpuTally {
 
     /// The share of the cores' time stolen by the hypervisor while the runs went on.
     fn steal_share(&self) -> f64 {
-        let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
-        self.steal / (self.wall * cores).max(1e-9)
+        self.steal / self.wall.max(1e-9)
     }
 }
 

@@ -245,13 +245,19 @@ pub fn cpu_seconds(pid: u32) -> f64 {
 }
 
 /// Time the hypervisor ran something else while this machine's CPUs wanted to run ("steal",
-/// the 8th value of /proc/stat's `cpu` line), summed over the CPUs, in seconds; 0 off a VM.
-pub fn steal_seconds() -> f64 {
+/// the 8th value of /proc/stat's `cpu` line), per CPU (the line sums the `cpuN` lines below
+/// it), in seconds; 0 off a VM.
+pub fn steal_seconds_per_cpu() -> f64 {
     let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let cpus = stat
+        .lines()
+        .filter(|l| l.starts_with("cpu") && !l.starts_with("cpu "))
+        .count()
+        .max(1) as f64;
     stat.lines()
         .find(|l| l.starts_with("cpu "))
         .and_then(|l| l.split_whitespace().nth(8)?.parse::<f64>().ok())
-        .map_or(0.0, |ticks| ticks / 100.0)
+        .map_or(0.0, |ticks| ticks / 100.0 / cpus)
 }
 
 /// Context switches (voluntary and not) of all of a process's threads so far. Threads that
