@@ -36,6 +36,7 @@ check:
 install: build
 	install -D -s -m 0755 $(BIN) $(DESTDIR)$(PREFIX)/bin/botd
 	install -D -m 0644 README.md $(DESTDIR)$(PREFIX)/share/doc/botd/README.md
+	install -D -m 0644 NOTICE $(DESTDIR)$(PREFIX)/share/doc/botd/NOTICE
 	install -d $(DESTDIR)/etc/systemd/system
 	sed -e 's|@PREFIX@|$(PREFIX)|g' -e 's|@DATA_DIR@|$(DATA_DIR)|g' systemd/botd.service > $(DESTDIR)/etc/systemd/system/botd.service
 	@if [ -e "$(DESTDIR)$(DATA_DIR)/bots" ]; then \

@@ -431,10 +431,18 @@ pub fn load_bot(settings: &Settings, id: &str) -> LoadOutcome {
             .unwrap_or(true),
         ..NluConfig::with_threshold(threshold)
     };
-    let nlu = Nlu::train(&intents, &entities, &nlu_settings);
+    // The built-in word vectors are English: other languages' models do without them.
+    let settings_for = |lang: &str| NluConfig {
+        english_vectors: lang == "en",
+        ..nlu_settings
+    };
+    let nlu = Nlu::train(&intents, &entities, &settings_for(&default_language));
     let other_nlus = other_intents
         .into_iter()
-        .map(|(lang, list)| (lang, Nlu::train(&list, &entities, &nlu_settings)))
+        .map(|(lang, list)| {
+            let nlu = Nlu::train(&list, &entities, &settings_for(&lang));
+            (lang, nlu)
+        })
         .collect();
 
     out.bot = Some(Bot {
