@@ -175,6 +175,7 @@ impl Softmax {
                 let x = &rows[i];
                 scores.copy_from_slice(&bias);
                 for &(r, v) in x {
+                    let r = r as usize;
                     let row = &w[r * classes..(r + 1) * classes];
                     let sv = v * scale;
                     for (s, wv) in scores.iter_mut().zip(row) {
@@ -191,6 +192,7 @@ impl Softmax {
                 scale *= 1.0 - eta * cfg.l2;
                 let step = eta / scale;
                 for &(r, v) in x {
+                    let r = r as usize;
                     let row = &mut w[r * classes..(r + 1) * classes];
                     let sv = step * v;
                     for (wv, g) in row.iter_mut().zip(&scores) {
@@ -287,7 +289,9 @@ impl Softmax {
     }
 }
 
-type Rows = Vec<Vec<(usize, f32)>>;
+/// Examples re-indexed by weight row; u32 keeps an entry at 8 bytes (the SVM's inner loops
+/// are bound by memory reads).
+type Rows = Vec<Vec<(u32, f32)>>;
 
 /// Sorted distinct buckets of `xs` and the examples re-indexed by position in that list.
 fn index_rows(xs: &[Sparse]) -> (Vec<u32>, Rows) {
@@ -298,7 +302,7 @@ fn index_rows(xs: &[Sparse]) -> (Vec<u32>, Rows) {
         .iter()
         .map(|x| {
             x.iter()
-                .map(|(b, v)| (buckets.binary_search(b).unwrap_or(0), *v))
+                .map(|(b, v)| (buckets.binary_search(b).unwrap_or(0) as u32, *v))
                 .collect()
         })
         .collect();
@@ -361,8 +365,8 @@ fn svm_ovr(
         df = vec![0f32; dim * classes];
         for (x, &y) in rows.iter().zip(&sub_ys) {
             for &(r, _) in x {
-                df[r * classes + y] += 1.0;
-                total_df[r] += 1.0;
+                df[r as usize * classes + y] += 1.0;
+                total_df[r as usize] += 1.0;
             }
         }
     }
@@ -388,7 +392,18 @@ fn svm_ovr(
                 scale[r] = if cfg.nb_abs { ratio.abs() } else { ratio };
             }
         }
-        let b = svm_binary(&rows, &sub_ys, k, &cw, cfg, &scale, &mut wk);
+        // The NB ratios scale the features; without them the rows are used as they are.
+        let scaled: Rows;
+        let class_rows = if cfg.nb > 0.0 {
+            scaled = rows
+                .iter()
+                .map(|x| x.iter().map(|&(r, v)| (r, v * scale[r as usize])).collect())
+                .collect();
+            &scaled
+        } else {
+            &rows
+        };
+        let b = svm_binary(class_rows, &sub_ys, k, &cw, cfg, &mut wk);
         bias[k] = b;
         for (r, v) in wk.iter().enumerate() {
             w[r * classes + k] = *v * scale[r];
@@ -406,7 +421,6 @@ fn svm_binary(
     k: usize,
     cw: &[f32],
     cfg: &TrainConfig,
-    scale: &[f32],
     w: &mut [f32],
 ) -> f32 {
     let n = rows.len();
@@ -416,7 +430,7 @@ fn svm_binary(
     let qd: Vec<f32> = rows
         .iter()
         .zip(&diag)
-        .map(|(x, d)| x.iter().map(|&(r, v)| (v * scale[r]).powi(2)).sum::<f32>() + 1.0 + d)
+        .map(|(x, d)| x.iter().map(|&(_, v)| v * v).sum::<f32>() + 1.0 + d)
         .collect();
     let sign: Vec<f32> = ys
         .iter()
@@ -437,7 +451,7 @@ fn svm_binary(
             let y = sign[i];
             let mut dot = b;
             for &(r, v) in x {
-                dot += w[r] * v * scale[r];
+                dot += w[r as usize] * v;
             }
             let g = y * dot - 1.0 + diag[i] * alpha[i];
             let pg = if alpha[i] == 0.0 {
@@ -457,7 +471,7 @@ fn svm_binary(
                 alpha[i] = (old - g / qd[i]).max(0.0);
                 let d = (alpha[i] - old) * y;
                 for &(r, v) in x {
-                    w[r] += d * v * scale[r];
+                    w[r as usize] += d * v;
                 }
                 b += d;
             }
