@@ -147,7 +147,13 @@ impl Softmax {
             Solver::Svm => Softmax::train_svm(xs, ys, class_scale, cfg),
             Solver::Both => {
                 let (mut m, held) = Softmax::train_svm(xs, ys, class_scale, cfg);
-                m.partner = Some(Box::new(Softmax::train_sgd(xs, ys, class_scale, cfg)));
+                let mut p = Softmax::train_sgd(xs, ys, class_scale, cfg);
+                // Both were trained on the same examples, so they have the same rows: the
+                // partner keeps none of its own (less memory, one search per prediction).
+                if p.buckets == m.buckets {
+                    p.buckets = Vec::new();
+                }
+                m.partner = Some(Box::new(p));
                 (m, held)
             }
         }
@@ -246,19 +252,47 @@ impl Softmax {
         (model, held)
     }
 
-    /// `w·x + b` of each class, before the temperature.
-    pub fn margins(&self, x: &Sparse) -> Vec<f32> {
+    /// The weight rows of `x`'s features, with their values (features never seen in
+    /// training have no row and count for nothing).
+    fn rows_of(&self, x: &Sparse) -> Vec<(usize, f32)> {
+        let mut out = Vec::with_capacity(x.len());
+        // `x` is sorted like `buckets`: each search starts past the previous row, and a run
+        // of consecutive buckets (the dense block) is found without searching.
+        let mut from = 0;
+        for (b, v) in x {
+            let r = if self.buckets.get(from) == Some(b) {
+                from
+            } else {
+                match self.buckets[from..].binary_search(b) {
+                    Ok(i) => from + i,
+                    Err(i) => {
+                        from += i;
+                        continue;
+                    }
+                }
+            };
+            from = r + 1;
+            out.push((r, *v));
+        }
+        out
+    }
+
+    /// `w·x + b` of each class over rows found by [`Softmax::rows_of`].
+    fn margins_of_rows(&self, rows: &[(usize, f32)]) -> Vec<f32> {
         let mut scores = self.bias.clone();
         let c = self.classes;
-        for (b, v) in x {
-            if let Ok(r) = self.buckets.binary_search(b) {
-                let row = &self.weights[r * c..(r + 1) * c];
-                for (s, wv) in scores.iter_mut().zip(row) {
-                    *s += v * from_bf16(*wv);
-                }
+        for &(r, v) in rows {
+            let row = &self.weights[r * c..(r + 1) * c];
+            for (s, wv) in scores.iter_mut().zip(row) {
+                *s += v * from_bf16(*wv);
             }
         }
         scores
+    }
+
+    /// `w·x + b` of each class, before the temperature.
+    pub fn margins(&self, x: &Sparse) -> Vec<f32> {
+        self.margins_of_rows(&self.rows_of(x))
     }
 
     /// Class probabilities (sum to 1).
@@ -267,13 +301,22 @@ impl Softmax {
     }
 
     /// The margins `w·x + b` of this model (the SVM's, in the default ensemble) and the class
-    /// probabilities, sharing one pass over the weights.
+    /// probabilities, sharing one search for the feature rows.
     pub fn predict(&self, x: &Sparse) -> (Vec<f32>, Vec<f32>) {
-        let margins = self.margins(x);
+        let rows = self.rows_of(x);
+        let margins = self.margins_of_rows(&rows);
         let mut s: Vec<f32> = margins.iter().map(|m| m * self.temperature).collect();
         softmax_in_place(&mut s);
         if let Some(p) = &self.partner {
-            for (a, b) in s.iter_mut().zip(p.predict_proba(x)) {
+            // A partner without buckets of its own has this model's rows (see `train_held_out`).
+            let mut q = if p.buckets.is_empty() {
+                p.margins_of_rows(&rows)
+            } else {
+                p.margins(x)
+            };
+            q.iter_mut().for_each(|m| *m *= p.temperature);
+            softmax_in_place(&mut q);
+            for (a, b) in s.iter_mut().zip(q) {
                 *a = (*a + b) / 2.0;
             }
         }
