@@ -991,6 +991,9 @@ impl Nlu {
             .iter()
             .map(|c| ContextModel::train(c, intents, &opts, seed_of(c)))
             .collect();
+        if opts.features.vector_weight > 0.0 {
+            vectors::release_pages();
+        }
         let extractor = EntityExtractor::new(entities, config.system_entities);
         let tagger = SlotTagger::train_for_intents(intents, &extractor);
         Nlu {
