@@ -607,3 +607,80 @@ fn a_context_with_enough_data_learns_its_scope() {
     // `intents` still ranks the bot's intents for the out-of-scope message.
     assert!(outside.intents.iter().any(|s| s.name == "weather"));
 }
+
+/// A small shop bot taught in its author's words only.
+fn shop_bot() -> Vec<IntentDef> {
+    vec![
+        intent(
+            "buy_car",
+            &["global"],
+            &[
+                "i want to buy a car",
+                "buy a new car",
+                "i'd like to buy a used car",
+                "can i buy a car here",
+                "how do i buy a car from you",
+            ],
+        ),
+        intent(
+            "sell_house",
+            &["global"],
+            &[
+                "i want to sell my house",
+                "sell my home",
+                "help me sell my flat",
+                "how do i sell a house",
+                "can you sell my apartment",
+            ],
+        ),
+        intent(
+            "book_table",
+            &["global"],
+            &[
+                "book a table for tonight",
+                "reserve a table for two",
+                "i need a table at your restaurant",
+                "can i book a dinner table",
+                "table reservation please",
+            ],
+        ),
+    ]
+}
+
+#[test]
+fn english_word_vectors_understand_words_the_bot_never_saw() {
+    // "purchase" and "automobile" are in none of the utterances: only their meaning is near
+    // "buy" and "car".
+    let nlu = Nlu::train(&shop_bot(), &[], &NluConfig::default());
+    for text in [
+        "purchase an automobile",
+        "i would like to purchase a vehicle",
+        "acquire a new automobile",
+        "i wish to get a motor vehicle",
+    ] {
+        let p = nlu.predict_intents(text, &[]);
+        let best = p.intents.iter().find(|i| i.name != NONE_INTENT).unwrap();
+        assert_eq!(best.name, "buy_car", "{text}: {:?}", p.intents);
+    }
+    let v = nlu.understand("i would like to purchase a vehicle", &[], 0);
+    assert_eq!(v["intent"]["name"], "buy_car", "{v}");
+}
+
+#[test]
+fn other_languages_train_without_the_english_vectors() {
+    let english = Nlu::train(&shop_bot(), &[], &NluConfig::default());
+    let other = NluConfig {
+        english_vectors: false,
+        ..NluConfig::default()
+    };
+    let other = Nlu::train(&shop_bot(), &[], &other);
+    for m in &english.contexts {
+        assert!(m.vectorizer.cfg.vector_weight > 0.0);
+    }
+    for m in &other.contexts {
+        assert_eq!(m.vectorizer.cfg.vector_weight, 0.0);
+        assert!(m.centroids.is_none());
+        let x = m.vectorizer.transform("i want to buy a car");
+        assert!(x.iter().all(|(b, _)| *b < m.vectorizer.cfg.buckets));
+    }
+}
