@@ -139,10 +139,6 @@ impl WordVectors {
         Ok(table)
     }
 
-    pub fn dims(&self) -> usize {
-        self.dims
-    }
-
     fn offset(&self, i: usize) -> usize {
         // Checked in `parse`.
         u32_at(self.bytes, self.offsets_at + 4 * i).unwrap_or(0) as usize
@@ -166,8 +162,9 @@ impl WordVectors {
         None
     }
 
-    /// Greedy longest-match-first WordPiece of one basic token, as rows; `None` when some part
-    /// of it matches no piece (BERT then calls the whole word unknown).
+    /// Greedy longest-match-first WordPiece of one basic token: its rows are pushed onto `out`
+    /// and `true` returned; `false` (and nothing pushed) when some part of it matches no piece,
+    /// as BERT then calls the whole word unknown.
     fn word_rows(&self, word: &str, key: &mut Vec<u8>, out: &mut Vec<usize>) -> bool {
         if word.chars().count() > MAX_WORD_CHARS {
             return false;
